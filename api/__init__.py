@@ -1,0 +1,1 @@
+"""The REST/OpenAPI face: a FastAPI app over the core."""

@@ -1,0 +1,45 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+
+from api.deps import AppContext
+from api.errors import install_error_handlers
+from api.routers import forecast, health, metrics, points, readings
+from core.service import DsmCore
+
+DESCRIPTION = """
+Edge demand side management for one building. The same core feeds the BACnet/IP device and this
+API: `GET /api/v1/points` returns exactly what a BACnet read returns.
+
+Writes need `Authorization: Bearer <token>` when the service runs with `--api-token`; reads are open.
+Errors are JSON: `{"detail": "what was wrong"}`.
+"""
+
+
+def create_app(
+    core: DsmCore, *, bacnet_bound: Callable[[], bool], version: str = "0"
+) -> FastAPI:
+    """Build the app around a started core."""
+    app = FastAPI(
+        title="open-dsm",
+        version=version,
+        description=DESCRIPTION,
+        openapi_tags=[
+            {"name": "points", "description": "The BACnet point list with live values"},
+            {"name": "readings", "description": "Meter readings in, minute grid out"},
+            {"name": "forecast", "description": "The next 60 minutes"},
+            {"name": "health", "description": "Probes for orchestrators"},
+            {"name": "metrics", "description": "Prometheus"},
+        ],
+    )
+    app.state.context = AppContext(
+        core=core, bacnet_bound=bacnet_bound, registry=metrics.build_registry(core)
+    )
+    install_error_handlers(app)
+    for module in (points, readings, forecast, health, metrics):
+        app.include_router(module.router)
+    return app

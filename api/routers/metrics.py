@@ -1,0 +1,74 @@
+"""Prometheus metrics, read from the same snapshot the other faces publish."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from api.deps import ContextDep
+from bacnet.points import POINTS, Reliability
+from core.service import DsmCore
+
+router = APIRouter(tags=["metrics"])
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class SnapshotCollector(Collector):
+    """Turns the current snapshot into gauges at scrape time (nothing computed twice)."""
+
+    def __init__(self, core: DsmCore) -> None:
+        self._core = core
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield one family per figure."""
+        snapshot = self._core.snapshot
+        values = GaugeMetricFamily(
+            "open_dsm_point_value", "Present value of each BACnet point", labels=["point"]
+        )
+        faults = GaugeMetricFamily(
+            "open_dsm_point_fault", "1 when the point's reliability is not no-fault-detected",
+            labels=["point", "reliability"],
+        )
+        for point in POINTS:
+            values.add_metric([point.name], float(point.present_value(snapshot)))
+            reliability = point.reliability(snapshot)
+            faults.add_metric(
+                [point.name, reliability.value],
+                0.0 if reliability is Reliability.NO_FAULT_DETECTED else 1.0,
+            )
+        yield values
+        yield faults
+        age = self._core.snapshot_age_s()
+        yield GaugeMetricFamily(
+            "open_dsm_snapshot_age_seconds", "Seconds since outputs were recomputed",
+            value=age if age is not None else float("nan"),
+        )
+        accepted = CounterMetricFamily(
+            "open_dsm_readings_accepted", "Meter readings accepted", labels=["source"]
+        )
+        rejected = CounterMetricFamily(
+            "open_dsm_readings_rejected", "Meter readings refused", labels=["source"]
+        )
+        for source, count in sorted(self._core.stats.accepted.items()):
+            accepted.add_metric([source], count)
+        for source, count in sorted(self._core.stats.rejected.items()):
+            rejected.add_metric([source], count)
+        yield accepted
+        yield rejected
+
+
+def build_registry(core: DsmCore) -> CollectorRegistry:
+    """A registry for this app only (no process-global state)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(core))
+    return registry
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(context: ContextDep) -> Response:
+    """Prometheus text exposition of the core's snapshot and counters."""
+    return Response(generate_latest(context.registry), media_type=CONTENT_TYPE)

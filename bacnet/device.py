@@ -1,0 +1,332 @@
+"""Build the BACnet/IP device from the point table and keep it in step with the core's snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from bacpypes3.app import Application
+from bacpypes3.basetypes import (
+    BDTEntry,
+    BinaryPV,
+    EngineeringUnits,
+    EventState,
+    HostNPort,
+    IPMode,
+    ObjectTypesSupported,
+    PropertyIdentifier,
+    Reliability,
+    ServicesSupported,
+)
+from bacpypes3.errors import ExecutionError
+from bacpypes3.local.analog import AnalogValueObject
+from bacpypes3.local.binary import BinaryValueObject
+from bacpypes3.local.cmd import Commandable
+from bacpypes3.local.device import DeviceObject
+from bacpypes3.local.networkport import NetworkPortObject
+from bacpypes3.pdu import Address
+from bacpypes3.primitivedata import Null, Real
+
+from bacnet.points import DATABASE_REVISION, POINTS, ObjectType, PointSpec
+from core.config import Settings
+from core.errors import InvalidReading
+from core.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+# Services this device executes or initiates, each exercised by the end-to-end test. bacpypes3's
+# own list is derived by introspection and is wrong (it maps unconfirmed services with the
+# confirmed enumeration), so it is stated here.
+SERVICES_SUPPORTED = (
+    "readProperty",
+    "readPropertyMultiple",
+    "writeProperty",
+    "subscribeCOV",
+    "confirmedCOVNotification",
+    "unconfirmedCOVNotification",
+    "whoIs",
+    "iAm",
+    "whoHas",
+    "iHave",
+)
+OBJECT_TYPES_SUPPORTED = ("device", "analog-value", "binary-value", "network-port")
+
+SubmitReading = Callable[[float], object]
+ValidateReading = Callable[[float], float]
+
+
+def _denied() -> ExecutionError:
+    return ExecutionError(errorClass="property", errorCode="writeAccessDenied")
+
+
+def _attr_name(attr: int | str) -> str:
+    if isinstance(attr, int):
+        return str(PropertyIdentifier(attr).attr)
+    return attr
+
+
+class _WriteGuard:
+    """Refuse every network write: bacpypes3 otherwise accepts writes to almost any property."""
+
+    async def write_property(
+        self, attr: int | str, value: Any, index: int | None = None, priority: int | None = None
+    ) -> None:
+        raise _denied()
+
+
+class ReadOnlyAnalogValue(_WriteGuard, AnalogValueObject):  # type: ignore[misc]
+    """An analogValue the network can read and subscribe to but never write."""
+
+
+class ReadOnlyBinaryValue(_WriteGuard, BinaryValueObject):  # type: ignore[misc]
+    """A binaryValue the network can read and subscribe to but never write."""
+
+
+class GuardedNetworkPort(_WriteGuard, NetworkPortObject):  # type: ignore[misc]
+    """The network port object, read-only from the network."""
+
+
+class OpenDsmDevice(_WriteGuard, DeviceObject):  # type: ignore[misc]
+    """The device object, read-only, reporting the services and object types it really has."""
+
+    @property
+    def protocolServicesSupported(self) -> ServicesSupported:
+        """The services listed in SERVICES_SUPPORTED."""
+        supported = ServicesSupported([])
+        for name in SERVICES_SUPPORTED:
+            supported[getattr(supported, name)] = 1
+        return supported
+
+    @protocolServicesSupported.setter
+    def protocolServicesSupported(self, value: Any) -> None:
+        """Ignored: derived."""
+
+    @property
+    def protocolObjectTypesSupported(self) -> ObjectTypesSupported:
+        """The object types this device contains."""
+        supported = ObjectTypesSupported([])
+        for name in OBJECT_TYPES_SUPPORTED:
+            supported[getattr(supported, _camel(name))] = 1
+        return supported
+
+    @protocolObjectTypesSupported.setter
+    def protocolObjectTypesSupported(self, value: Any) -> None:
+        """Ignored: derived."""
+
+
+class InputPowerMeterObject(Commandable, AnalogValueObject):  # type: ignore[misc]
+    """The commandable meter input: only presentValue (with a priority, or Null) is writable.
+
+    A non-Null write is validated by the core first (NaN, infinity or an implausible kW answers
+    value-out-of-range and changes nothing); once accepted into the priority array, the effective
+    present value is submitted to the core as a reading.
+    """
+
+    _validate_reading: ValidateReading
+    _submit_reading: SubmitReading
+
+    async def write_property(
+        self, attr: int | str, value: Any, index: int | None = None, priority: int | None = None
+    ) -> None:
+        """Accept presentValue writes and relinquishes; deny everything else."""
+        if _attr_name(attr) != "presentValue":
+            raise _denied()
+        if index is not None:
+            raise ExecutionError(errorClass="property", errorCode="propertyIsNotAnArray")
+        if priority is not None and not 1 <= priority <= 16:
+            raise ExecutionError(errorClass="services", errorCode="parameterOutOfRange")
+        if isinstance(value, Null):
+            await super().write_property("presentValue", value, None, priority)
+            return
+        try:
+            kw = self._validate_reading(float(value))
+        except (InvalidReading, TypeError, ValueError) as exc:
+            log.warning("BACnet write to input-power-meter refused: %s", exc)
+            raise ExecutionError(errorClass="property", errorCode="valueOutOfRange") from exc
+        await super().write_property("presentValue", Real(kw), None, priority)
+        self._submit_reading(float(self.presentValue))
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("-")
+    return head + "".join(part.title() for part in rest)
+
+
+def _reliability(point: PointSpec, snapshot: Snapshot) -> Reliability:
+    return Reliability(point.reliability(snapshot).value)
+
+
+def _bacnet_value(point: PointSpec, snapshot: Snapshot) -> Any:
+    value = point.present_value(snapshot)
+    if point.object_type is ObjectType.BINARY_VALUE:
+        return BinaryPV.active if value else BinaryPV.inactive
+    return Real(float(value))
+
+
+def build_objects(
+    settings: Settings,
+    snapshot: Snapshot,
+    validate_reading: ValidateReading,
+    submit_reading: SubmitReading,
+    version: str,
+) -> tuple[OpenDsmDevice, GuardedNetworkPort, dict[str, Any]]:
+    """Device, network port and point objects (call inside the running event loop)."""
+    device = OpenDsmDevice(
+        objectIdentifier=("device", settings.device_instance),
+        objectName=settings.device_name,
+        vendorIdentifier=settings.vendor_id,
+        vendorName=settings.vendor_name,
+        modelName="open-dsm",
+        firmwareRevision=version,
+        applicationSoftwareVersion=version,
+        location=settings.location,
+        description=settings.device_description,
+        databaseRevision=DATABASE_REVISION,
+    )
+    network_port = GuardedNetworkPort(
+        settings.bacnet_address,
+        objectIdentifier=("network-port", 1),
+        objectName="NetworkPort-1",
+        networkNumberQuality="unknown",
+    )
+    if settings.foreign_bbmd:
+        network_port.bacnetIPMode = IPMode.foreign
+        network_port.fdBBMDAddress = HostNPort(settings.foreign_bbmd)
+        network_port.fdSubscriptionLifetime = settings.foreign_ttl
+    elif settings.bbmd_bdt:
+        network_port.bacnetIPMode = IPMode.bbmd
+        network_port.bbmdAcceptFDRegistrations = True
+        network_port.bbmdForeignDeviceTable = []
+        network_port.bbmdBroadcastDistributionTable = [BDTEntry(a) for a in settings.bbmd_bdt]
+
+    objects: dict[str, Any] = {}
+    for point in POINTS:
+        common: dict[str, Any] = {
+            "objectIdentifier": (point.object_type.value, point.instance),
+            "objectName": point.name,
+            "description": point.describe(snapshot, settings),
+            "presentValue": _bacnet_value(point, snapshot),
+            "statusFlags": [0, 0, 0, 0],
+            "eventState": EventState.normal,
+            "outOfService": False,
+            "reliability": _reliability(point, snapshot),
+        }
+        obj: Any
+        if point.object_type is ObjectType.ANALOG_VALUE:
+            common["units"] = EngineeringUnits(point.units)
+            common["covIncrement"] = point.cov_increment
+            if point.writable:
+                obj = InputPowerMeterObject(
+                    relinquishDefault=_bacnet_value(point, snapshot), **common
+                )
+                obj._validate_reading = validate_reading
+                obj._submit_reading = submit_reading
+            else:
+                obj = ReadOnlyAnalogValue(**common)
+        else:
+            assert point.state_text is not None
+            obj = ReadOnlyBinaryValue(
+                inactiveText=point.state_text[0], activeText=point.state_text[1], **common
+            )
+        objects[point.name] = obj
+    return device, network_port, objects
+
+
+class BacnetFace:
+    """The running BACnet application and the sync from snapshots to present values."""
+
+    def __init__(self, settings: Settings, version: str) -> None:
+        self._settings = settings
+        self._version = version
+        self.app: Application | None = None
+        self._objects: dict[str, Any] = {}
+
+    @property
+    def bound(self) -> bool:
+        """True once every UDP endpoint of the application is open."""
+        if self.app is None or not self.app.link_layers:
+            return False
+        return all(
+            getattr(link.server, "local_transport", None) is not None
+            for link in self.app.link_layers.values()
+        )
+
+    def resolve_address(self) -> tuple[str, int]:
+        """The (IPv4, UDP port) the device will bind, with 'host' resolved as bacpypes3 does."""
+        address = Address(self._settings.bacnet_address)
+        host, port = address.addrTuple
+        return str(host), int(port)
+
+    async def wait_bound(self, timeout_s: float) -> None:
+        """Wait until the endpoint is open; raise TimeoutError naming the address if not."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not self.bound:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(
+                    f"BACnet/IP did not bind {self._settings.bacnet_address} in {timeout_s:g} s"
+                )
+            await asyncio.sleep(0.01)
+
+    def start(
+        self, snapshot: Snapshot, validate_reading: ValidateReading, submit_reading: SubmitReading
+    ) -> None:
+        """Create the application and bind UDP (inside the running loop)."""
+        device, network_port, self._objects = build_objects(
+            self._settings, snapshot, validate_reading, submit_reading, self._version
+        )
+        self.app = Application.from_object_list([device, network_port, *self._objects.values()])
+        log.info(
+            "BACnet device %d %r on %s with %d points",
+            self._settings.device_instance,
+            self._settings.device_name,
+            self._settings.bacnet_address,
+            len(self._objects),
+        )
+
+    def close(self) -> None:
+        """Release the UDP endpoint."""
+        if self.app is not None:
+            self.app.close()
+            self.app = None
+
+    def sync(self, snapshot: Snapshot) -> None:
+        """Copy a snapshot into present values, reliabilities and descriptions (drives COV)."""
+        for point in POINTS:
+            obj = self._objects.get(point.name)
+            if obj is None:
+                continue
+            old_flags = obj.statusFlags
+            reliability = _reliability(point, snapshot)
+            if obj.reliability != reliability:
+                obj.reliability = reliability
+            description = point.describe(snapshot, self._settings)
+            if obj.description != description:
+                obj.description = description
+            if point.writable:
+                self._sync_input(obj, point, snapshot)
+            else:
+                value = _bacnet_value(point, snapshot)
+                if obj.presentValue != value:
+                    obj.presentValue = value
+            new_flags = obj.statusFlags
+            if new_flags != old_flags:
+                # statusFlags is derived, so bacpypes3 sends no COV for it on its own.
+                for monitor in list(obj._property_monitors["statusFlags"]):
+                    monitor(old_flags, new_flags)
+
+    @staticmethod
+    def _sync_input(obj: InputPowerMeterObject, point: PointSpec, snapshot: Snapshot) -> None:
+        """The relinquish default follows the latest accepted reading from either face.
+
+        So a REST reading shows in presentValue when no BAS priority is active, and relinquishing
+        every priority holds the last reading rather than dropping to a made-up number.
+        """
+        kw = snapshot.input_kw
+        if kw is None or math.isnan(kw):
+            return
+        if float(obj.relinquishDefault) != kw:
+            obj.relinquishDefault = Real(kw)
+            obj.recalculating()

@@ -1,0 +1,223 @@
+"""Settings: one validated object built once in the entry point and passed down."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MAX_DEVICE_INSTANCE = 4194302
+_BACNET_ADDRESS_RE = re.compile(
+    r"^(?P<host>host|\d{1,3}(?:\.\d{1,3}){3})(?:/(?P<mask>\d{1,2}))?(?::(?P<port>\d{1,5}))?$"
+)
+
+
+def default_data_dir() -> Path:
+    """Where the SQLite file and model artifacts live unless configured (XDG data home)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "open-dsm"
+
+
+def system_timezone_name() -> str:
+    """The host's IANA zone name (from TZ or /etc/localtime), falling back to UTC."""
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz:
+        return tz
+    try:
+        target = os.path.realpath("/etc/localtime")
+        marker = "zoneinfo/"
+        if marker in target:
+            return target.split(marker, 1)[1]
+    except OSError:
+        pass
+    return "UTC"
+
+
+def parse_bacnet_address(value: str) -> tuple[str, int | None, int]:
+    """Split a bacpypes3 address ``A.B.C.D[/mask][:port]`` or ``host[:port]``; raise ValueError."""
+    match = _BACNET_ADDRESS_RE.match(value.strip())
+    if not match:
+        raise ValueError(
+            f"{value!r} is not a BACnet/IP address; use A.B.C.D/prefix:port, "
+            "e.g. 192.168.1.10/24:47808, or host:47808 for the primary interface"
+        )
+    host = match["host"]
+    if host != "host":
+        ipaddress.IPv4Address(host)  # raises ValueError on 300.1.1.1
+    mask = int(match["mask"]) if match["mask"] else None
+    if mask is not None and not 0 <= mask <= 32:
+        raise ValueError(f"network prefix /{mask} must be 0..32")
+    port = int(match["port"]) if match["port"] else 47808
+    if not 1 <= port <= 65535:
+        raise ValueError(f"UDP port {port} must be 1..65535")
+    return host, mask, port
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; each has an OPEN_DSM_<NAME> variable and a --<name> flag."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OPEN_DSM_", env_file=None, extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Directory for the SQLite file and model artifacts.",
+    )
+    db: str | None = Field(
+        default=None,
+        description="SQLAlchemy database URL; default sqlite:///<data-dir>/open-dsm.sqlite3. "
+        "PostgreSQL: postgresql+psycopg://user:pass@host/db.",
+    )
+    http_host: str = Field(default="0.0.0.0", description="REST API bind address.")
+    http_port: Port = Field(default=8000, description="REST API TCP port.")
+    bacnet_address: str = Field(
+        default="host:47808",
+        description="BACnet/IP address in bacpypes3 form, e.g. 192.168.1.10/24:47808; "
+        "'host' means the primary interface.",
+    )
+    device_instance: int = Field(
+        default=500001, ge=0, le=MAX_DEVICE_INSTANCE, description="BACnet device instance."
+    )
+    device_name: str = Field(
+        default="OpenDsm", min_length=1, max_length=64, description="BACnet device object name."
+    )
+    vendor_id: int = Field(
+        default=999,
+        ge=0,
+        le=65535,
+        description="BACnet vendor identifier (set your ASHRAE-assigned id; 999 is a placeholder).",
+    )
+    vendor_name: str = Field(default="open-dsm project", description="BACnet vendor name.")
+    location: str = Field(default="", max_length=128, description="BACnet device location.")
+    device_description: str = Field(
+        default="open-dsm demand side management", max_length=128, description="Device description."
+    )
+    foreign_bbmd: str | None = Field(
+        default=None,
+        description="Register as a foreign device with this BBMD (A.B.C.D[:port]).",
+    )
+    foreign_ttl: int = Field(
+        default=900, ge=30, le=65535, description="Foreign-device registration lifetime (s)."
+    )
+    bbmd_bdt: list[str] = Field(
+        default_factory=list,
+        description="Act as a BBMD with this broadcast distribution table "
+        "(comma-separated A.B.C.D/prefix:port, this device's own address first).",
+    )
+    timezone: str = Field(
+        default_factory=system_timezone_name,
+        description="Site time zone (IANA), used for midnight training and daily schedules.",
+    )
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token required for REST writes; reads stay open."
+    )
+    stale_after_s: float = Field(
+        default=300.0,
+        ge=1.0,
+        le=86400.0,
+        description="Seconds without a write before the input is stale (communication-failure).",
+    )
+    snapshot_interval_s: float = Field(
+        default=60.0, ge=0.5, le=3600.0, description="How often outputs are recomputed (s)."
+    )
+    min_kw: float = Field(default=-10000.0, description="Lowest plausible meter reading (kW).")
+    max_kw: float = Field(default=100000.0, description="Highest plausible meter reading (kW).")
+    percentile_window_days: float = Field(
+        default=30.0, gt=0.0, le=366.0, description="Trailing window for the load percentiles."
+    )
+    high_percentile: float = Field(
+        default=90.0, gt=0.0, lt=100.0, description="High-load percentile."
+    )
+    low_percentile: float = Field(
+        default=30.0, gt=0.0, lt=100.0, description="Low-load percentile."
+    )
+    flag_min_dwell_s: float = Field(
+        default=900.0, ge=0.0, le=86400.0, description="Minimum time between load-flag changes (s)."
+    )
+    flag_min_history_minutes: int = Field(
+        default=60, ge=1, description="Minutes of history needed before load flags are computed."
+    )
+    log_level: str = Field(default="INFO", description="Logging level.")
+
+    @field_validator("bbmd_bdt", mode="before")
+    @classmethod
+    def _split_bdt(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("bacnet_address")
+    @classmethod
+    def _check_bacnet_address(cls, value: str) -> str:
+        parse_bacnet_address(value)
+        return value.strip()
+
+    @field_validator("bbmd_bdt")
+    @classmethod
+    def _check_bdt(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_bacnet_address(entry)
+        return value
+
+    @field_validator("foreign_bbmd")
+    @classmethod
+    def _check_foreign(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, _, _ = parse_bacnet_address(value)
+            if host == "host":
+                raise ValueError("the BBMD must be given as an IPv4 address")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from exc
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.min_kw >= self.max_kw:
+            raise ValueError("min_kw must be below max_kw")
+        if self.low_percentile >= self.high_percentile:
+            raise ValueError("low_percentile must be below high_percentile")
+        if self.foreign_bbmd and self.bbmd_bdt:
+            raise ValueError("foreign_bbmd and bbmd_bdt are exclusive")
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The site's time zone."""
+        return ZoneInfo(self.timezone)
+
+    @property
+    def database_url(self) -> str:
+        """The one place the database is named: --db, or the SQLite file in the data dir."""
+        if self.db:
+            return self.db
+        return f"sqlite:///{self.data_dir / 'open-dsm.sqlite3'}"
+
+    @property
+    def models_dir(self) -> Path:
+        """Versioned model artifacts, beside the database."""
+        return self.data_dir / "models"

@@ -1,0 +1,801 @@
+"""Meter CSV import, gap handling and forecast features, in plain numpy (no TensorFlow).
+
+Everything here works on the 1-minute UTC grid of ``core.timegrid`` (minute indices since the
+epoch). Calendar features and seasonal lags use the site-local wall clock, so a daylight-saving
+change moves 'the same minute last week' by an hour in UTC, as it should.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+
+from core.forecast.base import HORIZON_MINUTES
+from core.timegrid import MINUTES_PER_DAY, MINUTES_PER_WEEK
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+_EPOCH_DAY = datetime(1970, 1, 1).toordinal()
+# Offsets are looked up per 15-minute UTC bucket: every zone changes offset on a quarter hour.
+_OFFSET_BUCKET_MINUTES = 15
+
+_DATE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$"), "ymd"),
+    (re.compile(r"^(\d{4})/(\d{1,2})/(\d{1,2})$"), "ymd"),
+    (re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{2,4})$"), "xy/y"),
+    (re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})$"), "dmy"),
+    (re.compile(r"^(\d{1,2})-(\d{1,2})-(\d{4})$"), "xy/y"),
+)
+_TIME_RE = re.compile(
+    r"^(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,]\d+)?)?\s*([AaPp][Mm])?\s*"
+    r"(Z|[+-]\d{2}:?\d{2})?$"
+)
+_TIME_NAMES = ("date", "time", "timestamp", "datetime", "ts", "local")
+
+
+class MeterImportError(ValueError):
+    """The CSV could not be read as a timestamp + kW series."""
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """What the CSV import kept, dropped and filled (counts of rows or minutes)."""
+
+    time_column: str = ""
+    kw_column: str = ""
+    rows_read: int = 0
+    rows_blank_or_unparsable_time: int = 0
+    rows_non_numeric_kw: int = 0
+    rows_nonexistent_local_time: int = 0
+    rows_duplicate_minute: int = 0
+    ambiguous_local_rows: int = 0
+    resolution_minutes: int = 1
+    reversed_order: bool = False
+    zero_run_minutes_dropped: int = 0
+    flatline_minutes_dropped: int = 0
+    minutes_total: int = 0
+    minutes_filled_linear: int = 0
+    minutes_missing: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict, JSON-ready."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line listing everything that was dropped or filled."""
+        parts = [
+            f"{self.rows_read} rows read from {self.time_column!r}/{self.kw_column!r}",
+            f"resolution {self.resolution_minutes} min",
+        ]
+        for key in (
+            "rows_blank_or_unparsable_time",
+            "rows_non_numeric_kw",
+            "rows_nonexistent_local_time",
+            "rows_duplicate_minute",
+            "ambiguous_local_rows",
+            "zero_run_minutes_dropped",
+            "flatline_minutes_dropped",
+            "minutes_filled_linear",
+            "minutes_missing",
+        ):
+            value = getattr(self, key)
+            if value:
+                parts.append(f"{key.replace('_', ' ')}: {value}")
+        if self.reversed_order:
+            parts.append("rows were newest-first (reversed)")
+        parts.extend(self.notes)
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSeries:
+    """A meter series on the 1-minute UTC grid, with the import report."""
+
+    start_minute: int
+    values_kw: FloatArray
+    report: ImportReport
+
+
+# ---------------------------------------------------------------------------------------------
+# time zone helpers (vectorised by caching per 15-minute bucket)
+
+
+def utc_offset_minutes(minutes: IntArray, tz: ZoneInfo) -> IntArray:
+    """The site's UTC offset (minutes, local - UTC) at each UTC minute index."""
+    buckets = np.floor_divide(minutes, _OFFSET_BUCKET_MINUTES)
+    unique, inverse = np.unique(buckets, return_inverse=True)
+    offsets = np.empty(len(unique), dtype=np.int64)
+    for i, bucket in enumerate(unique.tolist()):
+        at = datetime.fromtimestamp(bucket * _OFFSET_BUCKET_MINUTES * 60, tz=UTC).astimezone(tz)
+        offset = at.utcoffset() or timedelta(0)
+        offsets[i] = int(offset.total_seconds() // 60)
+    return offsets[inverse.reshape(-1)]
+
+
+def local_minutes(minutes: IntArray, tz: ZoneInfo) -> IntArray:
+    """Site-local wall-clock minute index (minutes since 1970-01-01 00:00 local) of UTC minutes."""
+    return minutes + utc_offset_minutes(minutes, tz)
+
+
+def same_wall_clock_days_ago(minutes: IntArray, days: int, tz: ZoneInfo) -> IntArray:
+    """For each UTC minute, the UTC minute with the same local wall-clock time ``days`` earlier."""
+    lag = days * MINUTES_PER_DAY
+    shifted = minutes - lag
+    return shifted + utc_offset_minutes(minutes, tz) - utc_offset_minutes(shifted, tz)
+
+
+def calendar_features(minutes: IntArray, tz: ZoneInfo) -> FloatArray:
+    """Local minute-of-day sin/cos and day-of-week one-hot (Monday first): shape (n, 9)."""
+    local = local_minutes(minutes, tz)
+    minute_of_day = np.mod(local, MINUTES_PER_DAY)
+    # 1970-01-01 was a Thursday (weekday 3 with Monday = 0).
+    weekday = np.mod(np.floor_divide(local, MINUTES_PER_DAY) + 3, 7)
+    angle = 2.0 * np.pi * minute_of_day / MINUTES_PER_DAY
+    out = np.zeros((len(minutes), 9), dtype=np.float64)
+    out[:, 0] = np.sin(angle)
+    out[:, 1] = np.cos(angle)
+    out[np.arange(len(minutes)), 2 + weekday] = 1.0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV import
+
+
+def _parse_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+def _detect_columns(
+    header: Sequence[str], rows: Sequence[Sequence[str]], time_column: str | None,
+    kw_column: str | None,
+) -> tuple[int, int]:
+    names = [h.strip() for h in header]
+    lowered = [n.lower() for n in names]
+
+    def index_of(name: str) -> int:
+        if name in names:
+            return names.index(name)
+        if name.lower() in lowered:
+            return lowered.index(name.lower())
+        raise MeterImportError(f"column {name!r} not in CSV header {names}")
+
+    if time_column is not None:
+        t_idx = index_of(time_column)
+    else:
+        t_idx = next(
+            (i for i, n in enumerate(lowered) if any(k in n for k in _TIME_NAMES)), 0
+        )
+    if kw_column is not None:
+        k_idx = index_of(kw_column)
+    else:
+        candidates = [i for i, n in enumerate(lowered) if i != t_idx and "kw" in n]
+        if not candidates:
+            # Fall back to the first other column that is mostly numeric.
+            sample = rows[: min(len(rows), 200)]
+            for i in range(len(names)):
+                if i == t_idx:
+                    continue
+                parsed = [_parse_float(r[i]) for r in sample if len(r) > i and r[i].strip()]
+                if parsed and np.isfinite(parsed).mean() > 0.9:
+                    candidates.append(i)
+                    break
+        if not candidates:
+            raise MeterImportError(f"no kW column found in CSV header {names}")
+        k_idx = candidates[0]
+    return t_idx, k_idx
+
+
+def _parse_dates(unique_dates: Sequence[str]) -> dict[str, int | None]:
+    """Map each unique date string to days since the epoch (None when unparsable)."""
+    parsed: dict[str, tuple[int, int, int, str] | None] = {}
+    first_over_12 = second_over_12 = False
+    for text in unique_dates:
+        result: tuple[int, int, int, str] | None = None
+        for pattern, kind in _DATE_PATTERNS:
+            m = pattern.match(text)
+            if m:
+                a, b, c = (int(g) for g in m.groups())
+                result = (a, b, c, kind)
+                if kind == "xy/y":
+                    first_over_12 |= a > 12
+                    second_over_12 |= b > 12
+                break
+        parsed[text] = result
+    day_first = first_over_12 and not second_over_12
+    out: dict[str, int | None] = {}
+    for text, res in parsed.items():
+        if res is None:
+            out[text] = None
+            continue
+        a, b, c, kind = res
+        if kind == "ymd":
+            year, month, day = a, b, c
+        elif kind == "dmy" or day_first:
+            day, month, year = a, b, c
+        else:
+            month, day, year = a, b, c
+        if year < 100:
+            year += 2000
+        try:
+            out[text] = datetime(year, month, day).toordinal() - _EPOCH_DAY
+        except ValueError:
+            out[text] = None
+    return out
+
+
+def _parse_time(text: str) -> tuple[int, int | None] | None:
+    """(minute of day, explicit UTC offset in minutes or None), None when unparsable."""
+    if not text:
+        return 0, None
+    m = _TIME_RE.match(text)
+    if m is None:
+        return None
+    hour, minute = int(m.group(1)), int(m.group(2))
+    ampm, zone = m.group(4), m.group(5)
+    if ampm is not None:
+        hour = hour % 12 + (12 if ampm.lower() == "pm" else 0)
+    if hour > 23 or minute > 59:
+        return None
+    offset: int | None = None
+    if zone is not None:
+        if zone == "Z":
+            offset = 0
+        else:
+            digits = zone[1:].replace(":", "")
+            offset = int(digits[:2]) * 60 + int(digits[2:])
+            offset = -offset if zone[0] == "-" else offset
+    return hour * 60 + minute, offset
+
+
+def _split_stamp(text: str) -> tuple[str, str]:
+    text = text.strip()
+    for sep in ("T", " "):
+        pos = text.find(sep)
+        if pos > 0:
+            return text[:pos], text[pos + 1 :].strip()
+    return text, ""
+
+
+def _local_to_utc(
+    local: IntArray, tz: ZoneInfo, report: ImportReport
+) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+    """UTC minutes for local wall-clock minutes (file order kept); mask of rows that exist.
+
+    Fall-back hours: the first occurrence of a repeated wall-clock minute is taken as the
+    earlier (daylight) instant, the second as the later one. Spring-forward hours do not exist
+    and are dropped.
+    """
+    buckets = np.floor_divide(local, _OFFSET_BUCKET_MINUTES)
+    unique, inverse = np.unique(buckets, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    off0 = np.empty(len(unique), dtype=np.int64)
+    off1 = np.empty(len(unique), dtype=np.int64)
+    exists = np.ones(len(unique), dtype=bool)
+    for i, bucket in enumerate(unique.tolist()):
+        naive = datetime(1970, 1, 1) + timedelta(minutes=bucket * _OFFSET_BUCKET_MINUTES)
+        a = naive.replace(tzinfo=tz, fold=0)
+        b = naive.replace(tzinfo=tz, fold=1)
+        off0[i] = int((a.utcoffset() or timedelta(0)).total_seconds() // 60)
+        off1[i] = int((b.utcoffset() or timedelta(0)).total_seconds() // 60)
+        # A wall time that does not exist does not survive a round trip through UTC.
+        back = a.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
+        exists[i] = back == naive
+    row_exists = exists[inverse]
+    row_off0 = off0[inverse]
+    row_off1 = off1[inverse]
+    ambiguous = row_exists & (row_off0 != row_off1)
+    fold = np.zeros(len(local), dtype=bool)
+    if ambiguous.any():
+        idx = np.flatnonzero(ambiguous)
+        _, first = np.unique(local[idx], return_index=True)
+        second = np.ones(len(idx), dtype=bool)
+        second[first] = False
+        fold[idx[second]] = True
+        report.ambiguous_local_rows = int(len(idx))
+    utc = local - np.where(fold, row_off1, row_off0)
+    report.rows_nonexistent_local_time = int((~row_exists).sum())
+    return utc, row_exists
+
+
+def _runs(mask: npt.NDArray[np.bool_]) -> tuple[IntArray, IntArray]:
+    """Start indices and lengths of the runs of True in ``mask``."""
+    padded = np.concatenate(([False], mask, [False]))
+    diff = np.diff(padded.astype(np.int8))
+    starts = np.flatnonzero(diff == 1)
+    ends = np.flatnonzero(diff == -1)
+    return starts.astype(np.int64), (ends - starts).astype(np.int64)
+
+
+def mask_dead_meter(
+    values_kw: FloatArray, *, zero_run_minutes: int = 15, flatline_minutes: int = 120
+) -> tuple[FloatArray, int, int]:
+    """NaN out zero runs and exactly-flat runs that look like a dead meter; returns counts."""
+    out = values_kw.copy()
+    zero_dropped = flat_dropped = 0
+    if zero_run_minutes > 0:
+        starts, lengths = _runs(np.abs(np.nan_to_num(out, nan=1.0)) < 1e-9)
+        for s, n in zip(starts.tolist(), lengths.tolist(), strict=True):
+            if n >= zero_run_minutes:
+                out[s : s + n] = np.nan
+                zero_dropped += n
+    if flatline_minutes > 0 and len(out) > 1:
+        same = np.zeros(len(out), dtype=bool)
+        same[1:] = out[1:] == out[:-1]
+        starts, lengths = _runs(same)
+        for s, n in zip(starts.tolist(), lengths.tolist(), strict=True):
+            # The run of equal values starts one sample before the first 'same'.
+            if n + 1 >= flatline_minutes:
+                out[s - 1 : s + n] = np.nan
+                flat_dropped += n + 1
+    return out, zero_dropped, flat_dropped
+
+
+def fill_short_gaps(values_kw: FloatArray, max_fill_minutes: int) -> tuple[FloatArray, int]:
+    """Linearly fill NaN holes of at most ``max_fill_minutes`` between two values."""
+    out = values_kw.copy()
+    if max_fill_minutes <= 0:
+        return out, 0
+    starts, lengths = _runs(np.isnan(out))
+    filled = 0
+    for s, n in zip(starts.tolist(), lengths.tolist(), strict=True):
+        if n > max_fill_minutes or s == 0 or s + n >= len(out):
+            continue
+        left, right = out[s - 1], out[s + n]
+        out[s : s + n] = left + (right - left) * np.arange(1, n + 1) / (n + 1)
+        filled += n
+    return out, filled
+
+
+def load_meter_csv(
+    path: str | Path,
+    tz: ZoneInfo,
+    *,
+    time_column: str | None = None,
+    kw_column: str | None = None,
+    stamp: str = "start",
+    max_fill_minutes: int = 5,
+    zero_run_minutes: int = 15,
+    flatline_minutes: int = 120,
+) -> MeterSeries:
+    """Read a meter CSV (site-local or offset-stamped times) onto the 1-minute UTC grid.
+
+    Times without an explicit offset are site-local (``tz``). Coarser data (e.g. hourly) is
+    spread over the minutes of each interval; ``stamp`` says whether a timestamp marks the
+    'start' or 'end' of its interval. Zero runs / flat lines from a dead meter become NaN, short
+    holes are filled linearly, long ones stay NaN. Raises MeterImportError on unusable input.
+    """
+    if stamp not in ("start", "end"):
+        raise ValueError("stamp must be 'start' or 'end'")
+    report = ImportReport()
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration as exc:
+            raise MeterImportError("empty CSV") from exc
+        rows = [r for r in reader if any(cell.strip() for cell in r)]
+    blank_rows = 0
+    t_idx, k_idx = _detect_columns(header, rows, time_column, kw_column)
+    report.time_column = header[t_idx].strip()
+    report.kw_column = header[k_idx].strip()
+    report.rows_read = len(rows)
+
+    stamps = [r[t_idx].strip() if len(r) > t_idx else "" for r in rows]
+    kw_text = [r[k_idx].strip() if len(r) > k_idx else "" for r in rows]
+    del rows
+    kw = np.array([_parse_float(t) if t else np.nan for t in kw_text], dtype=np.float64)
+    del kw_text
+
+    # Parse each distinct date part and time part once: far fewer than rows.
+    parts = [_split_stamp(s) for s in stamps]
+    date_map = _parse_dates(sorted({p[0] for p in parts}))
+    time_map = {t: _parse_time(t) for t in {p[1] for p in parts}}
+    n = len(parts)
+    days = np.zeros(n, dtype=np.int64)
+    mods = np.zeros(n, dtype=np.int64)
+    explicit = np.zeros(n, dtype=bool)
+    offsets = np.zeros(n, dtype=np.int64)
+    ok = np.ones(n, dtype=bool)
+    for i, (d, t) in enumerate(parts):
+        day = date_map[d]
+        tm = time_map[t]
+        if day is None or tm is None:
+            ok[i] = False
+            continue
+        days[i] = day
+        mods[i] = tm[0]
+        if tm[1] is not None:
+            explicit[i] = True
+            offsets[i] = tm[1]
+    del parts, stamps
+    report.rows_blank_or_unparsable_time = int((~ok).sum()) + blank_rows
+    if not ok.any():
+        raise MeterImportError(f"no parsable timestamps in column {report.time_column!r}")
+    days, mods, explicit, offsets, kw = days[ok], mods[ok], explicit[ok], offsets[ok], kw[ok]
+    wall = days * MINUTES_PER_DAY + mods
+
+    # eGauge exports newest first; reverse so 'first occurrence' in a fall-back hour is earlier.
+    if len(wall) > 1 and np.mean(np.diff(wall) < 0) > 0.5:
+        wall, explicit, offsets, kw = wall[::-1], explicit[::-1], offsets[::-1], kw[::-1]
+        report.reversed_order = True
+
+    utc = wall - offsets
+    local_rows = ~explicit
+    if local_rows.any():
+        converted, exists = _local_to_utc(wall[local_rows], tz, report)
+        utc[local_rows] = converted
+        keep = np.ones(len(utc), dtype=bool)
+        keep[np.flatnonzero(local_rows)[~exists]] = False
+        utc, kw = utc[keep], kw[keep]
+    report.rows_non_numeric_kw = int(np.isnan(kw).sum())
+    valid = ~np.isnan(kw)
+    utc, kw = utc[valid], kw[valid]
+    if len(utc) == 0:
+        raise MeterImportError(f"no numeric values in column {report.kw_column!r}")
+
+    # Resolution: the most common step between distinct stamps.
+    order = np.argsort(utc, kind="stable")
+    utc, kw = utc[order], kw[order]
+    uniq, first_idx, counts = np.unique(utc, return_index=True, return_counts=True)
+    report.rows_duplicate_minute = int(len(utc) - len(uniq))
+    sums = np.add.reduceat(kw, first_idx)
+    means = sums / counts
+    step = 1
+    if len(uniq) > 1:
+        steps, step_counts = np.unique(np.diff(uniq), return_counts=True)
+        step = int(steps[np.argmax(step_counts)])
+    report.resolution_minutes = step
+    if stamp == "end":
+        uniq = uniq - step
+
+    # Dead-meter detection on the native samples, converted to minute lengths by the step.
+    native, zero_dropped, flat_dropped = mask_dead_meter(
+        means,
+        zero_run_minutes=max(1, -(-zero_run_minutes // step)),
+        flatline_minutes=max(2, -(-flatline_minutes // step)),
+    )
+    report.zero_run_minutes_dropped = zero_dropped * step
+    report.flatline_minutes_dropped = flat_dropped * step
+
+    start = int(uniq[0])
+    total = int(uniq[-1]) - start + step
+    values = np.full(total, np.nan)
+    for k in range(step):
+        # Each sample covers its whole interval, but never past the next sample.
+        positions = uniq - start + k
+        inside = positions < np.concatenate((uniq[1:] - start, [total]))
+        values[positions[inside]] = native[inside]
+    values, filled = fill_short_gaps(values, max_fill_minutes)
+    report.minutes_total = total
+    report.minutes_filled_linear = filled
+    report.minutes_missing = int(np.isnan(values).sum())
+    if step > 1:
+        report.notes.append(f"{step}-minute samples spread over their minutes")
+    logger.info("meter import: %s", report.summary())
+    return MeterSeries(start_minute=start, values_kw=values, report=report)
+
+
+def minute_of_local(text: str, tz: ZoneInfo) -> int:
+    """UTC minute index of an ISO-like local wall-clock time string (e.g. '2022-08-18 00:00')."""
+    at = datetime.fromisoformat(text)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=tz)
+    return int(at.timestamp() // 60)
+
+
+# ---------------------------------------------------------------------------------------------
+# features and targets
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    """Which inputs the model sees; chosen per site by inner validation."""
+
+    recent_minutes: int = 60
+    recent_coarse_minutes: int = 180
+    coarse_step_minutes: int = 5
+    seasonal_days: tuple[int, ...] = (1, 7, 14)
+    seasonal_context_minutes: int = 60
+    seasonal_step_minutes: int = 5
+    seasonal_smooth_minutes: int = 15
+    baseline_weeks: int = 2
+    horizon_minutes: int = HORIZON_MINUTES
+
+    @property
+    def history_minutes(self) -> int:
+        """History (ending at the origin) a forecast needs, with a DST hour of slack."""
+        longest_day = max(self.seasonal_days) if self.seasonal_days else 0
+        return max(
+            self.recent_coarse_minutes,
+            longest_day * MINUTES_PER_DAY + self.seasonal_context_minutes + 60,
+        ) + 60
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["seasonal_days"] = list(self.seasonal_days)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
+        """Inverse of ``to_dict``."""
+        data = dict(data)
+        data["seasonal_days"] = tuple(int(x) for x in data["seasonal_days"])
+        return cls(**data)
+
+
+def _block_means(windows: FloatArray, step: int) -> FloatArray:
+    """NaN-aware means of consecutive blocks of ``step`` columns (trailing columns kept)."""
+    if step <= 1:
+        return windows
+    n, width = windows.shape
+    blocks = width // step
+    reshaped = windows[:, : blocks * step].reshape(n, blocks, step)
+    with np.errstate(invalid="ignore"), _quiet():
+        return np.asarray(np.nanmean(reshaped, axis=2), dtype=np.float64)
+
+
+class _quiet:
+    """Silence numpy's 'mean of empty slice' warning: all-NaN blocks are expected."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+
+def _moving_mean(windows: FloatArray, width: int) -> FloatArray:
+    """NaN-aware centred moving mean along axis 1 (same shape; edges use what exists)."""
+    if width <= 1:
+        return windows
+    valid = ~np.isnan(windows)
+    filled = np.where(valid, windows, 0.0)
+    half = width // 2
+    pad = ((0, 0), (half + 1, half))
+    csum = np.cumsum(np.pad(filled, pad), axis=1)
+    ccount = np.cumsum(np.pad(valid.astype(np.float64), pad), axis=1)
+    total = csum[:, width:] - csum[:, :-width]
+    count = ccount[:, width:] - ccount[:, :-width]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _gather(values: FloatArray, index: IntArray) -> FloatArray:
+    """values[index] with NaN where the index is outside the array."""
+    inside = (index >= 0) & (index < len(values))
+    out = np.full(index.shape, np.nan)
+    out[inside] = values[index[inside]]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureBlocks:
+    """Raw (unscaled, kW) feature blocks for a batch of origins, before NaN handling."""
+
+    recent_kw: FloatArray  # (n, recent_minutes), oldest first, last column = origin
+    coarse_kw: FloatArray  # (n, coarse blocks) block means before the fine window
+    seasonal_kw: FloatArray  # (n, len(days) * blocks) context + target windows, earlier days
+    baseline_kw: FloatArray  # (n, horizon) seasonal mean of the target window (the residual base)
+    calendar: FloatArray  # (n, 9)
+    last_kw: FloatArray  # (n,) last valid value at or before the origin (NaN if none recently)
+
+
+def feature_blocks(
+    start_minute: int,
+    values_kw: FloatArray,
+    origins: IntArray,
+    tz: ZoneInfo,
+    config: FeatureConfig,
+) -> FeatureBlocks:
+    """Build the raw feature blocks for each origin (UTC minute index) from one series."""
+    origins = np.asarray(origins, dtype=np.int64)
+    rel = origins - start_minute
+    h = config.horizon_minutes
+    recent_idx = rel[:, None] + np.arange(-config.recent_minutes + 1, 1)[None, :]
+    recent = _gather(values_kw, recent_idx)
+    coarse_span = max(0, config.recent_coarse_minutes - config.recent_minutes)
+    coarse_span -= coarse_span % config.coarse_step_minutes
+    if coarse_span > 0:
+        coarse_idx = rel[:, None] + np.arange(
+            -config.recent_minutes - coarse_span + 1, -config.recent_minutes + 1
+        )[None, :]
+        coarse = _block_means(_gather(values_kw, coarse_idx), config.coarse_step_minutes)
+    else:
+        coarse = np.zeros((len(origins), 0))
+
+    # Seasonal windows: the same local wall-clock span (context before origin + the target
+    # window) on earlier days. The DST shift is taken at the origin for the whole window.
+    # Seasonal windows are smoothed (centred moving mean): a single minute a week ago mostly
+    # carries the compressor's cycle phase, which does not repeat; the level does.
+    ctx = config.seasonal_context_minutes
+    half = max(0, config.seasonal_smooth_minutes // 2)
+    offsets = np.arange(-ctx + 1 - half, h + 1 + half)
+    seasonal_parts: list[FloatArray] = []
+    week_windows: list[FloatArray] = []
+    lag_days = sorted(set(config.seasonal_days) | {7 * (w + 1) for w in
+                                                    range(config.baseline_weeks)})
+    for days in lag_days:
+        base = same_wall_clock_days_ago(origins, days, tz) - start_minute
+        raw = _gather(values_kw, base[:, None] + offsets[None, :])
+        window = _moving_mean(raw, 2 * half + 1)[:, half : raw.shape[1] - half]
+        if days in config.seasonal_days:
+            seasonal_parts.append(_block_means(window, config.seasonal_step_minutes))
+        if days % 7 == 0 and days // 7 <= config.baseline_weeks:
+            week_windows.append(window[:, ctx:])
+    seasonal = (
+        np.concatenate(seasonal_parts, axis=1) if seasonal_parts else np.zeros((len(origins), 0))
+    )
+
+    # Last valid value within the fine window (persistence fallback).
+    valid = ~np.isnan(recent)
+    has = valid.any(axis=1)
+    last_pos = recent.shape[1] - 1 - np.argmax(valid[:, ::-1], axis=1)
+    last = np.where(has, recent[np.arange(len(origins)), last_pos], np.nan)
+
+    if week_windows:
+        with _quiet():
+            baseline = np.nanmean(np.stack(week_windows, axis=0), axis=0)
+    else:
+        baseline = np.full((len(origins), h), np.nan)
+    baseline = np.where(np.isnan(baseline), last[:, None], baseline)
+    return FeatureBlocks(
+        recent_kw=recent,
+        coarse_kw=coarse,
+        seasonal_kw=seasonal,
+        baseline_kw=baseline,
+        calendar=calendar_features(origins, tz),
+        last_kw=last,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Scaling:
+    """Affine kW scaling from the training history: (kw - center_kw) / scale_kw."""
+
+    center_kw: float
+    scale_kw: float
+
+    @classmethod
+    def fit(cls, values_kw: FloatArray) -> Scaling:
+        """Mean and standard deviation of the valid training minutes."""
+        valid = values_kw[~np.isnan(values_kw)]
+        if len(valid) == 0:
+            raise ValueError("no valid values to fit a scaling")
+        scale = float(np.std(valid))
+        return cls(center_kw=float(np.mean(valid)), scale_kw=scale if scale > 1e-6 else 1.0)
+
+
+def design_matrix(blocks: FeatureBlocks, scaling: Scaling) -> FloatArray:
+    """Scaled model input: NaN filled (recent by last value, seasonal by baseline) + masks."""
+    c, s = scaling.center_kw, scaling.scale_kw
+    last = np.where(np.isnan(blocks.last_kw), c, blocks.last_kw)[:, None]
+    recent = blocks.recent_kw
+    recent_missing = np.isnan(recent).mean(axis=1, keepdims=True)
+    recent = np.where(np.isnan(recent), last, recent)
+    coarse = np.where(np.isnan(blocks.coarse_kw), last, blocks.coarse_kw)
+    base_mean = np.nanmean(blocks.baseline_kw, axis=1, keepdims=True)
+    seasonal_missing = np.isnan(blocks.seasonal_kw).mean(axis=1, keepdims=True)
+    seasonal = np.where(np.isnan(blocks.seasonal_kw), base_mean, blocks.seasonal_kw)
+    baseline = blocks.baseline_kw
+    x = np.concatenate(
+        [
+            (recent - c) / s,
+            (coarse - c) / s,
+            (seasonal - c) / s,
+            (baseline - c) / s,
+            blocks.calendar,
+            recent_missing,
+            seasonal_missing,
+        ],
+        axis=1,
+    )
+    return np.nan_to_num(x, nan=0.0).astype(np.float32)
+
+
+def target_windows(start_minute: int, values_kw: FloatArray, origins: IntArray, horizon: int
+                   ) -> FloatArray:
+    """The kW of minutes origin+1 .. origin+horizon for each origin (NaN where missing)."""
+    rel = np.asarray(origins, dtype=np.int64) - start_minute
+    return _gather(values_kw, rel[:, None] + np.arange(1, horizon + 1)[None, :])
+
+
+def training_origins(
+    start_minute: int, values_kw: FloatArray, first_origin: int, last_origin: int, horizon: int,
+    *, max_recent_missing: float = 0.5, recent_minutes: int = 60,
+) -> IntArray:
+    """Origins in [first, last] whose whole target window exists and whose recent window is
+    mostly present (long gaps are masked out of training this way)."""
+    if last_origin < first_origin:
+        return np.zeros(0, dtype=np.int64)
+    origins = np.arange(first_origin, last_origin + 1, dtype=np.int64)
+    missing = np.isnan(values_kw).astype(np.float64)
+    csum = np.concatenate(([0.0], np.cumsum(missing)))
+    rel = origins - start_minute
+    # Target window rel+1..rel+h must be complete and inside the series.
+    inside = (rel - recent_minutes + 1 >= 0) & (rel + horizon < len(values_kw))
+    rel_c = np.clip(rel, recent_minutes - 1, len(values_kw) - horizon - 1)
+    target_missing = csum[rel_c + horizon + 1] - csum[rel_c + 1]
+    recent_missing = (csum[rel_c + 1] - csum[rel_c - recent_minutes + 1]) / recent_minutes
+    keep = inside & (target_missing == 0) & (recent_missing <= max_recent_missing)
+    return origins[keep]
+
+
+def seasonal_mean_windows(
+    start_minute: int, values_kw: FloatArray, origins: IntArray, tz: ZoneInfo, weeks: int,
+    horizon: int,
+) -> FloatArray:
+    """The 'mean-N-weeks' baseline for each origin (raw minutes), persistence where none."""
+    windows = [
+        target_windows(start_minute, values_kw, same_wall_clock_days_ago(origins, 7 * w, tz),
+                       horizon)
+        for w in range(1, weeks + 1)
+    ]
+    with _quiet():
+        mean = np.nanmean(np.stack(windows), axis=0)
+    last = persistence_windows(start_minute, values_kw, origins, 1)[:, 0]
+    return np.where(np.isnan(mean), last[:, None], mean)
+
+
+def persistence_windows(
+    start_minute: int, values_kw: FloatArray, origins: IntArray, horizon: int
+) -> FloatArray:
+    """The last valid value at or before each origin, repeated over the horizon."""
+    valid = ~np.isnan(values_kw)
+    idx = np.where(valid, np.arange(len(values_kw)), -1)
+    last_idx = np.maximum.accumulate(idx)
+    rel = np.clip(np.asarray(origins, dtype=np.int64) - start_minute, 0, len(values_kw) - 1)
+    li = last_idx[rel]
+    last = np.where(li >= 0, values_kw[np.maximum(li, 0)], np.nan)
+    return np.repeat(last[:, None], horizon, axis=1)
+
+
+def forecast_metrics(
+    predicted_kw: FloatArray, actual_kw: FloatArray, *, p10_kw: FloatArray | None = None,
+    p90_kw: FloatArray | None = None,
+) -> dict[str, float]:
+    """Point and band metrics over origins x steps: the 60-minute step, all steps, the 15-minute
+    average ending at the last step (CV(RMSE), percent), and the hour's peak."""
+    err = predicted_kw - actual_kw
+    last = err[:, -1]
+    avg_actual = actual_kw[:, -15:].mean(axis=1)
+    avg_pred = predicted_kw[:, -15:].mean(axis=1)
+    out = {
+        "rmse_60": float(np.sqrt(np.mean(last**2))),
+        "mae_60": float(np.mean(np.abs(last))),
+        "rmse_1_60": float(np.sqrt(np.mean(err**2))),
+        "cvrmse_15min_60": float(
+            100.0 * np.sqrt(np.mean((avg_pred - avg_actual) ** 2)) / np.mean(avg_actual)
+        ),
+        "peak_rmse": float(np.sqrt(np.mean((predicted_kw.max(1) - actual_kw.max(1)) ** 2))),
+        "origins": float(len(actual_kw)),
+    }
+    if p10_kw is not None and p90_kw is not None:
+        inside = (actual_kw[:, -1] >= p10_kw[:, -1]) & (actual_kw[:, -1] <= p90_kw[:, -1])
+        out["coverage_p10_p90_60"] = float(np.mean(inside))
+        out["peak_p90_rmse"] = float(
+            np.sqrt(np.mean((p90_kw.max(1) - actual_kw.max(1)) ** 2))
+        )
+    return out

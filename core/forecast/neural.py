@@ -1,0 +1,426 @@
+"""Training of the neural forecaster (the only module that imports TensorFlow).
+
+Model: a direct multi-output MLP. Inputs are the last minutes (1-minute, then block means),
+smoothed same-wall-clock windows 1 day and 1..3 weeks earlier (context before the origin plus
+the 60 target minutes), the seasonal-mean baseline and the local calendar. It predicts the 60
+minutes as a residual over the smoothed seasonal mean, with P10/P90 heads (pinball loss) that are
+constructed to bracket the point forecast. All scaling, window lengths and the number of epochs
+are chosen on the site's own history (training statistics and an inner validation split).
+
+Splits, oldest to newest: fit part | inner validation (V) | holdout (H). Candidates are trained on
+the fit part and compared on V; the chosen candidate is scored on H (never used for a choice)
+beside persistence and mean-2-weeks; then the chosen configuration is refitted on everything,
+within a rolling window of recent weeks, and exported as TFLite.
+
+TensorFlow is imported inside functions so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from core.forecast.base import HORIZON_MINUTES
+from core.forecast.features import (
+    FeatureConfig,
+    FloatArray,
+    IntArray,
+    Scaling,
+    design_matrix,
+    feature_blocks,
+    forecast_metrics,
+    persistence_windows,
+    seasonal_mean_windows,
+    target_windows,
+    training_origins,
+)
+from core.timegrid import MINUTES_PER_DAY, MINUTES_PER_WEEK
+
+logger = logging.getLogger(__name__)
+
+MODEL_VERSION = 1
+MODEL_NAME = "mlp-residual"
+# Two weeks of lags before the first training origin plus two weeks of origins to split.
+MIN_HISTORY_DAYS = 28
+MIN_VALID_FRACTION = 0.7
+# Origins need at least this much history for their seasonal windows (1 and 2 weeks back).
+FIRST_ORIGIN_DAYS = 14
+# The rolling training window never exceeds this, so nightly cost stays bounded.
+MAX_TRAIN_WEEKS = 12
+QUANTILES = (0.1, 0.9)
+
+ProgressFn = Callable[[float, str], None]
+
+
+class InsufficientHistoryError(ValueError):
+    """Too little (valid) history to train and validate a model."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One configuration compared on the inner validation split."""
+
+    name: str
+    features: FeatureConfig
+    hidden_units: int = 128
+    dropout: float = 0.3
+    l2: float = 1e-4
+    learning_rate: float = 1e-3
+    train_weeks: int | None = None  # None: everything up to MAX_TRAIN_WEEKS
+
+
+def default_candidates() -> list[Candidate]:
+    """The few configurations the inner validation chooses between."""
+    short = FeatureConfig()
+    wide = FeatureConfig(
+        seasonal_days=(1, 7, 14, 21),
+        baseline_weeks=3,
+    )
+    long_context = FeatureConfig(
+        seasonal_days=(1, 7, 14, 21),
+        baseline_weeks=3,
+        seasonal_context_minutes=180,
+        recent_coarse_minutes=360,
+        coarse_step_minutes=10,
+        seasonal_step_minutes=10,
+    )
+    return [
+        Candidate("2w-ctx60", short),
+        Candidate("3w-ctx60", wide),
+        Candidate("3w-ctx180", long_context),
+        Candidate("3w-ctx60-4wk", wide, train_weeks=4),
+    ]
+
+
+@dataclass(slots=True)
+class TrainResult:
+    """The exported model, its metadata and the honest holdout evaluation."""
+
+    tflite_model: bytes
+    meta: dict[str, Any]
+    holdout_metrics: dict[str, dict[str, float]]
+    validation: list[dict[str, Any]]
+    train_s: float
+    keras_model: Any = field(default=None, repr=False)
+
+
+@dataclass(slots=True)
+class _Data:
+    x: FloatArray
+    residual: FloatArray
+    baseline_kw: FloatArray
+    actual_kw: FloatArray
+    origins: IntArray
+
+
+def _check_history(values_kw: FloatArray) -> None:
+    days = len(values_kw) / MINUTES_PER_DAY
+    valid = float(np.mean(~np.isnan(values_kw))) if len(values_kw) else 0.0
+    if days < MIN_HISTORY_DAYS or valid * days < MIN_HISTORY_DAYS * MIN_VALID_FRACTION:
+        raise InsufficientHistoryError(
+            f"need at least {MIN_HISTORY_DAYS} days of minute history with "
+            f">= {MIN_VALID_FRACTION:.0%} valid minutes; have {days:.1f} days, "
+            f"{valid:.0%} valid"
+        )
+
+
+def _build(
+    start_minute: int, values_kw: FloatArray, origins: IntArray, tz: ZoneInfo,
+    config: FeatureConfig, scaling: Scaling,
+) -> _Data:
+    blocks = feature_blocks(start_minute, values_kw, origins, tz, config)
+    actual = target_windows(start_minute, values_kw, origins, config.horizon_minutes)
+    residual = (actual - blocks.baseline_kw) / scaling.scale_kw
+    return _Data(
+        x=design_matrix(blocks, scaling),
+        residual=residual.astype(np.float32),
+        baseline_kw=blocks.baseline_kw,
+        actual_kw=actual,
+        origins=origins,
+    )
+
+
+def _make_model(input_dim: int, candidate: Candidate, horizon: int, seed: int) -> Any:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    reg = keras.regularizers.l2(candidate.l2) if candidate.l2 > 0 else None
+    inputs = keras.Input((input_dim,), name="features")
+    h = keras.layers.Dense(candidate.hidden_units, activation="relu", kernel_regularizer=reg)(
+        inputs
+    )
+    h = keras.layers.Dropout(candidate.dropout)(h)
+    h = keras.layers.Dense(candidate.hidden_units, activation="relu", kernel_regularizer=reg)(h)
+    h = keras.layers.Dropout(candidate.dropout)(h)
+    mean = keras.layers.Dense(horizon, name="mean")(h)
+    # Band widths are non-negative by construction, so P10 <= point <= P90 always holds.
+    low = keras.layers.Dense(horizon, activation="softplus", name="low_width")(h)
+    high = keras.layers.Dense(horizon, activation="softplus", name="high_width")(h)
+    p10 = keras.layers.Subtract(name="p10")([mean, low])
+    p90 = keras.layers.Add(name="p90")([mean, high])
+    outputs = keras.layers.Concatenate(name="mean_p10_p90")([mean, p10, p90])
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        optimizer=keras.optimizers.Adam(candidate.learning_rate),
+        loss=_make_loss(horizon),
+    )
+    return model
+
+
+def _make_loss(horizon: int) -> Callable[[Any, Any], Any]:
+    from keras import ops
+
+    q_low, q_high = QUANTILES
+
+    def pinball(err: Any, q: float) -> Any:
+        return ops.mean(ops.maximum(q * err, (q - 1.0) * err))
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        mean = y_pred[:, :horizon]
+        p10 = y_pred[:, horizon : 2 * horizon]
+        p90 = y_pred[:, 2 * horizon :]
+        mse = ops.mean(ops.square(y_true - mean))
+        return mse + pinball(y_true - p10, q_low) + pinball(y_true - p90, q_high)
+
+    return loss
+
+
+def _predict_kw(
+    model: Any, data: _Data, scaling: Scaling, horizon: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    out = np.asarray(model.predict(data.x, batch_size=4096, verbose=0), dtype=np.float64)
+    kw = data.baseline_kw + scaling.scale_kw * out[:, :horizon]
+    p10 = data.baseline_kw + scaling.scale_kw * out[:, horizon : 2 * horizon]
+    p90 = data.baseline_kw + scaling.scale_kw * out[:, 2 * horizon :]
+    return kw, p10, p90
+
+
+def _fit(
+    model: Any, train: _Data, epochs: int, val: _Data | None, scaling: Scaling, horizon: int,
+    deadline: float,
+) -> tuple[int, float, list[float]]:
+    """Fit epoch by epoch; with ``val``, keep the best weights. Returns (best epoch, score,
+    per-epoch validation scores)."""
+    best_epoch, best_score = epochs, float("inf")
+    best_weights: list[Any] | None = None
+    scores: list[float] = []
+    for epoch in range(1, epochs + 1):
+        model.fit(train.x, train.residual, batch_size=256, epochs=1, verbose=0, shuffle=True)
+        if val is not None:
+            kw, _, _ = _predict_kw(model, val, scaling, horizon)
+            m = forecast_metrics(kw, val.actual_kw)
+            # Choose on what the site cares about: the 60-minute value and the 15-min average.
+            score = m["rmse_1_60"] + m["rmse_60"]
+            scores.append(score)
+            if score < best_score:
+                best_epoch, best_score = epoch, score
+                best_weights = model.get_weights()
+        if time.monotonic() > deadline:
+            logger.info("time budget reached after epoch %d", epoch)
+            break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    return best_epoch, best_score, scores
+
+
+def _window_start(end_origin: int, first_origin: int, weeks: int | None) -> int:
+    weeks = MAX_TRAIN_WEEKS if weeks is None else min(weeks, MAX_TRAIN_WEEKS)
+    return max(first_origin, end_origin - weeks * MINUTES_PER_WEEK)
+
+
+def export_tflite(model: Any) -> bytes:
+    """Convert a Keras model to a TFLite flatbuffer with builtin ops only."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return bytes(converter.convert())
+
+
+def train(
+    start_minute: int,
+    values_kw: FloatArray,
+    tz: ZoneInfo,
+    *,
+    progress: ProgressFn | None = None,
+    time_budget_s: float = 50.0,
+    max_epochs: int = 12,
+    candidates: list[Candidate] | None = None,
+    seed: int = 0,
+) -> TrainResult:
+    """Choose, evaluate (honest holdout) and refit the forecaster; export TFLite + metadata.
+
+    Needs MIN_HISTORY_DAYS (28) days of minutes with >= 70 % valid; raises
+    InsufficientHistoryError otherwise. ``time_budget_s`` bounds the whole call (roughly: the
+    candidate search stops early and the final fit is shortened when it runs out).
+    """
+    t0 = time.monotonic()
+    deadline_all = t0 + time_budget_s
+    values_kw = np.asarray(values_kw, dtype=np.float64)
+    _check_history(values_kw)
+
+    def report(fraction: float, message: str) -> None:
+        logger.info("train %3.0f%%: %s", 100 * fraction, message)
+        if progress is not None:
+            progress(fraction, message)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    report(0.0, "importing TensorFlow")
+    import keras  # noqa: F401  (imported here so the module import stays cheap)
+
+    horizon = HORIZON_MINUTES
+    end_minute = start_minute + len(values_kw) - 1
+    first_origin = start_minute + FIRST_ORIGIN_DAYS * MINUTES_PER_DAY
+    last_origin = end_minute - horizon
+    sample_days = (last_origin - first_origin) / MINUTES_PER_DAY
+    split_days = int(min(7, max(1, sample_days // 5)))
+    holdout_start = last_origin - split_days * MINUTES_PER_DAY + 1
+    val_start = holdout_start - split_days * MINUTES_PER_DAY
+    candidates = candidates or default_candidates()
+
+    # Scaling from the part the candidates are trained on (no look at V or H).
+    fit_values = values_kw[: val_start - start_minute]
+    scaling = Scaling.fit(fit_values)
+    # Values after the fit part's last target are hidden while building the fit part's samples.
+    results: list[dict[str, Any]] = []
+    best: tuple[float, Candidate, Any, int] | None = None
+    search_deadline = t0 + 0.65 * time_budget_s
+    data_cache: dict[FeatureConfig, tuple[_Data, _Data, _Data]] = {}
+    for i, cand in enumerate(candidates):
+        if best is not None and time.monotonic() > search_deadline:
+            logger.info("skipping candidate %s: search time used up", cand.name)
+            continue
+        report(0.05 + 0.6 * i / len(candidates), f"candidate {cand.name}")
+        cfg = cand.features
+        if cfg not in data_cache:
+            all_origins = training_origins(
+                start_minute, values_kw, first_origin, last_origin, horizon,
+                recent_minutes=cfg.recent_minutes,
+            )
+            data_all = _build(start_minute, values_kw, all_origins, tz, cfg, scaling)
+            val_sel = (all_origins >= val_start) & (all_origins < holdout_start)
+            hold_sel = all_origins >= holdout_start
+            data_cache[cfg] = (data_all, _subset(data_all, val_sel), _subset(data_all, hold_sel))
+        data_all, val, _ = data_cache[cfg]
+        # Fit-part origins' targets must end before V starts (no overlap with V's minutes).
+        fit_end = val_start - horizon
+        lo = _window_start(fit_end, first_origin, cand.train_weeks)
+        fit = _subset(data_all, (data_all.origins >= lo) & (data_all.origins < fit_end))
+        if len(fit.origins) < MINUTES_PER_DAY or len(val.origins) == 0:
+            logger.info("candidate %s: too few samples", cand.name)
+            continue
+        model = _make_model(fit.x.shape[1], cand, horizon, seed)
+        epoch, score, scores = _fit(
+            model, fit, max_epochs, val, scaling, horizon,
+            min(search_deadline, deadline_all),
+        )
+        kw, _, _ = _predict_kw(model, val, scaling, horizon)
+        metrics = forecast_metrics(kw, val.actual_kw)
+        results.append(
+            {"candidate": cand.name, "best_epoch": epoch, "score": score, **metrics,
+             "train_samples": len(fit.origins)}
+        )
+        logger.info(
+            "candidate %s: epoch %d rmse_60 %.3f rmse_1_60 %.3f cv15 %.1f%%",
+            cand.name, epoch, metrics["rmse_60"], metrics["rmse_1_60"],
+            metrics["cvrmse_15min_60"],
+        )
+        if best is None or score < best[0]:
+            best = (score, cand, model, epoch)
+    if best is None:
+        raise InsufficientHistoryError("no candidate could be trained on this history")
+    _, chosen, chosen_model, chosen_epochs = best
+
+    # Honest evaluation on H with the chosen candidate (trained before V, chosen on V).
+    report(0.7, f"holdout evaluation of {chosen.name}")
+    _, _, hold = data_cache[chosen.features]
+    holdout: dict[str, dict[str, float]] = {}
+    if len(hold.origins):
+        kw, p10, p90 = _predict_kw(chosen_model, hold, scaling, horizon)
+        holdout["ours"] = forecast_metrics(kw, hold.actual_kw, p10_kw=p10, p90_kw=p90)
+        holdout["persistence"] = forecast_metrics(
+            persistence_windows(start_minute, values_kw, hold.origins, horizon), hold.actual_kw
+        )
+        holdout["mean-2-weeks"] = forecast_metrics(
+            seasonal_mean_windows(start_minute, values_kw, hold.origins, tz, 2, horizon),
+            hold.actual_kw,
+        )
+        logger.info("holdout (%d days): %s", split_days, holdout)
+    # Residual quantiles of the chosen model on V give a fallback band check in the metadata.
+    _, val, _ = data_cache[chosen.features]
+    kw_v, p10_v, p90_v = _predict_kw(chosen_model, val, scaling, horizon)
+    coverage_v = float(np.mean((val.actual_kw >= p10_v) & (val.actual_kw <= p90_v)))
+
+    # Refit on everything (rolling window), scaling from the data it is trained on.
+    report(0.75, f"refit {chosen.name} on all data ({chosen_epochs} epochs)")
+    lo = _window_start(last_origin, first_origin, chosen.train_weeks)
+    # The scaling covers the minutes the refit sees (its lags reach two weeks before ``lo``).
+    scale_from = max(0, lo - start_minute - FIRST_ORIGIN_DAYS * MINUTES_PER_DAY)
+    final_scaling = Scaling.fit(values_kw[scale_from:])
+    final_origins = training_origins(
+        start_minute, values_kw, lo, last_origin, horizon,
+        recent_minutes=chosen.features.recent_minutes,
+    )
+    final_data = _build(start_minute, values_kw, final_origins, tz, chosen.features, final_scaling)
+    final_model = _make_model(final_data.x.shape[1], chosen, horizon, seed)
+    _fit(final_model, final_data, chosen_epochs, None, final_scaling, horizon,
+         max(deadline_all, time.monotonic() + 5.0))
+    report(0.95, "exporting TFLite")
+    tflite = export_tflite(final_model)
+    train_s = time.monotonic() - t0
+    meta: dict[str, Any] = {
+        "format": "open-dsm-forecaster",
+        "version": MODEL_VERSION,
+        "model": MODEL_NAME,
+        "candidate": chosen.name,
+        "created_at": datetime.now(UTC).isoformat(),
+        "timezone": str(tz),
+        "horizon_minutes": horizon,
+        "input_dim": int(final_data.x.shape[1]),
+        "features": chosen.features.to_dict(),
+        "history_minutes": chosen.features.history_minutes,
+        "scaling": {"center_kw": final_scaling.center_kw, "scale_kw": final_scaling.scale_kw},
+        "quantiles": list(QUANTILES),
+        "outputs": ["mean", "p10", "p90"],
+        "epochs": chosen_epochs,
+        "train_weeks": chosen.train_weeks or MAX_TRAIN_WEEKS,
+        "train_origins": int(len(final_origins)),
+        "trained_until_minute": int(end_minute),
+        "validation_coverage_p10_p90": coverage_v,
+        "holdout_days": split_days,
+        "holdout_metrics": holdout,
+        "validation": results,
+        "train_s": train_s,
+    }
+    report(1.0, f"done in {train_s:.1f} s")
+    return TrainResult(
+        tflite_model=tflite,
+        meta=meta,
+        holdout_metrics=holdout,
+        validation=results,
+        train_s=train_s,
+        keras_model=final_model,
+    )
+
+
+def _subset(data: _Data, mask: Any) -> _Data:
+    return _Data(
+        x=data.x[mask],
+        residual=data.residual[mask],
+        baseline_kw=data.baseline_kw[mask],
+        actual_kw=data.actual_kw[mask],
+        origins=data.origins[mask],
+    )
+
+
+def with_features(candidate: Candidate, **changes: Any) -> Candidate:
+    """A copy of ``candidate`` with some feature settings changed (handy for small tests)."""
+    return replace(candidate, features=replace(candidate.features, **changes))

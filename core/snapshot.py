@@ -1,0 +1,134 @@
+"""The one snapshot of the core's state that feeds BACnet, REST and metrics alike."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from core.forecast.base import Forecast
+
+
+class Quality(StrEnum):
+    """Why a value can or cannot be trusted; each adapter maps it (BACnet reliability, REST)."""
+
+    OK = "ok"
+    NO_DATA = "no-data"  # nothing to compute from yet (never written, no model trained)
+    STALE_INPUT = "stale-input"  # the meter input stopped arriving
+    INSUFFICIENT_HISTORY = "insufficient-history"  # data exists but not enough of it
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    """Which forecaster serves, and its error figures."""
+
+    forecaster: str
+    rmse_kw: float | None = None
+    rmse_source: str = ""
+    rmse_samples: int = 0
+    training_minutes: float | None = None
+    trained_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the faces publish, computed once per interval (input fields on every write)."""
+
+    computed_at: datetime | None = None
+    input_kw: float | None = None
+    input_observed_at: datetime | None = None
+    input_quality: Quality = Quality.NO_DATA
+    last_minute_kw: float | None = None
+    last_minute_at: datetime | None = None
+    rate_of_change_kw_per_min: float | None = None
+    rate_of_change_15min_kw_per_min: float | None = None
+    rate_quality: Quality = Quality.NO_DATA
+    high_load: bool = False
+    low_load: bool = False
+    high_threshold_kw: float | None = None
+    low_threshold_kw: float | None = None
+    load_quality: Quality = Quality.NO_DATA
+    forecast: Forecast | None = None
+    forecast_quality: Quality = Quality.NO_DATA
+    model: ModelStatus = field(default_factory=lambda: ModelStatus(forecaster="none"))
+
+    @property
+    def one_hour_kw(self) -> float | None:
+        """The forecast 60 minutes ahead, or None."""
+        return self.forecast.one_hour_kw if self.forecast else None
+
+    @property
+    def model_rmse_quality(self) -> Quality:
+        """OK once an RMSE figure exists."""
+        return Quality.OK if self.model.rmse_kw is not None else Quality.NO_DATA
+
+    @property
+    def training_quality(self) -> Quality:
+        """OK once a training run has finished."""
+        return Quality.OK if self.model.training_minutes is not None else Quality.NO_DATA
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-safe form for the service_state table."""
+        data = asdict(self)
+        return _jsonable(data)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Snapshot:
+        """Rebuild a snapshot persisted with ``to_state``."""
+
+        def dt(value: Any) -> datetime | None:
+            return datetime.fromisoformat(value) if value else None
+
+        forecast = None
+        if state.get("forecast"):
+            f = state["forecast"]
+            forecast = Forecast(
+                forecaster=f["forecaster"],
+                made_at=datetime.fromisoformat(f["made_at"]),
+                origin_minute=int(f["origin_minute"]),
+                kw=tuple(f["kw"]),
+                p10_kw=tuple(f["p10_kw"]) if f.get("p10_kw") else None,
+                p90_kw=tuple(f["p90_kw"]) if f.get("p90_kw") else None,
+                note=f.get("note", ""),
+            )
+        m = state.get("model") or {"forecaster": "none"}
+        model = ModelStatus(
+            forecaster=m["forecaster"],
+            rmse_kw=m.get("rmse_kw"),
+            rmse_source=m.get("rmse_source", ""),
+            rmse_samples=int(m.get("rmse_samples", 0)),
+            training_minutes=m.get("training_minutes"),
+            trained_at=dt(m.get("trained_at")),
+        )
+        return cls(
+            computed_at=dt(state.get("computed_at")),
+            input_kw=state.get("input_kw"),
+            input_observed_at=dt(state.get("input_observed_at")),
+            input_quality=Quality(state.get("input_quality", "no-data")),
+            last_minute_kw=state.get("last_minute_kw"),
+            last_minute_at=dt(state.get("last_minute_at")),
+            rate_of_change_kw_per_min=state.get("rate_of_change_kw_per_min"),
+            rate_of_change_15min_kw_per_min=state.get("rate_of_change_15min_kw_per_min"),
+            rate_quality=Quality(state.get("rate_quality", "no-data")),
+            high_load=bool(state.get("high_load")),
+            low_load=bool(state.get("low_load")),
+            high_threshold_kw=state.get("high_threshold_kw"),
+            low_threshold_kw=state.get("low_threshold_kw"),
+            load_quality=Quality(state.get("load_quality", "no-data")),
+            forecast=forecast,
+            forecast_quality=Quality(state.get("forecast_quality", "no-data")),
+            model=model,
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, StrEnum):
+        return value.value
+    return value

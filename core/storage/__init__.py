@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy 2 models, the repository the core uses, and Alembic migration."""

@@ -1,0 +1,264 @@
+"""The repository: every database access the core makes goes through ``Storage``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.readings import CompletedMinute
+from core.storage.models import ForecastLog, MinuteReading, ModelRun, ServiceState
+from core.timegrid import minute_start
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMinute:
+    """One persisted minute."""
+
+    minute: int
+    observed_at: datetime
+    kw: float
+    sample_count: int
+    source: str
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, full sync, foreign keys and a busy timeout."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_pre_ping=False,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed minute survives a power cut, not only a process kill; at one row a
+            # minute the cost is nothing.
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Storage:
+    """Typed data access over one engine. Methods are blocking: call them off the event loop."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        """A new session (use as a context manager)."""
+        return self._sessions()
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # any driver error means not reachable
+            log.warning("database ping failed", exc_info=True)
+            return False
+
+    # -- minute readings ---------------------------------------------------------------------
+
+    def upsert_minutes(self, minutes: Sequence[CompletedMinute], source: str) -> None:
+        """Insert or replace completed minutes (a later close of the same minute wins)."""
+        if not minutes:
+            return
+        with self.session() as session, session.begin():
+            for item in minutes:
+                session.merge(
+                    MinuteReading(
+                        minute=item.minute,
+                        observed_at=minute_start(item.minute),
+                        kw=item.kw,
+                        sample_count=item.sample_count,
+                        source=source,
+                    )
+                )
+
+    def merge_history(self, sums: dict[int, tuple[float, int]], source: str) -> dict[int, float]:
+        """Fold historical writes (minute -> (sum kW, count)) into stored minutes; return means.
+
+        A minute already stored with real samples is averaged with the new ones, weighted by
+        sample count; a carried-forward minute (0 samples) is replaced.
+        """
+        result: dict[int, float] = {}
+        keys = sorted(sums)
+        with self.session() as session, session.begin():
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                existing = {
+                    row.minute: row
+                    for row in session.scalars(
+                        select(MinuteReading).where(MinuteReading.minute.in_(chunk))
+                    )
+                }
+                new_rows = []
+                for minute in chunk:
+                    total_kw, count = sums[minute]
+                    row = existing.get(minute)
+                    if row is not None and row.sample_count > 0:
+                        n = row.sample_count + count
+                        row.kw = (row.kw * row.sample_count + total_kw) / n
+                        row.sample_count = n
+                        row.source = source
+                        result[minute] = row.kw
+                    elif row is not None:
+                        row.kw = total_kw / count
+                        row.sample_count = count
+                        row.source = source
+                        result[minute] = row.kw
+                    else:
+                        kw = total_kw / count
+                        new_rows.append(
+                            {
+                                "minute": minute,
+                                "observed_at": minute_start(minute),
+                                "kw": kw,
+                                "sample_count": count,
+                                "source": source,
+                            }
+                        )
+                        result[minute] = kw
+                if new_rows:
+                    session.execute(insert(MinuteReading), new_rows)
+        return result
+
+    def latest_minute(self) -> StoredMinute | None:
+        """The newest stored minute."""
+        with self.session() as session:
+            row = session.scalars(
+                select(MinuteReading).order_by(MinuteReading.minute.desc()).limit(1)
+            ).first()
+            return _stored(row) if row else None
+
+    def load_series(
+        self, start_minute: int, end_minute: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Minute indices and kW for ``start_minute <= minute <= end_minute`` (for the cache)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(MinuteReading.minute, MinuteReading.kw)
+                .where(MinuteReading.minute.between(start_minute, end_minute))
+                .order_by(MinuteReading.minute)
+            ).all()
+        if not rows:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        array = np.array(rows, dtype=np.float64)
+        return array[:, 0].astype(np.int64), array[:, 1]
+
+    def list_minutes(
+        self, start_minute: int | None, end_minute: int | None, limit: int
+    ) -> list[StoredMinute]:
+        """Stored minutes in time order within [start, end), at most ``limit``."""
+        query = select(MinuteReading).order_by(MinuteReading.minute)
+        if start_minute is not None:
+            query = query.where(MinuteReading.minute >= start_minute)
+        if end_minute is not None:
+            query = query.where(MinuteReading.minute < end_minute)
+        with self.session() as session:
+            return [_stored(row) for row in session.scalars(query.limit(limit))]
+
+    def count_minutes(self) -> int:
+        """How many minutes are stored."""
+        with self.session() as session:
+            return int(session.scalar(select(func.count()).select_from(MinuteReading)) or 0)
+
+    # -- forecast log --------------------------------------------------------------------------
+
+    def log_forecast(
+        self, target_minute: int, forecaster: str, kw: float, made_at: datetime
+    ) -> None:
+        """Remember the 60-minute-ahead value for its target minute (newest wins)."""
+        with self.session() as session, session.begin():
+            session.merge(
+                ForecastLog(
+                    target_minute=target_minute, forecaster=forecaster, kw=kw, made_at=made_at
+                )
+            )
+
+    def forecasts_since(self, minute: int) -> list[tuple[int, float]]:
+        """(target minute, kW) of logged forecasts from ``minute`` on."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(ForecastLog.target_minute, ForecastLog.kw)
+                .where(ForecastLog.target_minute >= minute)
+                .order_by(ForecastLog.target_minute)
+            ).all()
+        return [(int(m), float(kw)) for m, kw in rows]
+
+    def prune_forecasts(self, before_minute: int) -> None:
+        """Drop forecast-log rows older than ``before_minute`` (the log is only for live RMSE)."""
+        with self.session() as session, session.begin():
+            session.execute(delete(ForecastLog).where(ForecastLog.target_minute < before_minute))
+
+    # -- service state -------------------------------------------------------------------------
+
+    def get_state(self, key: str) -> dict[str, Any] | None:
+        """A named JSON document, or None."""
+        with self.session() as session:
+            row = session.get(ServiceState, key)
+            return dict(row.value) if row else None
+
+    def set_state(self, key: str, value: dict[str, Any]) -> None:
+        """Store a named JSON document."""
+        with self.session() as session, session.begin():
+            session.merge(ServiceState(key=key, value=value, updated_at=datetime.now(UTC)))
+
+    # -- model runs ----------------------------------------------------------------------------
+
+    def add_model_run(self, **fields: Any) -> int:
+        """Insert a model run and return its id."""
+        with self.session() as session, session.begin():
+            run = ModelRun(**fields)
+            session.add(run)
+            session.flush()
+            return int(run.id)
+
+    def update_model_run(self, run_id: int, **fields: Any) -> None:
+        """Update fields of a model run."""
+        with self.session() as session, session.begin():
+            run = session.get(ModelRun, run_id)
+            if run is None:
+                raise KeyError(run_id)
+            for name, value in fields.items():
+                setattr(run, name, value)
+
+    def model_runs(self, limit: int = 50) -> list[ModelRun]:
+        """Newest model runs first."""
+        with self.session() as session:
+            return list(session.scalars(select(ModelRun).order_by(ModelRun.id.desc()).limit(limit)))
+
+    def latest_model_run(self, status: str | None = None) -> ModelRun | None:
+        """The newest run, optionally with a given status."""
+        query = select(ModelRun).order_by(ModelRun.id.desc()).limit(1)
+        if status is not None:
+            query = query.where(ModelRun.status == status)
+        with self.session() as session:
+            return session.scalars(query).first()
+
+
+def _stored(row: MinuteReading) -> StoredMinute:
+    return StoredMinute(row.minute, row.observed_at, row.kw, row.sample_count, row.source)

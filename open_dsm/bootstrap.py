@@ -1,0 +1,169 @@
+"""Composition root: settings -> logging -> migrate -> one event loop runs core, BACnet and REST."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Generator
+
+import uvicorn
+
+from api.app import create_app
+from bacnet.device import BacnetFace
+from core.clock import SystemClock
+from core.config import Settings
+from core.forecast.baseline import SeasonalMeanForecaster
+from core.forecast.base import Forecaster
+from core.service import DsmCore
+from core.storage.migrate import upgrade_to_head
+from core.storage.repository import Storage, create_db_engine
+from open_dsm import package_version
+
+log = logging.getLogger("open_dsm")
+
+
+class StartupError(Exception):
+    """A problem that stops start-up; its message is shown as one line."""
+
+
+def configure_logging(level: str) -> None:
+    """stdlib logging for the whole process (uvicorn included)."""
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    # bacpypes3 logs every decode problem at WARNING/ERROR through its own loggers; keep ours.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    """Create the data directory and prove it is writable."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=settings.data_dir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise StartupError(
+            f"data directory {settings.data_dir} is not writable: {exc.strerror or exc}"
+        ) from exc
+
+
+def bind_http_socket(host: str, port: int) -> socket.socket:
+    """Bind the REST port ourselves so a clash is one clear line, not a uvicorn exit."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on HTTP {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def check_udp_port(host: str, port: int) -> None:
+    """Fail clearly if the BACnet UDP port is taken (bacpypes3 would retry forever)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.bind((host, port))
+    except OSError as exc:
+        raise StartupError(
+            f"cannot bind BACnet/IP UDP {host}:{port}: {exc.strerror or exc} "
+            "(is another BACnet application using it?)"
+        ) from exc
+    finally:
+        probe.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the entry point owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def build_forecaster(settings: Settings) -> Forecaster:
+    """The forecaster in service: the seasonal baseline until a trained model is accepted."""
+    return SeasonalMeanForecaster(weeks=2)
+
+
+async def serve(settings: Settings) -> None:
+    """Run the service until SIGINT/SIGTERM, then shut both faces down in order."""
+    started = time.monotonic()
+    version = package_version()
+    prepare_data_dir(settings)
+    engine = create_db_engine(settings.database_url)
+    try:
+        await asyncio.to_thread(upgrade_to_head, engine)
+    except Exception as exc:
+        raise StartupError(f"cannot open or migrate the database: {exc}") from exc
+    storage = Storage(engine)
+    core = DsmCore(settings, storage, SystemClock(), build_forecaster(settings))
+    await core.start()
+
+    face = BacnetFace(settings, version)
+    ip, port = face.resolve_address()
+    check_udp_port(ip, port)
+    http_socket = bind_http_socket(settings.http_host, settings.http_port)
+    face.start(
+        core.snapshot,
+        lambda kw: core.validate_kw(kw, "bacnet"),
+        lambda kw: core.submit_reading(kw, source="bacnet"),
+    )
+    core.subscribe(face.sync)
+    try:
+        await face.wait_bound(timeout_s=5.0)
+    except TimeoutError as exc:
+        raise StartupError(str(exc)) from exc
+    log.info("BACnet/IP bound on %s:%d in %.2f s", ip, port, time.monotonic() - started)
+    if settings.api_token is None and settings.http_host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("REST writes are open to the network: set --api-token to require a token")
+
+    app = create_app(core, bacnet_bound=lambda: face.bound, version=version)
+    server = _Server(
+        uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", server_header=False
+        )
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    core_task = asyncio.create_task(core.run(), name="open-dsm-core")
+    http_task = asyncio.create_task(server.serve(sockets=[http_socket]), name="open-dsm-http")
+    stop_task = asyncio.create_task(stop.wait(), name="open-dsm-stop")
+    log.info(
+        "open-dsm %s serving: REST http://%s:%d/docs, BACnet device %d, pid %d",
+        version, settings.http_host, settings.http_port, settings.device_instance, os.getpid(),
+    )
+    try:
+        done, _ = await asyncio.wait(
+            {core_task, http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done:
+            if task is not stop_task and task.exception() is not None:
+                log.error("%s stopped: %r", task.get_name(), task.exception())
+    finally:
+        log.info("shutting down")
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(http_task, timeout=10)
+        core_task.cancel()
+        stop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await core_task
+        await core.stop()
+        face.close()
+        engine.dispose()
+        http_socket.close()
+        log.info("stopped")
