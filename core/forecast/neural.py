@@ -57,6 +57,8 @@ FIRST_ORIGIN_DAYS = 14
 MAX_TRAIN_WEEKS = 12
 QUANTILES = (0.1, 0.9)
 
+_CHUNK = 4096
+
 ProgressFn = Callable[[float, str], None]
 
 
@@ -136,15 +138,28 @@ def _build(
     start_minute: int, values_kw: FloatArray, origins: IntArray, tz: ZoneInfo,
     config: FeatureConfig, scaling: Scaling,
 ) -> _Data:
-    blocks = feature_blocks(start_minute, values_kw, origins, tz, config)
-    actual = target_windows(start_minute, values_kw, origins, config.horizon_minutes)
-    residual = (actual - blocks.baseline_kw) / scaling.scale_kw
+    # Chunks bound the temporary windows' memory (the training process must stay small).
+    parts: list[_Data] = []
+    for lo in range(0, max(len(origins), 1), _CHUNK):
+        chunk = origins[lo : lo + _CHUNK]
+        blocks = feature_blocks(start_minute, values_kw, chunk, tz, config)
+        actual = target_windows(start_minute, values_kw, chunk, config.horizon_minutes)
+        residual = (actual - blocks.baseline_kw) / scaling.scale_kw
+        parts.append(
+            _Data(
+                x=design_matrix(blocks, scaling),
+                residual=residual.astype(np.float32),
+                baseline_kw=blocks.baseline_kw.astype(np.float32),
+                actual_kw=actual.astype(np.float32),
+                origins=chunk,
+            )
+        )
     return _Data(
-        x=design_matrix(blocks, scaling),
-        residual=residual.astype(np.float32),
-        baseline_kw=blocks.baseline_kw,
-        actual_kw=actual,
-        origins=origins,
+        x=np.concatenate([p.x for p in parts]),
+        residual=np.concatenate([p.residual for p in parts]),
+        baseline_kw=np.concatenate([p.baseline_kw for p in parts]),
+        actual_kw=np.concatenate([p.actual_kw for p in parts]),
+        origins=np.concatenate([p.origins for p in parts]),
     )
 
 
@@ -268,7 +283,7 @@ def train(
     _check_history(values_kw)
 
     def report(fraction: float, message: str) -> None:
-        logger.info("train %3.0f%%: %s", 100 * fraction, message)
+        logger.info("train %3.0f%%: %s (peak RSS %.0f MB)", 100 * fraction, message, _peak_rss_mb())
         if progress is not None:
             progress(fraction, message)
 
@@ -334,7 +349,12 @@ def train(
             metrics["cvrmse_15min_60"],
         )
         if best is None or score < best[0]:
+            if best is not None and best[1].features != cfg:
+                data_cache.pop(best[1].features, None)
             best = (score, cand, model, epoch)
+        elif cfg != best[1].features:
+            data_cache.pop(cfg, None)
+        del fit
     if best is None:
         raise InsufficientHistoryError("no candidate could be trained on this history")
     _, chosen, chosen_model, chosen_epochs = best
@@ -360,6 +380,8 @@ def train(
     coverage_v = float(np.mean((val.actual_kw >= p10_v) & (val.actual_kw <= p90_v)))
 
     # Refit on everything (rolling window), scaling from the data it is trained on.
+    data_cache.clear()
+    del chosen_model, hold, val, best
     report(0.75, f"refit {chosen.name} on all data ({chosen_epochs} epochs)")
     lo = _window_start(last_origin, first_origin, chosen.train_weeks)
     # The scaling covers the minutes the refit sees (its lags reach two weeks before ``lo``).
@@ -409,6 +431,12 @@ def train(
         train_s=train_s,
         keras_model=final_model,
     )
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _subset(data: _Data, mask: Any) -> _Data:

@@ -1,0 +1,353 @@
+"""`open-dsm bench forecast`: baselines, the seed LSTM and our model on one meter CSV.
+
+Trains on everything before the last ``--test-days`` local days and scores every origin in the
+test days that has a value 60 minutes ahead. TensorFlow work runs in child processes (spawned),
+so each one's peak RSS is its own and this process never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import resource
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from core.forecast.base import HORIZON_MINUTES, MinuteHistory
+from core.forecast.baseline import SeasonalMeanForecaster
+from core.forecast.features import (
+    FloatArray,
+    IntArray,
+    forecast_metrics,
+    load_meter_csv,
+    local_minutes,
+    persistence_windows,
+    seasonal_mean_windows,
+    target_windows,
+)
+from core.timegrid import MINUTES_PER_DAY
+
+logger = logging.getLogger(__name__)
+
+ALL_MODELS = ("persistence", "last-week", "mean-2-weeks", "seed-lstm", "ours")
+COLUMNS = (
+    "model", "rmse_60", "mae_60", "rmse_1_60", "cvrmse_15min_60", "train_s", "infer_ms",
+    "peak_rss_mb",
+)
+LATENCY_SAMPLES = 200
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `open-dsm bench forecast`."""
+    parser.add_argument("--data", required=True, type=Path, help="meter CSV (timestamp, kW)")
+    parser.add_argument("--test-days", type=int, default=14, help="last N local days scored")
+    parser.add_argument(
+        "--models", default=",".join(ALL_MODELS), help=f"comma list of {', '.join(ALL_MODELS)}"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    parser.add_argument("--tz", default="America/Chicago", help="site time zone (IANA)")
+    parser.add_argument("--time-column", default=None, help="timestamp column (auto)")
+    parser.add_argument("--kw-column", default=None, help="kW column (auto)")
+    parser.add_argument(
+        "--seed-lstm-cap-s", type=float, default=120.0, help="training time cap of seed-lstm"
+    )
+    parser.add_argument(
+        "--time-budget-s", type=float, default=50.0, help="training time budget of ours"
+    )
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _split(start_minute: int, values_kw: FloatArray, tz: ZoneInfo, test_days: int
+           ) -> tuple[int, IntArray]:
+    """The first UTC minute of the test part (local midnight) and the scored origins."""
+    end_minute = start_minute + len(values_kw) - 1
+    grid = np.arange(start_minute, end_minute + 1, dtype=np.int64)
+    local = local_minutes(grid, tz)
+    last_midnight_local = (local[-1] + 1) // MINUTES_PER_DAY * MINUTES_PER_DAY
+    split_local = last_midnight_local - test_days * MINUTES_PER_DAY
+    if (local[-1] + 1) % MINUTES_PER_DAY:
+        # A partial last day counts as one of the test days.
+        split_local += MINUTES_PER_DAY
+    split = int(grid[np.searchsorted(local, split_local)])
+    origins = np.arange(split, end_minute - HORIZON_MINUTES + 1, dtype=np.int64)
+    actual = target_windows(start_minute, values_kw, origins, HORIZON_MINUTES)
+    last = values_kw[origins - start_minute]
+    keep = ~np.isnan(actual[:, -1]) & ~np.isnan(last)
+    return split, origins[keep]
+
+
+def _row(model: str, metrics: dict[str, float] | None, **extra: float | None) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row["model"] = model
+    if metrics is not None:
+        for key in ("rmse_60", "mae_60", "rmse_1_60", "cvrmse_15min_60"):
+            row[key] = round(metrics[key], 3)
+    for key, value in extra.items():
+        row[key] = None if value is None else round(float(value), 3)
+    return row
+
+
+def _scored_metrics(pred: FloatArray, actual: FloatArray, **bands: FloatArray) -> dict[str, float]:
+    # Score only minutes that exist (a gap inside a target window is skipped, not imputed).
+    ok = ~np.isnan(actual).any(axis=1)
+    kw = {k: v[ok] for k, v in bands.items()}
+    return forecast_metrics(pred[ok], actual[ok], **kw)
+
+
+def _baseline_latency_ms(
+    weeks: int | None, start_minute: int, values_kw: FloatArray, origins: IntArray, tz: ZoneInfo
+) -> float:
+    forecaster = SeasonalMeanForecaster(weeks=weeks) if weeks else None
+    span = forecaster.history_minutes if forecaster else 60
+    sample = origins[:: max(1, len(origins) // LATENCY_SAMPLES)][:LATENCY_SAMPLES]
+    now = datetime.now(UTC)
+    t0 = time.perf_counter()
+    for origin in sample.tolist():
+        lo = origin - span + 1 - start_minute
+        history = MinuteHistory(origin - span + 1, values_kw[lo : origin - start_minute + 1])
+        if forecaster is None:
+            history.last_valid()
+        else:
+            forecaster.forecast(history, tz, now)
+    return 1000.0 * (time.perf_counter() - t0) / len(sample)
+
+
+# ---------------------------------------------------------------------------------------------
+# child processes (spawned: a fresh interpreter, so peak RSS is the child's own)
+
+
+def _child_ours(args: dict[str, Any], queue: Any) -> None:
+    from core.forecast import neural
+    from core.forecast.lite import write_artifact
+
+    logging.basicConfig(level=args["log_level"], format="%(asctime)s %(name)s %(message)s")
+    tz = ZoneInfo(args["tz"])
+    series = load_meter_csv(args["data"], tz, time_column=args["time_column"],
+                            kw_column=args["kw_column"])
+    train_values = series.values_kw[: args["split"] - series.start_minute]
+    t0 = time.monotonic()
+    result = neural.train(series.start_minute, train_values, tz,
+                          time_budget_s=args["time_budget_s"])
+    train_s = time.monotonic() - t0
+    write_artifact(args["artifact"], result.tflite_model, result.meta)
+    queue.put({"train_s": train_s, "peak_rss_mb": _peak_rss_mb(),
+               "holdout": result.holdout_metrics, "validation": result.validation,
+               "candidate": result.meta["candidate"]})
+
+
+def _child_serving(args: dict[str, Any], queue: Any) -> None:
+    # Imports only the serving module: this is what the service process pays for a forecast.
+    from core.forecast.lite import LiteForecaster
+
+    tz = ZoneInfo(args["tz"])
+    forecaster = LiteForecaster.load(args["artifact"])
+    series = load_meter_csv(args["data"], tz, time_column=args["time_column"],
+                            kw_column=args["kw_column"])
+    values, start = series.values_kw, series.start_minute
+    origins = np.asarray(args["origins"], dtype=np.int64)
+    span = forecaster.history_minutes
+    now = datetime.now(UTC)
+    times: list[float] = []
+    for origin in origins.tolist():
+        history = MinuteHistory(origin - span + 1,
+                                values[origin - span + 1 - start : origin - start + 1])
+        t0 = time.perf_counter()
+        forecaster.forecast(history, tz, now)
+        times.append(time.perf_counter() - t0)
+    queue.put({
+        "infer_ms": 1000.0 * float(np.median(times)),
+        "infer_ms_p95": 1000.0 * float(np.percentile(times, 95)),
+        "serving_rss_mb": _peak_rss_mb(),
+        "tensorflow_imported": any(m == "tensorflow" or m.startswith(("tensorflow.", "keras"))
+                                   for m in sys.modules),
+    })
+
+
+def _child_seed_lstm(args: dict[str, Any], queue: Any) -> None:
+    """The seed's LSTM: 120-minute window, 2 x LSTM(50), Dense(60), min-max scaled."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    tz = ZoneInfo(args["tz"])
+    series = load_meter_csv(args["data"], tz, time_column=args["time_column"],
+                            kw_column=args["kw_column"])
+    values, start, split = series.values_kw, series.start_minute, args["split"]
+    window = 120
+    train_v = values[: split - start]
+    lo, hi = float(np.nanmin(train_v)), float(np.nanmax(train_v))
+    scaled = ((values - lo) / max(hi - lo, 1e-6)).astype(np.float32)
+    idx = np.arange(window - 1, len(train_v) - HORIZON_MINUTES)
+    x_idx = idx[:, None] + np.arange(-window + 1, 1)[None, :]
+    y_idx = idx[:, None] + np.arange(1, HORIZON_MINUTES + 1)[None, :]
+    x, y = scaled[x_idx][..., None], scaled[y_idx]
+    ok = ~np.isnan(x).any(axis=(1, 2)) & ~np.isnan(y).any(axis=1)
+    x, y = x[ok], y[ok]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((window, 1)),
+        keras.layers.LSTM(50, return_sequences=True),
+        keras.layers.LSTM(50),
+        keras.layers.Dense(HORIZON_MINUTES),
+    ])
+    model.compile(optimizer="adam", loss="mse")
+    cap_s = float(args["cap_s"])
+
+    class _Cap(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.t0 = time.monotonic()
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if time.monotonic() - self.t0 > cap_s:
+                self.model.stop_training = True
+
+    t0 = time.monotonic()
+    model.fit(x, y, batch_size=64, epochs=6, verbose=0, shuffle=True, callbacks=[_Cap()])
+    train_s = time.monotonic() - t0
+    origins = np.asarray(args["origins"], dtype=np.int64) - start
+    xt = scaled[origins[:, None] + np.arange(-window + 1, 1)[None, :]][..., None]
+    xt = np.nan_to_num(xt, nan=0.0)
+    pred = model.predict(xt, batch_size=1024, verbose=0) * (hi - lo) + lo
+    single: list[float] = []
+    for i in range(20):
+        t1 = time.perf_counter()
+        model(xt[i : i + 1], training=False)
+        single.append(time.perf_counter() - t1)
+    queue.put({"train_s": train_s, "peak_rss_mb": _peak_rss_mb(),
+               "pred": np.asarray(pred, dtype=np.float64),
+               "infer_ms": 1000.0 * float(np.median(single))})
+
+
+def _in_child(target: Any, args: dict[str, Any]) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(args, queue))
+    proc.start()
+    try:
+        result: dict[str, Any] = queue.get()
+    finally:
+        proc.join()
+    if proc.exitcode not in (0, None):
+        raise RuntimeError(f"{target.__name__} exited with {proc.exitcode}")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _format_table(rows: list[dict[str, Any]]) -> str:
+    def cell(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    widths = [max(len(c), *(len(cell(r[c])) for r in rows)) for c in COLUMNS]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True))]
+    for r in rows:
+        lines.append("  ".join(cell(r[c]).ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark; writes one table to stdout (and JSON rows with --json)."""
+    models = [m.strip() for m in str(args.models).split(",") if m.strip()]
+    unknown = [m for m in models if m not in ALL_MODELS]
+    if unknown:
+        sys.stderr.write(f"unknown models: {', '.join(unknown)} (choose from {ALL_MODELS})\n")
+        return 2
+    tz = ZoneInfo(args.tz)
+    series = load_meter_csv(args.data, tz, time_column=args.time_column,
+                            kw_column=args.kw_column)
+    sys.stdout.write(f"import: {series.report.summary()}\n")
+    values, start = series.values_kw, series.start_minute
+    split, origins = _split(start, values, tz, args.test_days)
+    actual = target_windows(start, values, origins, HORIZON_MINUTES)
+    sys.stdout.write(
+        f"train: minutes before {datetime.fromtimestamp(split * 60, UTC).astimezone(tz)}; "
+        f"test: {len(origins)} origins over {args.test_days} days\n"
+    )
+    common = {
+        "data": str(args.data), "tz": args.tz, "split": split,
+        "time_column": args.time_column, "kw_column": args.kw_column,
+        "log_level": logging.getLogger().getEffectiveLevel(),
+    }
+    # The test part's values are visible only as history before each origin (as in service).
+    rows: list[dict[str, Any]] = []
+    for model in models:
+        logger.info("bench: %s", model)
+        if model == "persistence":
+            pred = persistence_windows(start, values, origins, HORIZON_MINUTES)
+            rows.append(_row(model, _scored_metrics(pred, actual),
+                             infer_ms=_baseline_latency_ms(None, start, values, origins, tz)))
+        elif model in ("last-week", "mean-2-weeks"):
+            weeks = 1 if model == "last-week" else 2
+            pred = seasonal_mean_windows(start, values, origins, tz, weeks, HORIZON_MINUTES)
+            rows.append(_row(model, _scored_metrics(pred, actual),
+                             infer_ms=_baseline_latency_ms(weeks, start, values, origins, tz)))
+        elif model == "seed-lstm":
+            res = _in_child(_child_seed_lstm, {**common, "cap_s": args.seed_lstm_cap_s,
+                                               "origins": origins.tolist()})
+            rows.append(_row(model, _scored_metrics(res["pred"], actual),
+                             train_s=res["train_s"], infer_ms=res["infer_ms"],
+                             peak_rss_mb=res["peak_rss_mb"]))
+            sys.stdout.write(f"seed-lstm: trained with a {args.seed_lstm_cap_s:.0f} s cap\n")
+        elif model == "ours":
+            rows.append(_bench_ours(args, common, start, values, origins, actual, tz))
+    sys.stdout.write(_format_table(rows))
+    if args.json is not None:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def _bench_ours(
+    args: argparse.Namespace, common: dict[str, Any], start: int, values: FloatArray,
+    origins: IntArray, actual: FloatArray, tz: ZoneInfo,
+) -> dict[str, Any]:
+    from core.forecast.lite import LiteForecaster
+
+    with tempfile.TemporaryDirectory(prefix="open-dsm-bench-") as tmp:
+        artifact = str(Path(tmp) / "model")
+        trained = _in_child(_child_ours, {**common, "artifact": artifact,
+                                          "time_budget_s": args.time_budget_s})
+        sys.stdout.write(
+            f"ours: chose {trained['candidate']}; inner holdout "
+            f"{json.dumps(trained['holdout'].get('ours', {}))}\n"
+        )
+        forecaster = LiteForecaster.load(artifact)
+        kw, p10, p90 = forecaster.predict_origins(start, values, origins, tz)
+        metrics = _scored_metrics(kw, actual, p10_kw=p10, p90_kw=p90)
+        sample = origins[:: max(1, len(origins) // LATENCY_SAMPLES)][:LATENCY_SAMPLES]
+        serving = _in_child(_child_serving, {**common, "artifact": artifact,
+                                             "origins": sample.tolist()})
+    sys.stdout.write(
+        f"ours: P10-P90 coverage at 60 min {metrics['coverage_p10_p90_60']:.1%}, "
+        f"peak RMSE {metrics['peak_rmse']:.2f} kW (P90 peak {metrics['peak_p90_rmse']:.2f}); "
+        f"serving process (lite only) peak RSS {serving['serving_rss_mb']:.0f} MB, "
+        f"median {serving['infer_ms']:.2f} ms / p95 {serving['infer_ms_p95']:.2f} ms per "
+        f"forecast, tensorflow imported: {serving['tensorflow_imported']}\n"
+    )
+    return _row("ours", metrics, train_s=trained["train_s"], infer_ms=serving["infer_ms"],
+                peak_rss_mb=trained["peak_rss_mb"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (the CLI wires add_arguments/run itself)."""
+    parser = argparse.ArgumentParser(prog="bench-forecast")
+    add_arguments(parser)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
