@@ -41,7 +41,13 @@ logger = logging.getLogger(__name__)
 
 ALL_MODELS = ("persistence", "last-week", "mean-2-weeks", "seed-lstm", "ours")
 COLUMNS = (
-    "model", "rmse_60", "mae_60", "rmse_1_60", "cvrmse_15min_60", "train_s", "infer_ms",
+    "model",
+    "rmse_60",
+    "mae_60",
+    "rmse_1_60",
+    "cvrmse_15min_60",
+    "train_s",
+    "infer_ms",
     "peak_rss_mb",
 )
 LATENCY_SAMPLES = 200
@@ -70,8 +76,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _split(start_minute: int, values_kw: FloatArray, tz: ZoneInfo, test_days: int
-           ) -> tuple[int, IntArray]:
+def _split(
+    start_minute: int, values_kw: FloatArray, tz: ZoneInfo, test_days: int
+) -> tuple[int, IntArray]:
     """The first UTC minute of the test part (local midnight) and the scored origins."""
     end_minute = start_minute + len(values_kw) - 1
     grid = np.arange(start_minute, end_minute + 1, dtype=np.int64)
@@ -135,17 +142,25 @@ def _child_ours(args: dict[str, Any], queue: Any) -> None:
 
     logging.basicConfig(level=args["log_level"], format="%(asctime)s %(name)s %(message)s")
     tz = ZoneInfo(args["tz"])
-    series = load_meter_csv(args["data"], tz, time_column=args["time_column"],
-                            kw_column=args["kw_column"])
+    series = load_meter_csv(
+        args["data"], tz, time_column=args["time_column"], kw_column=args["kw_column"]
+    )
     train_values = series.values_kw[: args["split"] - series.start_minute]
     t0 = time.monotonic()
-    result = neural.train(series.start_minute, train_values, tz,
-                          time_budget_s=args["time_budget_s"])
+    result = neural.train(
+        series.start_minute, train_values, tz, time_budget_s=args["time_budget_s"]
+    )
     train_s = time.monotonic() - t0
     write_artifact(args["artifact"], result.tflite_model, result.meta)
-    queue.put({"train_s": train_s, "peak_rss_mb": _peak_rss_mb(),
-               "holdout": result.holdout_metrics, "validation": result.validation,
-               "candidate": result.meta["candidate"]})
+    queue.put(
+        {
+            "train_s": train_s,
+            "peak_rss_mb": _peak_rss_mb(),
+            "holdout": result.holdout_metrics,
+            "validation": result.validation,
+            "candidate": result.meta["candidate"],
+        }
+    )
 
 
 def _child_serving(args: dict[str, Any], queue: Any) -> None:
@@ -154,26 +169,31 @@ def _child_serving(args: dict[str, Any], queue: Any) -> None:
 
     tz = ZoneInfo(args["tz"])
     forecaster = LiteForecaster.load(args["artifact"])
-    series = load_meter_csv(args["data"], tz, time_column=args["time_column"],
-                            kw_column=args["kw_column"])
+    series = load_meter_csv(
+        args["data"], tz, time_column=args["time_column"], kw_column=args["kw_column"]
+    )
     values, start = series.values_kw, series.start_minute
     origins = np.asarray(args["origins"], dtype=np.int64)
     span = forecaster.history_minutes
     now = datetime.now(UTC)
     times: list[float] = []
     for origin in origins.tolist():
-        history = MinuteHistory(origin - span + 1,
-                                values[origin - span + 1 - start : origin - start + 1])
+        history = MinuteHistory(
+            origin - span + 1, values[origin - span + 1 - start : origin - start + 1]
+        )
         t0 = time.perf_counter()
         forecaster.forecast(history, tz, now)
         times.append(time.perf_counter() - t0)
-    queue.put({
-        "infer_ms": 1000.0 * float(np.median(times)),
-        "infer_ms_p95": 1000.0 * float(np.percentile(times, 95)),
-        "serving_rss_mb": _peak_rss_mb(),
-        "tensorflow_imported": any(m == "tensorflow" or m.startswith(("tensorflow.", "keras"))
-                                   for m in sys.modules),
-    })
+    queue.put(
+        {
+            "infer_ms": 1000.0 * float(np.median(times)),
+            "infer_ms_p95": 1000.0 * float(np.percentile(times, 95)),
+            "serving_rss_mb": _peak_rss_mb(),
+            "tensorflow_imported": any(
+                m == "tensorflow" or m.startswith(("tensorflow.", "keras")) for m in sys.modules
+            ),
+        }
+    )
 
 
 def _child_seed_lstm(args: dict[str, Any], queue: Any) -> None:
@@ -182,8 +202,9 @@ def _child_seed_lstm(args: dict[str, Any], queue: Any) -> None:
     import keras
 
     tz = ZoneInfo(args["tz"])
-    series = load_meter_csv(args["data"], tz, time_column=args["time_column"],
-                            kw_column=args["kw_column"])
+    series = load_meter_csv(
+        args["data"], tz, time_column=args["time_column"], kw_column=args["kw_column"]
+    )
     values, start, split = series.values_kw, series.start_minute, args["split"]
     window = 120
     train_v = values[: split - start]
@@ -196,16 +217,18 @@ def _child_seed_lstm(args: dict[str, Any], queue: Any) -> None:
     ok = ~np.isnan(x).any(axis=(1, 2)) & ~np.isnan(y).any(axis=1)
     x, y = x[ok], y[ok]
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((window, 1)),
-        keras.layers.LSTM(50, return_sequences=True),
-        keras.layers.LSTM(50),
-        keras.layers.Dense(HORIZON_MINUTES),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((window, 1)),
+            keras.layers.LSTM(50, return_sequences=True),
+            keras.layers.LSTM(50),
+            keras.layers.Dense(HORIZON_MINUTES),
+        ]
+    )
     model.compile(optimizer="adam", loss="mse")
     cap_s = float(args["cap_s"])
 
-    class _Cap(keras.callbacks.Callback):
+    class _Cap(keras.callbacks.Callback):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.t0 = time.monotonic()
@@ -226,9 +249,14 @@ def _child_seed_lstm(args: dict[str, Any], queue: Any) -> None:
         t1 = time.perf_counter()
         model(xt[i : i + 1], training=False)
         single.append(time.perf_counter() - t1)
-    queue.put({"train_s": train_s, "peak_rss_mb": _peak_rss_mb(),
-               "pred": np.asarray(pred, dtype=np.float64),
-               "infer_ms": 1000.0 * float(np.median(single))})
+    queue.put(
+        {
+            "train_s": train_s,
+            "peak_rss_mb": _peak_rss_mb(),
+            "pred": np.asarray(pred, dtype=np.float64),
+            "infer_ms": 1000.0 * float(np.median(single)),
+        }
+    )
 
 
 def _in_child(target: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -267,8 +295,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"unknown models: {', '.join(unknown)} (choose from {ALL_MODELS})\n")
         return 2
     tz = ZoneInfo(args.tz)
-    series = load_meter_csv(args.data, tz, time_column=args.time_column,
-                            kw_column=args.kw_column)
+    series = load_meter_csv(args.data, tz, time_column=args.time_column, kw_column=args.kw_column)
     sys.stdout.write(f"import: {series.report.summary()}\n")
     values, start = series.values_kw, series.start_minute
     split, origins = _split(start, values, tz, args.test_days)
@@ -278,8 +305,11 @@ def run(args: argparse.Namespace) -> int:
         f"test: {len(origins)} origins over {args.test_days} days\n"
     )
     common = {
-        "data": str(args.data), "tz": args.tz, "split": split,
-        "time_column": args.time_column, "kw_column": args.kw_column,
+        "data": str(args.data),
+        "tz": args.tz,
+        "split": split,
+        "time_column": args.time_column,
+        "kw_column": args.kw_column,
         "log_level": logging.getLogger().getEffectiveLevel(),
     }
     # The test part's values are visible only as history before each origin (as in service).
@@ -288,19 +318,37 @@ def run(args: argparse.Namespace) -> int:
         logger.info("bench: %s", model)
         if model == "persistence":
             pred = persistence_windows(start, values, origins, HORIZON_MINUTES)
-            rows.append(_row(model, _scored_metrics(pred, actual),
-                             infer_ms=_baseline_latency_ms(None, start, values, origins, tz)))
+            rows.append(
+                _row(
+                    model,
+                    _scored_metrics(pred, actual),
+                    infer_ms=_baseline_latency_ms(None, start, values, origins, tz),
+                )
+            )
         elif model in ("last-week", "mean-2-weeks"):
             weeks = 1 if model == "last-week" else 2
             pred = seasonal_mean_windows(start, values, origins, tz, weeks, HORIZON_MINUTES)
-            rows.append(_row(model, _scored_metrics(pred, actual),
-                             infer_ms=_baseline_latency_ms(weeks, start, values, origins, tz)))
+            rows.append(
+                _row(
+                    model,
+                    _scored_metrics(pred, actual),
+                    infer_ms=_baseline_latency_ms(weeks, start, values, origins, tz),
+                )
+            )
         elif model == "seed-lstm":
-            res = _in_child(_child_seed_lstm, {**common, "cap_s": args.seed_lstm_cap_s,
-                                               "origins": origins.tolist()})
-            rows.append(_row(model, _scored_metrics(res["pred"], actual),
-                             train_s=res["train_s"], infer_ms=res["infer_ms"],
-                             peak_rss_mb=res["peak_rss_mb"]))
+            res = _in_child(
+                _child_seed_lstm,
+                {**common, "cap_s": args.seed_lstm_cap_s, "origins": origins.tolist()},
+            )
+            rows.append(
+                _row(
+                    model,
+                    _scored_metrics(res["pred"], actual),
+                    train_s=res["train_s"],
+                    infer_ms=res["infer_ms"],
+                    peak_rss_mb=res["peak_rss_mb"],
+                )
+            )
             sys.stdout.write(f"seed-lstm: trained with a {args.seed_lstm_cap_s:.0f} s cap\n")
         elif model == "ours":
             rows.append(_bench_ours(args, common, start, values, origins, actual, tz))
@@ -311,15 +359,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _bench_ours(
-    args: argparse.Namespace, common: dict[str, Any], start: int, values: FloatArray,
-    origins: IntArray, actual: FloatArray, tz: ZoneInfo,
+    args: argparse.Namespace,
+    common: dict[str, Any],
+    start: int,
+    values: FloatArray,
+    origins: IntArray,
+    actual: FloatArray,
+    tz: ZoneInfo,
 ) -> dict[str, Any]:
     from core.forecast.lite import LiteForecaster
 
     with tempfile.TemporaryDirectory(prefix="open-dsm-bench-") as tmp:
         artifact = str(Path(tmp) / "model")
-        trained = _in_child(_child_ours, {**common, "artifact": artifact,
-                                          "time_budget_s": args.time_budget_s})
+        trained = _in_child(
+            _child_ours, {**common, "artifact": artifact, "time_budget_s": args.time_budget_s}
+        )
         sys.stdout.write(
             f"ours: chose {trained['candidate']}; inner holdout "
             f"{json.dumps(trained['holdout'].get('ours', {}))}\n"
@@ -328,8 +382,9 @@ def _bench_ours(
         kw, p10, p90 = forecaster.predict_origins(start, values, origins, tz)
         metrics = _scored_metrics(kw, actual, p10_kw=p10, p90_kw=p90)
         sample = origins[:: max(1, len(origins) // LATENCY_SAMPLES)][:LATENCY_SAMPLES]
-        serving = _in_child(_child_serving, {**common, "artifact": artifact,
-                                             "origins": sample.tolist()})
+        serving = _in_child(
+            _child_serving, {**common, "artifact": artifact, "origins": sample.tolist()}
+        )
     sys.stdout.write(
         f"ours: P10-P90 coverage at 60 min {metrics['coverage_p10_p90_60']:.1%}, "
         f"peak RMSE {metrics['peak_rmse']:.2f} kW (P90 peak {metrics['peak_p90_rmse']:.2f}); "
@@ -337,8 +392,13 @@ def _bench_ours(
         f"median {serving['infer_ms']:.2f} ms / p95 {serving['infer_ms_p95']:.2f} ms per "
         f"forecast, tensorflow imported: {serving['tensorflow_imported']}\n"
     )
-    return _row("ours", metrics, train_s=trained["train_s"], infer_ms=serving["infer_ms"],
-                peak_rss_mb=trained["peak_rss_mb"])
+    return _row(
+        "ours",
+        metrics,
+        train_s=trained["train_s"],
+        infer_ms=serving["infer_ms"],
+        peak_rss_mb=trained["peak_rss_mb"],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MAX_DEVICE_INSTANCE = 4194302
 _BACNET_ADDRESS_RE = re.compile(
@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     foreign_ttl: int = Field(
         default=900, ge=30, le=65535, description="Foreign-device registration lifetime (s)."
     )
-    bbmd_bdt: list[str] = Field(
+    bbmd_bdt: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Act as a BBMD with this broadcast distribution table "
         "(comma-separated A.B.C.D/prefix:port, this device's own address first).",

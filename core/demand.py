@@ -335,7 +335,33 @@ class IntervalStatus:
 
 @dataclass(frozen=True, slots=True)
 class DemandDecisions:
-    """Recommendations for the building, each with its quality."""
+    """Recommendations for the building, each with its quality (keyed by field name).
+
+    * ``kw_to_shed``: max(0, projected interval average - effective target), in interval-average
+      kW. Keeping the interval at target needs the load lower by kw_to_shed * L / remaining over
+      the remaining minutes (``IntervalStatus.allowance_kw`` is that load limit).
+    * ``chiller_capacity_limit_pct``: 100 while nothing needs shedding. While kw_to_shed > 0 it
+      steps down by 100 * kw_to_shed / chiller_rated_kw (at most ``chiller_max_step_down_pct``,
+      never below ``chiller_min_pct``); when the projection is at least ``deadband_kw`` under
+      the target (or the projection is unavailable) it steps up by ``chiller_step_up_pct``;
+      otherwise it holds. At most one step per ``chiller_hold_minutes``.
+    * ``charge_headroom_kw``: over every demand window that ends within the next hour and the
+      forecast horizon (the current one included), the kW that could be added to each of the
+      window's future minutes with its average still at the effective target:
+      (target * L - known kW·min - sum of future P90 (point forecast without a band)) / future
+      minutes; the smallest of them. None without a usable forecast.
+    * ``ev_charge_permit``: granted when headroom - (ev_charge_kw - present EV power) >=
+      ``deadband_kw``, withdrawn when it is < 0 (present power unknown: taken as 0).
+    * ``battery_charge_permit``: the same with ``battery_charge_kw`` and the present charging
+      power, on the headroom left after a granted EV permit's extra power (EV first); never
+      together with a discharge request.
+    * ``battery_discharge_request``: requested when the projection exceeds the effective target
+      and SOC > ``battery_reserve_pct``; withdrawn when the projection, with the battery's
+      present discharge put back on the remaining minutes, is below target - ``deadband_kw``;
+      dropped at once (ignoring the minimum on time) when SOC reaches the reserve or is unknown.
+
+    The three booleans keep ``min_on_minutes`` / ``min_off_minutes`` between changes.
+    """
 
     kw_to_shed: float
     chiller_capacity_limit_pct: float
@@ -348,7 +374,14 @@ class DemandDecisions:
 
 @dataclass(frozen=True, slots=True)
 class DemandSnapshot:
-    """Everything ``evaluate`` worked out for one moment."""
+    """Everything ``evaluate`` worked out for one moment.
+
+    ``p_exceed_interval`` / ``p_exceed_next_hour``: the chance that the current window, and any
+    window ending within the next hour, averages above the effective target. Each forecast
+    minute is Normal(kw, (p90 - p10) / 2.563); step errors are assumed perfectly correlated
+    (conservative), so a window's sigma is the sum of its future steps' sigmas / L, elapsed
+    minutes carry none, and P(any window) is the largest single-window P. None without a band.
+    """
 
     at: datetime
     minute: int
@@ -704,11 +737,14 @@ class DemandTracker:
             if expected:
                 notes.append(f"{name} missing")
             return None
-        age_s = (now - reading.at).total_seconds()
-        if not math.isfinite(reading.value):
-            notes.append(f"{name} is not a number: ignored")
+        if not math.isfinite(reading.value) or reading.at.tzinfo is None:
+            notes.append(f"{name} is not a number or has a naive timestamp: ignored")
             return None
-        if age_s > self._config.input_max_age_s or age_s < -_FUTURE_TOLERANCE_S:
+        age_s = (now - reading.at).total_seconds()
+        if age_s < -_FUTURE_TOLERANCE_S:
+            notes.append(f"{name} timestamped in the future: ignored")
+            return None
+        if age_s > self._config.input_max_age_s:
             notes.append(f"{name} stale ({age_s:.0f} s old): ignored")
             return None
         return reading.value
@@ -796,16 +832,20 @@ class DemandTracker:
             notes.append("no minute of this interval observed yet: elapsed part holds latest kW")
         remaining_kw: list[float] = []
         method = ProjectionMethod.FORECAST
+        forecast_minutes = 0
         for minute in range(now_minute, end):
             forecast_step = step(minute)
             if forecast_step is not None:
                 remaining_kw.append(forecast_step.mean_kw)
+                forecast_minutes += 1
             elif held_kw is not None:
                 remaining_kw.append(held_kw)
                 method = ProjectionMethod.HELD
             else:
                 method = ProjectionMethod.NONE
                 break
+        if method is ProjectionMethod.HELD and forecast_minutes:
+            notes.append("forecast covers only part of the interval: the rest holds latest kW")
         projected: float | None = None
         if method is not ProjectionMethod.NONE and elapsed_sum is not None:
             projected = projected_interval_kw(elapsed_sum, remaining_kw, length)
@@ -908,11 +948,14 @@ class DemandTracker:
         if not cfg.has_battery:
             discharge.force_off(now_minute)
             quality["battery_discharge_request"] = Quality.UNAVAILABLE
-        elif soc_pct is None or projected is None or effective_kw is None:
+        elif soc_pct is None:
+            # The reserve cannot be checked: stop now, like at the reserve.
+            discharge.force_off(now_minute)
+            quality["battery_discharge_request"] = Quality.UNAVAILABLE
+            notes.append("battery SOC unknown: no discharge request")
+        elif projected is None or effective_kw is None:
             discharge.update(now_minute, False, True, cfg.min_on_minutes, cfg.min_off_minutes)
             quality["battery_discharge_request"] = Quality.UNAVAILABLE
-            if soc_pct is None:
-                notes.append("battery SOC unknown: no discharge request")
         elif soc_pct <= cfg.battery_reserve_pct:
             # Protecting the reserve overrides the minimum on time.
             discharge.force_off(now_minute)

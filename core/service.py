@@ -260,8 +260,7 @@ class DsmCore:
             self.stats.count(False, source)
             raise
         self.stats.count(True, source)
-        live_from = self._grid.live_from_minute
-        if live_from is not None and minute_of(at) < live_from:
+        if minute_of(at) < self._live_from(now):
             self._enqueue_history({minute_of(at): (value, 1)}, source)
             return at
         self._accept_live(value, at, now)
@@ -286,12 +285,12 @@ class DsmCore:
                 raise InvalidReading(f"{prefix}{exc}") from exc
         self.stats.count(True, source, len(checked))
         checked.sort(key=lambda item: item[0])
-        live_from = self._grid.live_from_minute
+        live_from = self._live_from(now)
         history: dict[int, tuple[float, int]] = {}
         live = 0
         for at, kw in checked:
             minute = minute_of(at)
-            if live_from is not None and minute < live_from:
+            if minute < live_from:
                 total, count = history.get(minute, (0.0, 0))
                 history[minute] = (total + kw, count + 1)
             else:
@@ -301,6 +300,16 @@ class DsmCore:
             means = await asyncio.to_thread(self._storage.merge_history, history, source)
             self._apply_history(means)
         return BatchResult(len(checked), live, len(history))
+
+    def _live_from(self, now: datetime) -> int:
+        """The first minute a reading may fall in to be live; older readings are history.
+
+        Live means the current or the previous minute (a BAS may deliver a few seconds late) and
+        not before the grid's open minute.
+        """
+        earliest = minute_of(now) - 1
+        grid_from = self._grid.live_from_minute
+        return earliest if grid_from is None else max(earliest, grid_from)
 
     def _accept_live(self, kw: float, at: datetime, now: datetime) -> None:
         was_stale = self._snapshot.input_quality != Quality.OK

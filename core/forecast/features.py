@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import logging
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.forecast.base import HORIZON_MINUTES
-from core.timegrid import MINUTES_PER_DAY, MINUTES_PER_WEEK
+from core.timegrid import MINUTES_PER_DAY
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +166,9 @@ def _parse_float(text: str) -> float:
 
 
 def _detect_columns(
-    header: Sequence[str], rows: Sequence[Sequence[str]], time_column: str | None,
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    time_column: str | None,
     kw_column: str | None,
 ) -> tuple[int, int]:
     names = [h.strip() for h in header]
@@ -180,9 +184,7 @@ def _detect_columns(
     if time_column is not None:
         t_idx = index_of(time_column)
     else:
-        t_idx = next(
-            (i for i, n in enumerate(lowered) if any(k in n for k in _TIME_NAMES)), 0
-        )
+        t_idx = next((i for i, n in enumerate(lowered) if any(k in n for k in _TIME_NAMES)), 0)
     if kw_column is not None:
         k_idx = index_of(kw_column)
     else:
@@ -309,7 +311,7 @@ def _local_to_utc(
         second = np.ones(len(idx), dtype=bool)
         second[first] = False
         fold[idx[second]] = True
-        report.ambiguous_local_rows = int(len(idx))
+        report.ambiguous_local_rows = len(idx)
     utc = local - np.where(fold, row_off1, row_off0)
     report.rows_nonexistent_local_time = int((~row_exists).sum())
     return utc, row_exists
@@ -523,10 +525,13 @@ class FeatureConfig:
     def history_minutes(self) -> int:
         """History (ending at the origin) a forecast needs, with a DST hour of slack."""
         longest_day = max(self.seasonal_days) if self.seasonal_days else 0
-        return max(
-            self.recent_coarse_minutes,
-            longest_day * MINUTES_PER_DAY + self.seasonal_context_minutes + 60,
-        ) + 60
+        return (
+            max(
+                self.recent_coarse_minutes,
+                longest_day * MINUTES_PER_DAY + self.seasonal_context_minutes + 60,
+            )
+            + 60
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -553,18 +558,12 @@ def _block_means(windows: FloatArray, step: int) -> FloatArray:
         return np.asarray(np.nanmean(reshaped, axis=2), dtype=np.float64)
 
 
-class _quiet:
+@contextmanager
+def _quiet() -> Iterator[None]:
     """Silence numpy's 'mean of empty slice' warning: all-NaN blocks are expected."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
+        yield
 
 
 def _moving_mean(windows: FloatArray, width: int) -> FloatArray:
@@ -619,9 +618,12 @@ def feature_blocks(
     coarse_span = max(0, config.recent_coarse_minutes - config.recent_minutes)
     coarse_span -= coarse_span % config.coarse_step_minutes
     if coarse_span > 0:
-        coarse_idx = rel[:, None] + np.arange(
-            -config.recent_minutes - coarse_span + 1, -config.recent_minutes + 1
-        )[None, :]
+        coarse_idx = (
+            rel[:, None]
+            + np.arange(-config.recent_minutes - coarse_span + 1, -config.recent_minutes + 1)[
+                None, :
+            ]
+        )
         coarse = _block_means(_gather(values_kw, coarse_idx), config.coarse_step_minutes)
     else:
         coarse = np.zeros((len(origins), 0))
@@ -635,8 +637,9 @@ def feature_blocks(
     offsets = np.arange(-ctx + 1 - half, h + 1 + half)
     seasonal_parts: list[FloatArray] = []
     week_windows: list[FloatArray] = []
-    lag_days = sorted(set(config.seasonal_days) | {7 * (w + 1) for w in
-                                                    range(config.baseline_weeks)})
+    lag_days = sorted(
+        set(config.seasonal_days) | {7 * (w + 1) for w in range(config.baseline_weeks)}
+    )
     for days in lag_days:
         base = same_wall_clock_days_ago(origins, days, tz) - start_minute
         raw = _gather(values_kw, base[:, None] + offsets[None, :])
@@ -688,7 +691,7 @@ class Scaling:
         return cls(center_kw=float(np.mean(valid)), scale_kw=scale if scale > 1e-6 else 1.0)
 
 
-def design_matrix(blocks: FeatureBlocks, scaling: Scaling) -> FloatArray:
+def design_matrix(blocks: FeatureBlocks, scaling: Scaling) -> npt.NDArray[np.float32]:
     """Scaled model input: NaN filled (recent by last value, seasonal by baseline) + masks."""
     c, s = scaling.center_kw, scaling.scale_kw
     last = np.where(np.isnan(blocks.last_kw), c, blocks.last_kw)[:, None]
@@ -712,19 +715,26 @@ def design_matrix(blocks: FeatureBlocks, scaling: Scaling) -> FloatArray:
         ],
         axis=1,
     )
-    return np.nan_to_num(x, nan=0.0).astype(np.float32)
+    return np.asarray(np.nan_to_num(x, nan=0.0), dtype=np.float32)
 
 
-def target_windows(start_minute: int, values_kw: FloatArray, origins: IntArray, horizon: int
-                   ) -> FloatArray:
+def target_windows(
+    start_minute: int, values_kw: FloatArray, origins: IntArray, horizon: int
+) -> FloatArray:
     """The kW of minutes origin+1 .. origin+horizon for each origin (NaN where missing)."""
     rel = np.asarray(origins, dtype=np.int64) - start_minute
     return _gather(values_kw, rel[:, None] + np.arange(1, horizon + 1)[None, :])
 
 
 def training_origins(
-    start_minute: int, values_kw: FloatArray, first_origin: int, last_origin: int, horizon: int,
-    *, max_recent_missing: float = 0.5, recent_minutes: int = 60,
+    start_minute: int,
+    values_kw: FloatArray,
+    first_origin: int,
+    last_origin: int,
+    horizon: int,
+    *,
+    max_recent_missing: float = 0.5,
+    recent_minutes: int = 60,
 ) -> IntArray:
     """Origins in [first, last] whose whole target window exists and whose recent window is
     mostly present (long gaps are masked out of training this way)."""
@@ -740,17 +750,22 @@ def training_origins(
     target_missing = csum[rel_c + horizon + 1] - csum[rel_c + 1]
     recent_missing = (csum[rel_c + 1] - csum[rel_c - recent_minutes + 1]) / recent_minutes
     keep = inside & (target_missing == 0) & (recent_missing <= max_recent_missing)
-    return origins[keep]
+    return np.asarray(origins[keep], dtype=np.int64)
 
 
 def seasonal_mean_windows(
-    start_minute: int, values_kw: FloatArray, origins: IntArray, tz: ZoneInfo, weeks: int,
+    start_minute: int,
+    values_kw: FloatArray,
+    origins: IntArray,
+    tz: ZoneInfo,
+    weeks: int,
     horizon: int,
 ) -> FloatArray:
     """The 'mean-N-weeks' baseline for each origin (raw minutes), persistence where none."""
     windows = [
-        target_windows(start_minute, values_kw, same_wall_clock_days_ago(origins, 7 * w, tz),
-                       horizon)
+        target_windows(
+            start_minute, values_kw, same_wall_clock_days_ago(origins, 7 * w, tz), horizon
+        )
         for w in range(1, weeks + 1)
     ]
     with _quiet():
@@ -773,7 +788,10 @@ def persistence_windows(
 
 
 def forecast_metrics(
-    predicted_kw: FloatArray, actual_kw: FloatArray, *, p10_kw: FloatArray | None = None,
+    predicted_kw: FloatArray,
+    actual_kw: FloatArray,
+    *,
+    p10_kw: FloatArray | None = None,
     p90_kw: FloatArray | None = None,
 ) -> dict[str, float]:
     """Point and band metrics over origins x steps: the 60-minute step, all steps, the 15-minute
@@ -795,7 +813,5 @@ def forecast_metrics(
     if p10_kw is not None and p90_kw is not None:
         inside = (actual_kw[:, -1] >= p10_kw[:, -1]) & (actual_kw[:, -1] <= p90_kw[:, -1])
         out["coverage_p10_p90_60"] = float(np.mean(inside))
-        out["peak_p90_rmse"] = float(
-            np.sqrt(np.mean((p90_kw.max(1) - actual_kw.max(1)) ** 2))
-        )
+        out["peak_p90_rmse"] = float(np.sqrt(np.mean((p90_kw.max(1) - actual_kw.max(1)) ** 2)))
     return out

@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 
 from core.forecast.base import Forecast, MinuteHistory
 from core.forecast.features import (
@@ -135,7 +136,7 @@ class LiteForecaster:
         """Minutes of history the features reach back (3 weeks + context + a DST hour)."""
         return int(self._meta.get("history_minutes", self._config.history_minutes))
 
-    def predict_raw(self, x: FloatArray) -> FloatArray:
+    def predict_raw(self, x: npt.NDArray[np.floating[Any]]) -> FloatArray:
         """Model outputs (scaled residuals: mean, p10, p90) for a batch of design rows."""
         x32 = np.ascontiguousarray(x, dtype=np.float32)
         if x32.shape[0] != self._batch:
@@ -174,10 +175,7 @@ class LiteForecaster:
         if not np.isfinite(kw).all():
             return None
         peak_step = int(np.argmax(kw[0])) + 1
-        note = (
-            f"peak {kw[0].max():.1f} kW at +{peak_step} min, "
-            f"P90 peak {p90[0].max():.1f} kW"
-        )
+        note = f"peak {kw[0].max():.1f} kW at +{peak_step} min, P90 peak {p90[0].max():.1f} kW"
         return Forecast(
             forecaster=self.name,
             made_at=made_at,

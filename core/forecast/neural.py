@@ -27,6 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 
 from core.forecast.base import HORIZON_MINUTES
 from core.forecast.features import (
@@ -116,7 +117,7 @@ class TrainResult:
 
 @dataclass(slots=True)
 class _Data:
-    x: FloatArray
+    x: npt.NDArray[np.float32]
     residual: FloatArray
     baseline_kw: FloatArray
     actual_kw: FloatArray
@@ -135,8 +136,12 @@ def _check_history(values_kw: FloatArray) -> None:
 
 
 def _build(
-    start_minute: int, values_kw: FloatArray, origins: IntArray, tz: ZoneInfo,
-    config: FeatureConfig, scaling: Scaling,
+    start_minute: int,
+    values_kw: FloatArray,
+    origins: IntArray,
+    tz: ZoneInfo,
+    config: FeatureConfig,
+    scaling: Scaling,
 ) -> _Data:
     # Chunks bound the temporary windows' memory (the training process must stay small).
     parts: list[_Data] = []
@@ -219,7 +224,12 @@ def _predict_kw(
 
 
 def _fit(
-    model: Any, train: _Data, epochs: int, val: _Data | None, scaling: Scaling, horizon: int,
+    model: Any,
+    train: _Data,
+    epochs: int,
+    val: _Data | None,
+    scaling: Scaling,
+    horizon: int,
     deadline: float,
 ) -> tuple[int, float, list[float]]:
     """Fit epoch by epoch; with ``val``, keep the best weights. Returns (best epoch, score,
@@ -317,7 +327,11 @@ def train(
         cfg = cand.features
         if cfg not in data_cache:
             all_origins = training_origins(
-                start_minute, values_kw, first_origin, last_origin, horizon,
+                start_minute,
+                values_kw,
+                first_origin,
+                last_origin,
+                horizon,
                 recent_minutes=cfg.recent_minutes,
             )
             data_all = _build(start_minute, values_kw, all_origins, tz, cfg, scaling)
@@ -333,19 +347,32 @@ def train(
             logger.info("candidate %s: too few samples", cand.name)
             continue
         model = _make_model(fit.x.shape[1], cand, horizon, seed)
-        epoch, score, scores = _fit(
-            model, fit, max_epochs, val, scaling, horizon,
+        epoch, score, _scores = _fit(
+            model,
+            fit,
+            max_epochs,
+            val,
+            scaling,
+            horizon,
             min(search_deadline, deadline_all),
         )
         kw, _, _ = _predict_kw(model, val, scaling, horizon)
         metrics = forecast_metrics(kw, val.actual_kw)
         results.append(
-            {"candidate": cand.name, "best_epoch": epoch, "score": score, **metrics,
-             "train_samples": len(fit.origins)}
+            {
+                "candidate": cand.name,
+                "best_epoch": epoch,
+                "score": score,
+                **metrics,
+                "train_samples": len(fit.origins),
+            }
         )
         logger.info(
             "candidate %s: epoch %d rmse_60 %.3f rmse_1_60 %.3f cv15 %.1f%%",
-            cand.name, epoch, metrics["rmse_60"], metrics["rmse_1_60"],
+            cand.name,
+            epoch,
+            metrics["rmse_60"],
+            metrics["rmse_1_60"],
             metrics["cvrmse_15min_60"],
         )
         if best is None or score < best[0]:
@@ -376,7 +403,7 @@ def train(
         logger.info("holdout (%d days): %s", split_days, holdout)
     # Residual quantiles of the chosen model on V give a fallback band check in the metadata.
     _, val, _ = data_cache[chosen.features]
-    kw_v, p10_v, p90_v = _predict_kw(chosen_model, val, scaling, horizon)
+    _kw_v, p10_v, p90_v = _predict_kw(chosen_model, val, scaling, horizon)
     coverage_v = float(np.mean((val.actual_kw >= p10_v) & (val.actual_kw <= p90_v)))
 
     # Refit on everything (rolling window), scaling from the data it is trained on.
@@ -388,13 +415,24 @@ def train(
     scale_from = max(0, lo - start_minute - FIRST_ORIGIN_DAYS * MINUTES_PER_DAY)
     final_scaling = Scaling.fit(values_kw[scale_from:])
     final_origins = training_origins(
-        start_minute, values_kw, lo, last_origin, horizon,
+        start_minute,
+        values_kw,
+        lo,
+        last_origin,
+        horizon,
         recent_minutes=chosen.features.recent_minutes,
     )
     final_data = _build(start_minute, values_kw, final_origins, tz, chosen.features, final_scaling)
     final_model = _make_model(final_data.x.shape[1], chosen, horizon, seed)
-    _fit(final_model, final_data, chosen_epochs, None, final_scaling, horizon,
-         max(deadline_all, time.monotonic() + 5.0))
+    _fit(
+        final_model,
+        final_data,
+        chosen_epochs,
+        None,
+        final_scaling,
+        horizon,
+        max(deadline_all, time.monotonic() + 5.0),
+    )
     report(0.95, "exporting TFLite")
     tflite = export_tflite(final_model)
     train_s = time.monotonic() - t0
@@ -414,7 +452,7 @@ def train(
         "outputs": ["mean", "p10", "p90"],
         "epochs": chosen_epochs,
         "train_weeks": chosen.train_weeks or MAX_TRAIN_WEEKS,
-        "train_origins": int(len(final_origins)),
+        "train_origins": len(final_origins),
         "trained_until_minute": int(end_minute),
         "validation_coverage_p10_p90": coverage_v,
         "holdout_days": split_days,

@@ -1,0 +1,69 @@
+"""Shared fixtures: settings, a migrated SQLite file, a core on a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from core.clock import FakeClock
+from core.config import Settings
+from core.forecast.baseline import SeasonalMeanForecaster
+from core.service import DsmCore
+from core.storage.migrate import upgrade_to_head
+from core.storage.repository import Storage, create_db_engine
+
+START = datetime(2026, 7, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings on a temporary data dir, loopback BACnet, UTC."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        bacnet_address="127.0.0.1/8:47808",
+        timezone="UTC",
+        stale_after_s=300,
+        flag_min_history_minutes=60,
+    )
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    """A real SQLite file migrated to head by Alembic."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'test.sqlite3'}")
+    upgrade_to_head(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def storage(engine: Engine) -> Storage:
+    """The repository over the migrated file."""
+    return Storage(engine)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when told."""
+    return FakeClock(START)
+
+
+@pytest.fixture
+def make_core(settings: Settings, storage: Storage, clock: FakeClock):  # type: ignore[no-untyped-def]
+    """Build a DsmCore over the real database and the fake clock."""
+
+    def build(**overrides: object) -> DsmCore:
+        merged = settings.model_copy(update=overrides) if overrides else settings
+        return DsmCore(merged, storage, clock, SeasonalMeanForecaster())
+
+    return build
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio (the service's loop)."""
+    return "asyncio"

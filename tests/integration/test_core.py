@@ -1,0 +1,153 @@
+"""The core over a real migrated SQLite file, driven by a fake clock."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from core.clock import FakeClock
+from core.errors import InvalidReading
+from core.service import Reading
+from core.snapshot import Quality
+from core.storage.repository import Storage
+from core.timegrid import minute_of
+from tests.conftest import START
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+async def _drain(core) -> None:  # type: ignore[no-untyped-def]
+    assert core._writes is not None
+    await core._writes.join()
+
+
+async def test_live_writes_become_persisted_minutes(make_core, clock: FakeClock, storage: Storage):
+    core = make_core()
+    await core.start()
+    core.submit_reading(10.0)
+    clock.advance(20)
+    core.submit_reading(14.0)
+    clock.advance(41)  # into the next minute
+    snapshot = await core.tick()
+    await _drain(core)
+    rows = storage.list_minutes(None, None, 10)
+    assert [(r.minute, r.kw, r.sample_count) for r in rows] == [(minute_of(START), 12.0, 2)]
+    assert snapshot.input_kw == 14.0
+    assert snapshot.last_minute_kw == 12.0
+    assert snapshot.input_quality is Quality.OK
+    await core.stop()
+
+
+async def test_invalid_readings_change_nothing(make_core, clock: FakeClock, storage: Storage):
+    core = make_core(max_kw=100.0)
+    await core.start()
+    for bad in (math.nan, math.inf, -math.inf, 1e9):
+        with pytest.raises(InvalidReading):
+            core.submit_reading(bad)
+    with pytest.raises(InvalidReading, match="future"):
+        core.submit_reading(5.0, START + timedelta(minutes=5))
+    batch = [Reading(5.0, START - timedelta(minutes=3)), Reading(math.nan)]
+    with pytest.raises(InvalidReading, match="reading 1"):
+        await core.submit_readings(batch, "rest")
+    await _drain(core)
+    assert storage.count_minutes() == 0
+    assert core.snapshot.input_kw is None
+    assert core.stats.rejected == {"bacnet": 5, "rest": 2}
+    await core.stop()
+
+
+async def test_staleness_marks_input_and_outputs_then_clears(make_core, clock: FakeClock):
+    core = make_core()
+    await core.start()
+    assert core.snapshot.input_quality is Quality.NO_DATA
+    core.submit_reading(10.0)
+    for _ in range(3):
+        clock.advance(60)
+        core.submit_reading(10.0)
+    clock.advance(61)
+    snapshot = await core.tick()
+    assert snapshot.input_quality is Quality.OK
+    assert snapshot.rate_quality is Quality.OK
+    clock.advance(300)  # last write now 361 s ago
+    core._refresh_input(clock.now())
+    stale = core.snapshot
+    assert stale.input_quality is Quality.STALE_INPUT
+    assert stale.rate_quality is Quality.STALE_INPUT
+    assert stale.forecast_quality is Quality.STALE_INPUT
+    assert stale.load_quality is Quality.STALE_INPUT
+    core.submit_reading(11.0)
+    assert core.snapshot.input_quality is Quality.OK  # the first fresh write clears it
+    await core.stop()
+
+
+async def test_history_batches_merge_by_weighted_mean(make_core, clock: FakeClock, storage):
+    core = make_core()
+    await core.start()
+    past = START - timedelta(hours=1)
+    first = await core.submit_readings([Reading(10.0, past), Reading(20.0, past)], "rest")
+    assert (first.accepted, first.live, first.historical_minutes) == (2, 0, 1)
+    await core.submit_readings([Reading(40.0, past + timedelta(seconds=5))], "rest")
+    rows = storage.list_minutes(None, None, 10)
+    assert [(r.kw, r.sample_count) for r in rows] == [(pytest.approx(70.0 / 3), 3)]
+    await core.stop()
+
+
+async def test_restart_restores_cache_snapshot_and_flag_dwell(make_core, clock, storage):
+    core = make_core(flag_min_history_minutes=10)
+    await core.start()
+    # Twelve minutes rising from 1 to 12 kW, then a high minute.
+    for minute in range(12):
+        core.submit_reading(float(minute + 1))
+        clock.advance(60)
+    core.submit_reading(50.0)
+    clock.advance(60)
+    before = await core.tick()
+    assert before.high_load and before.load_quality is Quality.OK
+    await core.stop()
+
+    clock.advance(30)
+    again = make_core(flag_min_history_minutes=10)
+    await again.start()
+    restored = again.snapshot
+    assert restored.high_load and restored.input_kw == 50.0
+    assert restored.computed_at == before.computed_at
+    assert again._series.get(minute_of(START)) == 1.0
+    # The high flag was set less than 15 minutes ago: it may not drop yet.
+    again.submit_reading(1.0)
+    clock.advance(60)
+    assert (await again.tick()).high_load
+    await again.stop()
+
+
+async def test_forecast_uses_two_weeks_of_history_and_scores_itself(make_core, clock, storage):
+    core = make_core()
+    # Two weeks and a bit of a daily sine, stored as history through the batch path.
+    start = START - timedelta(days=15)
+    minutes = int((START - start).total_seconds() // 60)
+    values = 10 + 5 * np.sin(np.arange(minutes) * 2 * np.pi / 1440)
+    readings = [
+        Reading(float(v), start + timedelta(minutes=i, seconds=10)) for i, v in enumerate(values)
+    ]
+    await core.start()
+    await core.submit_readings(readings, "import")
+    await core.stop()
+    core = make_core()
+    await core.start()
+    for _ in range(70):
+        phase = (minute_of(clock.now()) - minute_of(start)) * 2 * np.pi / 1440
+        core.submit_reading(float(10 + 5 * np.sin(phase)))
+        clock.advance(60)
+        await core.tick()
+    snapshot = core.snapshot
+    assert snapshot.forecast is not None and snapshot.forecast_quality is Quality.OK
+    assert snapshot.forecast.forecaster == "mean-2-weeks"
+    target = minute_of(clock.now()) - 1 + 60
+    expected = 10 + 5 * np.sin((target - minute_of(start)) * 2 * np.pi / 1440)
+    assert snapshot.forecast.one_hour_kw == pytest.approx(expected, abs=1e-6)
+    # Ten forecasts have matured; the live RMSE needs 60 before it reports.
+    assert snapshot.model.rmse_samples == 10
+    assert snapshot.model.rmse_kw is None
+    await core.stop()

@@ -1,0 +1,206 @@
+"""Pure tests of meter import, gap handling and feature construction (no TensorFlow)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from core.forecast.features import (
+    FeatureConfig,
+    MeterImportError,
+    Scaling,
+    calendar_features,
+    design_matrix,
+    feature_blocks,
+    fill_short_gaps,
+    forecast_metrics,
+    load_meter_csv,
+    mask_dead_meter,
+    persistence_windows,
+    same_wall_clock_days_ago,
+    seasonal_mean_windows,
+    target_windows,
+    training_origins,
+)
+from core.timegrid import minute_of, same_local_time_weeks_ago
+
+TZ = ZoneInfo("America/Chicago")
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _local_minute(text: str) -> int:
+    return minute_of(datetime.fromisoformat(text).replace(tzinfo=TZ))
+
+
+def test_load_minute_csv_us_dates(tmp_path: Path) -> None:
+    lines = ["Date,Usage_kW"] + [f"7/1/2022 0:{m:02d},{m * 1.5}" for m in range(10)]
+    series = load_meter_csv(_write(tmp_path / "a.csv", lines), TZ)
+    assert series.start_minute == _local_minute("2022-07-01 00:00")
+    assert np.allclose(series.values_kw, np.arange(10) * 1.5)
+    assert series.report.kw_column == "Usage_kW"
+    assert series.report.resolution_minutes == 1
+
+
+def test_load_handles_newest_first_and_blank_rows(tmp_path: Path) -> None:
+    lines = (
+        ["Timestamp,Power kW"]
+        + [f"2022-07-01 00:{m:02d}:00,{m}" for m in range(9, -1, -1)]
+        + [",", ""]
+    )
+    series = load_meter_csv(_write(tmp_path / "b.csv", lines), TZ)
+    assert series.report.reversed_order
+    assert np.allclose(series.values_kw, np.arange(10))
+
+
+def test_fall_back_hour_duplicates_map_to_two_utc_hours(tmp_path: Path) -> None:
+    # 2022-11-06 01:00-01:59 local happens twice in America/Chicago.
+    lines = ["Date,kW"]
+    for hour in (0, 1, 1, 2):
+        lines += [f"11/6/2022 {hour}:{m:02d},{hour + 1 + m / 100}" for m in range(60)]
+    series = load_meter_csv(_write(tmp_path / "c.csv", lines), TZ)
+    assert len(series.values_kw) == 4 * 60  # four real hours, no gap, no overlap
+    assert series.report.ambiguous_local_rows == 120
+    assert not np.isnan(series.values_kw).any()
+    first_utc = datetime(2022, 11, 6, 5, 0, tzinfo=UTC)  # 00:00 CDT
+    assert series.start_minute == minute_of(first_utc)
+
+
+def test_spring_forward_rows_dropped_and_hourly_spread(tmp_path: Path) -> None:
+    lines = ["Date,total_main_kw"] + [f"3/13/2022 {h}:00,{h + 1}" for h in range(0, 5)]
+    series = load_meter_csv(_write(tmp_path / "d.csv", lines), TZ)
+    assert series.report.rows_nonexistent_local_time == 1  # 2:00 does not exist
+    assert series.report.resolution_minutes == 60
+    # 0:00 CST .. 4:00 CDT is 3 real hours + the last hour's 60 minutes.
+    assert len(series.values_kw) == 4 * 60
+    assert np.allclose(series.values_kw[:60], 1.0)
+    assert np.allclose(series.values_kw[-60:], 5.0)
+
+
+def test_explicit_offsets_are_absolute(tmp_path: Path) -> None:
+    lines = ["time,kw", "2022-07-01T05:00:00Z,1", "2022-07-01T00:01:00-05:00,2"]
+    series = load_meter_csv(_write(tmp_path / "e.csv", lines), TZ)
+    assert series.start_minute == minute_of(datetime(2022, 7, 1, 5, 0, tzinfo=UTC))
+    assert list(series.values_kw) == [1.0, 2.0]
+
+
+def test_no_kw_column_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(MeterImportError):
+        load_meter_csv(_write(tmp_path / "f.csv", ["time,name", "2022-07-01 00:00,x"]), TZ)
+
+
+def test_dead_meter_and_gap_fill() -> None:
+    values = np.concatenate(
+        [np.linspace(1, 2, 30), np.zeros(20), np.full(130, 3.0), np.linspace(4, 5, 30)]
+    )
+    masked, zeros, flat = mask_dead_meter(values, zero_run_minutes=15, flatline_minutes=120)
+    assert zeros == 20 and flat == 130
+    assert np.isnan(masked[30:180]).all()
+    holes = np.array([1.0, np.nan, np.nan, 4.0, np.nan, np.nan, np.nan, np.nan, 9.0])
+    filled, count = fill_short_gaps(holes, max_fill_minutes=2)
+    assert count == 2
+    assert np.allclose(filled[:4], [1, 2, 3, 4])
+    assert np.isnan(filled[4:8]).all()
+
+
+def test_large_csv_is_fast(tmp_path: Path) -> None:
+    import time
+
+    start = datetime(2022, 1, 1)
+    rows = ["Date,Usage_kW"]
+    for m in range(0, 525_600, 1):
+        t = start + timedelta(minutes=m)
+        rows.append(f"{t.month}/{t.day}/{t.year} {t.hour}:{t.minute:02d},{(m % 97) / 10 + 1}")
+    path = _write(tmp_path / "year.csv", rows)
+    t0 = time.monotonic()
+    series = load_meter_csv(path, TZ)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 10.0
+    # The spring-forward hour does not exist; the fall-back hour appears once -> 60 missing.
+    assert series.report.rows_nonexistent_local_time == 60
+    assert series.report.minutes_missing == 60
+
+
+def test_same_wall_clock_matches_timegrid_across_dst() -> None:
+    minutes = np.arange(
+        _local_minute("2022-11-06 00:00"), _local_minute("2022-11-14 00:00"), 37, dtype=np.int64
+    )
+    ours = same_wall_clock_days_ago(minutes, 7, TZ)
+    reference = same_local_time_weeks_ago(minutes, 1, TZ)
+    assert np.array_equal(ours, reference)
+
+
+def test_calendar_is_local() -> None:
+    # Monday 2022-08-15 08:00 local.
+    cal = calendar_features(np.array([_local_minute("2022-08-15 08:00")]), TZ)
+    angle = 2 * np.pi * 8 * 60 / 1440
+    assert cal[0, 0] == pytest.approx(np.sin(angle))
+    assert cal[0, 2] == 1.0 and cal[0, 2:].sum() == 1.0
+
+
+def _series(days: int) -> tuple[int, np.ndarray]:
+    start = _local_minute("2022-07-01 00:00")
+    t = np.arange(days * 1440)
+    values = 5 + 3 * np.sin(2 * np.pi * t / 1440) + (t % 19 < 9) * 2.0
+    return start, values.astype(np.float64)
+
+
+def test_features_and_targets_line_up() -> None:
+    start, values = _series(22)
+    cfg = FeatureConfig(seasonal_days=(1, 7, 14, 21), baseline_weeks=3)
+    origins = np.array([start + 21 * 1440 + 100, start + 21 * 1440 + 500], dtype=np.int64)
+    blocks = feature_blocks(start, values, origins, TZ, cfg)
+    rel = origins - start
+    assert np.allclose(blocks.recent_kw[:, -1], values[rel])
+    assert np.allclose(blocks.last_kw, values[rel])
+    assert blocks.recent_kw.shape == (2, cfg.recent_minutes)
+    targets = target_windows(start, values, origins, 60)
+    assert np.allclose(targets[:, 0], values[rel + 1])
+    assert np.allclose(targets[:, -1], values[rel + 60])
+    # The series repeats daily (plus the cycle), so the weekly baseline is close to the truth.
+    assert np.abs(blocks.baseline_kw - targets).mean() < 1.5
+    x = design_matrix(blocks, Scaling.fit(values))
+    assert x.dtype == np.float32 and np.isfinite(x).all()
+
+
+def test_features_tolerate_gaps() -> None:
+    start, values = _series(15)
+    values[14 * 1440 - 30 : 14 * 1440 + 10] = np.nan
+    origin = np.array([start + 14 * 1440 + 5], dtype=np.int64)
+    blocks = feature_blocks(start, values, origin, TZ, FeatureConfig())
+    x = design_matrix(blocks, Scaling.fit(values))
+    assert np.isfinite(x).all()
+    assert not np.isnan(blocks.baseline_kw).any()
+
+
+def test_training_origins_skip_incomplete_targets() -> None:
+    start, values = _series(3)
+    values[2000:2010] = np.nan
+    origins = training_origins(start, values, start + 100, start + 3 * 1440 - 61, 60)
+    rel = origins - start
+    # Targets of origins 1940..2008 include a missing minute; 2009 is the first clean one again.
+    assert not ((rel >= 2000 - 60) & (rel < 2009)).any()
+    assert 1939 in rel and 2009 in rel
+    assert ((rel >= 1000) & (rel < 1900)).sum() == 900
+
+
+def test_baselines_and_metrics() -> None:
+    start, values = _series(15)
+    origins = np.arange(start + 14 * 1440, start + 14 * 1440 + 100, dtype=np.int64)
+    actual = target_windows(start, values, origins, 60)
+    pers = persistence_windows(start, values, origins, 60)
+    assert np.allclose(pers[:, 0], values[origins - start])
+    seasonal = seasonal_mean_windows(start, values, origins, TZ, 2, 60)
+    m_pers = forecast_metrics(pers, actual)
+    m_seas = forecast_metrics(seasonal, actual)
+    # On a strictly daily-periodic series the seasonal mean is exact where both weeks exist.
+    assert m_seas["rmse_60"] < m_pers["rmse_60"]
+    perfect = forecast_metrics(actual, actual, p10_kw=actual - 1, p90_kw=actual + 1)
+    assert perfect["rmse_1_60"] == 0.0 and perfect["coverage_p10_p90_60"] == 1.0
