@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from api.deps import AppContext
 from api.errors import install_error_handlers
@@ -42,4 +43,12 @@ def create_app(
     install_error_handlers(app)
     for module in (points, readings, forecast, health, metrics):
         app.include_router(module.router)
+    _summaries_from_docstrings(app)
     return app
+
+
+def _summaries_from_docstrings(app: FastAPI) -> None:
+    """Each route's one-line docstring becomes its OpenAPI summary (what Swagger lists)."""
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.summary is None and route.endpoint.__doc__:
+            route.summary = route.endpoint.__doc__.strip().splitlines()[0].rstrip(".")

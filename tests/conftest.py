@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from core.clock import FakeClock
 from core.config import Settings
@@ -31,10 +32,30 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    """A real SQLite file migrated to head by Alembic."""
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'test.sqlite3'}")
+POSTGRES_URL_VAR = "OPEN_DSM_TEST_POSTGRES_URL"
+
+
+def _reset_postgres(url: str) -> None:
+    """Drop every table so each test migrates an empty database."""
+    engine = create_db_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A real database migrated to head by Alembic: a SQLite file, and PostgreSQL when
+    OPEN_DSM_TEST_POSTGRES_URL names a server (CI starts one)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.sqlite3'}"
+    else:
+        url = os.environ.get(POSTGRES_URL_VAR, "")
+        if not url:
+            pytest.skip(f"{POSTGRES_URL_VAR} is not set")
+        _reset_postgres(url)
+    engine = create_db_engine(url)
     upgrade_to_head(engine)
     yield engine
     engine.dispose()
