@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from api.deps import AppContext
@@ -42,13 +42,13 @@ def create_app(
     )
     install_error_handlers(app)
     for module in (points, readings, forecast, health, metrics):
+        _summaries_from_docstrings(module.router)
         app.include_router(module.router)
-    _summaries_from_docstrings(app)
     return app
 
 
-def _summaries_from_docstrings(app: FastAPI) -> None:
+def _summaries_from_docstrings(router: APIRouter) -> None:
     """Each route's one-line docstring becomes its OpenAPI summary (what Swagger lists)."""
-    for route in app.routes:
+    for route in router.routes:
         if isinstance(route, APIRoute) and route.summary is None and route.endpoint.__doc__:
             route.summary = route.endpoint.__doc__.strip().splitlines()[0].rstrip(".")
