@@ -16,14 +16,13 @@ DESCRIPTION = """
 Edge demand side management for one building. The same core feeds the BACnet/IP device and this
 API: `GET /api/v1/points` returns exactly what a BACnet read returns.
 
-Writes need `Authorization: Bearer <token>` when the service runs with `--api-token`; reads are open.
+Writes need `Authorization: Bearer <token>` when the service runs with `--api-token`;
+reads are open.
 Errors are JSON: `{"detail": "what was wrong"}`.
 """
 
 
-def create_app(
-    core: DsmCore, *, bacnet_bound: Callable[[], bool], version: str = "0"
-) -> FastAPI:
+def create_app(core: DsmCore, *, bacnet_bound: Callable[[], bool], version: str = "0") -> FastAPI:
     """Build the app around a started core."""
     app = FastAPI(
         title="open-dsm",

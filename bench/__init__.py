@@ -1,1 +1,1 @@
-"""Benchmarks: each prints one table; figures are ratios against a baseline measured in the same run."""
+"""Benchmarks: each prints one table, with ratios against a baseline measured in the same run."""

@@ -18,8 +18,8 @@ from api.app import create_app
 from bacnet.device import BacnetFace
 from core.clock import SystemClock
 from core.config import Settings
-from core.forecast.baseline import SeasonalMeanForecaster
 from core.forecast.base import Forecaster
+from core.forecast.baseline import SeasonalMeanForecaster
 from core.service import DsmCore
 from core.storage.migrate import upgrade_to_head
 from core.storage.repository import Storage, create_db_engine
@@ -62,6 +62,8 @@ def bind_http_socket(host: str, port: int) -> socket.socket:
         family, kind, proto, _, address = infos[0]
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit this: headers and body go out without Nagle's delay.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(address)
     except OSError as exc:
         raise StartupError(f"cannot listen on HTTP {host}:{port}: {exc.strerror or exc}") from exc
@@ -130,9 +132,7 @@ async def serve(settings: Settings) -> None:
 
     app = create_app(core, bacnet_bound=lambda: face.bound, version=version)
     server = _Server(
-        uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", server_header=False
-        )
+        uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", server_header=False)
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -144,7 +144,11 @@ async def serve(settings: Settings) -> None:
     stop_task = asyncio.create_task(stop.wait(), name="open-dsm-stop")
     log.info(
         "open-dsm %s serving: REST http://%s:%d/docs, BACnet device %d, pid %d",
-        version, settings.http_host, settings.http_port, settings.device_instance, os.getpid(),
+        version,
+        settings.http_host,
+        settings.http_port,
+        settings.device_instance,
+        os.getpid(),
     )
     try:
         done, _ = await asyncio.wait(

@@ -42,8 +42,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
             default = "the host's zone"
         help_text = f"{field.description} [{env}; default: {default}]"
         help_text = help_text.replace("%", "%%")
-        group.add_argument(_flag(name), dest=f"setting_{name}", default=None, help=help_text,
-                           metavar=name.upper())
+        group.add_argument(
+            _flag(name), dest=f"setting_{name}", default=None, help=help_text, metavar=name.upper()
+        )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -106,7 +107,10 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 def _cmd_bench_service(args: argparse.Namespace) -> int:
     from bench.service import run
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return run(args)
 
 
@@ -130,11 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_service = bench_sub.add_parser(
         "service", help="BACnet RP/RPM and REST latency/throughput vs a bare bacpypes3 device"
     )
-    try:
-        from bench.service import add_arguments as add_service_arguments
-        add_service_arguments(bench_service)
-    except ImportError:
-        pass
+    from bench.service import add_arguments as add_service_arguments
+
+    add_service_arguments(bench_service)
     bench_service.set_defaults(func=_cmd_bench_service)
     return parser
 

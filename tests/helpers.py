@@ -55,11 +55,18 @@ class ServiceProcess:
         self.http_port = free_port()
         self.bacnet_port = free_port(socket.SOCK_DGRAM)
         self.args = [
-            sys.executable, "-m", "open_dsm", "serve",
-            "--http-host", LOOPBACK,
-            "--http-port", str(self.http_port),
-            "--bacnet-address", f"{LOOPBACK}/8:{self.bacnet_port}",
-            "--data-dir", str(data_dir),
+            sys.executable,
+            "-m",
+            "open_dsm",
+            "serve",
+            "--http-host",
+            LOOPBACK,
+            "--http-port",
+            str(self.http_port),
+            "--bacnet-address",
+            f"{LOOPBACK}/8:{self.bacnet_port}",
+            "--data-dir",
+            str(data_dir),
             *extra_args,
         ]
         self.env = {**os.environ, **(env or {})}

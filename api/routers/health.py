@@ -35,7 +35,10 @@ async def readyz(context: ContextDep) -> JSONResponse:
     elif age > limit:
         problems.append(f"snapshot is {age:.0f} s old (limit {limit:.0f} s)")
     body = ReadyOut(
-        ready=not problems, database=database, bacnet_bound=bound, snapshot_age_s=age,
+        ready=not problems,
+        database=database,
+        bacnet_bound=bound,
+        snapshot_age_s=age,
         problems=problems,
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if not problems else 503)

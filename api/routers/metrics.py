@@ -30,7 +30,8 @@ class SnapshotCollector(Collector):
             "open_dsm_point_value", "Present value of each BACnet point", labels=["point"]
         )
         faults = GaugeMetricFamily(
-            "open_dsm_point_fault", "1 when the point's reliability is not no-fault-detected",
+            "open_dsm_point_fault",
+            "1 when the point's reliability is not no-fault-detected",
             labels=["point", "reliability"],
         )
         for point in POINTS:
@@ -44,7 +45,8 @@ class SnapshotCollector(Collector):
         yield faults
         age = self._core.snapshot_age_s()
         yield GaugeMetricFamily(
-            "open_dsm_snapshot_age_seconds", "Seconds since outputs were recomputed",
+            "open_dsm_snapshot_age_seconds",
+            "Seconds since outputs were recomputed",
             value=age if age is not None else float("nan"),
         )
         accepted = CounterMetricFamily(

@@ -17,6 +17,8 @@ TensorFlow is imported inside functions so that importing this module stays chea
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import time
@@ -267,7 +269,12 @@ def export_tflite(model: Any) -> bytes:
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return bytes(converter.convert())
+    # Keras prints the intermediate SavedModel's signature to stdout; keep stdout clean.
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        flatbuffer = bytes(converter.convert())
+    logger.debug("TFLite conversion output: %s", captured.getvalue())
+    return flatbuffer
 
 
 def train(

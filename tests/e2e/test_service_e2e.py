@@ -36,14 +36,22 @@ def _service(tmp_path: Path) -> ServiceProcess:
     return ServiceProcess(
         tmp_path / "data",
         [
-            "--device-instance", str(DEVICE),
-            "--device-name", "E2E-DSM",
-            "--vendor-id", "555",
-            "--timezone", "UTC",
-            "--api-token", TOKEN,
-            "--stale-after-s", str(STALE_AFTER_S),
-            "--snapshot-interval-s", "1",
-            "--max-kw", "5000",
+            "--device-instance",
+            str(DEVICE),
+            "--device-name",
+            "E2E-DSM",
+            "--vendor-id",
+            "555",
+            "--timezone",
+            "UTC",
+            "--api-token",
+            TOKEN,
+            "--stale-after-s",
+            str(STALE_AFTER_S),
+            "--snapshot-interval-s",
+            "1",
+            "--max-kw",
+            "5000",
         ],
     )
 
@@ -76,16 +84,16 @@ async def _raw_write(client: Any, address: Any, oid: str, prop: str, value: Any,
 
 async def _bacnet_session(service: ServiceProcess) -> dict[str, Any]:
     """Everything the BAS does; returns observations for the assertions."""
+    from bacpypes3.basetypes import BinaryPV
     from bacpypes3.pdu import Address
     from bacpypes3.primitivedata import (
+        Boolean,
         CharacterString,
         Null,
         ObjectIdentifier,
-        Boolean,
         ObjectType,
         Real,
     )
-    from bacpypes3.basetypes import BinaryPV
 
     seen: dict[str, Any] = {}
     client = make_client(free_port())
@@ -95,7 +103,10 @@ async def _bacnet_session(service: ServiceProcess) -> dict[str, Any]:
         i_ams = await client.who_is(DEVICE, DEVICE, address, timeout=3)
         seen["i_am"] = [(i.iAmDeviceIdentifier[1], i.vendorID) for i in i_ams]
         i_haves = await client.who_has(
-            DEVICE, DEVICE, object_name=CharacterString("input-power-meter"), address=address,
+            DEVICE,
+            DEVICE,
+            object_name=CharacterString("input-power-meter"),
+            address=address,
             timeout=3,
         )
         seen["i_have"] = [tuple(i.objectIdentifier) for i in i_haves]
@@ -107,9 +118,15 @@ async def _bacnet_session(service: ServiceProcess) -> dict[str, Any]:
         seen["device"] = {
             prop: await read(device_oid, prop)
             for prop in (
-                "object-name", "vendor-identifier", "vendor-name", "model-name",
-                "firmware-revision", "application-software-version", "database-revision",
-                "protocol-services-supported", "protocol-object-types-supported",
+                "object-name",
+                "vendor-identifier",
+                "vendor-name",
+                "model-name",
+                "firmware-revision",
+                "application-software-version",
+                "database-revision",
+                "protocol-services-supported",
+                "protocol-object-types-supported",
             )
         }
         seen["object_list"] = [tuple(o) for o in await read(device_oid, "object-list")]
@@ -121,8 +138,13 @@ async def _bacnet_session(service: ServiceProcess) -> dict[str, Any]:
             entry = {
                 prop: await read(oid, prop)
                 for prop in (
-                    "object-name", "present-value", "status-flags", "reliability",
-                    "event-state", "out-of-service", "description",
+                    "object-name",
+                    "present-value",
+                    "status-flags",
+                    "reliability",
+                    "event-state",
+                    "out-of-service",
+                    "description",
                 )
             }
             if kind == "analog-value":
@@ -134,8 +156,10 @@ async def _bacnet_session(service: ServiceProcess) -> dict[str, Any]:
         # ReadPropertyMultiple of all seven.
         spec: list[Any] = []
         for kind, instance, _ in SEVEN_POINTS:
-            spec += [ObjectIdentifier(f"{kind},{instance}"),
-                     ["object-name", "present-value", "reliability"]]
+            spec += [
+                ObjectIdentifier(f"{kind},{instance}"),
+                ["object-name", "present-value", "reliability"],
+            ]
         seen["rpm"] = await client.read_property_multiple(address, spec)
 
         # COV: subscribe (confirmed) to the input and (unconfirmed) to a derived point.
@@ -154,7 +178,7 @@ async def _bacnet_session(service: ServiceProcess) -> dict[str, Any]:
                     break
             seen["cov_after_write"] = notified
         seen["pv_after_write"] = await read("analog-value,1", "present-value")
-        seen["prio8_after_write"] = (await read("analog-value,1", "priority-array", 8))
+        seen["prio8_after_write"] = await read("analog-value,1", "priority-array", 8)
         seen["ccp_after_write"] = await read("analog-value,1", "current-command-priority")
 
         derived = ObjectIdentifier("binary-value,1")
@@ -164,11 +188,13 @@ async def _bacnet_session(service: ServiceProcess) -> dict[str, Any]:
         # The same values over HTTP, read right after the BACnet reads.
         bacnet_now = {
             f"{k},{i}": (
-                await read(f"{k},{i}", "present-value"), await read(f"{k},{i}", "reliability")
+                await read(f"{k},{i}", "present-value"),
+                await read(f"{k},{i}", "reliability"),
             )
             for k, i, _ in SEVEN_POINTS
         }
-        http_now = httpx.get(f"{service.base_url}/api/v1/points", timeout=5).json()
+        async with httpx.AsyncClient() as http:
+            http_now = (await http.get(f"{service.base_url}/api/v1/points", timeout=5)).json()
         seen["bacnet_vs_http"] = (bacnet_now, http_now)
 
         # Bad writes: each answers an error and changes nothing.
@@ -186,22 +212,19 @@ async def _bacnet_session(service: ServiceProcess) -> dict[str, Any]:
             client.write_property(address, meter, "present-value", Real(5000.5), None, 8)
         )
         errors["wrong_type"] = await _error_of(
-            _raw_write(client, address, "analog-value,1", "present-value",
-                       CharacterString("twelve"), 8)
+            _raw_write(
+                client, address, "analog-value,1", "present-value", CharacterString("twelve"), 8
+            )
         )
         errors["priority_17"] = await _error_of(
             client.write_property(address, meter, "present-value", Real(3.0), None, 17)
         )
-        errors["units"] = await _error_of(
-            client.write_property(address, meter, "units", 47)
-        )
+        errors["units"] = await _error_of(client.write_property(address, meter, "units", 47))
         errors["out_of_service"] = await _error_of(
-            _raw_write(client, address, "analog-value,1", "out-of-service",
-                       Boolean(True))
+            _raw_write(client, address, "analog-value,1", "out-of-service", Boolean(True))
         )
         errors["object_type"] = await _error_of(
-            _raw_write(client, address, "analog-value,1", "object-type",
-                       ObjectType("binary-value"))
+            _raw_write(client, address, "analog-value,1", "object-type", ObjectType("binary-value"))
         )
         errors["output_pv"] = await _error_of(
             client.write_property(
@@ -266,7 +289,9 @@ def test_service_end_to_end(tmp_path: Path) -> None:
         ]
         unauth = httpx.post(f"{base}/api/v1/readings", json=batch, timeout=5)
         wrong = httpx.post(
-            f"{base}/api/v1/readings", json=batch, timeout=5,
+            f"{base}/api/v1/readings",
+            json=batch,
+            timeout=5,
             headers={"Authorization": "Bearer nope"},
         )
         auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -294,12 +319,23 @@ def test_service_end_to_end(tmp_path: Path) -> None:
     assert str(device["model-name"]) == "open-dsm"
     assert str(device["firmware-revision"]) == str(device["application-software-version"])
     services = str(device["protocol-services-supported"])
-    for name in ("read-property", "read-property-multiple", "write-property", "subscribe-cov",
-                 "who-is", "i-am", "who-has", "i-have"):
+    for name in (
+        "read-property",
+        "read-property-multiple",
+        "write-property",
+        "subscribe-cov",
+        "who-is",
+        "i-am",
+        "who-has",
+        "i-have",
+    ):
         assert name in services.split(";"), (name, services)
     assert "reinitialize-device" not in services
     assert set(str(device["protocol-object-types-supported"]).split(";")) == {
-        "analog-value", "binary-value", "device", "network-port"
+        "analog-value",
+        "binary-value",
+        "device",
+        "network-port",
     }
     assert len(seen["object_list"]) == 9  # device + network port + seven points
 
@@ -351,8 +387,15 @@ def test_service_end_to_end(tmp_path: Path) -> None:
     errors = seen["errors"]
     for key in ("nan", "inf", "huge", "above_max"):
         assert errors[key] == "property: value-out-of-range", (key, errors[key])
-    for key in ("units", "out_of_service", "object_type", "output_pv", "binary_pv",
-                "device_name", "relinquish_default"):
+    for key in (
+        "units",
+        "out_of_service",
+        "object_type",
+        "output_pv",
+        "binary_pv",
+        "device_name",
+        "relinquish_default",
+    ):
         assert errors[key] == "property: write-access-denied", (key, errors[key])
     assert errors["wrong_type"] != "ack"
     assert errors["priority_17"] != "ack"
@@ -404,7 +447,7 @@ def test_service_end_to_end(tmp_path: Path) -> None:
     assert abs(meter["present_value"] - 14.0) < 1e-6
 
 
-def ObjectTypeName(name: str) -> Any:  # noqa: N802 (reads like the bacpypes3 type)
+def ObjectTypeName(name: str) -> Any:
     """The bacpypes3 ObjectType for ``name`` (compares equal to the tuple element)."""
     from bacpypes3.primitivedata import ObjectType
 

@@ -39,7 +39,9 @@ def test_mean_of_the_same_minute_in_the_last_two_weeks() -> None:
     assert forecast is not None
     for step in (1, 30, 60):
         target = origin + step
-        expected = (history.at(target - MINUTES_PER_WEEK) + history.at(target - 2 * MINUTES_PER_WEEK)) / 2
+        expected = (
+            history.at(target - MINUTES_PER_WEEK) + history.at(target - 2 * MINUTES_PER_WEEK)
+        ) / 2
         assert forecast.kw[step - 1] == pytest.approx(expected)
     assert forecast.one_hour_kw == forecast.kw[59]
     assert forecast.note == ""

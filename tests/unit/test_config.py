@@ -56,7 +56,9 @@ def test_address_parsing() -> None:
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "open_dsm", "serve", *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -84,7 +86,9 @@ def test_an_unwritable_data_dir_is_one_line(tmp_path: Path) -> None:
 
 def test_help_lists_every_setting() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "open_dsm", "serve", "--help"], capture_output=True, text=True,
+        [sys.executable, "-m", "open_dsm", "serve", "--help"],
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     for name in Settings.model_fields:

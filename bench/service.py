@@ -1,0 +1,393 @@
+"""``open-dsm bench service``: BACnet and REST speed and footprint against a bare device.
+
+The real service (``open-dsm serve``) and a bare bacpypes3 device with seven plain objects
+(``bench.bare_device``) run as separate processes on loopback; this process is the client for both,
+so the ratios compare the servers under the same client, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+OURS_INSTANCE = 500001
+BARE_INSTANCE = 500002
+CLIENT_INSTANCE = 599001
+
+
+@dataclass
+class LoadResult:
+    """One load run."""
+
+    test: str
+    target: str
+    offered_per_s: float | None
+    achieved_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    ratio_vs_bare: float | None = None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``open-dsm bench service``."""
+    parser.add_argument("--duration-s", type=float, default=5.0, help="seconds per load run")
+    parser.add_argument("--rate", type=float, default=500.0, help="offered ReadProperty rate /s")
+    parser.add_argument("--rest-rate", type=float, default=200.0, help="offered REST rate /s")
+    parser.add_argument("--concurrency", type=int, default=4, help="in-flight requests flat out")
+    parser.add_argument("--startups", type=int, default=3, help="start-ups timed per server")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+
+
+def _free_port(kind: str) -> int:
+    import socket
+
+    sock_type = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, sock_type) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of a process, MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def _loads_tensorflow(pid: int) -> bool:
+    return "tensorflow" in Path(f"/proc/{pid}/maps").read_text()
+
+
+class Server:
+    """A server process under test."""
+
+    def __init__(self, name: str, args: list[str], bacnet_port: int, http_port: int) -> None:
+        self.name = name
+        self.args = args
+        self.bacnet_port = bacnet_port
+        self.http_port = http_port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> float:
+        """Spawn; return the monotonic spawn time."""
+        spawned = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        return spawned
+
+    def stop(self) -> None:
+        """SIGTERM and wait."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _ours(data_dir: Path) -> Server:
+    bacnet, http = _free_port("udp"), _free_port("tcp")
+    args = [
+        sys.executable,
+        "-m",
+        "open_dsm",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--bacnet-address",
+        f"127.0.0.1/8:{bacnet}",
+        "--http-host",
+        "127.0.0.1",
+        "--http-port",
+        str(http),
+        "--device-instance",
+        str(OURS_INSTANCE),
+        "--timezone",
+        "UTC",
+        "--log-level",
+        "WARNING",
+    ]
+    return Server("open-dsm", args, bacnet, http)
+
+
+def _bare(points_json: str) -> Server:
+    bacnet, http = _free_port("udp"), _free_port("tcp")
+    args = [
+        sys.executable,
+        "-m",
+        "bench.bare_device",
+        "--address",
+        f"127.0.0.1/8:{bacnet}",
+        "--instance",
+        str(BARE_INSTANCE),
+        "--http-port",
+        str(http),
+        "--points-json",
+        points_json,
+    ]
+    return Server("bare bacpypes3", args, bacnet, http)
+
+
+async def _first_i_am(client: Any, server: Server, instance: int, spawned: float) -> float:
+    """Seconds from spawn until the device answers a directed Who-Is."""
+    from bacpypes3.pdu import Address
+
+    address = Address(f"127.0.0.1:{server.bacnet_port}")
+    deadline = spawned + 30
+    while time.monotonic() < deadline:
+        i_ams = await client.who_is(instance, instance, address, timeout=0.05)
+        if i_ams:
+            return time.monotonic() - spawned
+        assert server.proc is not None
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}")
+    raise RuntimeError(f"{server.name} never answered Who-Is")
+
+
+async def _load(
+    test: str,
+    target: str,
+    send: Callable[[], Awaitable[Any]],
+    rate: float | None,
+    duration_s: float,
+    concurrency: int,
+) -> LoadResult:
+    """Open-loop at ``rate`` (latency from the scheduled time) or closed-loop flat out."""
+    latencies: list[float] = []
+    errors = 0
+
+    async def timed(scheduled: float) -> None:
+        nonlocal errors
+        try:
+            await send()
+        except Exception:
+            errors += 1
+            return
+        latencies.append(time.perf_counter() - scheduled)
+
+    for _ in range(20):  # warm up caches, connections, device-info lookups
+        with contextlib.suppress(Exception):
+            await send()
+    started = time.perf_counter()
+    end = started + duration_s
+    if rate is None:
+
+        async def worker() -> None:
+            while time.perf_counter() < end:
+                await timed(time.perf_counter())
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    else:
+        interval = 1.0 / rate
+        tasks = []
+        next_at = started
+        while next_at < end:
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(timed(next_at)))
+            next_at += interval
+        await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    ordered = sorted(latencies) or [float("nan")]
+    return LoadResult(
+        test=test,
+        target=target,
+        offered_per_s=rate,
+        achieved_per_s=len(latencies) / elapsed,
+        p50_ms=1000 * statistics.median(ordered),
+        p99_ms=1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        errors=errors,
+    )
+
+
+def _client(port: int) -> Any:
+    from bacpypes3.app import Application
+    from bacpypes3.local.device import DeviceObject
+    from bacpypes3.local.networkport import NetworkPortObject
+
+    device = DeviceObject(objectIdentifier=("device", CLIENT_INSTANCE), objectName="bench-client")
+    network_port = NetworkPortObject(
+        f"127.0.0.1/8:{port}", objectIdentifier=("network-port", 1), objectName="NetworkPort-1"
+    )
+    return Application.from_object_list([device, network_port])
+
+
+async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from bacpypes3.pdu import Address
+    from bacpypes3.primitivedata import ObjectIdentifier
+
+    client = _client(_free_port("udp"))
+    results: list[LoadResult] = []
+    footprint: dict[str, Any] = {}
+    try:
+        # Start-up to the first I-Am, several times each (fresh data dir for ours each time).
+        startups: dict[str, list[float]] = {"open-dsm": [], "bare bacpypes3": []}
+        for round_ in range(args.startups):
+            for server, instance in (
+                (_ours(workdir / f"d{round_}"), OURS_INSTANCE),
+                (_bare("[]"), BARE_INSTANCE),
+            ):
+                spawned = server.start()
+                try:
+                    startups[server.name].append(
+                        await _first_i_am(client, server, instance, spawned)
+                    )
+                finally:
+                    server.stop()
+
+        ours = _ours(workdir / "load")
+        ours.start()
+        bare: Server | None = None
+        try:
+            await _first_i_am(client, ours, OURS_INSTANCE, time.monotonic())
+            async with httpx.AsyncClient() as http:
+                for _ in range(50):
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (
+                            await http.get(f"http://127.0.0.1:{ours.http_port}/healthz")
+                        ).is_success:
+                            break
+                    await asyncio.sleep(0.1)
+                points_json = (
+                    await http.get(f"http://127.0.0.1:{ours.http_port}/api/v1/points")
+                ).text
+            bare = _bare(points_json)
+            bare.start()
+            await _first_i_am(client, bare, BARE_INSTANCE, time.monotonic())
+            for server in (bare, ours):
+                address = Address(f"127.0.0.1:{server.bacnet_port}")
+                meter = ObjectIdentifier("analog-value,1")
+                rpm_spec: list[Any] = []
+                for oid in (
+                    "analog-value,1",
+                    "analog-value,2",
+                    "analog-value,3",
+                    "analog-value,4",
+                    "analog-value,5",
+                    "binary-value,1",
+                    "binary-value,2",
+                ):
+                    rpm_spec += [ObjectIdentifier(oid), ["present-value", "status-flags"]]
+
+                def rp(address: Any = address, meter: Any = meter) -> Awaitable[Any]:
+                    return client.read_property(address, meter, "present-value")  # type: ignore[no-any-return]
+
+                def rpm(address: Any = address, spec: list[Any] = rpm_spec) -> Awaitable[Any]:
+                    return client.read_property_multiple(address, list(spec))  # type: ignore[no-any-return]
+
+                url = f"http://127.0.0.1:{server.http_port}/api/v1/points"
+                async with httpx.AsyncClient() as http:
+
+                    async def rest(url: str = url, http: httpx.AsyncClient = http) -> None:
+                        (await http.get(url)).raise_for_status()
+
+                    plan: list[tuple[str, Callable[[], Awaitable[Any]], float | None]] = [
+                        ("ReadProperty", rp, args.rate),
+                        ("ReadProperty", rp, None),
+                        ("ReadPropertyMultiple (7 x 2)", rpm, args.rate / 5),
+                        ("ReadPropertyMultiple (7 x 2)", rpm, None),
+                        ("REST GET /api/v1/points", rest, args.rest_rate),
+                        ("REST GET /api/v1/points", rest, None),
+                    ]
+                    for test, send, rate in plan:
+                        log.info("%s: %s at %s", server.name, test, rate or "flat out")
+                        results.append(
+                            await _load(
+                                test, server.name, send, rate, args.duration_s, args.concurrency
+                            )
+                        )
+                assert server.proc is not None
+                rss, peak = _rss_mb(server.proc.pid)
+                footprint[server.name] = {
+                    "rss_mb": rss,
+                    "peak_rss_mb": peak,
+                    "tensorflow_loaded": _loads_tensorflow(server.proc.pid),
+                    "startup_s_median": statistics.median(startups[server.name]),
+                    "startup_s_max": max(startups[server.name]),
+                }
+        finally:
+            ours.stop()
+            if bare is not None:
+                bare.stop()
+    finally:
+        client.close()
+    baseline = {(r.test, r.offered_per_s): r for r in results if r.target == "bare bacpypes3"}
+    for r in results:
+        base = baseline.get((r.test, r.offered_per_s))
+        if r.target == "open-dsm" and base and base.achieved_per_s:
+            r.ratio_vs_bare = r.achieved_per_s / base.achieved_per_s
+    return {"loads": results, "footprint": footprint}
+
+
+def _table(report: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [
+        f"{'test':<30} {'server':<15} {'offered/s':>9} {'achieved/s':>10} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'errors':>6} {'x bare':>6}"
+    ]
+    for r in report["loads"]:
+        lines.append(
+            f"{r.test:<30} {r.target:<15} "
+            f"{(f'{r.offered_per_s:.0f}' if r.offered_per_s else 'flat out'):>9} "
+            f"{r.achieved_per_s:>10.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.errors:>6} "
+            f"{(f'{r.ratio_vs_bare:.2f}' if r.ratio_vs_bare else '-'):>6}"
+        )
+    lines.append("")
+    lines.append(
+        f"{'server':<15} {'start-up to I-Am (median/max s)':>32} {'RSS MB':>7} "
+        f"{'peak MB':>8} {'TensorFlow':>10}"
+    )
+    for name, fp in report["footprint"].items():
+        lines.append(
+            f"{name:<15} {fp['startup_s_median']:>21.2f} / {fp['startup_s_max']:<8.2f} "
+            f"{fp['rss_mb']:>7.1f} {fp['peak_rss_mb']:>8.1f} "
+            f"{('loaded' if fp['tensorflow_loaded'] else 'no'):>10}"
+        )
+    ours = {(r.test, r.offered_per_s): r for r in report["loads"] if r.target == "open-dsm"}
+    fixed = ours.get(("ReadProperty", args.rate))
+    flat = ours.get(("ReadProperty", None))
+    fp = report["footprint"].get("open-dsm", {})
+    lines.append("")
+    if fixed and flat:
+        lines.append(
+            f"goals: p99 at {args.rate:.0f} RP/s = {fixed.p99_ms:.2f} ms (<= 10); flat-out RP "
+            f"= {flat.ratio_vs_bare or 0:.2f} x bare (>= 0.8); start-up "
+            f"{fp.get('startup_s_max', float('nan')):.2f} s (<= 3); "
+            f"RSS {fp.get('peak_rss_mb', float('nan')):.0f} MB (<= 150)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and print one table."""
+    with tempfile.TemporaryDirectory(prefix="open-dsm-bench-") as tmp:
+        report = asyncio.run(_run(args, Path(tmp)))
+    sys.stdout.write(_table(report, args))
+    if args.json:
+        payload = {
+            "loads": [asdict(r) for r in report["loads"]],
+            "footprint": report["footprint"],
+        }
+        args.json.write_text(json.dumps(payload, indent=2))
+    return 0
