@@ -9,8 +9,9 @@ from fastapi.routing import APIRoute
 
 from api.deps import AppContext
 from api.errors import install_error_handlers
-from api.routers import forecast, health, metrics, points, readings
+from api.routers import forecast, health, metrics, model, points, readings
 from core.service import DsmCore
+from core.training import TrainingManager
 
 DESCRIPTION = """
 Edge demand side management for one building. The same core feeds the BACnet/IP device and this
@@ -22,7 +23,13 @@ Errors are JSON: `{"detail": "what was wrong"}`.
 """
 
 
-def create_app(core: DsmCore, *, bacnet_bound: Callable[[], bool], version: str = "0") -> FastAPI:
+def create_app(
+    core: DsmCore,
+    *,
+    bacnet_bound: Callable[[], bool],
+    training: TrainingManager | None = None,
+    version: str = "0",
+) -> FastAPI:
     """Build the app around a started core."""
     app = FastAPI(
         title="open-dsm",
@@ -32,15 +39,19 @@ def create_app(core: DsmCore, *, bacnet_bound: Callable[[], bool], version: str 
             {"name": "points", "description": "The BACnet point list with live values"},
             {"name": "readings", "description": "Meter readings in, minute grid out"},
             {"name": "forecast", "description": "The next 60 minutes"},
+            {"name": "model", "description": "The forecasting model and its training runs"},
             {"name": "health", "description": "Probes for orchestrators"},
             {"name": "metrics", "description": "Prometheus"},
         ],
     )
     app.state.context = AppContext(
-        core=core, bacnet_bound=bacnet_bound, registry=metrics.build_registry(core)
+        core=core,
+        bacnet_bound=bacnet_bound,
+        registry=metrics.build_registry(core),
+        training=training,
     )
     install_error_handlers(app)
-    for module in (points, readings, forecast, health, metrics):
+    for module in (points, readings, forecast, model, health, metrics):
         _summaries_from_docstrings(module.router)
         app.include_router(module.router)
     return app

@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 
 from core.service import DsmCore
+from core.training import TrainingManager
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,7 @@ class AppContext:
     core: DsmCore
     bacnet_bound: Callable[[], bool]
     registry: CollectorRegistry
+    training: TrainingManager | None = None
 
 
 def get_context(request: Request) -> AppContext:

@@ -110,3 +110,52 @@ class ReadyOut(BaseModel):
     bacnet_bound: bool
     snapshot_age_s: float | None
     problems: list[str]
+
+
+class ModelRunOut(BaseModel):
+    """One training run."""
+
+    id: int
+    status: str = Field(description="running, accepted, rejected or failed")
+    trigger: str = Field(description="schedule, api or cli")
+    started_at: datetime
+    finished_at: datetime | None
+    model_version: str | None
+    model_family: str | None
+    rows_used: int | None
+    train_start: datetime | None
+    train_end: datetime | None
+    holdout_start: datetime | None
+    rmse_kw: float | None = Field(description="Held-out RMSE of the value 60 minutes ahead.")
+    mae_kw: float | None
+    cvrmse_pct: float | None = Field(
+        description="Held-out CV(RMSE) of the 15-minute average ending 60 minutes ahead."
+    )
+    baseline_metrics: dict[str, dict[str, float | None]] | None = Field(
+        description="The same metrics for the model and the baselines on the same points."
+    )
+    training_minutes: float | None
+    error_text: str | None
+
+
+class ModelOut(BaseModel):
+    """The forecaster in service."""
+
+    forecaster: str
+    version: str | None
+    rmse_kw: float | None = Field(description="What the BACnet point model-rsme shows.")
+    rmse_source: str
+    heldout_rmse_kw: float | None
+    live_rmse_kw: float | None
+    live_rmse_samples: int
+    training_minutes: float | None
+    trained_at: datetime | None
+    training_run_in_progress: int | None
+    served_run: ModelRunOut | None
+
+
+class TrainStarted(BaseModel):
+    """A training run was started."""
+
+    run_id: int
+    status: str

@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     flag_min_history_minutes: int = Field(
         default=60, ge=1, description="Minutes of history needed before load flags are computed."
     )
+    training_time_budget_s: float = Field(
+        default=50.0, ge=5.0, le=3600.0, description="Wall-time budget of one training run (s)."
+    )
     log_level: str = Field(default="INFO", description="Logging level.")
 
     @field_validator("bbmd_bdt", mode="before")

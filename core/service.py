@@ -15,7 +15,8 @@ from core.accuracy import LiveErrorTracker
 from core.clock import Clock
 from core.config import Settings
 from core.errors import InvalidReading, InvalidRequest
-from core.forecast.base import HORIZON_MINUTES, Forecaster, MinuteHistory
+from core.forecast.base import HORIZON_MINUTES, Forecast, Forecaster, MinuteHistory
+from core.forecast.baseline import SeasonalMeanForecaster
 from core.readings import CompletedMinute, ReadingGrid
 from core.series import MinuteSeries
 from core.signals import (
@@ -25,8 +26,15 @@ from core.signals import (
     rate_of_change_15min,
 )
 from core.snapshot import ModelStatus, Quality, Snapshot
+from core.storage.models import ModelRun
 from core.storage.repository import Storage, StoredMinute
-from core.timegrid import MINUTES_PER_DAY, SECONDS_PER_MINUTE, minute_of, minute_start
+from core.timegrid import (
+    MINUTES_PER_DAY,
+    MINUTES_PER_WEEK,
+    SECONDS_PER_MINUTE,
+    minute_of,
+    minute_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,7 @@ MAX_FUTURE_SKEW_S = 60.0
 # Live RMSE of the served forecaster is taken over this trailing window of matched forecasts.
 LIVE_RMSE_WINDOW_MINUTES = MINUTES_PER_DAY
 MAX_BATCH = 100_000
+CACHE_MIN_WEEKS = 5
 STATE_SNAPSHOT = "snapshot"
 STATE_CLASSIFIER = "load_classifier"
 
@@ -91,7 +100,14 @@ class DsmCore:
         self._forecaster = forecaster
         self._tz = settings.tz
         self._window_minutes = max(1, int(settings.percentile_window_days * MINUTES_PER_DAY))
-        capacity = max(self._window_minutes, forecaster.history_minutes) + HORIZON_MINUTES
+        self._baseline = SeasonalMeanForecaster(weeks=2)
+        # Room for any forecaster a training run may produce (lags up to CACHE_MIN_WEEKS weeks).
+        capacity = (
+            max(
+                self._window_minutes, forecaster.history_minutes, CACHE_MIN_WEEKS * MINUTES_PER_WEEK
+            )
+            + HORIZON_MINUTES
+        )
         self._series = MinuteSeries(capacity)
         self._grid = ReadingGrid(settings.stale_after_s)
         self._classifier = LoadClassifier(
@@ -158,8 +174,17 @@ class DsmCore:
             except (KeyError, ValueError, TypeError):
                 log.warning("ignoring an unreadable saved snapshot", exc_info=True)
             else:
+                # The model fields describe what serves now (the baseline until the training
+                # manager loads an accepted model); keep the measured figures.
+                model = ModelStatus(
+                    forecaster=self._forecaster.name,
+                    live_rmse_kw=restored.model.live_rmse_kw,
+                    live_rmse_samples=restored.model.live_rmse_samples,
+                    training_minutes=restored.model.training_minutes,
+                    trained_at=restored.model.trained_at,
+                )
                 self._snapshot = dataclasses.replace(
-                    restored, input_quality=self._input_quality(now)
+                    restored, input_quality=self._input_quality(now), model=model
                 )
         for target, kw in self._storage.forecasts_since(now_minute - LIVE_RMSE_WINDOW_MINUTES):
             self._errors.predicted(target, kw)
@@ -356,6 +381,10 @@ class DsmCore:
         next_start = rows[limit].observed_at if len(rows) > limit else None
         return ReadingsPage(rows[:limit], next_start)
 
+    async def model_runs(self, limit: int = 50) -> list[ModelRun]:
+        """Training runs, newest first."""
+        return await asyncio.to_thread(self._storage.model_runs, limit)
+
     async def ready(self) -> bool:
         """True when the database answers."""
         return await asyncio.to_thread(self._storage.ping)
@@ -406,7 +435,7 @@ class DsmCore:
             origin - self._forecaster.history_minutes + 1,
             self._series.window(origin, self._forecaster.history_minutes),
         )
-        forecast = self._forecaster.forecast(history, self._tz, now)
+        forecast = self._run_forecaster(history, now)
         forecast_quality = _quality(fresh, input_quality, forecast is not None)
         if forecast is not None and fresh:
             target = forecast.origin_minute + HORIZON_MINUTES
@@ -419,9 +448,8 @@ class DsmCore:
         model = dataclasses.replace(
             self._snapshot.model,
             forecaster=self._forecaster.name,
-            rmse_kw=self._errors.rmse_kw(),
-            rmse_source=f"live 60-min-ahead error, last {LIVE_RMSE_WINDOW_MINUTES // 60} h",
-            rmse_samples=self._errors.samples,
+            live_rmse_kw=self._errors.rmse_kw(),
+            live_rmse_samples=self._errors.samples,
         )
         return dataclasses.replace(
             self._snapshot,
@@ -440,6 +468,49 @@ class DsmCore:
             forecast=forecast,
             forecast_quality=forecast_quality,
             model=model,
+        )
+
+    def _run_forecaster(self, history: MinuteHistory, now: datetime) -> Forecast | None:
+        """The served forecaster's forecast; the baseline's if it fails (logged, never fatal)."""
+        try:
+            return self._forecaster.forecast(history, self._tz, now)
+        except Exception:
+            log.exception("forecaster %s failed; using the baseline", self._forecaster.name)
+        baseline_history = MinuteHistory(
+            history.end_minute - self._baseline.history_minutes + 1,
+            self._series.window(history.end_minute, self._baseline.history_minutes),
+        )
+        return self._baseline.forecast(baseline_history, self._tz, now)
+
+    def use_forecaster(self, forecaster: Forecaster, status: ModelStatus) -> None:
+        """Serve ``forecaster`` from the next computation on (a newly accepted model)."""
+        if forecaster.history_minutes + HORIZON_MINUTES > self._series.capacity_minutes:
+            raise ValueError(
+                f"{forecaster.name} needs {forecaster.history_minutes} minutes of history; "
+                f"the cache holds {self._series.capacity_minutes}"
+            )
+        self._forecaster = forecaster
+        self._snapshot = dataclasses.replace(
+            self._snapshot,
+            model=dataclasses.replace(
+                status,
+                live_rmse_kw=self._snapshot.model.live_rmse_kw,
+                live_rmse_samples=self._snapshot.model.live_rmse_samples,
+            ),
+        )
+        self._wake.set()
+
+    def note_training(self, training_minutes: float, finished_at: datetime | None) -> None:
+        """Record the wall time of the last finished training run (model-training-time)."""
+        if self._snapshot.model.training_minutes == training_minutes:
+            return
+        self._publish(
+            dataclasses.replace(
+                self._snapshot,
+                model=dataclasses.replace(
+                    self._snapshot.model, training_minutes=training_minutes, trained_at=finished_at
+                ),
+            )
         )
 
     def _refresh_input(self, now: datetime) -> None:

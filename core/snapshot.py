@@ -24,11 +24,24 @@ class ModelStatus:
     """Which forecaster serves, and its error figures."""
 
     forecaster: str
-    rmse_kw: float | None = None
-    rmse_source: str = ""
-    rmse_samples: int = 0
-    training_minutes: float | None = None
+    version: str | None = None
+    heldout_rmse_kw: float | None = None  # from the training run of a served trained model
+    live_rmse_kw: float | None = None  # 60-minute-ahead error of what was served, trailing 24 h
+    live_rmse_samples: int = 0
+    training_minutes: float | None = None  # wall time of the last finished training run
     trained_at: datetime | None = None
+
+    @property
+    def rmse_kw(self) -> float | None:
+        """What model-rsme shows: the held-out RMSE of a trained model, else the live RMSE."""
+        return self.heldout_rmse_kw if self.heldout_rmse_kw is not None else self.live_rmse_kw
+
+    @property
+    def rmse_source(self) -> str:
+        """Where ``rmse_kw`` comes from."""
+        if self.heldout_rmse_kw is not None:
+            return "held-out data at training"
+        return "live 60-minute-ahead error, trailing 24 h"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +108,10 @@ class Snapshot:
         m = state.get("model") or {"forecaster": "none"}
         model = ModelStatus(
             forecaster=m["forecaster"],
-            rmse_kw=m.get("rmse_kw"),
-            rmse_source=m.get("rmse_source", ""),
-            rmse_samples=int(m.get("rmse_samples", 0)),
+            version=m.get("version"),
+            heldout_rmse_kw=m.get("heldout_rmse_kw"),
+            live_rmse_kw=m.get("live_rmse_kw"),
+            live_rmse_samples=int(m.get("live_rmse_samples", 0)),
             training_minutes=m.get("training_minutes"),
             trained_at=dt(m.get("trained_at")),
         )

@@ -18,11 +18,11 @@ from api.app import create_app
 from bacnet.device import BacnetFace
 from core.clock import SystemClock
 from core.config import Settings
-from core.forecast.base import Forecaster
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.service import DsmCore
 from core.storage.migrate import upgrade_to_head
 from core.storage.repository import Storage, create_db_engine
+from core.training import TrainingManager
 from open_dsm import package_version
 
 log = logging.getLogger("open_dsm")
@@ -93,11 +93,6 @@ class _Server(uvicorn.Server):
         yield
 
 
-def build_forecaster(settings: Settings) -> Forecaster:
-    """The forecaster in service: the seasonal baseline until a trained model is accepted."""
-    return SeasonalMeanForecaster(weeks=2)
-
-
 async def serve(settings: Settings) -> None:
     """Run the service until SIGINT/SIGTERM, then shut both faces down in order."""
     started = time.monotonic()
@@ -109,7 +104,8 @@ async def serve(settings: Settings) -> None:
     except Exception as exc:
         raise StartupError(f"cannot open or migrate the database: {exc}") from exc
     storage = Storage(engine)
-    core = DsmCore(settings, storage, SystemClock(), build_forecaster(settings))
+    # The seasonal baseline serves until the training manager loads an accepted model.
+    core = DsmCore(settings, storage, SystemClock(), SeasonalMeanForecaster(weeks=2))
     await core.start()
 
     face = BacnetFace(settings, version)
@@ -130,7 +126,11 @@ async def serve(settings: Settings) -> None:
     if settings.api_token is None and settings.http_host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("REST writes are open to the network: set --api-token to require a token")
 
-    app = create_app(core, bacnet_bound=lambda: face.bound, version=version)
+    training = TrainingManager(settings, storage, SystemClock(), core)
+    # After the device is up: loading a trained model (LiteRT) must not delay the first I-Am;
+    # the baseline serves until it is loaded.
+    training_start = asyncio.create_task(training.start(), name="open-dsm-model-load")
+    app = create_app(core, bacnet_bound=lambda: face.bound, training=training, version=version)
     server = _Server(
         uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", server_header=False)
     )
@@ -140,6 +140,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     core_task = asyncio.create_task(core.run(), name="open-dsm-core")
+    schedule_task = asyncio.create_task(training.run_schedule(), name="open-dsm-nightly-training")
     http_task = asyncio.create_task(server.serve(sockets=[http_socket]), name="open-dsm-http")
     stop_task = asyncio.create_task(stop.wait(), name="open-dsm-stop")
     log.info(
@@ -152,7 +153,7 @@ async def serve(settings: Settings) -> None:
     )
     try:
         done, _ = await asyncio.wait(
-            {core_task, http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+            {core_task, http_task, stop_task, schedule_task}, return_when=asyncio.FIRST_COMPLETED
         )
         for task in done:
             if task is not stop_task and task.exception() is not None:
@@ -162,10 +163,12 @@ async def serve(settings: Settings) -> None:
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(http_task, timeout=10)
-        core_task.cancel()
-        stop_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await core_task
+        for task in (core_task, stop_task, schedule_task, training_start):
+            task.cancel()
+        for task in (core_task, schedule_task, training_start):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await training.stop()
         await core.stop()
         face.close()
         engine.dispose()

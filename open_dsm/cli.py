@@ -7,7 +7,9 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
@@ -114,6 +116,104 @@ def _cmd_bench_service(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _open_storage(settings: Settings) -> Any:
+    """Migrate and open the database named by the settings (CLI commands)."""
+    from core.storage.migrate import upgrade_to_head
+    from core.storage.repository import Storage, create_db_engine
+    from open_dsm.bootstrap import prepare_data_dir
+
+    prepare_data_dir(settings)
+    engine = create_db_engine(settings.database_url)
+    upgrade_to_head(engine)
+    return Storage(engine)
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr (the CLI's view of long work)."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._last = -1
+        self._tty = sys.stderr.isatty()
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        percent = int(100 * max(0.0, min(1.0, fraction)))
+        if percent == self._last and not message:
+            return
+        self._last = percent
+        filled = percent // 4
+        line = f"{self._label} [{'#' * filled}{'.' * (25 - filled)}] {percent:3d}% {message}"
+        if self._tty:
+            sys.stderr.write("\r" + line[:120].ljust(120))
+            if percent >= 100:
+                sys.stderr.write("\n")
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    from core.trainer import run_training
+    from open_dsm.bootstrap import StartupError, configure_logging
+
+    configure_logging("WARNING" if sys.stderr.isatty() else settings.log_level)
+    try:
+        _open_storage(settings)
+    except StartupError as exc:
+        sys.stderr.write(f"open-dsm: {exc}\n")
+        return 1
+    outcome = run_training(
+        settings.database_url,
+        str(settings.models_dir),
+        settings.timezone,
+        "cli",
+        time_budget_s=settings.training_time_budget_s,
+        progress=_ProgressBar("training"),
+    )
+    sys.stderr.write(f"open-dsm: training run {outcome.run_id} {outcome.message}\n")
+    return 0 if outcome.status in ("accepted", "rejected") else 1
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    from core.forecast.features import MeterImportError, load_meter_csv
+    from open_dsm.bootstrap import StartupError, configure_logging
+
+    configure_logging(settings.log_level)
+    tz = args.tz or settings.timezone
+    try:
+        storage = _open_storage(settings)
+        series = load_meter_csv(
+            args.file, ZoneInfo(tz), time_column=args.time_column, kw_column=args.kw_column
+        )
+    except (StartupError, MeterImportError, OSError) as exc:
+        sys.stderr.write(f"open-dsm: cannot import {args.file}: {exc}\n")
+        return 1
+    log.info("%s", series.report.summary())
+    bar = _ProgressBar("importing")
+    inserted = storage.insert_missing_minutes(
+        series.start_minute, series.values_kw, "import", lambda done, total: bar(done / total)
+    )
+    valid = int((series.values_kw == series.values_kw).sum())
+    log.info(
+        "imported %d new minutes (%d already stored were kept) into %s",
+        inserted,
+        valid - inserted,
+        settings.database_url.split("@")[-1],
+    )
+    return 0
+
+
+def _cmd_bench_forecast(args: argparse.Namespace) -> int:
+    from bench.forecast import run
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(
@@ -129,6 +229,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_arguments(migrate)
     migrate.set_defaults(func=_cmd_migrate)
 
+    train = sub.add_parser(
+        "train", help="train, evaluate and (if it beats the baselines) publish a forecast model"
+    )
+    add_settings_arguments(train)
+    train.set_defaults(func=_cmd_train)
+
+    imp = sub.add_parser("import", help="load meter history from a CSV file into the database")
+    imp.add_argument("file", type=Path, help="CSV with a timestamp column and a kW column")
+    imp.add_argument("--time-column", default=None, help="timestamp column (auto-detected)")
+    imp.add_argument("--kw-column", default=None, help="kW column (auto-detected)")
+    imp.add_argument("--tz", default=None, help="zone of naive timestamps (default --timezone)")
+    add_settings_arguments(imp)
+    imp.set_defaults(func=_cmd_import)
+
     bench = sub.add_parser("bench", help="benchmarks that print a table")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     bench_service = bench_sub.add_parser(
@@ -138,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_service_arguments(bench_service)
     bench_service.set_defaults(func=_cmd_bench_service)
+    bench_forecast = bench_sub.add_parser(
+        "forecast", help="train on all but the last N days; model vs baselines on the rest"
+    )
+    from bench.forecast import add_arguments as add_forecast_arguments
+
+    add_forecast_arguments(bench_forecast)
+    bench_forecast.set_defaults(func=_cmd_bench_forecast)
     return parser
 
 

@@ -520,15 +520,21 @@ class FeatureConfig:
     seasonal_smooth_minutes: int = 15
     baseline_weeks: int = 2
     horizon_minutes: int = HORIZON_MINUTES
+    # Level offsets: mean of the last L minutes minus the seasonal mean (baseline weeks) over the
+    # same wall-clock minutes, one input per L. Empty: none (artifacts without the field).
+    level_minutes: tuple[int, ...] = ()
 
     @property
     def history_minutes(self) -> int:
         """History (ending at the origin) a forecast needs, with a DST hour of slack."""
         longest_day = max(self.seasonal_days) if self.seasonal_days else 0
+        longest_day = max(longest_day, 7 * self.baseline_weeks if self.level_minutes else 0)
+        level = max(self.level_minutes, default=0)
         return (
             max(
                 self.recent_coarse_minutes,
-                longest_day * MINUTES_PER_DAY + self.seasonal_context_minutes + 60,
+                level,
+                longest_day * MINUTES_PER_DAY + max(self.seasonal_context_minutes, level) + 60,
             )
             + 60
         )
@@ -537,6 +543,7 @@ class FeatureConfig:
         """JSON-ready form."""
         d = asdict(self)
         d["seasonal_days"] = list(self.seasonal_days)
+        d["level_minutes"] = list(self.level_minutes)
         return d
 
     @classmethod
@@ -544,6 +551,7 @@ class FeatureConfig:
         """Inverse of ``to_dict``."""
         data = dict(data)
         data["seasonal_days"] = tuple(int(x) for x in data["seasonal_days"])
+        data["level_minutes"] = tuple(int(x) for x in data.get("level_minutes", ()))
         return cls(**data)
 
 
@@ -600,6 +608,7 @@ class FeatureBlocks:
     baseline_kw: FloatArray  # (n, horizon) seasonal mean of the target window (the residual base)
     calendar: FloatArray  # (n, 9)
     last_kw: FloatArray  # (n,) last valid value at or before the origin (NaN if none recently)
+    level_kw: FloatArray  # (n, len(level_minutes)) recent mean minus seasonal mean (NaN if none)
 
 
 def feature_blocks(
@@ -658,6 +667,7 @@ def feature_blocks(
     last_pos = recent.shape[1] - 1 - np.argmax(valid[:, ::-1], axis=1)
     last = np.where(has, recent[np.arange(len(origins)), last_pos], np.nan)
 
+    level = _level_offsets(start_minute, values_kw, origins, tz, config)
     if week_windows:
         with _quiet():
             baseline = np.nanmean(np.stack(week_windows, axis=0), axis=0)
@@ -671,7 +681,37 @@ def feature_blocks(
         baseline_kw=baseline,
         calendar=calendar_features(origins, tz),
         last_kw=last,
+        level_kw=level,
     )
+
+
+def _level_offsets(
+    start_minute: int,
+    values_kw: FloatArray,
+    origins: IntArray,
+    tz: ZoneInfo,
+    config: FeatureConfig,
+) -> FloatArray:
+    """Mean of the last L minutes minus the mean of the same wall-clock minutes in the baseline
+    weeks, for each L of ``config.level_minutes`` (kW; NaN where either side has no value)."""
+    spans = config.level_minutes
+    if not spans or config.baseline_weeks < 1:
+        return np.zeros((len(origins), 0))
+    longest = max(spans)
+    rel = origins - start_minute
+    offsets = np.arange(-longest + 1, 1)
+    recent = _gather(values_kw, rel[:, None] + offsets[None, :])
+    weeks = []
+    for w in range(1, config.baseline_weeks + 1):
+        base = same_wall_clock_days_ago(origins, 7 * w, tz) - start_minute
+        weeks.append(_gather(values_kw, base[:, None] + offsets[None, :]))
+    with _quiet():
+        seasonal = np.nanmean(np.stack(weeks, axis=0), axis=0)
+        cols = [
+            np.nanmean(recent[:, -span:], axis=1) - np.nanmean(seasonal[:, -span:], axis=1)
+            for span in spans
+        ]
+    return np.stack(cols, axis=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -712,6 +752,7 @@ def design_matrix(blocks: FeatureBlocks, scaling: Scaling) -> npt.NDArray[np.flo
             blocks.calendar,
             recent_missing,
             seasonal_missing,
+            np.nan_to_num(blocks.level_kw, nan=0.0) / s,
         ],
         axis=1,
     )

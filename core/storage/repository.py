@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -145,6 +145,48 @@ class Storage:
                 if new_rows:
                     session.execute(insert(MinuteReading), new_rows)
         return result
+
+    def insert_missing_minutes(
+        self,
+        start_minute: int,
+        values_kw: npt.NDArray[np.float64],
+        source: str,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Insert a contiguous series (NaN = skip) where no minute is stored yet; return count.
+
+        Re-importing the same file adds nothing, and live readings already stored win.
+        """
+        offsets = np.flatnonzero(~np.isnan(values_kw))
+        inserted = 0
+        for begin in range(0, len(offsets), _CHUNK * 4):
+            chunk = offsets[begin : begin + _CHUNK * 4]
+            minutes = (chunk + start_minute).tolist()
+            with self.session() as session, session.begin():
+                existing = set(
+                    session.scalars(
+                        select(MinuteReading.minute).where(
+                            MinuteReading.minute.between(minutes[0], minutes[-1])
+                        )
+                    )
+                )
+                rows = [
+                    {
+                        "minute": minute,
+                        "observed_at": minute_start(minute),
+                        "kw": float(kw),
+                        "sample_count": 1,
+                        "source": source,
+                    }
+                    for minute, kw in zip(minutes, values_kw[chunk].tolist(), strict=True)
+                    if minute not in existing
+                ]
+                if rows:
+                    session.execute(insert(MinuteReading), rows)
+                inserted += len(rows)
+            if progress is not None:
+                progress(min(begin + len(chunk), len(offsets)), len(offsets))
+        return inserted
 
     def latest_minute(self) -> StoredMinute | None:
         """The newest stored minute."""

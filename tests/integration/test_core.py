@@ -148,6 +148,6 @@ async def test_forecast_uses_two_weeks_of_history_and_scores_itself(make_core, c
     expected = 10 + 5 * np.sin((target - minute_of(start)) * 2 * np.pi / 1440)
     assert snapshot.forecast.one_hour_kw == pytest.approx(expected, abs=1e-6)
     # Ten forecasts have matured; the live RMSE needs 60 before it reports.
-    assert snapshot.model.rmse_samples == 10
+    assert snapshot.model.live_rmse_samples == 10
     assert snapshot.model.rmse_kw is None
     await core.stop()

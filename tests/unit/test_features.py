@@ -204,3 +204,25 @@ def test_baselines_and_metrics() -> None:
     assert m_seas["rmse_60"] < m_pers["rmse_60"]
     perfect = forecast_metrics(actual, actual, p10_kw=actual - 1, p90_kw=actual + 1)
     assert perfect["rmse_1_60"] == 0.0 and perfect["coverage_p10_p90_60"] == 1.0
+
+
+def test_level_offsets_and_old_configs() -> None:
+    start, values = _series(22)
+    cfg = FeatureConfig(level_minutes=(15, 60))
+    origins = np.array([start + 21 * 1440 + 300], dtype=np.int64)
+    # A (nearly) daily-periodic series sits on its seasonal mean: small offsets.
+    blocks = feature_blocks(start, values, origins, TZ, cfg)
+    assert blocks.level_kw.shape == (1, 2) and np.abs(blocks.level_kw).max() < 0.5
+    raised = values.copy()
+    raised[21 * 1440 :] += 2.0
+    lifted = feature_blocks(start, raised, origins, TZ, cfg)
+    assert np.allclose(lifted.level_kw - blocks.level_kw, 2.0)
+    plain = design_matrix(
+        feature_blocks(start, values, origins, TZ, FeatureConfig()), Scaling(0, 1)
+    )
+    assert design_matrix(blocks, Scaling(0, 1)).shape[1] == plain.shape[1] + 2
+    # Artifacts written before level offsets existed load with none.
+    old = FeatureConfig().to_dict()
+    del old["level_minutes"]
+    assert FeatureConfig.from_dict(old) == FeatureConfig()
+    assert FeatureConfig.from_dict(cfg.to_dict()) == cfg

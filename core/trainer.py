@@ -1,0 +1,200 @@
+"""One training run, executed in its own process (TensorFlow is imported only down this path).
+
+The serving process calls :func:`run_training` through a process pool (or ``open-dsm train`` calls
+it directly). The run reads minutes from the database itself, trains and evaluates on a held-out
+recent part beside the baselines, writes the artifact atomically only if it beats them, and records
+the run either way. A crash or kill leaves the previous model and a run marked 'running', which the
+next start-up marks 'failed'.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+
+from core.storage.repository import Storage, create_db_engine
+from core.timegrid import MINUTES_PER_WEEK, minute_of, minute_start
+
+log = logging.getLogger(__name__)
+
+# Enough for the longest rolling window the trainer may choose plus its lags and holdout.
+TRAINING_HISTORY_WEEKS = 16
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingOutcome:
+    """What a run ended as (picklable: it crosses the process boundary)."""
+
+    run_id: int
+    status: str  # accepted / rejected / failed
+    message: str
+    artifact_path: str | None = None
+    rmse_kw: float | None = None
+    training_minutes: float | None = None
+
+
+def dense_history(
+    minutes: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
+) -> tuple[int, npt.NDArray[np.float64]]:
+    """Sparse stored minutes -> (start minute, contiguous array with NaN gaps)."""
+    start = int(minutes[0])
+    dense = np.full(int(minutes[-1]) - start + 1, np.nan)
+    dense[minutes - start] = values
+    return start, dense
+
+
+def run_training(
+    database_url: str,
+    models_dir: str,
+    timezone: str,
+    trigger: str,
+    *,
+    run_id: int | None = None,
+    time_budget_s: float = 50.0,
+    progress: ProgressFn | None = None,
+    configure_logging: bool = False,
+) -> TrainingOutcome:
+    """Train, evaluate and maybe publish a model; always record the run."""
+    if configure_logging:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[train]: %(message)s"
+        )
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    engine = create_db_engine(database_url)
+    storage = Storage(engine)
+    if run_id is None:
+        run_id = storage.add_model_run(started_at=started, status="running", trigger=trigger)
+    log.info("training run %d started (%s)", run_id, trigger)
+    try:
+        outcome = _train(
+            storage, run_id, Path(models_dir), ZoneInfo(timezone), time_budget_s, progress, t0
+        )
+    except Exception as exc:  # every failure is recorded; the served model stays
+        minutes = (time.monotonic() - t0) / 60
+        message = _failure_message(exc)
+        log.error("training run %d failed: %s", run_id, message)
+        storage.update_model_run(
+            run_id,
+            status="failed",
+            finished_at=datetime.now(UTC),
+            training_minutes=minutes,
+            error_text=message if _expected(exc) else traceback.format_exc(limit=20),
+        )
+        outcome = TrainingOutcome(run_id, "failed", message, training_minutes=minutes)
+    finally:
+        engine.dispose()
+    return outcome
+
+
+def _expected(exc: Exception) -> bool:
+    from core.forecast.neural import InsufficientHistoryError
+
+    return isinstance(exc, InsufficientHistoryError)
+
+
+def _failure_message(exc: Exception) -> str:
+    return str(exc) or exc.__class__.__name__
+
+
+def _train(
+    storage: Storage,
+    run_id: int,
+    models_dir: Path,
+    tz: ZoneInfo,
+    time_budget_s: float,
+    progress: ProgressFn | None,
+    t0: float,
+) -> TrainingOutcome:
+    from core.forecast import neural
+    from core.forecast.lite import write_artifact
+
+    # The window ends at the newest stored minute (an imported history may end long ago).
+    latest = storage.latest_minute()
+    end = latest.minute if latest else minute_of(datetime.now(UTC))
+    minutes, values = storage.load_series(end - TRAINING_HISTORY_WEEKS * MINUTES_PER_WEEK, end)
+    if len(minutes) == 0:
+        raise neural.InsufficientHistoryError(
+            f"no readings stored yet: training needs at least {neural.MIN_HISTORY_DAYS} days"
+        )
+    start, dense = dense_history(minutes, values)
+    log.info("training on %d stored minutes from %s", len(minutes), minute_start(start))
+    result = neural.train(start, dense, tz, progress=progress, time_budget_s=time_budget_s)
+    metrics = result.holdout_metrics
+    ours = metrics["ours"]
+    baselines = {name: m for name, m in metrics.items() if name != "ours"}
+    best_name, best = min(baselines.items(), key=lambda item: item[1]["rmse_60"])
+    accepted = ours["rmse_60"] < best["rmse_60"]
+    minutes_taken = (time.monotonic() - t0) / 60
+    version = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-run{run_id}"
+    artifact: Path | None = None
+    if accepted:
+        artifact = write_artifact(models_dir / version, result.tflite_model, result.meta)
+        message = (
+            f"accepted: held-out RMSE {ours['rmse_60']:.3f} kW beats {best_name} "
+            f"{best['rmse_60']:.3f} kW"
+        )
+    else:
+        message = (
+            f"rejected: held-out RMSE {ours['rmse_60']:.3f} kW does not beat {best_name} "
+            f"{best['rmse_60']:.3f} kW; the served model is unchanged"
+        )
+    holdout_start = _holdout_start_minute(result.meta)
+    storage.update_model_run(
+        run_id,
+        status="accepted" if accepted else "rejected",
+        finished_at=datetime.now(UTC),
+        model_version=version,
+        model_family=str(result.meta.get("model", "mlp")),
+        artifact_path=str(artifact) if artifact else None,
+        rows_used=int(np.count_nonzero(~np.isnan(dense))),
+        train_start=minute_start(start),
+        train_end=minute_start(start + len(dense) - 1),
+        holdout_start=minute_start(int(holdout_start)) if holdout_start is not None else None,
+        rmse_kw=_finite(ours.get("rmse_60")),
+        mae_kw=_finite(ours.get("mae_60")),
+        cvrmse_pct=_finite(ours.get("cvrmse_15min_60")),
+        baseline_metrics=_jsonable({"ours": ours, **baselines}),
+        training_minutes=minutes_taken,
+    )
+    log.info("training run %d %s", run_id, message)
+    return TrainingOutcome(
+        run_id,
+        "accepted" if accepted else "rejected",
+        message,
+        artifact_path=str(artifact) if artifact else None,
+        rmse_kw=_finite(ours.get("rmse_60")),
+        training_minutes=minutes_taken,
+    )
+
+
+def _holdout_start_minute(meta: dict[str, Any]) -> int | None:
+    """First origin of the held-out part: the last ``holdout_days`` of forecast origins."""
+    try:
+        last_origin = int(meta["trained_until_minute"]) - int(meta["horizon_minutes"])
+        return last_origin - int(meta["holdout_days"]) * 1440 + 1
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _jsonable(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    return {name: {k: _finite(v) for k, v in m.items()} for name, m in metrics.items()}

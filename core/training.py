@@ -1,0 +1,196 @@
+"""Serving-side control of training: the process pool, the midnight schedule, model loading.
+
+Nothing here imports TensorFlow: training runs in a spawned child process, and a trained model is
+served through the light LiteRT runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, time, timedelta
+from functools import partial
+from zoneinfo import ZoneInfo
+
+from core.clock import Clock
+from core.config import Settings
+from core.errors import Busy
+from core.forecast.base import Forecaster
+from core.service import DsmCore
+from core.snapshot import ModelStatus
+from core.storage.models import ModelRun
+from core.storage.repository import Storage
+from core.trainer import TrainingOutcome, run_training
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+# How often the service looks for a model accepted by another process (`open-dsm train`).
+REFRESH_INTERVAL_S = 300.0
+
+
+def next_local_midnight(now: datetime, tz: ZoneInfo) -> datetime:
+    """The next 00:00 of the site's wall clock after ``now``, in UTC (DST-aware)."""
+    local = now.astimezone(tz)
+    midnight = datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=tz)
+    return midnight.astimezone(UTC)
+
+
+def load_model(run: ModelRun) -> Forecaster:
+    """The LiteRT forecaster of an accepted run (raises if its artifact is unreadable)."""
+    from core.forecast.lite import LiteForecaster
+
+    if not run.artifact_path:
+        raise FileNotFoundError(f"run {run.id} has no artifact")
+    return LiteForecaster.load(run.artifact_path)
+
+
+def model_status(run: ModelRun, forecaster: Forecaster) -> ModelStatus:
+    """What the snapshot says about a served trained model."""
+    return ModelStatus(
+        forecaster=forecaster.name,
+        version=run.model_version,
+        heldout_rmse_kw=run.rmse_kw,
+        training_minutes=run.training_minutes,
+        trained_at=run.finished_at,
+    )
+
+
+class TrainingManager:
+    """Starts training runs in a separate process, one at a time, and swaps in accepted models."""
+
+    def __init__(self, settings: Settings, storage: Storage, clock: Clock, core: DsmCore) -> None:
+        self._settings = settings
+        self._storage = storage
+        self._clock = clock
+        self._core = core
+        self._task: asyncio.Task[TrainingOutcome] | None = None
+        self._running_id: int | None = None
+        self._served_run_id: int | None = None
+
+    @property
+    def running_run_id(self) -> int | None:
+        """The id of the run in progress, if any."""
+        return self._running_id if self._task and not self._task.done() else None
+
+    @property
+    def served_run_id(self) -> int | None:
+        """The accepted run whose model is served (None: the baseline)."""
+        return self._served_run_id
+
+    async def start(self) -> None:
+        """Mark runs interrupted by a crash as failed; serve the last accepted model."""
+        await asyncio.to_thread(self._fail_interrupted)
+        await self.refresh()
+
+    def _fail_interrupted(self) -> None:
+        for run in self._storage.model_runs(limit=20):
+            if run.status == "running":
+                self._storage.update_model_run(
+                    run.id,
+                    status="failed",
+                    finished_at=self._clock.now(),
+                    error_text="interrupted: the service stopped while this run was training",
+                )
+                log.warning("training run %d was interrupted; marked failed", run.id)
+
+    async def refresh(self) -> None:
+        """Serve the newest accepted model if it is not served yet (or note the last run)."""
+        runs = await asyncio.to_thread(self._storage.model_runs, 50)
+        finished = [r for r in runs if r.status in ("accepted", "rejected", "failed")]
+        if finished and finished[0].training_minutes is not None:
+            self._core.note_training(finished[0].training_minutes, finished[0].finished_at)
+        for run in runs:
+            if run.status != "accepted":
+                continue
+            if run.id == self._served_run_id:
+                return
+            try:
+                forecaster = await asyncio.to_thread(load_model, run)
+            except Exception:
+                log.exception("cannot load the model of run %d; trying an older one", run.id)
+                continue
+            self._core.use_forecaster(forecaster, model_status(run, forecaster))
+            self._served_run_id = run.id
+            log.info("serving model %s (run %d)", run.model_version, run.id)
+            return
+
+    async def trigger(self, trigger: str) -> int:
+        """Start a run in a new process; raise Busy if one is running. Returns the run id."""
+        if self.running_run_id is not None:
+            raise Busy(f"training run {self._running_id} is already running")
+        run_id = await asyncio.to_thread(
+            self._storage.add_model_run,
+            started_at=self._clock.now(),
+            status="running",
+            trigger=trigger,
+        )
+        self._running_id = run_id
+        self._task = asyncio.create_task(self._run(run_id, trigger), name=f"training-{run_id}")
+        return run_id
+
+    async def _run(self, run_id: int, trigger: str) -> TrainingOutcome:
+        loop = asyncio.get_running_loop()
+        # A fresh spawned process per run: TensorFlow's memory goes back to the OS afterwards and
+        # nothing of the serving process (event loop, sockets) is inherited.
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            job = partial(
+                run_training,
+                self._settings.database_url,
+                str(self._settings.models_dir),
+                self._settings.timezone,
+                trigger,
+                run_id=run_id,
+                time_budget_s=self._settings.training_time_budget_s,
+                configure_logging=True,
+            )
+            try:
+                outcome = await loop.run_in_executor(pool, job)
+            except Exception as exc:  # the child died (killed, out of memory)
+                log.error("training process for run %d died: %r", run_id, exc)
+                await asyncio.to_thread(
+                    self._storage.update_model_run,
+                    run_id,
+                    status="failed",
+                    finished_at=self._clock.now(),
+                    error_text=f"training process died: {exc!r}",
+                )
+                outcome = TrainingOutcome(run_id, "failed", f"training process died: {exc!r}")
+        log.info("training run %d: %s", run_id, outcome.message)
+        await self.refresh()
+        return outcome
+
+    async def wait(self) -> TrainingOutcome | None:
+        """Wait for the run in progress (tests, shutdown)."""
+        if self._task is None:
+            return None
+        return await self._task
+
+    async def run_schedule(self, sleep: Sleep = asyncio.sleep) -> None:
+        """Train every midnight in the site's zone; look for new models in between."""
+        tz = self._settings.tz
+        while True:
+            now = self._clock.now()
+            midnight = next_local_midnight(now, tz)
+            wait_s = (midnight - now).total_seconds()
+            if wait_s > REFRESH_INTERVAL_S:
+                await sleep(REFRESH_INTERVAL_S)
+                with contextlib.suppress(Exception):
+                    await self.refresh()
+                continue
+            await sleep(max(0.0, wait_s))
+            if self._clock.now() >= midnight:
+                log.info("midnight (%s): nightly training", midnight.astimezone(tz).isoformat())
+                with contextlib.suppress(Busy):
+                    await self.trigger("schedule")
+
+    async def stop(self) -> None:
+        """Stop waiting on a run; its process finishes or dies with ours, the model stays safe."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task

@@ -1,0 +1,151 @@
+"""Training in a separate process through the service's manager, over a real SQLite file.
+
+Accepted models are served and reloaded after a restart; rejected, failed and interrupted runs keep
+the previous model and are recorded.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.clock import FakeClock
+from core.config import Settings
+from core.forecast.baseline import SeasonalMeanForecaster
+from core.service import DsmCore
+from core.storage.repository import Storage
+from core.timegrid import minute_of, minute_start
+from core.training import TrainingManager
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.anyio]
+
+END = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
+
+
+def _site(days: int, noise_kw: float, seed: int = 3) -> tuple[int, np.ndarray]:
+    """Occupied 7-18 h except Sundays, a cycling compressor, noise; ends at END."""
+    rng = np.random.default_rng(seed)
+    start = minute_of(END) - days * 1440
+    t = np.arange(days * 1440)
+    minute_of_day = t % 1440
+    weekday = (t // 1440 + minute_start(start).weekday()) % 7
+    occupied = (minute_of_day >= 7 * 60) & (minute_of_day < 18 * 60) & (weekday != 6)
+    cycle = ((t % 19) < 9).astype(np.float64)
+    kw = 3.0 + occupied * (6.0 + 6.0 * cycle)
+    if noise_kw:
+        kw = kw + rng.normal(0, noise_kw, len(t)) + occupied * rng.normal(0, 2.0, len(t))
+    return start, kw
+
+
+def _weekly_repeat(days: int) -> tuple[int, np.ndarray]:
+    """A load that repeats exactly every week: the seasonal baseline is perfect on it."""
+    start = minute_of(END) - days * 1440
+    rng = np.random.default_rng(5)
+    week = 5 + 4 * rng.random(7 * 1440)
+    return start, np.tile(week, days // 7 + 1)[: days * 1440]
+
+
+async def _manager(settings: Settings, storage: Storage) -> tuple[DsmCore, TrainingManager]:
+    clock = FakeClock(END + timedelta(seconds=30))
+    core = DsmCore(settings, storage, clock, SeasonalMeanForecaster())
+    await core.start()
+    manager = TrainingManager(settings, storage, clock, core)
+    await manager.start()
+    return core, manager
+
+
+@pytest.fixture
+def train_settings(settings: Settings, tmp_path: Path) -> Settings:
+    """Settings with a short training budget and the real database file."""
+    return settings.model_copy(
+        update={"training_time_budget_s": 20.0, "db": f"sqlite:///{tmp_path / 'train.sqlite3'}"}
+    )
+
+
+@pytest.fixture
+def train_storage(train_settings: Settings) -> Storage:
+    """Storage on the file the training child process opens too."""
+    from core.storage.migrate import upgrade_to_head
+    from core.storage.repository import create_db_engine
+
+    engine = create_db_engine(train_settings.database_url)
+    upgrade_to_head(engine)
+    return Storage(engine)
+
+
+async def test_accepted_model_is_served_and_reloaded(train_settings, train_storage) -> None:
+    start, kw = _site(35, noise_kw=0.4)
+    train_storage.insert_missing_minutes(start, kw, "import")
+    core, manager = await _manager(train_settings, train_storage)
+    assert manager.served_run_id is None
+    run_id = await manager.trigger("api")
+    outcome = await manager.wait()
+    assert outcome is not None and outcome.run_id == run_id, outcome
+    assert outcome.status == "accepted", outcome.message
+    run = (await core.model_runs())[0]
+    assert run.status == "accepted" and Path(str(run.artifact_path)).is_dir()
+    assert run.rmse_kw is not None and run.baseline_metrics is not None
+    assert run.rmse_kw < run.baseline_metrics["mean-2-weeks"]["rmse_60"]
+    assert run.rmse_kw < run.baseline_metrics["persistence"]["rmse_60"]
+    assert run.training_minutes and run.rows_used == 35 * 1440
+
+    snapshot = await core.tick()
+    assert manager.served_run_id == run_id
+    assert snapshot.model.forecaster.startswith("mlp")
+    assert snapshot.model.heldout_rmse_kw == pytest.approx(run.rmse_kw)
+    assert snapshot.model.rmse_kw == pytest.approx(run.rmse_kw)
+    assert snapshot.model.training_minutes == pytest.approx(run.training_minutes)
+    forecast = snapshot.forecast
+    assert forecast is not None and forecast.forecaster == snapshot.model.forecaster
+    assert forecast.p10_kw is not None and forecast.p90_kw is not None
+    assert all(
+        lo <= mid <= hi
+        for lo, mid, hi in zip(forecast.p10_kw, forecast.kw, forecast.p90_kw, strict=True)
+    )
+    await core.stop()
+
+    # A restart serves the same model.
+    again, manager2 = await _manager(train_settings, train_storage)
+    assert manager2.served_run_id == run_id
+    assert (await again.tick()).model.version == run.model_version
+    await again.stop()
+
+
+async def test_rejected_failed_and_interrupted_runs_keep_the_baseline(
+    train_settings, train_storage
+) -> None:
+    # An interrupted run (the service died mid-training) is marked failed at start-up.
+    stale = train_storage.add_model_run(started_at=END, status="running", trigger="schedule")
+    start, kw = _weekly_repeat(35)
+    train_storage.insert_missing_minutes(start, kw, "import")
+    core, manager = await _manager(train_settings, train_storage)
+    runs = {r.id: r for r in await core.model_runs()}
+    assert runs[stale].status == "failed" and "interrupted" in str(runs[stale].error_text)
+
+    await manager.trigger("api")
+    outcome = await manager.wait()
+    assert outcome is not None and outcome.status == "rejected", outcome.message
+    rejected = (await core.model_runs())[0]
+    assert rejected.artifact_path is None and "does not beat" in outcome.message
+    models = train_settings.models_dir
+    assert not models.exists() or not any(models.iterdir())
+    assert manager.served_run_id is None
+    assert (await core.tick()).model.forecaster == "mean-2-weeks"
+    await core.stop()
+
+
+async def test_too_little_history_fails_with_a_clear_message(train_settings, train_storage):
+    start, kw = _site(10, noise_kw=0.4)
+    train_storage.insert_missing_minutes(start, kw, "import")
+    core, manager = await _manager(train_settings, train_storage)
+    await manager.trigger("cli")
+    outcome = await manager.wait()
+    assert outcome is not None and outcome.status == "failed"
+    assert "28 days" in outcome.message
+    run = (await core.model_runs())[0]
+    assert run.status == "failed" and "28 days" in str(run.error_text)
+    assert manager.served_run_id is None
+    await core.stop()
