@@ -9,7 +9,7 @@ from fastapi.routing import APIRoute
 
 from api.deps import AppContext
 from api.errors import install_error_handlers
-from api.routers import forecast, health, metrics, model, points, readings
+from api.routers import demand, forecast, health, metrics, model, points, readings
 from core.service import DsmCore
 from core.training import TrainingManager
 
@@ -40,6 +40,7 @@ def create_app(
             {"name": "readings", "description": "Meter readings in, minute grid out"},
             {"name": "forecast", "description": "The next 60 minutes"},
             {"name": "model", "description": "The forecasting model and its training runs"},
+            {"name": "demand", "description": "Demand-charge management"},
             {"name": "health", "description": "Probes for orchestrators"},
             {"name": "metrics", "description": "Prometheus"},
         ],
@@ -51,7 +52,7 @@ def create_app(
         training=training,
     )
     install_error_handlers(app)
-    for module in (points, readings, forecast, model, health, metrics):
+    for module in (points, readings, forecast, model, demand, health, metrics):
         _summaries_from_docstrings(module.router)
         app.include_router(module.router)
     return app

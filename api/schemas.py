@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -159,3 +159,74 @@ class TrainStarted(BaseModel):
 
     run_id: int
     status: str
+
+
+class TargetIn(BaseModel):
+    """The demand target."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"target_kw": 21.5}]})
+
+    target_kw: float | None = Field(description="kW (interval average); null removes it.")
+
+
+class InputsIn(BaseModel):
+    """Optional site inputs; give any subset."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"pv_power_kw": 4.2, "battery_soc_pct": 64.0}]},
+    )
+
+    observed_at: datetime | None = Field(default=None, description="Default now.")
+    pv_power_kw: float | None = Field(default=None, description="Solar PV output, kW.")
+    battery_soc_pct: float | None = Field(default=None, description="Battery state of charge, %.")
+    battery_power_kw: float | None = Field(
+        default=None, description="Battery power, kW: + charging, - discharging."
+    )
+    ev_charging_power_kw: float | None = Field(default=None, description="EV charging, kW.")
+
+    @classmethod
+    def input_names(cls) -> list[str]:
+        """The input fields."""
+        return [name for name in cls.model_fields if name != "observed_at"]
+
+
+class DemandIntervalOut(BaseModel):
+    """A closed demand interval."""
+
+    start: datetime
+    length_minutes: int
+    average_kw: float
+    observed_minutes: int
+    complete: bool
+    billing_period_start: datetime
+    counted_for_peak: bool
+
+
+class DemandOut(BaseModel):
+    """The demand-charge picture now (see the README's sequences section)."""
+
+    at: datetime
+    interval: dict[str, Any] = Field(
+        description="start, length, elapsed/observed/remaining minutes, average so far, "
+        "projected end-of-interval kW (and how), allowance kW"
+    )
+    period: dict[str, Any] = Field(description="billing period start and end")
+    period_peak_kw: float | None
+    period_peak_start: datetime | None
+    target_kw: float | None
+    effective_target_kw: float | None = Field(description="max(target, period peak) if ratchet")
+    next_hour_peak_kw: float | None
+    next_hour_peak_start: datetime | None
+    p_exceed_interval: float | None = Field(description="0..1, from the forecast band")
+    p_exceed_next_hour: float | None
+    gross_load_kw: float | None
+    decisions: dict[str, Any] = Field(
+        description="kw_to_shed, chiller_capacity_limit_pct, battery/ev permits, discharge "
+        "request, charge headroom, and each decision's quality"
+    )
+    notes: list[str]
+    operator_target_kw: float | None
+    inputs: dict[str, float]
+    input_qualities: dict[str, str]
+    meter_quality: str

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from bacpypes3.app import Application
@@ -54,8 +55,16 @@ SERVICES_SUPPORTED = (
 )
 OBJECT_TYPES_SUPPORTED = ("device", "analog-value", "binary-value", "network-port")
 
-SubmitReading = Callable[[float], object]
-ValidateReading = Callable[[float], float]
+SubmitValue = Callable[[float], object]
+ValidateValue = Callable[[float], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Writer:
+    """How a writable point hands a value to the core: validate first, submit once accepted."""
+
+    validate: ValidateValue
+    submit: SubmitValue
 
 
 def _denied() -> ExecutionError:
@@ -117,16 +126,16 @@ class OpenDsmDevice(_WriteGuard, DeviceObject):  # type: ignore[misc]
         """Ignored: derived."""
 
 
-class InputPowerMeterObject(Commandable, AnalogValueObject):  # type: ignore[misc]
-    """The commandable meter input: only presentValue (with a priority, or Null) is writable.
+class CommandableInput(Commandable, AnalogValueObject):  # type: ignore[misc]
+    """A commandable input (the meter, the demand target, PV/battery/EV values).
 
-    A non-Null write is validated by the core first (NaN, infinity or an implausible kW answers
-    value-out-of-range and changes nothing); once accepted into the priority array, the effective
-    present value is submitted to the core as a reading.
+    Only presentValue (with a priority, or Null to relinquish) is writable. A non-Null write is
+    validated by the core first (NaN, infinity or an implausible value answers value-out-of-range
+    and changes nothing); once accepted into the priority array, the effective present value is
+    submitted to the core.
     """
 
-    _validate_reading: ValidateReading
-    _submit_reading: SubmitReading
+    _writer: Writer
 
     async def write_property(
         self, attr: int | str, value: Any, index: int | None = None, priority: int | None = None
@@ -142,12 +151,12 @@ class InputPowerMeterObject(Commandable, AnalogValueObject):  # type: ignore[mis
             await super().write_property("presentValue", value, None, priority)
             return
         try:
-            kw = self._validate_reading(float(value))
+            number = self._writer.validate(float(value))
         except (InvalidReading, TypeError, ValueError) as exc:
-            log.warning("BACnet write to input-power-meter refused: %s", exc)
+            log.warning("BACnet write to %s refused: %s", self.objectName, exc)
             raise ExecutionError(errorClass="property", errorCode="valueOutOfRange") from exc
-        await super().write_property("presentValue", Real(kw), None, priority)
-        self._submit_reading(float(self.presentValue))
+        await super().write_property("presentValue", Real(number), None, priority)
+        self._writer.submit(float(self.presentValue))
 
 
 def _camel(name: str) -> str:
@@ -167,11 +176,7 @@ def _bacnet_value(point: PointSpec, snapshot: Snapshot) -> Any:
 
 
 def build_objects(
-    settings: Settings,
-    snapshot: Snapshot,
-    validate_reading: ValidateReading,
-    submit_reading: SubmitReading,
-    version: str,
+    settings: Settings, snapshot: Snapshot, writers: Mapping[str, Writer], version: str
 ) -> tuple[OpenDsmDevice, GuardedNetworkPort, dict[str, Any]]:
     """Device, network port and point objects (call inside the running event loop)."""
     device = OpenDsmDevice(
@@ -219,11 +224,9 @@ def build_objects(
             common["units"] = EngineeringUnits(point.units)
             common["covIncrement"] = point.cov_increment
             if point.writable:
-                obj = InputPowerMeterObject(
-                    relinquishDefault=_bacnet_value(point, snapshot), **common
-                )
-                obj._validate_reading = validate_reading
-                obj._submit_reading = submit_reading
+                assert point.input_key is not None
+                obj = CommandableInput(relinquishDefault=_bacnet_value(point, snapshot), **common)
+                obj._writer = writers[point.input_key]
             else:
                 obj = ReadOnlyAnalogValue(**common)
         else:
@@ -270,12 +273,10 @@ class BacnetFace:
                 )
             await asyncio.sleep(0.01)
 
-    def start(
-        self, snapshot: Snapshot, validate_reading: ValidateReading, submit_reading: SubmitReading
-    ) -> None:
+    def start(self, snapshot: Snapshot, writers: Mapping[str, Writer]) -> None:
         """Create the application and bind UDP (inside the running loop)."""
         device, network_port, self._objects = build_objects(
-            self._settings, snapshot, validate_reading, submit_reading, self._version
+            self._settings, snapshot, writers, self._version
         )
         self.app = Application.from_object_list([device, network_port, *self._objects.values()])
         log.info(
@@ -318,15 +319,15 @@ class BacnetFace:
                     monitor(old_flags, new_flags)
 
     @staticmethod
-    def _sync_input(obj: InputPowerMeterObject, point: PointSpec, snapshot: Snapshot) -> None:
-        """The relinquish default follows the latest accepted reading from either face.
+    def _sync_input(obj: CommandableInput, point: PointSpec, snapshot: Snapshot) -> None:
+        """The relinquish default follows the latest accepted value from either face.
 
-        So a REST reading shows in presentValue when no BAS priority is active, and relinquishing
-        every priority holds the last reading rather than dropping to a made-up number.
+        So a REST write shows in presentValue when no BAS priority is active, and relinquishing
+        every priority holds the last value rather than dropping to a made-up number.
         """
-        kw = snapshot.input_kw
-        if kw is None or math.isnan(kw):
+        value = point.value_of(snapshot)
+        if value is None or math.isnan(float(value)):
             return
-        if float(obj.relinquishDefault) != kw:
-            obj.relinquishDefault = Real(kw)
+        if float(obj.relinquishDefault) != float(value):
+            obj.relinquishDefault = Real(float(value))
             obj.recalculating()

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from core.config import Settings
+from core.demand import DemandSnapshot
 from core.snapshot import Quality, Snapshot
 
 # Bumped whenever the point list (names, types, instances, units) changes.
-DATABASE_REVISION = 1
+DATABASE_REVISION = 2
 SENTINEL_KW = -1.0
 
 
@@ -64,6 +65,8 @@ class PointSpec:
     max_value: float | None = None
     state_text: tuple[str, str] | None = None  # (inactive, active)
     names_forecaster: bool = False
+    # For writable points: what the core calls the value (readings, target, optional inputs).
+    input_key: str | None = None
 
     @property
     def object_identifier(self) -> str:
@@ -107,6 +110,7 @@ POINTS: tuple[PointSpec, ...] = (
         default=0.0,
         value_of=lambda s: s.input_kw,
         quality_of=lambda s: s.input_quality,
+        input_key="kw",
     ),
     PointSpec(
         name="one-hour-future-power",
@@ -188,5 +192,223 @@ POINTS: tuple[PointSpec, ...] = (
     ),
 )
 
+
+def _demand(
+    value: Callable[[DemandSnapshot], float | bool | None],
+) -> tuple[Callable[[Snapshot], PointValue | None], Callable[[Snapshot], Quality]]:
+    """value_of / quality_of for a demand output: no value until the tracker has one."""
+
+    def value_of(snapshot: Snapshot) -> PointValue | None:
+        return None if snapshot.demand is None else value(snapshot.demand)
+
+    def quality_of(snapshot: Snapshot) -> Quality:
+        if snapshot.input_quality != Quality.OK:
+            return snapshot.input_quality
+        return Quality.OK if value_of(snapshot) is not None else Quality.NO_DATA
+
+    return value_of, quality_of
+
+
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else 100.0 * fraction
+
+
+def _input(
+    name: str,
+) -> tuple[Callable[[Snapshot], PointValue | None], Callable[[Snapshot], Quality]]:
+    return (lambda s: s.optional_input(name)), (lambda s: s.optional_input_quality(name))
+
+
+def _analog_output(
+    name: str,
+    instance: int,
+    description: str,
+    value: Callable[[DemandSnapshot], float | None],
+    units: str = "kilowatts",
+    default: float = SENTINEL_KW,
+    cov_increment: float = 0.1,
+) -> PointSpec:
+    value_of, quality_of = _demand(value)
+    return PointSpec(
+        name=name,
+        object_type=ObjectType.ANALOG_VALUE,
+        instance=instance,
+        description=description,
+        units=units,
+        cov_increment=cov_increment,
+        writable=False,
+        default=default,
+        value_of=value_of,
+        quality_of=quality_of,
+    )
+
+
+def _binary_output(
+    name: str,
+    instance: int,
+    description: str,
+    value: Callable[[DemandSnapshot], bool],
+    state_text: tuple[str, str],
+) -> PointSpec:
+    value_of, quality_of = _demand(value)
+    return PointSpec(
+        name=name,
+        object_type=ObjectType.BINARY_VALUE,
+        instance=instance,
+        description=description,
+        units=None,
+        cov_increment=None,
+        writable=False,
+        default=False,
+        value_of=value_of,
+        quality_of=quality_of,
+        state_text=state_text,
+    )
+
+
+def _analog_input(
+    name: str, instance: int, description: str, key: str, units: str, default: float = 0.0
+) -> PointSpec:
+    value_of, quality_of = _input(key)
+    return PointSpec(
+        name=name,
+        object_type=ObjectType.ANALOG_VALUE,
+        instance=instance,
+        description=description,
+        units=units,
+        cov_increment=0.1,
+        writable=True,
+        default=default,
+        value_of=value_of,
+        quality_of=quality_of,
+        input_key=key,
+    )
+
+
+# Demand-charge management points: after the seed's seven, never renumbered.
+DEMAND_POINTS: tuple[PointSpec, ...] = (
+    PointSpec(
+        name="demand-target",
+        object_type=ObjectType.ANALOG_VALUE,
+        instance=6,
+        description="Demand target (kW, interval average); commandable",
+        units="kilowatts",
+        cov_increment=0.1,
+        writable=True,
+        default=SENTINEL_KW,
+        value_of=lambda s: s.demand_target_kw,
+        quality_of=lambda s: Quality.OK if s.demand_target_kw is not None else Quality.NO_DATA,
+        input_key="demand_target_kw",
+    ),
+    _analog_input(
+        "pv-power", 7, "Solar PV output (kW), written by the BAS", "pv_power_kw", "kilowatts"
+    ),
+    _analog_input(
+        "battery-soc",
+        8,
+        "Battery state of charge (%), written by the BAS",
+        "battery_soc_pct",
+        "percent",
+    ),
+    _analog_input(
+        "battery-power",
+        9,
+        "Battery power (kW): + charging, - discharging",
+        "battery_power_kw",
+        "kilowatts",
+    ),
+    _analog_input(
+        "ev-charging-power",
+        10,
+        "EV charging power (kW), written by the BAS",
+        "ev_charging_power_kw",
+        "kilowatts",
+    ),
+    _analog_output(
+        "interval-average-demand",
+        11,
+        "Average kW of the demand interval so far",
+        lambda d: d.interval.average_so_far_kw,
+    ),
+    _analog_output(
+        "interval-projected-demand",
+        12,
+        "Projected average kW at the end of the demand interval",
+        lambda d: d.interval.projected_kw,
+    ),
+    _analog_output(
+        "interval-allowance",
+        13,
+        "kW the building may average for the rest of the interval to stay at target",
+        lambda d: d.interval.allowance_kw,
+    ),
+    _analog_output(
+        "billing-period-peak",
+        14,
+        "Highest interval demand this billing period (kW)",
+        lambda d: d.period_peak_kw,
+    ),
+    _analog_output(
+        "effective-demand-target",
+        15,
+        "Target in force: max(target, period peak) when ratcheting (kW)",
+        lambda d: d.effective_target_kw,
+    ),
+    _analog_output(
+        "kw-to-shed",
+        16,
+        "kW the projection exceeds the effective target by",
+        lambda d: d.decisions.kw_to_shed,
+        default=0.0,
+    ),
+    _analog_output(
+        "chiller-capacity-limit",
+        17,
+        "Recommended chiller capacity limit (%)",
+        lambda d: d.decisions.chiller_capacity_limit_pct,
+        units="percent",
+        default=100.0,
+        cov_increment=1.0,
+    ),
+    _analog_output(
+        "exceed-probability-interval",
+        18,
+        "Probability the current interval exceeds the effective target (%)",
+        lambda d: _percent(d.p_exceed_interval),
+        units="percent",
+        cov_increment=1.0,
+    ),
+    _analog_output(
+        "exceed-probability-next-hour",
+        19,
+        "Probability an interval in the next hour exceeds the effective target (%)",
+        lambda d: _percent(d.p_exceed_next_hour),
+        units="percent",
+        cov_increment=1.0,
+    ),
+    _binary_output(
+        "battery-charge-permit",
+        3,
+        "Battery charging allowed within the target",
+        lambda d: d.decisions.battery_charge_permit,
+        ("not permitted", "permitted"),
+    ),
+    _binary_output(
+        "ev-charge-permit",
+        4,
+        "EV charging allowed within the target",
+        lambda d: d.decisions.ev_charge_permit,
+        ("not permitted", "permitted"),
+    ),
+    _binary_output(
+        "battery-discharge-request",
+        5,
+        "Discharge the battery: the projection exceeds the target",
+        lambda d: d.decisions.battery_discharge_request,
+        ("no request", "discharge"),
+    ),
+)
+
+POINTS = POINTS + DEMAND_POINTS
 POINTS_BY_NAME: dict[str, PointSpec] = {point.name: point for point in POINTS}
 INPUT_POWER_METER = POINTS_BY_NAME["input-power-meter"]

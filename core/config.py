@@ -147,6 +147,46 @@ class Settings(BaseSettings):
     flag_min_history_minutes: int = Field(
         default=60, ge=1, description="Minutes of history needed before load flags are computed."
     )
+    demand_interval_minutes: int = Field(
+        default=15, description="Demand interval length (min): 5, 10, 15, 20, 30 or 60."
+    )
+    demand_window: str = Field(
+        default="fixed", description="'fixed' clock-aligned intervals or 'sliding' (every minute)."
+    )
+    billing_cycle_day: int = Field(
+        default=1, ge=1, le=28, description="Day of the month the billing period starts."
+    )
+    demand_target_kw: float | None = Field(
+        default=None, gt=0.0, description="Demand target (kW); writable over BACnet and REST."
+    )
+    demand_ratchet: bool = Field(
+        default=True,
+        description="Effective target = max(target, period peak so far): never chase a paid peak.",
+    )
+    demand_deadband_kw: float = Field(
+        default=1.0, ge=0.0, description="Hysteresis band of the demand decisions (kW)."
+    )
+    demand_min_on_minutes: int = Field(
+        default=5, ge=0, le=240, description="Minimum on time of permits and requests (min)."
+    )
+    demand_min_off_minutes: int = Field(
+        default=5, ge=0, le=240, description="Minimum off time of permits and requests (min)."
+    )
+    chiller_rated_kw: float | None = Field(
+        default=None, gt=0.0, description="Chiller electric rating (kW), for the capacity limit."
+    )
+    chiller_min_pct: float = Field(
+        default=40.0, ge=0.0, le=100.0, description="Lowest chiller capacity limit recommended (%)."
+    )
+    has_battery: bool = Field(default=False, description="A battery is installed.")
+    battery_reserve_pct: float = Field(
+        default=20.0, ge=0.0, le=100.0, description="Battery SOC kept in reserve (%)."
+    )
+    battery_charge_kw: float = Field(
+        default=0.0, ge=0.0, description="Battery charging power when permitted (kW)."
+    )
+    has_ev: bool = Field(default=False, description="EV chargers are installed.")
+    ev_charge_kw: float = Field(default=0.0, ge=0.0, description="EV charging power (kW).")
     training_time_budget_s: float = Field(
         default=50.0, ge=5.0, le=3600.0, description="Wall-time budget of one training run (s)."
     )
@@ -197,6 +237,20 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
+
+    @field_validator("demand_window")
+    @classmethod
+    def _check_window(cls, value: str) -> str:
+        if value not in ("fixed", "sliding"):
+            raise ValueError("must be 'fixed' or 'sliding'")
+        return value
+
+    @field_validator("demand_interval_minutes")
+    @classmethod
+    def _check_interval(cls, value: int) -> int:
+        if value not in (5, 10, 15, 20, 30, 60):
+            raise ValueError("must be 5, 10, 15, 20, 30 or 60 minutes")
+        return value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

@@ -14,6 +14,8 @@ from datetime import datetime
 from core.accuracy import LiveErrorTracker
 from core.clock import Clock
 from core.config import Settings
+from core.demand import ClosedInterval, DemandConfig, DemandTracker, OptionalInputs, WindowMode
+from core.demand import Reading as DemandReading
 from core.errors import InvalidReading, InvalidRequest
 from core.forecast.base import HORIZON_MINUTES, Forecast, Forecaster, MinuteHistory
 from core.forecast.baseline import SeasonalMeanForecaster
@@ -26,7 +28,7 @@ from core.signals import (
     rate_of_change_15min,
 )
 from core.snapshot import ModelStatus, Quality, Snapshot
-from core.storage.models import ModelRun
+from core.storage.models import DemandInterval, ModelRun
 from core.storage.repository import Storage, StoredMinute
 from core.timegrid import (
     MINUTES_PER_DAY,
@@ -48,6 +50,38 @@ MAX_BATCH = 100_000
 CACHE_MIN_WEEKS = 5
 STATE_SNAPSHOT = "snapshot"
 STATE_CLASSIFIER = "load_classifier"
+STATE_DEMAND = "demand_tracker"
+# Plausible ranges of the optional BAS inputs, besides the meter's own range.
+INPUT_RANGES: dict[str, tuple[str, float | None, float | None]] = {
+    "pv_power_kw": ("kW", 0.0, None),
+    "battery_soc_pct": ("%", 0.0, 100.0),
+    "battery_power_kw": ("kW", None, None),
+    "ev_charging_power_kw": ("kW", 0.0, None),
+}
+
+
+def demand_config(settings: Settings) -> DemandConfig:
+    """The demand domain's configuration from the service settings."""
+    return DemandConfig(
+        timezone=settings.tz,
+        interval_minutes=settings.demand_interval_minutes,
+        window=WindowMode(settings.demand_window),
+        billing_cycle_day=settings.billing_cycle_day,
+        target_kw=settings.demand_target_kw,
+        ratchet_to_period_peak=settings.demand_ratchet,
+        deadband_kw=settings.demand_deadband_kw,
+        min_on_minutes=settings.demand_min_on_minutes,
+        min_off_minutes=settings.demand_min_off_minutes,
+        meter_max_age_minutes=max(1, math.ceil(settings.stale_after_s / SECONDS_PER_MINUTE)),
+        input_max_age_s=settings.stale_after_s,
+        chiller_rated_kw=settings.chiller_rated_kw,
+        chiller_min_pct=settings.chiller_min_pct,
+        has_battery=settings.has_battery,
+        battery_reserve_pct=settings.battery_reserve_pct,
+        battery_charge_kw=settings.battery_charge_kw,
+        has_ev=settings.has_ev,
+        ev_charge_kw=settings.ev_charge_kw,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +151,9 @@ class DsmCore:
             settings.flag_min_history_minutes,
         )
         self._errors = LiveErrorTracker(LIVE_RMSE_WINDOW_MINUTES)
+        self._demand_config = demand_config(settings)
+        self._demand = DemandTracker(self._demand_config)
+        self._inputs: dict[str, tuple[float, datetime]] = {}
         self._snapshot = Snapshot(model=ModelStatus(forecaster=forecaster.name))
         self._listeners: list[SnapshotListener] = []
         self._writes: asyncio.Queue[Callable[[], None]] | None = None
@@ -167,6 +204,12 @@ class DsmCore:
         state = self._storage.get_state(STATE_CLASSIFIER)
         if state:
             self._classifier.restore(state)
+        demand_state = self._storage.get_state(STATE_DEMAND)
+        if demand_state:
+            try:
+                self._demand = DemandTracker.from_state(demand_state, self._demand_config)
+            except ValueError:
+                log.warning("demand state unreadable; starting a fresh billing period record")
         saved = self._storage.get_state(STATE_SNAPSHOT)
         if saved:
             try:
@@ -186,6 +229,9 @@ class DsmCore:
                 self._snapshot = dataclasses.replace(
                     restored, input_quality=self._input_quality(now), model=model
                 )
+        self._snapshot = dataclasses.replace(
+            self._snapshot, demand_target_kw=self._demand.target_kw
+        )
         for target, kw in self._storage.forecasts_since(now_minute - LIVE_RMSE_WINDOW_MINUTES):
             self._errors.predicted(target, kw)
             observed = self._series.get(target)
@@ -244,13 +290,18 @@ class DsmCore:
                 self.stats.count(False, source)
             raise
 
-    def _check_kw(self, kw: float) -> float:
+    @staticmethod
+    def _check_number(value: float, name: str) -> float:
         try:
-            value = float(kw)
+            number = float(value)
         except (TypeError, ValueError) as exc:
-            raise InvalidReading(f"kw must be a number, got {kw!r}") from exc
-        if not math.isfinite(value):
-            raise InvalidReading(f"kw must be a finite number, got {value}")
+            raise InvalidReading(f"{name} must be a number, got {value!r}") from exc
+        if not math.isfinite(number):
+            raise InvalidReading(f"{name} must be a finite number, got {number}")
+        return number
+
+    def _check_kw(self, kw: float) -> float:
+        value = self._check_number(kw, "kw")
         low, high = self._settings.min_kw, self._settings.max_kw
         if not low <= value <= high:
             raise InvalidReading(
@@ -363,6 +414,79 @@ class DsmCore:
 
         asyncio.get_running_loop().create_task(merge())
 
+    # -- demand target and optional inputs -----------------------------------------------------
+
+    def validate_target(self, kw: float) -> float:
+        """A demand target must be a finite kW above zero and within the meter's range."""
+        value = self._check_number(kw, "demand target")
+        if not 0.0 < value <= self._settings.max_kw:
+            raise InvalidReading(
+                f"demand target {value:g} kW must be above 0 and at most {self._settings.max_kw:g}"
+            )
+        return value
+
+    def set_demand_target(self, kw: float | None) -> None:
+        """Set (or with None remove) the operator's demand target; persisted."""
+        value = None if kw is None else self.validate_target(kw)
+        self._demand.set_target(value)
+        self._publish(dataclasses.replace(self._snapshot, demand_target_kw=value))
+        self._persist_state()
+        self._wake.set()
+
+    def validate_input(self, name: str, value: float) -> float:
+        """Check an optional input (pv_power_kw, battery_soc_pct, ...) against its range."""
+        if name not in INPUT_RANGES:
+            raise InvalidReading(f"unknown input {name!r}; known: {', '.join(INPUT_RANGES)}")
+        number = self._check_number(value, name)
+        unit, low, high = INPUT_RANGES[name]
+        low = -self._settings.max_kw if low is None else low
+        high = self._settings.max_kw if high is None else high
+        if not low <= number <= high:
+            raise InvalidReading(f"{name} {number:g} {unit} is outside {low:g}..{high:g} {unit}")
+        return number
+
+    def submit_input(self, name: str, value: float, observed_at: datetime | None = None) -> None:
+        """Accept one optional input value (BACnet write or REST)."""
+        number = self.validate_input(name, value)
+        now = self._clock.now()
+        at = self._validate_time(observed_at, now)
+        self._inputs[name] = (number, at)
+        self._publish(
+            dataclasses.replace(
+                self._snapshot,
+                inputs=dict(self._inputs),
+                input_qualities=self._input_qualities(now),
+            )
+        )
+
+    def _optional_inputs(self) -> OptionalInputs:
+        return OptionalInputs(
+            **{
+                name: DemandReading(value, at)
+                for name, (value, at) in self._inputs.items()
+                if name in INPUT_RANGES
+            }
+        )
+
+    def _input_qualities(self, now: datetime) -> dict[str, Quality]:
+        qualities = {}
+        for name, (_, at) in self._inputs.items():
+            fresh = (now - at).total_seconds() <= self._settings.stale_after_s
+            qualities[name] = Quality.OK if fresh else Quality.STALE_INPUT
+        return qualities
+
+    async def demand_intervals(
+        self, start: datetime | None, end: datetime | None, limit: int
+    ) -> list[DemandInterval]:
+        """Closed demand intervals in [start, end), oldest first."""
+        if start is not None and end is not None and end <= start:
+            raise InvalidRequest("end must be after start")
+        start_minute = math.ceil(start.timestamp() / SECONDS_PER_MINUTE) if start else None
+        end_minute = math.ceil(end.timestamp() / SECONDS_PER_MINUTE) if end else None
+        return await asyncio.to_thread(
+            self._storage.list_intervals, start_minute, end_minute, limit
+        )
+
     # -- queries -------------------------------------------------------------------------------
 
     async def readings(
@@ -451,6 +575,8 @@ class DsmCore:
             live_rmse_kw=self._errors.rmse_kw(),
             live_rmse_samples=self._errors.samples,
         )
+        self._store_intervals(self._demand.close_due(now))
+        demand = self._demand.evaluate(now, forecast, self._optional_inputs())
         return dataclasses.replace(
             self._snapshot,
             computed_at=now,
@@ -468,6 +594,10 @@ class DsmCore:
             forecast=forecast,
             forecast_quality=forecast_quality,
             model=model,
+            demand=demand,
+            demand_target_kw=self._demand.target_kw,
+            inputs=dict(self._inputs),
+            input_qualities=self._input_qualities(now),
         )
 
     def _run_forecaster(self, history: MinuteHistory, now: datetime) -> Forecast | None:
@@ -535,10 +665,17 @@ class DsmCore:
     def _store_completed(self, completed: list[CompletedMinute]) -> None:
         if not completed:
             return
+        closed: list[ClosedInterval] = []
         for item in completed:
             self._series.set(item.minute, item.kw)
             self._errors.observed(item.minute, item.kw)
+            closed.extend(self._demand.observe_minute(item.minute, item.kw))
         self._enqueue(lambda: self._storage.upsert_minutes(completed, "live"))
+        self._store_intervals(closed)
+
+    def _store_intervals(self, closed: list[ClosedInterval]) -> None:
+        if closed:
+            self._enqueue(lambda: self._storage.upsert_intervals(closed))
 
     def _publish(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
@@ -551,11 +688,13 @@ class DsmCore:
     def _persist_state(self) -> None:
         snapshot_state = self._snapshot.to_state()
         classifier_state = self._classifier.to_state()
+        demand_state = self._demand.to_state()
         horizon = minute_of(self._clock.now()) - LIVE_RMSE_WINDOW_MINUTES - HORIZON_MINUTES
 
         def write() -> None:
             self._storage.set_state(STATE_SNAPSHOT, snapshot_state)
             self._storage.set_state(STATE_CLASSIFIER, classifier_state)
+            self._storage.set_state(STATE_DEMAND, demand_state)
             self._storage.prune_forecasts(horizon)
 
         self._enqueue(write)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from core.demand import DemandSnapshot
 from core.forecast.base import Forecast
+
+OPTIONAL_INPUTS = ("pv_power_kw", "battery_soc_pct", "battery_power_kw", "ev_charging_power_kw")
 
 
 class Quality(StrEnum):
@@ -65,6 +68,22 @@ class Snapshot:
     forecast: Forecast | None = None
     forecast_quality: Quality = Quality.NO_DATA
     model: ModelStatus = field(default_factory=lambda: ModelStatus(forecaster="none"))
+    # Demand-charge management: recomputed every interval from the tracker's persisted state,
+    # so it is not part of the saved snapshot.
+    demand: DemandSnapshot | None = None
+    demand_target_kw: float | None = None
+    # Optional BAS inputs: (value, observed_at) by name, and each one's quality.
+    inputs: dict[str, tuple[float, datetime]] = field(default_factory=dict)
+    input_qualities: dict[str, Quality] = field(default_factory=dict)
+
+    def optional_input(self, name: str) -> float | None:
+        """The latest value of an optional input (pv_power_kw, ...), or None."""
+        item = self.inputs.get(name)
+        return item[0] if item else None
+
+    def optional_input_quality(self, name: str) -> Quality:
+        """Quality of an optional input: no-data until written, stale-input when old."""
+        return self.input_qualities.get(name, Quality.NO_DATA)
 
     @property
     def one_hour_kw(self) -> float | None:
@@ -83,7 +102,13 @@ class Snapshot:
 
     def to_state(self) -> dict[str, Any]:
         """JSON-safe form for the service_state table."""
-        data = asdict(self)
+        data: dict[str, Any] = {}
+        for item in fields(self):
+            if item.name in _TRANSIENT:
+                continue
+            value = getattr(self, item.name)
+            is_instance = is_dataclass(value) and not isinstance(value, type)
+            data[item.name] = asdict(value) if is_instance else value
         return _jsonable(data)  # type: ignore[no-any-return]
 
     @classmethod
@@ -133,7 +158,12 @@ class Snapshot:
             forecast=forecast,
             forecast_quality=Quality(state.get("forecast_quality", "no-data")),
             model=model,
+            demand_target_kw=state.get("demand_target_kw"),
         )
+
+
+# Recomputed at the first computation after a restart (from the demand tracker's own state).
+_TRANSIENT = frozenset({"demand", "inputs", "input_qualities"})
 
 
 def _jsonable(value: Any) -> Any:

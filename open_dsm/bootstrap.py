@@ -11,15 +11,16 @@ import socket
 import tempfile
 import time
 from collections.abc import Generator
+from functools import partial
 
 import uvicorn
 
 from api.app import create_app
-from bacnet.device import BacnetFace
+from bacnet.device import BacnetFace, Writer
 from core.clock import SystemClock
 from core.config import Settings
 from core.forecast.baseline import SeasonalMeanForecaster
-from core.service import DsmCore
+from core.service import INPUT_RANGES, DsmCore
 from core.storage.migrate import upgrade_to_head
 from core.storage.repository import Storage, create_db_engine
 from core.training import TrainingManager
@@ -85,6 +86,20 @@ def check_udp_port(host: str, port: int) -> None:
         probe.close()
 
 
+def bacnet_writers(core: DsmCore) -> dict[str, Writer]:
+    """What each writable BACnet point calls in the core, keyed by the point's input key."""
+    writers = {
+        "kw": Writer(
+            lambda kw: core.validate_kw(kw, "bacnet"),
+            lambda kw: core.submit_reading(kw, source="bacnet"),
+        ),
+        "demand_target_kw": Writer(core.validate_target, core.set_demand_target),
+    }
+    for name in INPUT_RANGES:
+        writers[name] = Writer(partial(core.validate_input, name), partial(core.submit_input, name))
+    return writers
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the entry point owns SIGINT/SIGTERM."""
 
@@ -112,11 +127,7 @@ async def serve(settings: Settings) -> None:
     ip, port = face.resolve_address()
     check_udp_port(ip, port)
     http_socket = bind_http_socket(settings.http_host, settings.http_port)
-    face.start(
-        core.snapshot,
-        lambda kw: core.validate_kw(kw, "bacnet"),
-        lambda kw: core.submit_reading(kw, source="bacnet"),
-    )
+    face.start(core.snapshot, bacnet_writers(core))
     core.subscribe(face.sync)
     try:
         await face.wait_bound(timeout_s=5.0)

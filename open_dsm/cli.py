@@ -205,6 +205,47 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_points(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    from bacnet.ede import ede_file_names, ede_files
+    from bacnet.points import POINTS
+
+    if args.format == "ede":
+        files = ede_files(settings)
+        if args.out is None:
+            sys.stdout.write(files["points"])
+            return 0
+        args.out.mkdir(parents=True, exist_ok=True)
+        for kind, name in ede_file_names(settings).items():
+            (args.out / name).write_text(files[kind], newline="")
+            log.info("wrote %s", args.out / name)
+        return 0
+    rows = [
+        {
+            "name": p.name,
+            "object_identifier": p.object_identifier,
+            "units": p.units,
+            "writable": p.writable,
+            "cov_increment": p.cov_increment,
+            "description": p.description,
+        }
+        for p in POINTS
+    ]
+    import json
+
+    sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def _cmd_bench_demand(args: argparse.Namespace) -> int:
+    from bench.demand import run
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return run(args)
+
+
 def _cmd_bench_forecast(args: argparse.Namespace) -> int:
     from bench.forecast import run
 
@@ -243,6 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_arguments(imp)
     imp.set_defaults(func=_cmd_import)
 
+    points = sub.add_parser("points", help="export the BACnet point list (EDE 2.3 or JSON)")
+    points.add_argument("--format", choices=("ede", "json"), default="ede")
+    points.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="directory for the three EDE files (default: print the main file)",
+    )
+    add_settings_arguments(points)
+    points.set_defaults(func=_cmd_points)
+
     bench = sub.add_parser("bench", help="benchmarks that print a table")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     bench_service = bench_sub.add_parser(
@@ -259,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_forecast_arguments(bench_forecast)
     bench_forecast.set_defaults(func=_cmd_bench_forecast)
+    bench_demand = bench_sub.add_parser(
+        "demand", help="replay a meter file through the demand logic; peaks, alarms, shed"
+    )
+    from bench.demand import add_arguments as add_demand_arguments
+
+    add_demand_arguments(bench_demand)
+    bench_demand.set_defaults(func=_cmd_bench_demand)
     return parser
 
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, MetaData, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -104,3 +114,18 @@ class ForecastLog(Base):
     forecaster: Mapped[str] = mapped_column(String(64), nullable=False)
     kw: Mapped[float] = mapped_column(Float, nullable=False)
     made_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class DemandInterval(Base):
+    """A closed demand interval: its average kW and whether it could set the period peak."""
+
+    __tablename__ = "demand_intervals"
+
+    start_minute: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    length_minutes: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    start_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    average_kw: Mapped[float] = mapped_column(Float, nullable=False)
+    observed_minutes: Mapped[int] = mapped_column(Integer, nullable=False)
+    complete: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    period_start_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    counted_for_peak: Mapped[bool] = mapped_column(Boolean, nullable=False)

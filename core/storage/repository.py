@@ -14,8 +14,9 @@ from sqlalchemy import Engine, create_engine, delete, event, func, insert, selec
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.demand import ClosedInterval
 from core.readings import CompletedMinute
-from core.storage.models import ForecastLog, MinuteReading, ModelRun, ServiceState
+from core.storage.models import DemandInterval, ForecastLog, MinuteReading, ModelRun, ServiceState
 from core.timegrid import minute_start
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,41 @@ class Storage:
         """How many minutes are stored."""
         with self.session() as session:
             return int(session.scalar(select(func.count()).select_from(MinuteReading)) or 0)
+
+    # -- demand intervals ----------------------------------------------------------------------
+
+    def upsert_intervals(self, intervals: Sequence[ClosedInterval]) -> None:
+        """Store closed demand intervals (a re-close of the same interval replaces it)."""
+        if not intervals:
+            return
+        with self.session() as session, session.begin():
+            for item in intervals:
+                session.merge(
+                    DemandInterval(
+                        start_minute=item.start_minute,
+                        length_minutes=item.length_minutes,
+                        start_at=minute_start(item.start_minute),
+                        average_kw=item.average_kw,
+                        observed_minutes=item.observed_minutes,
+                        complete=item.complete,
+                        period_start_at=minute_start(item.period_start_minute),
+                        counted_for_peak=item.counted_for_peak,
+                    )
+                )
+
+    def list_intervals(
+        self, start_minute: int | None, end_minute: int | None, limit: int
+    ) -> list[DemandInterval]:
+        """Closed intervals starting in [start, end), oldest first."""
+        query = select(DemandInterval).order_by(
+            DemandInterval.start_minute, DemandInterval.length_minutes
+        )
+        if start_minute is not None:
+            query = query.where(DemandInterval.start_minute >= start_minute)
+        if end_minute is not None:
+            query = query.where(DemandInterval.start_minute < end_minute)
+        with self.session() as session:
+            return list(session.scalars(query.limit(limit)))
 
     # -- forecast log --------------------------------------------------------------------------
 

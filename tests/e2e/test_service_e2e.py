@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bacnet.points import POINTS
 from tests.helpers import ServiceProcess, free_port, make_client
 
 pytestmark = pytest.mark.e2e
@@ -337,7 +338,7 @@ def test_service_end_to_end(tmp_path: Path) -> None:
         "device",
         "network-port",
     }
-    assert len(seen["object_list"]) == 9  # device + network port + seven points
+    assert len(seen["object_list"]) == 2 + len(POINTS)  # device, network port, every point
 
     # Every point: name, fault until a value exists, units and COV increment on analogs.
     for kind, instance, name in SEVEN_POINTS:

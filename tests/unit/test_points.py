@@ -10,7 +10,7 @@ from core.snapshot import ModelStatus, Quality, Snapshot
 
 # (revision, fingerprint of the point list). Changing the list without bumping DATABASE_REVISION
 # fails here: integrators' tools re-read the point list only when the revision changes.
-KNOWN_REVISIONS = {1: "16f67d2aa4cd"}
+KNOWN_REVISIONS = {1: "16f67d2aa4cd", 2: "7f08085bc20a"}
 
 
 def _fingerprint() -> str:
@@ -35,10 +35,21 @@ def test_the_seed_points_keep_their_names_types_and_instances() -> None:
 
 def test_database_revision_is_bumped_with_the_point_list() -> None:
     assert KNOWN_REVISIONS.get(DATABASE_REVISION) == _fingerprint()
+    assert DATABASE_REVISION == max(KNOWN_REVISIONS)
 
 
-def test_only_the_meter_input_is_writable_and_analogs_have_units_and_cov() -> None:
-    assert [p.name for p in POINTS if p.writable] == ["input-power-meter"]
+def test_points_are_unique_and_the_seed_seven_come_first() -> None:
+    identifiers = [(p.object_type, p.instance) for p in POINTS]
+    assert len(set(identifiers)) == len(identifiers)
+    assert len({p.name for p in POINTS}) == len(POINTS)
+
+
+def test_only_inputs_are_writable_and_analogs_have_units_and_cov() -> None:
+    assert [p.name for p in POINTS if p.writable] == [
+        "input-power-meter", "demand-target", "pv-power", "battery-soc", "battery-power",
+        "ev-charging-power",
+    ]
+    assert all(p.input_key for p in POINTS if p.writable)
     for point in POINTS:
         if point.object_type is ObjectType.ANALOG_VALUE:
             assert point.units and point.cov_increment and point.cov_increment > 0

@@ -1,0 +1,75 @@
+"""Demand-charge management: the interval, the billing-period peak, the target, the decisions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from api.deps import CoreDep, WriteAllowed
+from api.schemas import DemandIntervalOut, DemandOut, InputsIn, TargetIn
+from core.errors import InvalidReading, NotReady
+
+router = APIRouter(prefix="/api/v1/demand", tags=["demand"])
+
+
+@router.get("", response_model=DemandOut, responses={503: {"description": "Not computed yet."}})
+def get_demand(core: CoreDep) -> DemandOut:
+    """Current interval, period peak with time, target, allowance, projection and decisions."""
+    snapshot = core.snapshot
+    if snapshot.demand is None:
+        raise NotReady("demand figures are computed with the first snapshot; try again shortly")
+    body: dict[str, Any] = snapshot.demand.to_dict()
+    return DemandOut(
+        **body,
+        operator_target_kw=snapshot.demand_target_kw,
+        inputs={name: value for name, (value, _) in snapshot.inputs.items()},
+        input_qualities={name: q.value for name, q in snapshot.input_qualities.items()},
+        meter_quality=snapshot.input_quality.value,
+    )
+
+
+@router.get("/intervals", response_model=list[DemandIntervalOut])
+async def list_intervals(
+    core: CoreDep,
+    start: Annotated[datetime | None, Query(description="Inclusive, ISO 8601 with offset")] = None,
+    end: Annotated[datetime | None, Query(description="Exclusive, ISO 8601 with offset")] = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+) -> list[DemandIntervalOut]:
+    """Closed demand intervals (average kW), oldest first."""
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidReading(f"{name} must include a time-zone offset (e.g. Z)")
+    rows = await core.demand_intervals(start, end, limit)
+    return [
+        DemandIntervalOut(
+            start=row.start_at,
+            length_minutes=row.length_minutes,
+            average_kw=row.average_kw,
+            observed_minutes=row.observed_minutes,
+            complete=row.complete,
+            billing_period_start=row.period_start_at,
+            counted_for_peak=row.counted_for_peak,
+        )
+        for row in rows
+    ]
+
+
+@router.put("/target", response_model=TargetIn, dependencies=[WriteAllowed])
+def put_target(core: CoreDep, body: TargetIn) -> TargetIn:
+    """Set the demand target in kW (null removes the operator's target)."""
+    core.set_demand_target(body.target_kw)
+    return TargetIn(target_kw=core.snapshot.demand_target_kw)
+
+
+@router.post("/inputs", status_code=204, dependencies=[WriteAllowed])
+def post_inputs(core: CoreDep, body: InputsIn) -> None:
+    """Post optional site inputs (PV, battery, EV); same validation as their BACnet points."""
+    values = body.model_dump(exclude_none=True, exclude={"observed_at"})
+    if not values:
+        raise InvalidReading("give at least one of " + ", ".join(InputsIn.input_names()))
+    for name, value in values.items():  # validate all before changing anything
+        core.validate_input(name, value)
+    for name, value in values.items():
+        core.submit_input(name, value, body.observed_at)
