@@ -259,6 +259,31 @@ async def _bacnet_session(service: ServiceProcess) -> dict[str, Any]:
         seen["ccp_after_relinquish"] = await read("analog-value,1", "current-command-priority")
         seen["pv_after_relinquish"] = await read("analog-value,1", "present-value")
 
+        # Demand-charge points: the target and the optional inputs are commandable inputs.
+        target = ObjectIdentifier("analog-value,6")
+        await client.write_property(address, target, "present-value", Real(25.0), None, 10)
+        soc = ObjectIdentifier("analog-value,8")
+        demand = {
+            "target_pv": await read("analog-value,6", "present-value"),
+            "target_units": await read("analog-value,6", "units"),
+            "soc_150": await _error_of(
+                client.write_property(address, soc, "present-value", Real(150.0), None, 10)
+            ),
+            "kw_to_shed_write": await _error_of(
+                client.write_property(
+                    address, ObjectIdentifier("analog-value,16"), "present-value", Real(1.0)
+                )
+            ),
+            "permit_name": await read("binary-value,4", "object-name"),
+            "chiller_units": await read("analog-value,17", "units"),
+        }
+        await client.write_property(address, soc, "present-value", Real(55.0), None, 10)
+        demand["soc_pv"] = await read("analog-value,8", "present-value")
+        demand["soc_reliability"] = await read("analog-value,8", "reliability")
+        await asyncio.sleep(1.2)  # one snapshot interval
+        demand["effective_target"] = await read("analog-value,15", "present-value")
+        seen["demand"] = demand
+
         # Stale input: no write for longer than the limit.
         await asyncio.sleep(STALE_AFTER_S + 1.5)
         seen["stale"] = {
@@ -306,6 +331,7 @@ def test_service_end_to_end(tmp_path: Path) -> None:
             f"{base}/api/v1/readings", params=window, headers={"Accept": "text/csv"}, timeout=5
         )
         docs = httpx.get(f"{base}/docs", timeout=5)
+        rest_demand = httpx.get(f"{base}/api/v1/demand", timeout=5).json()
         openapi = httpx.get(f"{base}/openapi.json", timeout=5).json()
     finally:
         exit_code = service.stop(signal.SIGTERM)
@@ -418,6 +444,19 @@ def test_service_end_to_end(tmp_path: Path) -> None:
     assert list(seen["stale"]["flags"])[1] == 1
     assert str(seen["stale"]["derived"]) == "communication-failure"
     assert str(seen["fresh_again"]) == "no-fault-detected"
+
+    # Demand points over BACnet.
+    demand = seen["demand"]
+    assert abs(float(demand["target_pv"]) - 25.0) < 1e-3
+    assert str(demand["target_units"]) == "kilowatts"
+    assert demand["soc_150"] == "property: value-out-of-range"
+    assert demand["kw_to_shed_write"] == "property: write-access-denied"
+    assert str(demand["permit_name"]) == "ev-charge-permit"
+    assert str(demand["chiller_units"]) == "percent"
+    assert abs(float(demand["soc_pv"]) - 55.0) < 1e-3
+    assert str(demand["soc_reliability"]) == "no-fault-detected"
+    assert float(demand["effective_target"]) >= 25.0 - 1e-3
+    assert rest_demand["target_kw"] == 25.0
 
     # REST writes and reads.
     assert unauth.status_code == 401 and "Bearer" in unauth.json()["detail"]

@@ -202,3 +202,56 @@ def test_health_readiness_metrics_and_docs(api: LiveApi) -> None:
     assert post["summary"].startswith("Post one reading or a batch")
     assert "examples" in post["requestBody"]["content"]["application/json"]
     assert httpx.get(f"{api.base_url}/docs").status_code == 200
+
+
+def test_demand_target_inputs_and_intervals(secured: LiveApi) -> None:
+    base, auth = secured.base_url, {"Authorization": "Bearer s3cret"}
+    assert httpx.put(f"{base}/api/v1/demand/target", json={"target_kw": 30}).status_code == 401
+    bad = httpx.put(f"{base}/api/v1/demand/target", json={"target_kw": -3}, headers=auth)
+    assert bad.status_code == 422 and "demand target" in bad.json()["detail"]
+    ok = httpx.put(f"{base}/api/v1/demand/target", json={"target_kw": 30}, headers=auth)
+    assert ok.status_code == 200 and ok.json() == {"target_kw": 30.0}
+
+    out_of_range = httpx.post(
+        f"{base}/api/v1/demand/inputs", json={"pv_power_kw": 2.0, "battery_soc_pct": 140},
+        headers=auth,
+    )
+    assert out_of_range.status_code == 422 and "battery_soc_pct" in out_of_range.json()["detail"]
+    unknown = httpx.post(f"{base}/api/v1/demand/inputs", json={"wind_kw": 1}, headers=auth)
+    assert unknown.status_code == 422
+    assert secured.core.snapshot.inputs == {}  # nothing of the refused batch was kept
+    posted = httpx.post(
+        f"{base}/api/v1/demand/inputs", json={"pv_power_kw": 2.0, "battery_soc_pct": 64},
+        headers=auth,
+    )
+    assert posted.status_code == 204
+    points = {p["name"]: p for p in httpx.get(f"{base}/api/v1/points").json()}
+    assert points["demand-target"]["present_value"] == 30.0
+    assert points["pv-power"]["present_value"] == 2.0
+    assert points["battery-soc"]["reliability"] == "no-fault-detected"
+    assert points["ev-charging-power"]["reliability"] == "no-sensor"
+
+    deadline = time.monotonic() + 5
+    while secured.core.snapshot.demand is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    demand = httpx.get(f"{base}/api/v1/demand").json()
+    assert demand["target_kw"] == 30.0 and demand["operator_target_kw"] == 30.0
+    assert demand["inputs"] == {"pv_power_kw": 2.0, "battery_soc_pct": 64.0}
+    assert {"kw_to_shed", "chiller_capacity_limit_pct", "ev_charge_permit"} <= set(
+        demand["decisions"]
+    )
+    assert httpx.get(f"{base}/api/v1/demand/intervals").json() == []
+
+
+def test_ede_point_list(api: LiveApi) -> None:
+    response = httpx.get(f"{api.base_url}/api/v1/points.ede.csv")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    lines = response.text.splitlines()
+    assert lines[0].startswith("PROJECT_NAME;")
+    names = [line.split(";")[2] for line in lines if line and line[0] not in "#" and ";" in line
+             and line.split(";")[0] not in {"PROJECT_NAME", "VERSION_OF_REFERENCEFILE",
+                                            "TIMESTAMP_OF_LAST_CHANGE", "AUTHOR_OF_LAST_CHANGE",
+                                            "VERSION_OF_LAYOUT"}]
+    assert set(names) >= {p.name for p in POINTS}
+    archive = httpx.get(f"{api.base_url}/api/v1/points.ede.zip")
+    assert archive.status_code == 200 and archive.content[:2] == b"PK"

@@ -151,3 +151,41 @@ async def test_forecast_uses_two_weeks_of_history_and_scores_itself(make_core, c
     assert snapshot.model.live_rmse_samples == 10
     assert snapshot.model.rmse_kw is None
     await core.stop()
+
+
+async def test_demand_intervals_peak_target_and_restart(make_core, clock, storage) -> None:
+    core = make_core(demand_target_kw=20.0)
+    await core.start()
+    # Align to a quarter hour, then 15 minutes at 10 kW and 15 minutes at 30 kW.
+    clock.set(START.replace(minute=0))
+    for minute in range(30):
+        core.submit_reading(10.0 if minute < 15 else 30.0)
+        clock.advance(60)
+        await core.tick()
+    await core._writes.join()
+    intervals = storage.list_intervals(None, None, 10)
+    assert [(i.average_kw, i.complete) for i in intervals] == [(10.0, True), (30.0, True)]
+    demand = core.snapshot.demand
+    assert demand is not None
+    assert demand.period_peak_kw == 30.0
+    assert demand.target_kw == 20.0
+    assert demand.effective_target_kw == 30.0  # never chase a peak already paid for
+    # The operator lowers the target; a bad one is refused and changes nothing.
+    with pytest.raises(InvalidReading):
+        core.set_demand_target(-5.0)
+    core.set_demand_target(25.0)
+    assert core.snapshot.demand_target_kw == 25.0
+    # Optional inputs are validated against their ranges.
+    with pytest.raises(InvalidReading, match="battery_soc_pct 150"):
+        core.submit_input("battery_soc_pct", 150.0)
+    core.submit_input("pv_power_kw", 3.5)
+    assert core.snapshot.optional_input("pv_power_kw") == 3.5
+    await core.stop()
+
+    again = make_core(demand_target_kw=20.0)
+    await again.start()
+    restored = await again.tick()
+    assert restored.demand is not None
+    assert restored.demand.period_peak_kw == 30.0
+    assert restored.demand_target_kw == 25.0  # the operator's target survives a restart
+    await again.stop()
