@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rest-rate", type=float, default=200.0, help="offered REST rate /s")
     parser.add_argument("--concurrency", type=int, default=4, help="in-flight requests flat out")
     parser.add_argument("--startups", type=int, default=3, help="start-ups timed per server")
+    parser.add_argument(
+        "--with-model",
+        type=Path,
+        default=None,
+        help="a data dir holding a trained model (e.g. after `open-dsm import` and `open-dsm "
+        "train`): its database is copied so the service runs that model",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
 
 
@@ -106,8 +114,11 @@ class Server:
                 self.proc.wait()
 
 
-def _ours(data_dir: Path) -> Server:
+def _ours(data_dir: Path, seed: Path | None = None) -> Server:
     bacnet, http = _free_port("udp"), _free_port("tcp")
+    if seed is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(seed / "open-dsm.sqlite3", data_dir / "open-dsm.sqlite3")
     args = [
         sys.executable,
         "-m",
@@ -246,7 +257,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         startups: dict[str, list[float]] = {"open-dsm": [], "bare bacpypes3": []}
         for round_ in range(args.startups):
             for server, instance in (
-                (_ours(workdir / f"d{round_}"), OURS_INSTANCE),
+                (_ours(workdir / f"d{round_}", args.with_model), OURS_INSTANCE),
                 (_bare("[]"), BARE_INSTANCE),
             ):
                 spawned = server.start()
@@ -257,7 +268,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 finally:
                     server.stop()
 
-        ours = _ours(workdir / "load")
+        ours = _ours(workdir / "load", args.with_model)
         ours.start()
         bare: Server | None = None
         try:
@@ -273,6 +284,15 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 points_json = (
                     await http.get(f"http://127.0.0.1:{ours.http_port}/api/v1/points")
                 ).text
+                model = (await http.get(f"http://127.0.0.1:{ours.http_port}/api/v1/model")).json()
+                for _ in range(100):
+                    if not args.with_model or model.get("served_run"):
+                        break
+                    await asyncio.sleep(0.1)
+                    model = (
+                        await http.get(f"http://127.0.0.1:{ours.http_port}/api/v1/model")
+                    ).json()
+                footprint_model = model.get("forecaster")
             bare = _bare(points_json)
             bare.start()
             await _first_i_am(client, bare, BARE_INSTANCE, time.monotonic())
@@ -321,6 +341,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 assert server.proc is not None
                 rss, peak = _rss_mb(server.proc.pid)
                 footprint[server.name] = {
+                    "forecaster": footprint_model if server is ours else "-",
                     "rss_mb": rss,
                     "peak_rss_mb": peak,
                     "tensorflow_loaded": _loads_tensorflow(server.proc.pid),
@@ -356,13 +377,13 @@ def _table(report: dict[str, Any], args: argparse.Namespace) -> str:
     lines.append("")
     lines.append(
         f"{'server':<15} {'start-up to I-Am (median/max s)':>32} {'RSS MB':>7} "
-        f"{'peak MB':>8} {'TensorFlow':>10}"
+        f"{'peak MB':>8} {'TensorFlow':>10}  forecaster"
     )
     for name, fp in report["footprint"].items():
         lines.append(
             f"{name:<15} {fp['startup_s_median']:>21.2f} / {fp['startup_s_max']:<8.2f} "
             f"{fp['rss_mb']:>7.1f} {fp['peak_rss_mb']:>8.1f} "
-            f"{('loaded' if fp['tensorflow_loaded'] else 'no'):>10}"
+            f"{('loaded' if fp['tensorflow_loaded'] else 'no'):>10}  {fp['forecaster']}"
         )
     ours = {(r.test, r.offered_per_s): r for r in report["loads"] if r.target == "open-dsm"}
     fixed = ours.get(("ReadProperty", args.rate))

@@ -159,7 +159,6 @@ class DsmCore:
         self._writes: asyncio.Queue[Callable[[], None]] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._last_tick: datetime | None = None
         self.stats = ReadingStats()
 
     # -- public state --------------------------------------------------------------------------
@@ -173,11 +172,6 @@ class DsmCore:
     def snapshot(self) -> Snapshot:
         """The current snapshot (immutable)."""
         return self._snapshot
-
-    @property
-    def forecaster_name(self) -> str:
-        """Name of the forecaster in service."""
-        return self._forecaster.name
 
     def subscribe(self, listener: SnapshotListener) -> None:
         """Call ``listener`` with every new snapshot (on the event loop)."""
@@ -528,7 +522,6 @@ class DsmCore:
         snapshot = self._compute(now)
         self._publish(snapshot)
         self._persist_state()
-        self._last_tick = now
         return snapshot
 
     def _compute(self, now: datetime) -> Snapshot:

@@ -160,8 +160,10 @@ class LiteForecaster:
         kw = base + s * out[:, :h]
         p10 = base + s * out[:, h : 2 * h]
         p90 = base + s * out[:, 2 * h :]
-        # kW is never negative for a consumer meter; clip after the band is built.
-        return np.maximum(kw, 0.0), np.maximum(p10, 0.0), np.maximum(p90, 0.0)
+        # Never below the lowest kW the site's meter showed in training (0 for a consumer meter,
+        # negative where PV exports); clipped after the band is built.
+        floor = float(self._meta.get("floor_kw", 0.0))
+        return np.maximum(kw, floor), np.maximum(p10, floor), np.maximum(p90, floor)
 
     def forecast(self, history: MinuteHistory, tz: ZoneInfo, made_at: datetime) -> Forecast | None:
         """Forecast the 60 minutes after ``history.end_minute``; None without recent data."""

@@ -516,6 +516,9 @@ def train(
         "input_dim": int(final_data.x.shape[1]),
         "features": chosen.features.to_dict(),
         "history_minutes": chosen.features.history_minutes,
+        # Forecasts are clipped here: 0 for a consumer meter, lower where the site's meter went
+        # negative (PV export), so a net meter is not forced to look like a consumer.
+        "floor_kw": min(0.0, float(np.nanmin(values_kw))),
         "scaling": {"center_kw": final_scaling.center_kw, "scale_kw": final_scaling.scale_kw},
         "quantiles": list(QUANTILES),
         "outputs": ["mean", "p10", "p90"],

@@ -213,7 +213,8 @@ def test_demand_target_inputs_and_intervals(secured: LiveApi) -> None:
     assert ok.status_code == 200 and ok.json() == {"target_kw": 30.0}
 
     out_of_range = httpx.post(
-        f"{base}/api/v1/demand/inputs", json={"pv_power_kw": 2.0, "battery_soc_pct": 140},
+        f"{base}/api/v1/demand/inputs",
+        json={"pv_power_kw": 2.0, "battery_soc_pct": 140},
         headers=auth,
     )
     assert out_of_range.status_code == 422 and "battery_soc_pct" in out_of_range.json()["detail"]
@@ -221,7 +222,8 @@ def test_demand_target_inputs_and_intervals(secured: LiveApi) -> None:
     assert unknown.status_code == 422
     assert secured.core.snapshot.inputs == {}  # nothing of the refused batch was kept
     posted = httpx.post(
-        f"{base}/api/v1/demand/inputs", json={"pv_power_kw": 2.0, "battery_soc_pct": 64},
+        f"{base}/api/v1/demand/inputs",
+        json={"pv_power_kw": 2.0, "battery_soc_pct": 64},
         headers=auth,
     )
     assert posted.status_code == 204
@@ -248,10 +250,21 @@ def test_ede_point_list(api: LiveApi) -> None:
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     lines = response.text.splitlines()
     assert lines[0].startswith("PROJECT_NAME;")
-    names = [line.split(";")[2] for line in lines if line and line[0] not in "#" and ";" in line
-             and line.split(";")[0] not in {"PROJECT_NAME", "VERSION_OF_REFERENCEFILE",
-                                            "TIMESTAMP_OF_LAST_CHANGE", "AUTHOR_OF_LAST_CHANGE",
-                                            "VERSION_OF_LAYOUT"}]
+    names = [
+        line.split(";")[2]
+        for line in lines
+        if line
+        and line[0] not in "#"
+        and ";" in line
+        and line.split(";")[0]
+        not in {
+            "PROJECT_NAME",
+            "VERSION_OF_REFERENCEFILE",
+            "TIMESTAMP_OF_LAST_CHANGE",
+            "AUTHOR_OF_LAST_CHANGE",
+            "VERSION_OF_LAYOUT",
+        }
+    ]
     assert set(names) >= {p.name for p in POINTS}
     archive = httpx.get(f"{api.base_url}/api/v1/points.ede.zip")
     assert archive.status_code == 200 and archive.content[:2] == b"PK"

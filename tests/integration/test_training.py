@@ -11,11 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import delete
 
 from core.clock import FakeClock
 from core.config import Settings
+from core.errors import Busy
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.service import DsmCore
+from core.storage.models import MinuteReading
 from core.storage.repository import Storage
 from core.timegrid import minute_of, minute_start
 from core.training import TrainingManager
@@ -111,41 +114,39 @@ async def test_accepted_model_is_served_and_reloaded(train_settings, train_stora
     again, manager2 = await _manager(train_settings, train_storage)
     assert manager2.served_run_id == run_id
     assert (await again.tick()).model.version == run.model_version
+
+    # The load turns exactly weekly: the next run cannot beat the seasonal baseline, is
+    # rejected, writes no artifact, and the accepted model keeps serving.
+    with train_storage.session() as session, session.begin():
+        session.execute(delete(MinuteReading))
+    start, kw = _weekly_repeat(35)
+    train_storage.insert_missing_minutes(start, kw, "import")
+    await manager2.trigger("schedule")
+    second = await manager2.wait()
+    assert second is not None and second.status == "rejected", second.message
+    assert "does not beat" in second.message
+    assert [p.name for p in train_settings.models_dir.iterdir()] == [run.model_version]
+    assert manager2.served_run_id == run_id
+    assert (await again.tick()).model.version == run.model_version
     await again.stop()
 
 
-async def test_rejected_failed_and_interrupted_runs_keep_the_baseline(
-    train_settings, train_storage
-) -> None:
+async def test_interrupted_and_failed_runs_keep_the_baseline(train_settings, train_storage):
     # An interrupted run (the service died mid-training) is marked failed at start-up.
     stale = train_storage.add_model_run(started_at=END, status="running", trigger="schedule")
-    start, kw = _weekly_repeat(35)
+    start, kw = _site(10, noise_kw=0.4)
     train_storage.insert_missing_minutes(start, kw, "import")
     core, manager = await _manager(train_settings, train_storage)
     runs = {r.id: r for r in await core.model_runs()}
     assert runs[stale].status == "failed" and "interrupted" in str(runs[stale].error_text)
-
-    await manager.trigger("api")
-    outcome = await manager.wait()
-    assert outcome is not None and outcome.status == "rejected", outcome.message
-    rejected = (await core.model_runs())[0]
-    assert rejected.artifact_path is None and "does not beat" in outcome.message
-    models = train_settings.models_dir
-    assert not models.exists() or not any(models.iterdir())
-    assert manager.served_run_id is None
-    assert (await core.tick()).model.forecaster == "mean-2-weeks"
-    await core.stop()
-
-
-async def test_too_little_history_fails_with_a_clear_message(train_settings, train_storage):
-    start, kw = _site(10, noise_kw=0.4)
-    train_storage.insert_missing_minutes(start, kw, "import")
-    core, manager = await _manager(train_settings, train_storage)
     await manager.trigger("cli")
+    with pytest.raises(Busy):
+        await manager.trigger("api")  # one run at a time
     outcome = await manager.wait()
     assert outcome is not None and outcome.status == "failed"
     assert "28 days" in outcome.message
     run = (await core.model_runs())[0]
     assert run.status == "failed" and "28 days" in str(run.error_text)
     assert manager.served_run_id is None
+    assert (await core.tick()).model.forecaster == "mean-2-weeks"
     await core.stop()

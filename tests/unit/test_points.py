@@ -35,7 +35,7 @@ def test_the_seed_points_keep_their_names_types_and_instances() -> None:
 
 def test_database_revision_is_bumped_with_the_point_list() -> None:
     assert KNOWN_REVISIONS.get(DATABASE_REVISION) == _fingerprint()
-    assert DATABASE_REVISION == max(KNOWN_REVISIONS)
+    assert max(KNOWN_REVISIONS) == DATABASE_REVISION
 
 
 def test_points_are_unique_and_the_seed_seven_come_first() -> None:
@@ -46,7 +46,11 @@ def test_points_are_unique_and_the_seed_seven_come_first() -> None:
 
 def test_only_inputs_are_writable_and_analogs_have_units_and_cov() -> None:
     assert [p.name for p in POINTS if p.writable] == [
-        "input-power-meter", "demand-target", "pv-power", "battery-soc", "battery-power",
+        "input-power-meter",
+        "demand-target",
+        "pv-power",
+        "battery-soc",
+        "battery-power",
         "ev-charging-power",
     ]
     assert all(p.input_key for p in POINTS if p.writable)
