@@ -27,13 +27,16 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: bench-service bench-forecast
+bench: bench-service bench-forecast bench-demand
 
 bench-service: install
 	$(BIN)/open-dsm bench service $(ARGS)
 
 bench-forecast: install
 	$(BIN)/open-dsm bench forecast --data ../shared/data/egauge_minute_kw_2022-07_08.csv $(ARGS)
+
+bench-demand: install
+	$(BIN)/open-dsm bench demand --data ../shared/data/egauge_minute_kw_2022-07_08.csv --target-kw 21.5 --tz America/Chicago $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -104,16 +105,6 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         return 1
     log.info("database at revision %s", revision)
     return 0
-
-
-def _cmd_bench_service(args: argparse.Namespace) -> int:
-    from bench.service import run
-
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    return run(args)
 
 
 def _open_storage(settings: Settings) -> Any:
@@ -237,22 +228,21 @@ def _cmd_points(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench_demand(args: argparse.Namespace) -> int:
-    from bench.demand import run
+BENCHMARKS = {
+    "service": "BACnet RP/RPM and REST latency/throughput vs a bare bacpypes3 device",
+    "forecast": "train on all but the last N days; model vs baselines on the rest",
+    "demand": "replay a meter file through the demand logic; peaks, alarms, shed",
+}
 
+
+def _cmd_bench(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return run(args)
-
-
-def _cmd_bench_forecast(args: argparse.Namespace) -> int:
-    from bench.forecast import run
-
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return run(args)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    module = importlib.import_module(f"bench.{args.bench}")
+    result: int = module.run(args)
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,27 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks that print a table")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    bench_service = bench_sub.add_parser(
-        "service", help="BACnet RP/RPM and REST latency/throughput vs a bare bacpypes3 device"
-    )
-    from bench.service import add_arguments as add_service_arguments
-
-    add_service_arguments(bench_service)
-    bench_service.set_defaults(func=_cmd_bench_service)
-    bench_forecast = bench_sub.add_parser(
-        "forecast", help="train on all but the last N days; model vs baselines on the rest"
-    )
-    from bench.forecast import add_arguments as add_forecast_arguments
-
-    add_forecast_arguments(bench_forecast)
-    bench_forecast.set_defaults(func=_cmd_bench_forecast)
-    bench_demand = bench_sub.add_parser(
-        "demand", help="replay a meter file through the demand logic; peaks, alarms, shed"
-    )
-    from bench.demand import add_arguments as add_demand_arguments
-
-    add_demand_arguments(bench_demand)
-    bench_demand.set_defaults(func=_cmd_bench_demand)
+    for name, help_text in BENCHMARKS.items():
+        bench_parser = bench_sub.add_parser(name, help=help_text)
+        importlib.import_module(f"bench.{name}").add_arguments(bench_parser)
+        bench_parser.set_defaults(func=_cmd_bench)
     return parser
 
 
