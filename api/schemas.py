@@ -115,6 +115,8 @@ class ReadyOut(BaseModel):
 class ModelRunOut(BaseModel):
     """One training run."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     status: str = Field(description="running, accepted, rejected or failed")
     trigger: str = Field(description="schedule, api or cli")

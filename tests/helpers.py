@@ -17,6 +17,17 @@ import httpx
 
 LOOPBACK = "127.0.0.1"
 
+# The seed's seven points: a contract with field technicians (names, types, instances).
+SEED_POINTS = [
+    ("analog-value", 1, "input-power-meter"),
+    ("analog-value", 2, "one-hour-future-power"),
+    ("analog-value", 3, "power-rate-of-change"),
+    ("analog-value", 4, "model-rsme"),
+    ("analog-value", 5, "model-training-time"),
+    ("binary-value", 1, "high-load-conditions"),
+    ("binary-value", 2, "low-load-conditions"),
+]
+
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """A port free on 127.0.0.1 for both TCP and UDP right now."""

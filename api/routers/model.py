@@ -15,25 +15,7 @@ router = APIRouter(prefix="/api/v1/model", tags=["model"])
 
 
 def _run_out(run: ModelRun) -> ModelRunOut:
-    return ModelRunOut(
-        id=run.id,
-        status=run.status,
-        trigger=run.trigger,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        model_version=run.model_version,
-        model_family=run.model_family,
-        rows_used=run.rows_used,
-        train_start=run.train_start,
-        train_end=run.train_end,
-        holdout_start=run.holdout_start,
-        rmse_kw=run.rmse_kw,
-        mae_kw=run.mae_kw,
-        cvrmse_pct=run.cvrmse_pct,
-        baseline_metrics=run.baseline_metrics,
-        training_minutes=run.training_minutes,
-        error_text=run.error_text,
-    )
+    return ModelRunOut.model_validate(run, from_attributes=True)
 
 
 @router.get("", response_model=ModelOut)

@@ -15,21 +15,13 @@ import httpx
 import pytest
 
 from bacnet.points import POINTS
-from tests.helpers import ServiceProcess, free_port, make_client
+from tests.helpers import SEED_POINTS, ServiceProcess, free_port, make_client
 
 pytestmark = pytest.mark.e2e
 
 DEVICE = 500123
 TOKEN = "e2e-secret"
-SEVEN_POINTS = [
-    ("analog-value", 1, "input-power-meter"),
-    ("analog-value", 2, "one-hour-future-power"),
-    ("analog-value", 3, "power-rate-of-change"),
-    ("analog-value", 4, "model-rsme"),
-    ("analog-value", 5, "model-training-time"),
-    ("binary-value", 1, "high-load-conditions"),
-    ("binary-value", 2, "low-load-conditions"),
-]
+SEVEN_POINTS = SEED_POINTS
 STALE_AFTER_S = 4
 
 

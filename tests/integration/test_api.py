@@ -268,3 +268,26 @@ def test_ede_point_list(api: LiveApi) -> None:
     assert set(names) >= {p.name for p in POINTS}
     archive = httpx.get(f"{api.base_url}/api/v1/points.ede.zip")
     assert archive.status_code == 200 and archive.content[:2] == b"PK"
+
+
+def test_model_and_runs(api: LiveApi, storage: Storage) -> None:
+    started = datetime(2026, 7, 1, 0, 0, tzinfo=UTC)
+    run_id = storage.add_model_run(started_at=started, status="running", trigger="cli")
+    storage.update_model_run(
+        run_id,
+        status="rejected",
+        finished_at=started + timedelta(minutes=1),
+        rmse_kw=3.3,
+        baseline_metrics={"mean-2-weeks": {"rmse_60": 3.1}},
+        training_minutes=1.0,
+    )
+    model = httpx.get(f"{api.base_url}/api/v1/model").json()
+    assert model["forecaster"] == "mean-2-weeks" and model["heldout_rmse_kw"] is None
+    assert model["rmse_source"].startswith("live")
+    runs = httpx.get(f"{api.base_url}/api/v1/model/runs").json()
+    assert [(r["id"], r["status"], r["rmse_kw"]) for r in runs] == [(run_id, "rejected", 3.3)]
+    assert runs[0]["baseline_metrics"] == {"mean-2-weeks": {"rmse_60": 3.1}}
+    assert runs[0]["started_at"].startswith("2026-07-01T00:00:00")
+    # This app was built without a training manager: say so rather than pretend.
+    response = httpx.post(f"{api.base_url}/api/v1/model/train")
+    assert response.status_code == 503 and "training" in response.json()["detail"]

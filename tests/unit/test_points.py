@@ -7,6 +7,7 @@ import hashlib
 from bacnet.points import DATABASE_REVISION, POINTS, ObjectType, Reliability
 from core.config import Settings
 from core.snapshot import ModelStatus, Quality, Snapshot
+from tests.helpers import SEED_POINTS
 
 # (revision, fingerprint of the point list). Changing the list without bumping DATABASE_REVISION
 # fails here: integrators' tools re-read the point list only when the revision changes.
@@ -21,16 +22,7 @@ def _fingerprint() -> str:
 
 
 def test_the_seed_points_keep_their_names_types_and_instances() -> None:
-    seed = [
-        ("analog-value", 1, "input-power-meter"),
-        ("analog-value", 2, "one-hour-future-power"),
-        ("analog-value", 3, "power-rate-of-change"),
-        ("analog-value", 4, "model-rsme"),
-        ("analog-value", 5, "model-training-time"),
-        ("binary-value", 1, "high-load-conditions"),
-        ("binary-value", 2, "low-load-conditions"),
-    ]
-    assert [(p.object_type.value, p.instance, p.name) for p in POINTS][:7] == seed
+    assert [(p.object_type.value, p.instance, p.name) for p in POINTS][:7] == SEED_POINTS
 
 
 def test_database_revision_is_bumped_with_the_point_list() -> None:
