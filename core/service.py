@@ -159,6 +159,7 @@ class DsmCore:
         self._writes: asyncio.Queue[Callable[[], None]] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
         self.stats = ReadingStats()
 
     # -- public state --------------------------------------------------------------------------
@@ -259,6 +260,8 @@ class DsmCore:
 
     async def stop(self) -> None:
         """Flush the open minute's partial mean and drain pending writes."""
+        if self._background:  # late readings being merged into history
+            await asyncio.gather(*self._background, return_exceptions=True)
         partial = self._grid.open_partial()
         if partial is not None:
             completed = [partial]
@@ -406,7 +409,10 @@ class DsmCore:
             means = await asyncio.to_thread(self._storage.merge_history, sums, source)
             self._apply_history(means)
 
-        asyncio.get_running_loop().create_task(merge())
+        # Keep a reference: the loop holds tasks only weakly, and a collected task never runs.
+        task = asyncio.get_running_loop().create_task(merge())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- demand target and optional inputs -----------------------------------------------------
 
@@ -473,10 +479,7 @@ class DsmCore:
         self, start: datetime | None, end: datetime | None, limit: int
     ) -> list[DemandInterval]:
         """Closed demand intervals in [start, end), oldest first."""
-        if start is not None and end is not None and end <= start:
-            raise InvalidRequest("end must be after start")
-        start_minute = math.ceil(start.timestamp() / SECONDS_PER_MINUTE) if start else None
-        end_minute = math.ceil(end.timestamp() / SECONDS_PER_MINUTE) if end else None
+        start_minute, end_minute = _minute_range(start, end)
         return await asyncio.to_thread(
             self._storage.list_intervals, start_minute, end_minute, limit
         )
@@ -489,10 +492,7 @@ class DsmCore:
         """Stored minutes in [start, end), oldest first, with the start of the next page."""
         if limit < 1:
             raise InvalidRequest("limit must be at least 1")
-        if start is not None and end is not None and end <= start:
-            raise InvalidRequest("end must be after start")
-        start_minute = math.ceil(start.timestamp() / SECONDS_PER_MINUTE) if start else None
-        end_minute = math.ceil(end.timestamp() / SECONDS_PER_MINUTE) if end else None
+        start_minute, end_minute = _minute_range(start, end)
         rows = await asyncio.to_thread(
             self._storage.list_minutes, start_minute, end_minute, limit + 1
         )
@@ -711,6 +711,18 @@ class DsmCore:
                 log.exception("database write failed")
             finally:
                 self._writes.task_done()
+
+
+def _minute_range(start: datetime | None, end: datetime | None) -> tuple[int | None, int | None]:
+    """Minute bounds of a query's [start, end): both need an offset, end after start."""
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidReading(f"{name} must include a time-zone offset (e.g. Z)")
+    if start is not None and end is not None and end <= start:
+        raise InvalidRequest("end must be after start")
+    start_minute = math.ceil(start.timestamp() / SECONDS_PER_MINUTE) if start else None
+    end_minute = math.ceil(end.timestamp() / SECONDS_PER_MINUTE) if end else None
+    return start_minute, end_minute
 
 
 def _quality(fresh: bool, input_quality: Quality, has_value: bool) -> Quality:
