@@ -13,6 +13,10 @@ import numpy.typing as npt
 from core.timegrid import minute_start
 
 HORIZON_MINUTES = 60
+# The day-ahead forecast: 96 clock-aligned 15-minute steps (24 h), the first one the interval
+# that is in progress at the origin.
+DAY_AHEAD_STEP_MINUTES = 15
+DAY_AHEAD_STEPS = 96
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,55 @@ class Forecast:
     def peak_step(self) -> int:
         """1-based step of the peak minute."""
         return int(np.argmax(self.kw)) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class DayAheadForecast:
+    """Mean kW of each clock-aligned step over the next 24 h, with an optional P10/P90 band.
+
+    Step ``i`` covers minutes ``start_minute + i * step_minutes`` up to the next step (UTC minute
+    indices). ``start_minute`` is the start of the step in progress at ``origin_minute``, so step 0
+    is partly measured already; its value is the forecast mean of the whole step.
+    """
+
+    forecaster: str
+    made_at: datetime
+    origin_minute: int
+    start_minute: int
+    step_minutes: int
+    p50_kw: tuple[float, ...]
+    p10_kw: tuple[float, ...] | None = None
+    p90_kw: tuple[float, ...] | None = None
+
+    @property
+    def steps(self) -> int:
+        """How many steps the forecast covers."""
+        return len(self.p50_kw)
+
+    def step_start(self, step: int) -> datetime:
+        """UTC start of step ``step`` (0-based)."""
+        return minute_start(self.start_minute + step * self.step_minutes)
+
+
+@runtime_checkable
+class DayAheadForecaster(Protocol):
+    """A forecaster that can also give the next 24 h in clock-aligned steps."""
+
+    @property
+    def name(self) -> str:
+        """Short stable name."""
+        ...
+
+    @property
+    def day_ahead_history_minutes(self) -> int:
+        """How many minutes of history (ending at the origin) ``day_ahead`` wants."""
+        ...
+
+    def day_ahead(
+        self, history: MinuteHistory, tz: ZoneInfo, made_at: datetime
+    ) -> DayAheadForecast | None:
+        """The next 24 h from ``history``; None when there is not enough data."""
+        ...
 
 
 @runtime_checkable
