@@ -6,13 +6,23 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from core.errors import Busy, CoreError, InvalidReading, InvalidRequest, NotReady
+from core.errors import (
+    Busy,
+    CommandConflict,
+    CoreError,
+    InvalidReading,
+    InvalidRequest,
+    NotReady,
+    StorageUnavailable,
+)
 
 _STATUS: dict[type[CoreError], int] = {
     InvalidReading: status.HTTP_422_UNPROCESSABLE_CONTENT,
     InvalidRequest: status.HTTP_400_BAD_REQUEST,
     NotReady: status.HTTP_503_SERVICE_UNAVAILABLE,
     Busy: status.HTTP_409_CONFLICT,
+    CommandConflict: status.HTTP_409_CONFLICT,
+    StorageUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 

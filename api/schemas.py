@@ -186,6 +186,9 @@ class InputsIn(BaseModel):
         default=None, description="Battery power, kW: + charging, - discharging."
     )
     ev_charging_power_kw: float | None = Field(default=None, description="EV charging, kW.")
+    outdoor_air_temp: float | None = Field(
+        default=None, description="Outdoor air temperature in --outdoor-air-units (default °F)."
+    )
 
     @classmethod
     def input_names(cls) -> list[str]:

@@ -42,6 +42,7 @@ RELIABILITY_OF_QUALITY: dict[Quality, Reliability] = {
     Quality.NO_DATA: Reliability.NO_SENSOR,
     Quality.STALE_INPUT: Reliability.COMMUNICATION_FAILURE,
     Quality.INSUFFICIENT_HISTORY: Reliability.UNRELIABLE_OTHER,
+    Quality.STORAGE_FAULT: Reliability.UNRELIABLE_OTHER,
 }
 
 PointValue = float | bool
@@ -78,9 +79,15 @@ class PointSpec:
         value = self.value_of(snapshot)
         return self.default if value is None else value
 
+    def quality(self, snapshot: Snapshot) -> Quality:
+        """The point's quality; a writable point is faulted while its writes are refused."""
+        if self.writable and snapshot.storage_fault is not None:
+            return Quality.STORAGE_FAULT
+        return self.quality_of(snapshot)
+
     def reliability(self, snapshot: Snapshot) -> Reliability:
         """BACnet reliability for the snapshot's quality of this point."""
-        return RELIABILITY_OF_QUALITY[self.quality_of(snapshot)]
+        return RELIABILITY_OF_QUALITY[self.quality(snapshot)]
 
     def describe(self, snapshot: Snapshot, settings: Settings) -> str:
         """The description with settings filled in and, for model outputs, the forecaster named."""

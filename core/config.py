@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -187,6 +187,10 @@ class Settings(BaseSettings):
     )
     has_ev: bool = Field(default=False, description="EV chargers are installed.")
     ev_charge_kw: float = Field(default=0.0, ge=0.0, description="EV charging power (kW).")
+    outdoor_air_units: Literal["degrees-fahrenheit", "degrees-celsius"] = Field(
+        default="degrees-fahrenheit",
+        description="Units of the outdoor-air-temperature point (BACnet engineering units).",
+    )
     training_time_budget_s: float = Field(
         default=50.0, ge=5.0, le=3600.0, description="Wall-time budget of one training run (s)."
     )

@@ -21,3 +21,11 @@ class NotReady(CoreError):
 
 class Busy(CoreError):
     """The requested work is already under way."""
+
+
+class CommandConflict(CoreError):
+    """A write was refused because a higher BACnet priority commands the input."""
+
+
+class StorageUnavailable(CoreError):
+    """The database cannot keep a write now; it was refused rather than acknowledged and lost."""

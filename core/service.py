@@ -7,12 +7,15 @@ import contextlib
 import dataclasses
 import logging
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from core.accuracy import LiveErrorTracker
 from core.clock import Clock
+from core.commands import REST_PRIORITY, CommandState, InputKey, check_priority
 from core.config import Settings
 from core.demand import ClosedInterval, DemandConfig, DemandTracker, OptionalInputs, WindowMode
 from core.demand import Reading as DemandReading
@@ -20,6 +23,7 @@ from core.errors import InvalidReading, InvalidRequest
 from core.forecast.base import HORIZON_MINUTES, Forecast, Forecaster, MinuteHistory
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.readings import CompletedMinute, ReadingGrid
+from core.records import ModelRunRecord
 from core.series import MinuteSeries
 from core.signals import (
     RATE_WINDOW_MINUTES,
@@ -28,7 +32,7 @@ from core.signals import (
     rate_of_change_15min,
 )
 from core.snapshot import ModelStatus, Quality, Snapshot
-from core.storage.models import DemandInterval, ModelRun
+from core.storage.models import DemandInterval
 from core.storage.repository import Storage, StoredMinute
 from core.timegrid import (
     MINUTES_PER_DAY,
@@ -37,13 +41,13 @@ from core.timegrid import (
     minute_of,
     minute_start,
 )
+from core.validation import INPUT_RANGES, InputValidator
+from core.writer import DatabaseWriter, WriterFault
 
 log = logging.getLogger(__name__)
 
 SnapshotListener = Callable[[Snapshot], None]
 
-# How far in the future a timestamp may lie (clock skew between the BAS and this box).
-MAX_FUTURE_SKEW_S = 60.0
 # Live RMSE of the served forecaster is taken over this trailing window of matched forecasts.
 LIVE_RMSE_WINDOW_MINUTES = MINUTES_PER_DAY
 MAX_BATCH = 100_000
@@ -51,13 +55,11 @@ CACHE_MIN_WEEKS = 5
 STATE_SNAPSHOT = "snapshot"
 STATE_CLASSIFIER = "load_classifier"
 STATE_DEMAND = "demand_tracker"
-# Plausible ranges of the optional BAS inputs, besides the meter's own range.
-INPUT_RANGES: dict[str, tuple[str, float | None, float | None]] = {
-    "pv_power_kw": ("kW", 0.0, None),
-    "battery_soc_pct": ("%", 0.0, 100.0),
-    "battery_power_kw": ("kW", None, None),
-    "ev_charging_power_kw": ("kW", 0.0, None),
-}
+STATE_COMMANDS = "commands"
+# Inputs whose writes end up in the database: refused at the door while it cannot keep them.
+PERSISTED_INPUTS = frozenset(
+    {InputKey.METER_KW, InputKey.DEMAND_TARGET_KW, InputKey.OUTDOOR_AIR_TEMP}
+)
 
 
 def demand_config(settings: Settings) -> DemandConfig:
@@ -126,7 +128,12 @@ class DsmCore:
     """Reading cache, signals, forecast and persistence behind one snapshot."""
 
     def __init__(
-        self, settings: Settings, storage: Storage, clock: Clock, forecaster: Forecaster
+        self,
+        settings: Settings,
+        storage: Storage,
+        clock: Clock,
+        forecaster: Forecaster,
+        writer: DatabaseWriter | None = None,
     ) -> None:
         self._settings = settings
         self._storage = storage
@@ -153,13 +160,20 @@ class DsmCore:
         self._errors = LiveErrorTracker(LIVE_RMSE_WINDOW_MINUTES)
         self._demand_config = demand_config(settings)
         self._demand = DemandTracker(self._demand_config)
+        self._validator = InputValidator(settings)
         self._inputs: dict[str, tuple[float, datetime]] = {}
-        self._snapshot = Snapshot(model=ModelStatus(forecaster=forecaster.name))
+        self._commands: dict[str, CommandState] = {key: CommandState() for key in InputKey}
+        self._commands[InputKey.DEMAND_TARGET_KW] = CommandState(
+            relinquish_default=settings.demand_target_kw, hold_last=False
+        )
+        self._snapshot = Snapshot(
+            model=ModelStatus(forecaster=forecaster.name), commands=dict(self._commands)
+        )
         self._listeners: list[SnapshotListener] = []
-        self._writes: asyncio.Queue[Callable[[], None]] | None = None
-        self._writer_task: asyncio.Task[None] | None = None
+        self._writer = writer or DatabaseWriter(clock)
+        self._writer.on_fault_change(self._storage_fault_changed)
+        self._loop_thread: int | None = None
         self._wake = asyncio.Event()
-        self._background: set[asyncio.Task[None]] = set()
         self.stats = ReadingStats()
 
     # -- public state --------------------------------------------------------------------------
@@ -174,6 +188,11 @@ class DsmCore:
         """The current snapshot (immutable)."""
         return self._snapshot
 
+    @property
+    def writer(self) -> DatabaseWriter:
+        """The single database writer (its fault state feeds /readyz and the metrics)."""
+        return self._writer
+
     def subscribe(self, listener: SnapshotListener) -> None:
         """Call ``listener`` with every new snapshot (on the event loop)."""
         self._listeners.append(listener)
@@ -182,10 +201,12 @@ class DsmCore:
 
     async def start(self) -> None:
         """Restore cache, grid and last snapshot from the database; start the writer."""
-        self._writes = asyncio.Queue()
-        self._writer_task = asyncio.create_task(self._writer(), name="open-dsm-db-writer")
+        self._loop_thread = threading.get_ident()
+        self._writer.start()
         now = self._clock.now()
+        # Reads at start-up, before anything writes: the writer owns writes, not reads.
         await asyncio.to_thread(self._restore, now)
+        self._publish(self._with_inputs(now))
 
     def _restore(self, now: datetime) -> None:
         now_minute = minute_of(now)
@@ -199,6 +220,23 @@ class DsmCore:
         state = self._storage.get_state(STATE_CLASSIFIER)
         if state:
             self._classifier.restore(state)
+        commands = self._storage.get_state(STATE_COMMANDS) or {}
+        for key in InputKey:
+            saved_command = commands.get(key)
+            if not isinstance(saved_command, dict):
+                continue
+            try:
+                restored_state = CommandState.from_state(
+                    saved_command, self._commands[key].hold_last
+                )
+            except (ValueError, TypeError):
+                log.warning("ignoring the unreadable priority array of %s", key)
+                continue
+            if not self._commands[key].hold_last:  # a setting: the configured default wins
+                restored_state = dataclasses.replace(
+                    restored_state, relinquish_default=self._commands[key].relinquish_default
+                )
+            self._commands[key] = restored_state
         demand_state = self._storage.get_state(STATE_DEMAND)
         if demand_state:
             try:
@@ -224,9 +262,17 @@ class DsmCore:
                 self._snapshot = dataclasses.replace(
                     restored, input_quality=self._input_quality(now), model=model
                 )
-        self._snapshot = dataclasses.replace(
-            self._snapshot, demand_target_kw=self._demand.target_kw
-        )
+        target_state = self._commands[InputKey.DEMAND_TARGET_KW]
+        saved_target = self._demand.target_kw
+        if (
+            InputKey.DEMAND_TARGET_KW not in commands
+            and saved_target is not None
+            and saved_target != target_state.relinquish_default
+        ):
+            # Saved before priority arrays existed: the tracker's target was the operator's write.
+            target_state = target_state.command(saved_target, REST_PRIORITY)
+            self._commands[InputKey.DEMAND_TARGET_KW] = target_state
+        self._demand.set_target(target_state.present_value)
         for target, kw in self._storage.forecasts_since(now_minute - LIVE_RMSE_WINDOW_MINUTES):
             self._errors.predicted(target, kw)
             observed = self._series.get(target)
@@ -260,87 +306,123 @@ class DsmCore:
 
     async def stop(self) -> None:
         """Flush the open minute's partial mean and drain pending writes."""
-        if self._background:  # late readings being merged into history
-            await asyncio.gather(*self._background, return_exceptions=True)
-        partial = self._grid.open_partial()
-        if partial is not None:
-            completed = [partial]
-            self._enqueue(lambda: self._storage.upsert_minutes(completed, "live"))
+        open_minute = self._grid.open_partial()
+        if open_minute is not None:
+            completed = [open_minute]
+            self._writer.enqueue(
+                "the open minute", partial(self._storage.upsert_minutes, completed, "live")
+            )
         self._persist_state()
-        if self._writes is not None and self._writer_task is not None:
-            await self._writes.join()
-            self._writer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer_task
+        await self._writer.stop()
+
+    # -- commands: BACnet writes and relinquishes, REST writes ---------------------------------
+
+    def validate_command(self, key: str, value: float) -> float:
+        """Check a value for the commandable input ``key`` (InvalidReading when refused)."""
+        return self._validator.command(key, value)
+
+    def command_state(self, key: str) -> CommandState:
+        """The priority array of the commandable input ``key``."""
+        return self._commands[key]
+
+    async def command_input(
+        self, key: str, value: float | None, priority: int, source: str = "bacnet"
+    ) -> None:
+        """Write ``value`` (None relinquishes) into ``key``'s priority array at ``priority``.
+
+        The priority-array winner is what the core uses from then on; every face shows it.
+        """
+        self._assert_loop()
+        if key not in self._commands:
+            raise InvalidRequest(f"unknown input {key!r}")
+        check_priority(priority)
+        number = None if value is None else self._validate_counted(key, value, source)
+        if key in PERSISTED_INPUTS:
+            self._writer.check_accepting()
+        now = self._clock.now()
+        self._commands[key] = self._commands[key].command(number, priority)
+        self._apply_command(key, now, now, source)
+
+    async def rest_command(
+        self, values: dict[str, float | None], observed_at: datetime | None = None
+    ) -> None:
+        """REST writes of several inputs at REST_PRIORITY: all checked first, then applied.
+
+        Refused (CommandConflict, HTTP 409) while a higher BACnet priority commands one of them.
+        """
+        self._assert_loop()
+        now = self._clock.now()
+        at = self._validator.timestamp(observed_at, now)
+        checked: dict[str, float | None] = {}
+        for key, value in values.items():
+            if key not in self._commands:
+                raise InvalidReading(f"unknown input {key!r}")
+            checked[key] = None if value is None else self._validate_counted(key, value, "rest")
+            self._commands[key].check_rest_write(key)
+        if any(key in PERSISTED_INPUTS for key in checked):
+            self._writer.check_accepting()
+        for key, number in checked.items():
+            self._commands[key] = self._commands[key].command(number, REST_PRIORITY)
+            self._apply_command(key, at, now, "rest")
+
+    def _validate_counted(self, key: str, value: float, source: str) -> float:
+        try:
+            number = self._validator.command(key, value)
+        except InvalidReading:
+            if key == InputKey.METER_KW:
+                self.stats.count(False, source)
+            raise
+        return number
+
+    def _apply_command(self, key: str, at: datetime, now: datetime, source: str) -> None:
+        """Make the core use ``key``'s present value and publish it."""
+        present = self._commands[key].present_value
+        if key == InputKey.METER_KW:
+            if present is not None:
+                self.stats.count(True, source)
+                self._accept_live(present, at, now)
+                return
+        elif key == InputKey.DEMAND_TARGET_KW:
+            self._demand.set_target(present)
+            self._persist_state()
+            self._wake.set()
+        elif present is None:
+            self._inputs.pop(key, None)
+        else:
+            self._inputs[key] = (present, at)
+        self._publish(self._with_inputs(now))
+
+    def _with_inputs(self, now: datetime) -> Snapshot:
+        """The current snapshot with every input field refreshed from the priority arrays."""
+        meter = self._commands[InputKey.METER_KW].present_value
+        return dataclasses.replace(
+            self._snapshot,
+            input_kw=meter,
+            input_quality=self._input_quality(now),
+            demand_target_kw=self._demand.target_kw,
+            inputs=dict(self._inputs),
+            input_qualities=self._input_qualities(now),
+            commands=dict(self._commands),
+            storage_fault=None if self._writer.fault is None else self._writer.fault.error,
+        )
 
     # -- readings ------------------------------------------------------------------------------
 
-    def validate_kw(self, kw: float, source: str | None = None) -> float:
-        """Return ``kw`` as a float if finite and plausible, else raise InvalidReading.
-
-        With ``source`` given, a refusal is counted against it.
-        """
-        try:
-            return self._check_kw(kw)
-        except InvalidReading:
-            if source is not None:
-                self.stats.count(False, source)
-            raise
-
-    @staticmethod
-    def _check_number(value: float, name: str) -> float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError) as exc:
-            raise InvalidReading(f"{name} must be a number, got {value!r}") from exc
-        if not math.isfinite(number):
-            raise InvalidReading(f"{name} must be a finite number, got {number}")
-        return number
-
-    def _check_kw(self, kw: float) -> float:
-        value = self._check_number(kw, "kw")
-        low, high = self._settings.min_kw, self._settings.max_kw
-        if not low <= value <= high:
-            raise InvalidReading(
-                f"kw {value:g} is outside the plausible range {low:g}..{high:g} kW"
-            )
-        return value
-
-    def _validate_time(self, observed_at: datetime | None, now: datetime) -> datetime:
-        if observed_at is None:
-            return now
-        if observed_at.tzinfo is None:
-            raise InvalidReading("observed_at must include a time-zone offset (e.g. Z or +00:00)")
-        if (observed_at - now).total_seconds() > MAX_FUTURE_SKEW_S:
-            raise InvalidReading(
-                f"observed_at {observed_at.isoformat()} is in the future (now {now.isoformat()})"
-            )
-        return observed_at
-
-    def submit_reading(
-        self, kw: float, observed_at: datetime | None = None, source: str = "bacnet"
+    async def submit_reading(
+        self, kw: float, observed_at: datetime | None = None, source: str = "rest"
     ) -> datetime:
-        """Accept one live reading (BACnet write or REST); return its timestamp.
-
-        Validation happens here, once, for both faces. A reading older than the open minute is
-        merged into history instead (asynchronously).
-        """
-        now = self._clock.now()
-        value = self.validate_kw(kw, source)
-        try:
-            at = self._validate_time(observed_at, now)
-        except InvalidReading:
-            self.stats.count(False, source)
-            raise
-        self.stats.count(True, source)
-        if minute_of(at) < self._live_from(now):
-            self._enqueue_history({minute_of(at): (value, 1)}, source)
-            return at
-        self._accept_live(value, at, now)
-        return at
+        """One REST reading (a batch of one); returns its timestamp."""
+        await self.submit_readings([Reading(kw, observed_at)], source)
+        return observed_at or self._clock.now()
 
     async def submit_readings(self, readings: Sequence[Reading], source: str) -> BatchResult:
-        """Validate a whole batch first (all or nothing), then fold it in time order."""
+        """Validate a whole batch first (all or nothing), then fold it in time order.
+
+        Readings of the current minute are live: they are REST writes of the meter at
+        REST_PRIORITY (refused while a higher BACnet priority commands it). Older ones are merged
+        into history.
+        """
+        self._assert_loop()
         if not readings:
             raise InvalidReading("the batch is empty")
         if len(readings) > MAX_BATCH:
@@ -350,29 +432,42 @@ class DsmCore:
         for index, reading in enumerate(readings):
             try:
                 checked.append(
-                    (self._validate_time(reading.observed_at, now), self._check_kw(reading.kw))
+                    (
+                        self._validator.timestamp(reading.observed_at, now),
+                        self._validator.kw(reading.kw),
+                    )
                 )
             except InvalidReading as exc:
                 self.stats.count(False, source, len(readings))
                 prefix = f"reading {index}: " if len(readings) > 1 else ""
                 raise InvalidReading(f"{prefix}{exc}") from exc
-        self.stats.count(True, source, len(checked))
         checked.sort(key=lambda item: item[0])
         live_from = self._live_from(now)
         history: dict[int, tuple[float, int]] = {}
-        live = 0
+        live: list[tuple[datetime, float]] = []
         for at, kw in checked:
             minute = minute_of(at)
             if minute < live_from:
                 total, count = history.get(minute, (0.0, 0))
                 history[minute] = (total + kw, count + 1)
             else:
-                self._accept_live(kw, at, now)
-                live += 1
+                live.append((at, kw))
+        meter = self._commands[InputKey.METER_KW]
+        if live:
+            meter.check_rest_write("input-power-meter")
+        self._writer.check_accepting()
+        self.stats.count(True, source, len(checked))
+        for at, kw in live:
+            self._accept_live(kw, at, now)
+        if live:
+            self._commands[InputKey.METER_KW] = meter.command(live[-1][1], REST_PRIORITY)
+            self._publish(self._with_inputs(now))
         if history:
-            means = await asyncio.to_thread(self._storage.merge_history, history, source)
+            means = await self._writer.submit(
+                "merge history", partial(self._storage.merge_history, history, source)
+            )
             self._apply_history(means)
-        return BatchResult(len(checked), live, len(history))
+        return BatchResult(len(checked), len(live), len(history))
 
     def _live_from(self, now: datetime) -> int:
         """The first minute a reading may fall in to be live; older readings are history.
@@ -390,10 +485,7 @@ class DsmCore:
         self._store_completed(completed)
         self._publish(
             dataclasses.replace(
-                self._snapshot,
-                input_kw=kw,
-                input_observed_at=at,
-                input_quality=self._input_quality(now),
+                self._with_inputs(now), input_observed_at=at, input_quality=self._input_quality(now)
             )
         )
         if was_stale:
@@ -404,60 +496,7 @@ class DsmCore:
         for minute, kw in means.items():
             self._series.set(minute, kw)
 
-    def _enqueue_history(self, sums: dict[int, tuple[float, int]], source: str) -> None:
-        async def merge() -> None:
-            means = await asyncio.to_thread(self._storage.merge_history, sums, source)
-            self._apply_history(means)
-
-        # Keep a reference: the loop holds tasks only weakly, and a collected task never runs.
-        task = asyncio.get_running_loop().create_task(merge())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    # -- demand target and optional inputs -----------------------------------------------------
-
-    def validate_target(self, kw: float) -> float:
-        """A demand target must be a finite kW above zero and within the meter's range."""
-        value = self._check_number(kw, "demand target")
-        if not 0.0 < value <= self._settings.max_kw:
-            raise InvalidReading(
-                f"demand target {value:g} kW must be above 0 and at most {self._settings.max_kw:g}"
-            )
-        return value
-
-    def set_demand_target(self, kw: float | None) -> None:
-        """Set (or with None remove) the operator's demand target; persisted."""
-        value = None if kw is None else self.validate_target(kw)
-        self._demand.set_target(value)
-        self._publish(dataclasses.replace(self._snapshot, demand_target_kw=value))
-        self._persist_state()
-        self._wake.set()
-
-    def validate_input(self, name: str, value: float) -> float:
-        """Check an optional input (pv_power_kw, battery_soc_pct, ...) against its range."""
-        if name not in INPUT_RANGES:
-            raise InvalidReading(f"unknown input {name!r}; known: {', '.join(INPUT_RANGES)}")
-        number = self._check_number(value, name)
-        unit, low, high = INPUT_RANGES[name]
-        low = -self._settings.max_kw if low is None else low
-        high = self._settings.max_kw if high is None else high
-        if not low <= number <= high:
-            raise InvalidReading(f"{name} {number:g} {unit} is outside {low:g}..{high:g} {unit}")
-        return number
-
-    def submit_input(self, name: str, value: float, observed_at: datetime | None = None) -> None:
-        """Accept one optional input value (BACnet write or REST)."""
-        number = self.validate_input(name, value)
-        now = self._clock.now()
-        at = self._validate_time(observed_at, now)
-        self._inputs[name] = (number, at)
-        self._publish(
-            dataclasses.replace(
-                self._snapshot,
-                inputs=dict(self._inputs),
-                input_qualities=self._input_qualities(now),
-            )
-        )
+    # -- optional inputs -----------------------------------------------------------------------
 
     def _optional_inputs(self) -> OptionalInputs:
         return OptionalInputs(
@@ -499,12 +538,14 @@ class DsmCore:
         next_start = rows[limit].observed_at if len(rows) > limit else None
         return ReadingsPage(rows[:limit], next_start)
 
-    async def model_runs(self, limit: int = 50) -> list[ModelRun]:
+    async def model_runs(self, limit: int = 50) -> list[ModelRunRecord]:
         """Training runs, newest first."""
         return await asyncio.to_thread(self._storage.model_runs, limit)
 
     async def ready(self) -> bool:
-        """True when the database answers."""
+        """True when the database answers and takes writes."""
+        if self._writer.fault is not None:
+            return False
         return await asyncio.to_thread(self._storage.ping)
 
     def snapshot_age_s(self) -> float | None:
@@ -557,10 +598,15 @@ class DsmCore:
         if forecast is not None and fresh:
             target = forecast.origin_minute + HORIZON_MINUTES
             self._errors.predicted(target, forecast.one_hour_kw)
-            self._enqueue(
-                lambda: self._storage.log_forecast(
-                    target, forecast.forecaster, forecast.one_hour_kw, now
-                )
+            self._writer.enqueue(
+                "forecast log",
+                partial(
+                    self._storage.log_forecast,
+                    target,
+                    forecast.forecaster,
+                    forecast.one_hour_kw,
+                    now,
+                ),
             )
         model = dataclasses.replace(
             self._snapshot.model,
@@ -663,14 +709,27 @@ class DsmCore:
             self._series.set(item.minute, item.kw)
             self._errors.observed(item.minute, item.kw)
             closed.extend(self._demand.observe_minute(item.minute, item.kw))
-        self._enqueue(lambda: self._storage.upsert_minutes(completed, "live"))
+        self._writer.enqueue("minutes", partial(self._storage.upsert_minutes, completed, "live"))
         self._store_intervals(closed)
 
     def _store_intervals(self, closed: list[ClosedInterval]) -> None:
         if closed:
-            self._enqueue(lambda: self._storage.upsert_intervals(closed))
+            self._writer.enqueue(
+                "demand intervals", partial(self._storage.upsert_intervals, closed)
+            )
+
+    def _assert_loop(self) -> None:
+        """Commands and publishing run on the event loop's thread, never in a worker thread."""
+        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
+            raise RuntimeError("DsmCore used off the event loop thread")
+
+    def _storage_fault_changed(self, fault: WriterFault | None) -> None:
+        if fault is None:
+            log.info("storage fault cleared")
+        self._publish(self._with_inputs(self._clock.now()))
 
     def _publish(self, snapshot: Snapshot) -> None:
+        self._assert_loop()
         self._snapshot = snapshot
         for listener in self._listeners:
             try:
@@ -682,35 +741,17 @@ class DsmCore:
         snapshot_state = self._snapshot.to_state()
         classifier_state = self._classifier.to_state()
         demand_state = self._demand.to_state()
+        commands_state = {key: state.to_state() for key, state in self._commands.items()}
         horizon = minute_of(self._clock.now()) - LIVE_RMSE_WINDOW_MINUTES - HORIZON_MINUTES
 
         def write() -> None:
             self._storage.set_state(STATE_SNAPSHOT, snapshot_state)
             self._storage.set_state(STATE_CLASSIFIER, classifier_state)
             self._storage.set_state(STATE_DEMAND, demand_state)
+            self._storage.set_state(STATE_COMMANDS, commands_state)
             self._storage.prune_forecasts(horizon)
 
-        self._enqueue(write)
-
-    # -- the single database writer ------------------------------------------------------------
-
-    def _enqueue(self, job: Callable[[], None]) -> None:
-        if self._writes is None:
-            job()  # not started (tests of pure paths): write synchronously
-            return
-        self._writes.put_nowait(job)
-
-    async def _writer(self) -> None:
-        """Run database writes one at a time, in order, off the event loop."""
-        assert self._writes is not None
-        while True:
-            job = await self._writes.get()
-            try:
-                await asyncio.to_thread(job)
-            except Exception:
-                log.exception("database write failed")
-            finally:
-                self._writes.task_done()
+        self._writer.enqueue("service state", write)
 
 
 def _minute_range(start: datetime | None, end: datetime | None) -> tuple[int | None, int | None]:

@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from core.commands import CommandState
 from core.demand import DemandSnapshot
 from core.forecast.base import Forecast
 
@@ -20,6 +21,7 @@ class Quality(StrEnum):
     NO_DATA = "no-data"  # nothing to compute from yet (never written, no model trained)
     STALE_INPUT = "stale-input"  # the meter input stopped arriving
     INSUFFICIENT_HISTORY = "insufficient-history"  # data exists but not enough of it
+    STORAGE_FAULT = "storage-fault"  # the database is not taking writes: writes are refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,10 @@ class Snapshot:
     # Optional BAS inputs: (value, observed_at) by name, and each one's quality.
     inputs: dict[str, tuple[float, datetime]] = field(default_factory=dict)
     input_qualities: dict[str, Quality] = field(default_factory=dict)
+    # Each commandable input's priority array, by input key (persisted on its own).
+    commands: dict[str, CommandState] = field(default_factory=dict)
+    # Why the database is not taking writes; None while it is.
+    storage_fault: str | None = None
 
     def optional_input(self, name: str) -> float | None:
         """The latest value of an optional input (pv_power_kw, ...), or None."""
@@ -163,7 +169,7 @@ class Snapshot:
 
 
 # Recomputed at the first computation after a restart (from the demand tracker's own state).
-_TRANSIENT = frozenset({"demand", "inputs", "input_qualities"})
+_TRANSIENT = frozenset({"demand", "inputs", "input_qualities", "commands", "storage_fault"})
 
 
 def _jsonable(value: Any) -> Any:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, time, timedelta
@@ -20,9 +24,9 @@ from core.clock import Clock
 from core.config import Settings
 from core.errors import Busy
 from core.forecast.base import Forecaster
+from core.records import ModelRunRecord, RunStatus
 from core.service import DsmCore
 from core.snapshot import ModelStatus
-from core.storage.models import ModelRun
 from core.storage.repository import Storage
 from core.trainer import TrainingOutcome, run_training
 
@@ -31,6 +35,24 @@ log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 # How often the service looks for a model accepted by another process (`open-dsm train`).
 REFRESH_INTERVAL_S = 300.0
+# The trainer yields the CPU to serving: BACnet and REST latency hold while it trains.
+TRAINER_NICENESS = 10
+_PR_SET_PDEATHSIG = 1
+
+
+def _trainer_process_init(parent_pid: int) -> None:
+    """In the training process: die with the service, and run at a lower CPU priority.
+
+    Linux's parent-death signal kills this process when the service dies, even by SIGKILL, so no
+    orphan trains on (and holds a gigabyte) after the service is gone.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the service died before the signal was armed
+        os._exit(1)
+    with contextlib.suppress(OSError):
+        os.nice(TRAINER_NICENESS)
 
 
 def next_local_midnight(now: datetime, tz: ZoneInfo) -> datetime:
@@ -40,7 +62,7 @@ def next_local_midnight(now: datetime, tz: ZoneInfo) -> datetime:
     return midnight.astimezone(UTC)
 
 
-def load_model(run: ModelRun) -> Forecaster:
+def load_model(run: ModelRunRecord) -> Forecaster:
     """The LiteRT forecaster of an accepted run (raises if its artifact is unreadable)."""
     from core.forecast.lite import LiteForecaster
 
@@ -49,7 +71,7 @@ def load_model(run: ModelRun) -> Forecaster:
     return LiteForecaster.load(run.artifact_path)
 
 
-def model_status(run: ModelRun, forecaster: Forecaster) -> ModelStatus:
+def model_status(run: ModelRunRecord, forecaster: Forecaster) -> ModelStatus:
     """What the snapshot says about a served trained model."""
     return ModelStatus(
         forecaster=forecaster.name,
@@ -69,6 +91,7 @@ class TrainingManager:
         self._clock = clock
         self._core = core
         self._task: asyncio.Task[TrainingOutcome] | None = None
+        self._starting = False
         self._running_id: int | None = None
         self._served_run_id: int | None = None
 
@@ -84,28 +107,29 @@ class TrainingManager:
 
     async def start(self) -> None:
         """Mark runs interrupted by a crash as failed; serve the last accepted model."""
-        await asyncio.to_thread(self._fail_interrupted)
-        await self.refresh()
-
-    def _fail_interrupted(self) -> None:
-        for run in self._storage.model_runs(limit=20):
-            if run.status == "running":
-                self._storage.update_model_run(
-                    run.id,
-                    status="failed",
-                    finished_at=self._clock.now(),
-                    error_text="interrupted: the service stopped while this run was training",
+        for run in await asyncio.to_thread(self._storage.model_runs, 20):
+            if run.status is RunStatus.RUNNING:
+                await self._core.writer.submit(
+                    "interrupted model run",
+                    partial(
+                        self._storage.update_model_run,
+                        run.id,
+                        status=RunStatus.FAILED.value,
+                        finished_at=self._clock.now(),
+                        error_text="interrupted: the service stopped while this run was training",
+                    ),
                 )
                 log.warning("training run %d was interrupted; marked failed", run.id)
+        await self.refresh()
 
     async def refresh(self) -> None:
         """Serve the newest accepted model if it is not served yet (or note the last run)."""
         runs = await asyncio.to_thread(self._storage.model_runs, 50)
-        finished = [r for r in runs if r.status in ("accepted", "rejected", "failed")]
+        finished = [r for r in runs if r.status.final]
         if finished and finished[0].training_minutes is not None:
             self._core.note_training(finished[0].training_minutes, finished[0].finished_at)
         for run in runs:
-            if run.status != "accepted":
+            if run.status is not RunStatus.ACCEPTED:
                 continue
             if run.id == self._served_run_id:
                 return
@@ -120,24 +144,40 @@ class TrainingManager:
             return
 
     async def trigger(self, trigger: str) -> int:
-        """Start a run in a new process; raise Busy if one is running. Returns the run id."""
-        if self.running_run_id is not None:
-            raise Busy(f"training run {self._running_id} is already running")
-        run_id = await asyncio.to_thread(
-            self._storage.add_model_run,
-            started_at=self._clock.now(),
-            status="running",
-            trigger=trigger,
-        )
-        self._running_id = run_id
-        self._task = asyncio.create_task(self._run(run_id, trigger), name=f"training-{run_id}")
+        """Start a run in a new process; raise Busy if one is running. Returns the run id.
+
+        Check and claim happen with no await between them, so two concurrent triggers on the
+        event loop cannot both start a run.
+        """
+        if self._starting or self.running_run_id is not None:
+            raise Busy(f"training run {self._running_id or '(starting)'} is already running")
+        self._starting = True
+        try:
+            run_id = await self._core.writer.submit(
+                "new model run",
+                partial(
+                    self._storage.add_model_run,
+                    started_at=self._clock.now(),
+                    status=RunStatus.RUNNING.value,
+                    trigger=trigger,
+                ),
+            )
+            self._running_id = run_id
+            self._task = asyncio.create_task(self._run(run_id, trigger), name=f"training-{run_id}")
+        finally:
+            self._starting = False
         return run_id
 
     async def _run(self, run_id: int, trigger: str) -> TrainingOutcome:
         loop = asyncio.get_running_loop()
         # A fresh spawned process per run: TensorFlow's memory goes back to the OS afterwards and
         # nothing of the serving process (event loop, sockets) is inherited.
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_trainer_process_init,
+            initargs=(os.getpid(),),
+        ) as pool:
             job = partial(
                 run_training,
                 self._settings.database_url,
@@ -152,12 +192,15 @@ class TrainingManager:
                 outcome = await loop.run_in_executor(pool, job)
             except Exception as exc:  # the child died (killed, out of memory)
                 log.error("training process for run %d died: %r", run_id, exc)
-                await asyncio.to_thread(
-                    self._storage.update_model_run,
-                    run_id,
-                    status="failed",
-                    finished_at=self._clock.now(),
-                    error_text=f"training process died: {exc!r}",
+                await self._core.writer.submit(
+                    "failed model run",
+                    partial(
+                        self._storage.update_model_run,
+                        run_id,
+                        status=RunStatus.FAILED.value,
+                        finished_at=self._clock.now(),
+                        error_text=f"training process died: {exc!r}",
+                    ),
                 )
                 outcome = TrainingOutcome(run_id, "failed", f"training process died: {exc!r}")
         log.info("training run %d: %s", run_id, outcome.message)

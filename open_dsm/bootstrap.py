@@ -18,9 +18,10 @@ import uvicorn
 from api.app import create_app
 from bacnet.device import BacnetFace, Writer
 from core.clock import SystemClock
+from core.commands import InputKey
 from core.config import Settings
 from core.forecast.baseline import SeasonalMeanForecaster
-from core.service import INPUT_RANGES, DsmCore
+from core.service import DsmCore
 from core.storage.migrate import upgrade_to_head
 from core.storage.repository import Storage, create_db_engine
 from core.training import TrainingManager
@@ -88,16 +89,10 @@ def check_udp_port(host: str, port: int) -> None:
 
 def bacnet_writers(core: DsmCore) -> dict[str, Writer]:
     """What each writable BACnet point calls in the core, keyed by the point's input key."""
-    writers = {
-        "kw": Writer(
-            lambda kw: core.validate_kw(kw, "bacnet"),
-            lambda kw: core.submit_reading(kw, source="bacnet"),
-        ),
-        "demand_target_kw": Writer(core.validate_target, core.set_demand_target),
+    return {
+        key.value: Writer(partial(core.validate_command, key), partial(core.command_input, key))
+        for key in InputKey
     }
-    for name in INPUT_RANGES:
-        writers[name] = Writer(partial(core.validate_input, name), partial(core.submit_input, name))
-    return writers
 
 
 class _Server(uvicorn.Server):

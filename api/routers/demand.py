@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import CoreDep, WriteAllowed
 from api.schemas import DemandIntervalOut, DemandOut, InputsIn, TargetIn
+from core.commands import InputKey
 from core.errors import InvalidReading, NotReady
 
 router = APIRouter(prefix="/api/v1/demand", tags=["demand"])
@@ -53,20 +54,33 @@ async def list_intervals(
     ]
 
 
-@router.put("/target", response_model=TargetIn, dependencies=[WriteAllowed])
-def put_target(core: CoreDep, body: TargetIn) -> TargetIn:
-    """Set the demand target in kW (null removes the operator's target)."""
-    core.set_demand_target(body.target_kw)
+@router.put(
+    "/target",
+    response_model=TargetIn,
+    dependencies=[WriteAllowed],
+    responses={
+        409: {"description": "A higher BACnet priority commands the target."},
+        503: {"description": "The database is not taking writes; nothing changed."},
+    },
+)
+async def put_target(core: CoreDep, body: TargetIn) -> TargetIn:
+    """Set the demand target in kW at priority 16 (null relinquishes REST's write)."""
+    await core.rest_command({InputKey.DEMAND_TARGET_KW: body.target_kw})
     return TargetIn(target_kw=core.snapshot.demand_target_kw)
 
 
-@router.post("/inputs", status_code=204, dependencies=[WriteAllowed])
-def post_inputs(core: CoreDep, body: InputsIn) -> None:
-    """Post optional site inputs (PV, battery, EV); same validation as their BACnet points."""
+@router.post(
+    "/inputs",
+    status_code=204,
+    dependencies=[WriteAllowed],
+    responses={
+        409: {"description": "A higher BACnet priority commands one of the inputs."},
+        503: {"description": "The database is not taking writes; nothing changed."},
+    },
+)
+async def post_inputs(core: CoreDep, body: InputsIn) -> None:
+    """Post site inputs (PV, battery, EV, outdoor air) at priority 16; same checks as BACnet."""
     values = body.model_dump(exclude_none=True, exclude={"observed_at"})
     if not values:
         raise InvalidReading("give at least one of " + ", ".join(InputsIn.input_names()))
-    for name, value in values.items():  # validate all before changing anything
-        core.validate_input(name, value)
-    for name, value in values.items():
-        core.submit_input(name, value, body.observed_at)
+    await core.rest_command(values, body.observed_at)

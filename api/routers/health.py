@@ -25,7 +25,9 @@ async def readyz(context: ContextDep) -> JSONResponse:
     bound = context.bacnet_bound()
     age = core.snapshot_age_s()
     problems = []
-    if not database:
+    if core.writer.fault is not None:
+        problems.append(f"database not taking writes: {core.writer.fault.error}")
+    elif not database:
         problems.append("database unreachable")
     if not bound:
         problems.append("BACnet not bound")

@@ -61,6 +61,25 @@ class SnapshotCollector(Collector):
             rejected.add_metric([source], count)
         yield accepted
         yield rejected
+        writer = self._core.writer
+        yield GaugeMetricFamily(
+            "open_dsm_storage_fault",
+            "1 while the database is not taking writes (writes are refused)",
+            value=0.0 if writer.fault is None else 1.0,
+        )
+        yield GaugeMetricFamily(
+            "open_dsm_db_writes_pending", "Database writes queued or running", value=writer.pending
+        )
+        yield CounterMetricFamily(
+            "open_dsm_db_write_failures",
+            "Failed database write attempts",
+            value=writer.failures_total,
+        )
+        yield CounterMetricFamily(
+            "open_dsm_db_writes_dropped",
+            "Database writes given up after repeated non-transient errors (data lost)",
+            value=writer.dropped_total,
+        )
 
 
 def build_registry(core: DsmCore) -> CollectorRegistry:

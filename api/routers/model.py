@@ -9,12 +9,12 @@ from fastapi import APIRouter, Query
 from api.deps import ContextDep, WriteAllowed
 from api.schemas import ModelOut, ModelRunOut, TrainStarted
 from core.errors import NotReady
-from core.storage.models import ModelRun
+from core.records import ModelRunRecord
 
 router = APIRouter(prefix="/api/v1/model", tags=["model"])
 
 
-def _run_out(run: ModelRun) -> ModelRunOut:
+def _run_out(run: ModelRunRecord) -> ModelRunOut:
     return ModelRunOut.model_validate(run, from_attributes=True)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.demand import ClosedInterval
 from core.readings import CompletedMinute
+from core.records import ModelRunRecord, RunStatus
 from core.storage.models import DemandInterval, ForecastLog, MinuteReading, ModelRun, ServiceState
 from core.timegrid import minute_start
 
@@ -315,27 +316,60 @@ class Storage:
             session.flush()
             return int(run.id)
 
-    def update_model_run(self, run_id: int, **fields: Any) -> None:
-        """Update fields of a model run."""
+    def update_model_run(self, run_id: int, **fields: Any) -> bool:
+        """Update fields of a model run; False (nothing changed) once its status is final.
+
+        A final status is written once: a run marked failed by a restarted service is never
+        rewritten by a training process that outlived the old one.
+        """
         with self.session() as session, session.begin():
-            run = session.get(ModelRun, run_id)
+            run = session.get(ModelRun, run_id, with_for_update=True)
             if run is None:
                 raise KeyError(run_id)
+            if RunStatus(run.status).final:
+                log.warning("model run %d is already %s; not rewriting it", run_id, run.status)
+                return False
             for name, value in fields.items():
                 setattr(run, name, value)
+            return True
 
-    def model_runs(self, limit: int = 50) -> list[ModelRun]:
+    def model_runs(self, limit: int = 50) -> list[ModelRunRecord]:
         """Newest model runs first."""
         with self.session() as session:
-            return list(session.scalars(select(ModelRun).order_by(ModelRun.id.desc()).limit(limit)))
+            rows = session.scalars(select(ModelRun).order_by(ModelRun.id.desc()).limit(limit))
+            return [_run_record(row) for row in rows]
 
-    def latest_model_run(self, status: str | None = None) -> ModelRun | None:
+    def latest_model_run(self, status: str | None = None) -> ModelRunRecord | None:
         """The newest run, optionally with a given status."""
         query = select(ModelRun).order_by(ModelRun.id.desc()).limit(1)
         if status is not None:
             query = query.where(ModelRun.status == status)
         with self.session() as session:
-            return session.scalars(query).first()
+            row = session.scalars(query).first()
+            return None if row is None else _run_record(row)
+
+
+def _run_record(row: ModelRun) -> ModelRunRecord:
+    return ModelRunRecord(
+        id=row.id,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        status=RunStatus(row.status),
+        trigger=row.trigger,
+        model_version=row.model_version,
+        model_family=row.model_family,
+        artifact_path=row.artifact_path,
+        rows_used=row.rows_used,
+        train_start=row.train_start,
+        train_end=row.train_end,
+        holdout_start=row.holdout_start,
+        rmse_kw=row.rmse_kw,
+        mae_kw=row.mae_kw,
+        cvrmse_pct=row.cvrmse_pct,
+        baseline_metrics=row.baseline_metrics,
+        training_minutes=row.training_minutes,
+        error_text=row.error_text,
+    )
 
 
 def _stored(row: MinuteReading) -> StoredMinute:

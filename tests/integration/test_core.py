@@ -20,16 +20,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
 async def _drain(core) -> None:  # type: ignore[no-untyped-def]
-    assert core._writes is not None
-    await core._writes.join()
+    await core.writer.drain()
 
 
 async def test_live_writes_become_persisted_minutes(make_core, clock: FakeClock, storage: Storage):
     core = make_core()
     await core.start()
-    core.submit_reading(10.0)
+    await core.submit_reading(10.0)
     clock.advance(20)
-    core.submit_reading(14.0)
+    await core.submit_reading(14.0)
     clock.advance(41)  # into the next minute
     snapshot = await core.tick()
     await _drain(core)
@@ -46,16 +45,16 @@ async def test_invalid_readings_change_nothing(make_core, clock: FakeClock, stor
     await core.start()
     for bad in (math.nan, math.inf, -math.inf, 1e9):
         with pytest.raises(InvalidReading):
-            core.submit_reading(bad)
+            await core.submit_reading(bad)
     with pytest.raises(InvalidReading, match="future"):
-        core.submit_reading(5.0, START + timedelta(minutes=5))
+        await core.submit_reading(5.0, START + timedelta(minutes=5))
     batch = [Reading(5.0, START - timedelta(minutes=3)), Reading(math.nan)]
     with pytest.raises(InvalidReading, match="reading 1"):
         await core.submit_readings(batch, "rest")
     await _drain(core)
     assert storage.count_minutes() == 0
     assert core.snapshot.input_kw is None
-    assert core.stats.rejected == {"bacnet": 5, "rest": 2}
+    assert core.stats.rejected == {"rest": 7}
     await core.stop()
 
 
@@ -63,10 +62,10 @@ async def test_staleness_marks_input_and_outputs_then_clears(make_core, clock: F
     core = make_core()
     await core.start()
     assert core.snapshot.input_quality is Quality.NO_DATA
-    core.submit_reading(10.0)
+    await core.submit_reading(10.0)
     for _ in range(3):
         clock.advance(60)
-        core.submit_reading(10.0)
+        await core.submit_reading(10.0)
     clock.advance(61)
     snapshot = await core.tick()
     assert snapshot.input_quality is Quality.OK
@@ -78,7 +77,7 @@ async def test_staleness_marks_input_and_outputs_then_clears(make_core, clock: F
     assert stale.rate_quality is Quality.STALE_INPUT
     assert stale.forecast_quality is Quality.STALE_INPUT
     assert stale.load_quality is Quality.STALE_INPUT
-    core.submit_reading(11.0)
+    await core.submit_reading(11.0)
     assert core.snapshot.input_quality is Quality.OK  # the first fresh write clears it
     await core.stop()
 
@@ -100,9 +99,9 @@ async def test_restart_restores_cache_snapshot_and_flag_dwell(make_core, clock, 
     await core.start()
     # Twelve minutes rising from 1 to 12 kW, then a high minute.
     for minute in range(12):
-        core.submit_reading(float(minute + 1))
+        await core.submit_reading(float(minute + 1))
         clock.advance(60)
-    core.submit_reading(50.0)
+    await core.submit_reading(50.0)
     clock.advance(60)
     before = await core.tick()
     assert before.high_load and before.load_quality is Quality.OK
@@ -116,7 +115,7 @@ async def test_restart_restores_cache_snapshot_and_flag_dwell(make_core, clock, 
     assert restored.computed_at == before.computed_at
     assert again._series.get(minute_of(START)) == 1.0
     # The high flag was set less than 15 minutes ago: it may not drop yet.
-    again.submit_reading(1.0)
+    await again.submit_reading(1.0)
     clock.advance(60)
     assert (await again.tick()).high_load
     await again.stop()
@@ -138,7 +137,7 @@ async def test_forecast_uses_two_weeks_of_history_and_scores_itself(make_core, c
     await core.start()
     for _ in range(70):
         phase = (minute_of(clock.now()) - minute_of(start)) * 2 * np.pi / 1440
-        core.submit_reading(float(10 + 5 * np.sin(phase)))
+        await core.submit_reading(float(10 + 5 * np.sin(phase)))
         clock.advance(60)
         await core.tick()
     snapshot = core.snapshot
@@ -159,10 +158,10 @@ async def test_demand_intervals_peak_target_and_restart(make_core, clock, storag
     # Align to a quarter hour, then 15 minutes at 10 kW and 15 minutes at 30 kW.
     clock.set(START.replace(minute=0))
     for minute in range(30):
-        core.submit_reading(10.0 if minute < 15 else 30.0)
+        await core.submit_reading(10.0 if minute < 15 else 30.0)
         clock.advance(60)
         await core.tick()
-    await core._writes.join()
+    await core.writer.drain()
     intervals = storage.list_intervals(None, None, 10)
     assert [(i.average_kw, i.complete) for i in intervals] == [(10.0, True), (30.0, True)]
     demand = core.snapshot.demand
@@ -172,13 +171,13 @@ async def test_demand_intervals_peak_target_and_restart(make_core, clock, storag
     assert demand.effective_target_kw == 30.0  # never chase a peak already paid for
     # The operator lowers the target; a bad one is refused and changes nothing.
     with pytest.raises(InvalidReading):
-        core.set_demand_target(-5.0)
-    core.set_demand_target(25.0)
+        await core.rest_command({"demand_target_kw": -5.0})
+    await core.rest_command({"demand_target_kw": 25.0})
     assert core.snapshot.demand_target_kw == 25.0
     # Optional inputs are validated against their ranges.
     with pytest.raises(InvalidReading, match="battery_soc_pct 150"):
-        core.submit_input("battery_soc_pct", 150.0)
-    core.submit_input("pv_power_kw", 3.5)
+        await core.rest_command({"battery_soc_pct": 150.0})
+    await core.rest_command({"pv_power_kw": 3.5})
     assert core.snapshot.optional_input("pv_power_kw") == 3.5
     await core.stop()
 
