@@ -1,0 +1,139 @@
+"""Training runs: one at a time even under concurrent triggers, a final status written once, and
+no trainer outliving the service (kill -9 included)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from core.clock import FakeClock
+from core.config import Settings
+from core.errors import Busy
+from core.forecast.baseline import SeasonalMeanForecaster
+from core.records import RunStatus
+from core.service import DsmCore
+from core.storage.migrate import upgrade_to_head
+from core.storage.repository import Storage, create_db_engine
+from core.timegrid import minute_of
+from core.training import TrainingManager
+from tests.helpers import ServiceProcess
+
+END = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
+
+
+def _storage(url: str) -> Storage:
+    engine = create_db_engine(url)
+    upgrade_to_head(engine)
+    return Storage(engine)
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_concurrent_triggers_start_one_run(settings: Settings, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'train.sqlite3'}"
+    run_settings = settings.model_copy(update={"db": url, "training_time_budget_s": 10.0})
+    storage = _storage(url)
+    clock = FakeClock(END)
+    core = DsmCore(run_settings, storage, clock, SeasonalMeanForecaster())
+    await core.start()
+    manager = TrainingManager(run_settings, storage, clock, core)
+    await manager.start()
+    results = await asyncio.gather(
+        *(manager.trigger("api") for _ in range(5)), return_exceptions=True
+    )
+    started = [r for r in results if isinstance(r, int)]
+    refused = [r for r in results if isinstance(r, Busy)]
+    assert len(started) == 1 and len(refused) == 4, results
+    outcome = await manager.wait()  # no data: the child fails fast, and says why
+    assert outcome is not None and outcome.status == "failed"
+    runs = await core.model_runs()
+    assert [r.id for r in runs] == started
+    assert runs[0].status is RunStatus.FAILED
+    # A final status is written once: a late writer (an orphaned trainer) cannot rewrite it.
+    assert storage.update_model_run(started[0], status="accepted") is False
+    assert (await core.model_runs())[0].status is RunStatus.FAILED
+    await core.stop()
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process whose chain of parents reaches ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        children = {child for child, parent in parents.items() if parent in frontier}
+        frontier = children - found
+        found |= children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_kill_9_during_training_leaves_no_trainer(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    storage = _storage(f"sqlite:///{data_dir / 'open-dsm.sqlite3'}")
+    now_minute = minute_of(datetime.now(UTC))
+    days = 35
+    t = np.arange(days * 1440)
+    kw = 5 + 4 * np.sin(t * 2 * np.pi / 1440) + np.random.default_rng(1).normal(0, 0.5, len(t))
+    storage.insert_missing_minutes(now_minute - days * 1440, kw, "import")
+    storage.engine.dispose()
+
+    service = ServiceProcess(data_dir, ["--timezone", "UTC"])
+    service.start()
+    try:
+        reply = httpx.post(f"{service.base_url}/api/v1/model/train", timeout=10)
+        assert reply.status_code == 202, reply.text
+        assert service.proc is not None
+        pid = service.proc.pid
+        deadline = time.monotonic() + 30
+        trainers: set[int] = set()
+        while time.monotonic() < deadline and not trainers:
+            trainers = _descendants(pid)
+            time.sleep(0.2)
+        assert trainers, "the training process never started"
+        time.sleep(2.0)  # well into importing TensorFlow / training
+        service.proc.send_signal(signal.SIGKILL)
+        service.proc.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_alive(p) for p in trainers):
+            time.sleep(0.2)
+        survivors = [p for p in trainers if _alive(p)]
+        assert not survivors, f"trainer processes outlived the service: {survivors}"
+    finally:
+        service.stop()
+
+    # The restarted service marks the interrupted run failed, once.
+    again = ServiceProcess(data_dir, ["--timezone", "UTC"])
+    again.start()
+    try:
+        runs = httpx.get(f"{again.base_url}/api/v1/model/runs", timeout=10).json()
+        assert runs[0]["status"] == "failed" and "interrupted" in runs[0]["error_text"]
+    finally:
+        again.stop()
