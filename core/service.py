@@ -302,7 +302,7 @@ class DsmCore:
             if self._clock.now().timestamp() >= next_tick or self._wake.is_set():
                 await self.tick()
             else:
-                self._refresh_input(self._clock.now())
+                self.refresh_input(self._clock.now())
 
     async def stop(self) -> None:
         """Flush the open minute's partial mean and drain pending writes."""
@@ -682,8 +682,8 @@ class DsmCore:
             )
         )
 
-    def _refresh_input(self, now: datetime) -> None:
-        """Staleness changed between ticks: mark the input and every derived output."""
+    def refresh_input(self, now: datetime) -> None:
+        """Re-check the input's staleness now (``run`` calls it between ticks); publish a change."""
         quality = self._input_quality(now)
         if quality == self._snapshot.input_quality:
             return

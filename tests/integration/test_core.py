@@ -71,7 +71,7 @@ async def test_staleness_marks_input_and_outputs_then_clears(make_core, clock: F
     assert snapshot.input_quality is Quality.OK
     assert snapshot.rate_quality is Quality.OK
     clock.advance(300)  # last write now 361 s ago
-    core._refresh_input(clock.now())
+    core.refresh_input(clock.now())
     stale = core.snapshot
     assert stale.input_quality is Quality.STALE_INPUT
     assert stale.rate_quality is Quality.STALE_INPUT

@@ -236,7 +236,9 @@ async def test_commands_off_the_loop_thread_are_refused(make_core):  # type: ign
     core = make_core()
     await core.start()
     with pytest.raises(RuntimeError, match="event loop thread"):
-        await asyncio.to_thread(core._publish, core.snapshot)
+        # A worker thread (where a sync FastAPI route would run) with a loop of its own.
+        await asyncio.to_thread(asyncio.run, core.command_input(InputKey.PV_POWER_KW, 1.0, 16))
+    assert core.snapshot.optional_input(InputKey.PV_POWER_KW) is None
     await core.stop()
 
 
