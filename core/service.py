@@ -20,7 +20,14 @@ from core.config import Settings
 from core.demand import ClosedInterval, DemandConfig, DemandTracker, OptionalInputs, WindowMode
 from core.demand import Reading as DemandReading
 from core.errors import InvalidReading, InvalidRequest
-from core.forecast.base import HORIZON_MINUTES, Forecast, Forecaster, MinuteHistory
+from core.forecast.base import (
+    HORIZON_MINUTES,
+    DayAheadForecast,
+    DayAheadForecaster,
+    Forecast,
+    Forecaster,
+    MinuteHistory,
+)
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.readings import CompletedMinute, ReadingGrid
 from core.records import ModelRunRecord
@@ -616,6 +623,7 @@ class DsmCore:
         )
         self._store_intervals(self._demand.close_due(now))
         demand = self._demand.evaluate(now, forecast, self._optional_inputs())
+        day_ahead = self._run_day_ahead(origin, now) if fresh else None
         return dataclasses.replace(
             self._snapshot,
             computed_at=now,
@@ -632,6 +640,7 @@ class DsmCore:
             load_quality=load_quality,
             forecast=forecast,
             forecast_quality=forecast_quality,
+            day_ahead=day_ahead,
             model=model,
             demand=demand,
             demand_target_kw=self._demand.target_kw,
@@ -650,6 +659,20 @@ class DsmCore:
             self._series.window(history.end_minute, self._baseline.history_minutes),
         )
         return self._baseline.forecast(baseline_history, self._tz, now)
+
+    def _run_day_ahead(self, origin: int, now: datetime) -> DayAheadForecast | None:
+        """The next 24 h from the served forecaster if it has a day-ahead, else the baseline's."""
+        sources: list[object] = [self._forecaster, self._baseline]
+        for source in sources:
+            if not isinstance(source, DayAheadForecaster):
+                continue
+            wanted = min(source.day_ahead_history_minutes, self._series.capacity_minutes)
+            history = MinuteHistory(origin - wanted + 1, self._series.window(origin, wanted))
+            try:
+                return source.day_ahead(history, self._tz, now)
+            except Exception:
+                log.exception("day-ahead forecast of %s failed", source.name)
+        return None
 
     def use_forecaster(self, forecaster: Forecaster, status: ModelStatus) -> None:
         """Serve ``forecaster`` from the next computation on (a newly accepted model)."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from core.commands import CommandState
 from core.demand import DemandSnapshot
-from core.forecast.base import Forecast
+from core.forecast.base import DayAheadForecast, Forecast
 
 OPTIONAL_INPUTS = ("pv_power_kw", "battery_soc_pct", "battery_power_kw", "ev_charging_power_kw")
 
@@ -69,6 +69,8 @@ class Snapshot:
     load_quality: Quality = Quality.NO_DATA
     forecast: Forecast | None = None
     forecast_quality: Quality = Quality.NO_DATA
+    # The next 24 h in 15-minute steps (served forecaster or the seasonal baseline); transient.
+    day_ahead: DayAheadForecast | None = None
     model: ModelStatus = field(default_factory=lambda: ModelStatus(forecaster="none"))
     # Demand-charge management: recomputed every interval from the tracker's persisted state,
     # so it is not part of the saved snapshot.
@@ -169,7 +171,9 @@ class Snapshot:
 
 
 # Recomputed at the first computation after a restart (from the demand tracker's own state).
-_TRANSIENT = frozenset({"demand", "inputs", "input_qualities", "commands", "storage_fault"})
+_TRANSIENT = frozenset(
+    {"demand", "inputs", "input_qualities", "commands", "storage_fault", "day_ahead"}
+)
 
 
 def _jsonable(value: Any) -> Any:
