@@ -16,27 +16,20 @@ from functools import partial
 from core.accuracy import LiveErrorTracker
 from core.clock import Clock
 from core.commands import REST_PRIORITY, CommandState, InputKey, check_priority
+from core.compute import SnapshotComputer
 from core.config import Settings
 from core.demand import ClosedInterval, DemandConfig, DemandTracker, OptionalInputs, WindowMode
 from core.demand import Reading as DemandReading
 from core.errors import InvalidReading, InvalidRequest
 from core.forecast.base import (
     HORIZON_MINUTES,
-    DayAheadForecast,
-    DayAheadForecaster,
-    Forecast,
     Forecaster,
-    MinuteHistory,
 )
-from core.forecast.baseline import SeasonalMeanForecaster
 from core.readings import CompletedMinute, ReadingGrid
 from core.records import ModelRunRecord
 from core.series import MinuteSeries
 from core.signals import (
-    RATE_WINDOW_MINUTES,
     LoadClassifier,
-    rate_of_change_1min,
-    rate_of_change_15min,
 )
 from core.snapshot import ModelStatus, Quality, Snapshot
 from core.storage.models import DemandInterval
@@ -148,7 +141,6 @@ class DsmCore:
         self._forecaster = forecaster
         self._tz = settings.tz
         self._window_minutes = max(1, int(settings.percentile_window_days * MINUTES_PER_DAY))
-        self._baseline = SeasonalMeanForecaster(weeks=2)
         # Room for any forecaster a training run may produce (lags up to CACHE_MIN_WEEKS weeks).
         capacity = (
             max(
@@ -165,6 +157,9 @@ class DsmCore:
             settings.flag_min_history_minutes,
         )
         self._errors = LiveErrorTracker(LIVE_RMSE_WINDOW_MINUTES)
+        self._computer = SnapshotComputer(
+            self._series, self._classifier, self._errors, self._tz, self._window_minutes
+        )
         self._demand_config = demand_config(settings)
         self._demand = DemandTracker(self._demand_config)
         self._validator = InputValidator(settings)
@@ -269,6 +264,12 @@ class DsmCore:
                 self._snapshot = dataclasses.replace(
                     restored, input_quality=self._input_quality(now), model=model
                 )
+        meter_state = self._commands[InputKey.METER_KW]
+        if InputKey.METER_KW not in commands and self._snapshot.input_kw is not None:
+            # Saved before priority arrays existed: hold the last reading, as a relinquish would.
+            self._commands[InputKey.METER_KW] = dataclasses.replace(
+                meter_state, relinquish_default=self._snapshot.input_kw
+            )
         target_state = self._commands[InputKey.DEMAND_TARGET_KW]
         saved_target = self._demand.target_kw
         if (
@@ -573,106 +574,32 @@ class DsmCore:
         return snapshot
 
     def _compute(self, now: datetime) -> Snapshot:
-        origin = minute_of(now) - 1
-        input_quality = self._input_quality(now)
-        fresh = input_quality == Quality.OK
-        last_kw = self._series.get(origin)
-        previous_kw = self._series.get(origin - 1)
-
-        rate_1 = rate_of_change_1min(previous_kw, last_kw) if fresh else None
-        rate_15 = (
-            rate_of_change_15min(self._series.window(origin, RATE_WINDOW_MINUTES))
-            if fresh
-            else None
+        computed = self._computer.compute(
+            self._snapshot,
+            now,
+            input_quality=self._input_quality(now),
+            forecaster=self._forecaster,
+            demand=self._demand,
+            inputs=self._optional_inputs(),
         )
-        rate_quality = _quality(fresh, input_quality, rate_1 is not None)
-
-        window = self._series.window(origin, self._window_minutes)
-        flags = self._classifier.evaluate(last_kw if fresh else None, window, now)
-        if not fresh:
-            load_quality = input_quality
-        elif not flags.evaluated:
-            load_quality = Quality.INSUFFICIENT_HISTORY
-        else:
-            load_quality = Quality.OK
-
-        history = MinuteHistory(
-            origin - self._forecaster.history_minutes + 1,
-            self._series.window(origin, self._forecaster.history_minutes),
-        )
-        forecast = self._run_forecaster(history, now)
-        forecast_quality = _quality(fresh, input_quality, forecast is not None)
-        if forecast is not None and fresh:
-            target = forecast.origin_minute + HORIZON_MINUTES
-            self._errors.predicted(target, forecast.one_hour_kw)
+        entry = computed.forecast_log
+        if entry is not None:
             self._writer.enqueue(
                 "forecast log",
                 partial(
                     self._storage.log_forecast,
-                    target,
-                    forecast.forecaster,
-                    forecast.one_hour_kw,
-                    now,
+                    entry.target_minute,
+                    entry.forecaster,
+                    entry.kw,
+                    entry.made_at,
                 ),
             )
-        model = dataclasses.replace(
-            self._snapshot.model,
-            forecaster=self._forecaster.name,
-            live_rmse_kw=self._errors.rmse_kw(),
-            live_rmse_samples=self._errors.samples,
-        )
-        self._store_intervals(self._demand.close_due(now))
-        demand = self._demand.evaluate(now, forecast, self._optional_inputs())
-        day_ahead = self._run_day_ahead(origin, now) if fresh else None
+        self._store_intervals(computed.closed_intervals)
         return dataclasses.replace(
-            self._snapshot,
-            computed_at=now,
-            input_quality=input_quality,
-            last_minute_kw=None if math.isnan(last_kw) else last_kw,
-            last_minute_at=minute_start(origin) if not math.isnan(last_kw) else None,
-            rate_of_change_kw_per_min=rate_1,
-            rate_of_change_15min_kw_per_min=rate_15,
-            rate_quality=rate_quality,
-            high_load=flags.high,
-            low_load=flags.low,
-            high_threshold_kw=flags.high_threshold_kw,
-            low_threshold_kw=flags.low_threshold_kw,
-            load_quality=load_quality,
-            forecast=forecast,
-            forecast_quality=forecast_quality,
-            day_ahead=day_ahead,
-            model=model,
-            demand=demand,
-            demand_target_kw=self._demand.target_kw,
+            computed.snapshot,
             inputs=dict(self._inputs),
             input_qualities=self._input_qualities(now),
         )
-
-    def _run_forecaster(self, history: MinuteHistory, now: datetime) -> Forecast | None:
-        """The served forecaster's forecast; the baseline's if it fails (logged, never fatal)."""
-        try:
-            return self._forecaster.forecast(history, self._tz, now)
-        except Exception:
-            log.exception("forecaster %s failed; using the baseline", self._forecaster.name)
-        baseline_history = MinuteHistory(
-            history.end_minute - self._baseline.history_minutes + 1,
-            self._series.window(history.end_minute, self._baseline.history_minutes),
-        )
-        return self._baseline.forecast(baseline_history, self._tz, now)
-
-    def _run_day_ahead(self, origin: int, now: datetime) -> DayAheadForecast | None:
-        """The next 24 h from the served forecaster if it has a day-ahead, else the baseline's."""
-        sources: list[object] = [self._forecaster, self._baseline]
-        for source in sources:
-            if not isinstance(source, DayAheadForecaster):
-                continue
-            wanted = min(source.day_ahead_history_minutes, self._series.capacity_minutes)
-            history = MinuteHistory(origin - wanted + 1, self._series.window(origin, wanted))
-            try:
-                return source.day_ahead(history, self._tz, now)
-            except Exception:
-                log.exception("day-ahead forecast of %s failed", source.name)
-        return None
 
     def use_forecaster(self, forecaster: Forecaster, status: ModelStatus) -> None:
         """Serve ``forecaster`` from the next computation on (a newly accepted model)."""
@@ -787,9 +714,3 @@ def _minute_range(start: datetime | None, end: datetime | None) -> tuple[int | N
     start_minute = math.ceil(start.timestamp() / SECONDS_PER_MINUTE) if start else None
     end_minute = math.ceil(end.timestamp() / SECONDS_PER_MINUTE) if end else None
     return start_minute, end_minute
-
-
-def _quality(fresh: bool, input_quality: Quality, has_value: bool) -> Quality:
-    if not fresh:
-        return input_quality
-    return Quality.OK if has_value else Quality.INSUFFICIENT_HISTORY
