@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from bacpypes3.basetypes import (
     HostNPort,
     IPMode,
     ObjectTypesSupported,
+    PriorityValue,
     PropertyIdentifier,
     Reliability,
     ServicesSupported,
@@ -32,11 +32,15 @@ from bacpypes3.pdu import Address
 from bacpypes3.primitivedata import Null, Real
 
 from bacnet.points import DATABASE_REVISION, POINTS, ObjectType, PointSpec
+from core.commands import DEFAULT_PRIORITY, CommandState
 from core.config import Settings
-from core.errors import InvalidReading
+from core.errors import CommandConflict, InvalidReading, InvalidRequest, StorageUnavailable
+from core.logs import RateLimitedLogger
 from core.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
+# A BAS (or anyone on the network) decides how often a write is refused: one line a minute.
+_refusals = RateLimitedLogger(log, interval_s=60.0)
 
 # Services this device executes or initiates, each exercised by the end-to-end test. bacpypes3's
 # own list is derived by introspection and is wrong (it maps unconfirmed services with the
@@ -55,16 +59,17 @@ SERVICES_SUPPORTED = (
 )
 OBJECT_TYPES_SUPPORTED = ("device", "analog-value", "binary-value", "network-port")
 
-SubmitValue = Callable[[float], object]
 ValidateValue = Callable[[float], float]
+# Write ``value`` (None relinquishes) at ``priority`` into the core's priority array.
+CommandValue = Callable[[float | None, int], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
 class Writer:
-    """How a writable point hands a value to the core: validate first, submit once accepted."""
+    """How a writable point hands a write to the core: validate first, then command."""
 
     validate: ValidateValue
-    submit: SubmitValue
+    command: CommandValue
 
 
 def _denied() -> ExecutionError:
@@ -127,12 +132,12 @@ class OpenDsmDevice(_WriteGuard, DeviceObject):  # type: ignore[misc]
 
 
 class CommandableInput(Commandable, AnalogValueObject):  # type: ignore[misc]
-    """A commandable input (the meter, the demand target, PV/battery/EV values).
+    """A commandable input (the meter, the demand target, PV/battery/EV values, outdoor air).
 
-    Only presentValue (with a priority, or Null to relinquish) is writable. A non-Null write is
-    validated by the core first (NaN, infinity or an implausible value answers value-out-of-range
-    and changes nothing); once accepted into the priority array, the effective present value is
-    submitted to the core.
+    Only presentValue (with a priority, or Null to relinquish) is writable. The priority array is
+    the core's (one truth for every face): a write is validated (NaN, infinity or an implausible
+    value answers value-out-of-range and changes nothing), handed to the core, and the object
+    mirrors the core's array when the core publishes (``BacnetFace.sync``).
     """
 
     _writer: Writer
@@ -145,18 +150,47 @@ class CommandableInput(Commandable, AnalogValueObject):  # type: ignore[misc]
             raise _denied()
         if index is not None:
             raise ExecutionError(errorClass="property", errorCode="propertyIsNotAnArray")
-        if priority is not None and not 1 <= priority <= 16:
+        if priority is None:
+            priority = DEFAULT_PRIORITY  # clause 19.2.1: no priority means 16
+        if not 1 <= priority <= 16:
             raise ExecutionError(errorClass="services", errorCode="parameterOutOfRange")
-        if isinstance(value, Null):
-            await super().write_property("presentValue", value, None, priority)
-            return
+        number: float | None = None
+        if not isinstance(value, Null):
+            try:
+                number = self._writer.validate(float(value))
+            except (InvalidReading, TypeError, ValueError) as exc:
+                _refusals.warning("BACnet write to %s refused: %s", self.objectName, exc)
+                raise ExecutionError(errorClass="property", errorCode="valueOutOfRange") from exc
         try:
-            number = self._writer.validate(float(value))
-        except (InvalidReading, TypeError, ValueError) as exc:
-            log.warning("BACnet write to %s refused: %s", self.objectName, exc)
+            await self._writer.command(number, priority)
+        except (InvalidReading, InvalidRequest) as exc:
             raise ExecutionError(errorClass="property", errorCode="valueOutOfRange") from exc
-        await super().write_property("presentValue", Real(number), None, priority)
-        self._writer.submit(float(self.presentValue))
+        except CommandConflict as exc:  # not raised for BACnet writes; mapped for completeness
+            raise ExecutionError(errorClass="property", errorCode="writeAccessDenied") from exc
+        except StorageUnavailable as exc:
+            _refusals.warning("BACnet write to %s refused: %s", self.objectName, exc)
+            raise ExecutionError(errorClass="device", errorCode="operationalProblem") from exc
+
+    def mirror(self, state: CommandState, default: float) -> None:
+        """Make the priority array and relinquish default the core's (drives COV on change)."""
+        changed = False
+        relinquish = default if state.relinquish_default is None else state.relinquish_default
+        if float(getattr(self, "relinquishDefault")) != float(Real(relinquish)):  # noqa: B009
+            self.relinquishDefault = Real(relinquish)
+            changed = True
+        slots = self.priorityArray
+        for index, wanted in enumerate(state.priority_array):
+            current = slots[index]
+            held = None if current.null is not None else float(getattr(current, current._choice))
+            if wanted is None and held is None:
+                continue
+            if wanted is not None and held is not None and float(Real(wanted)) == held:
+                continue
+            entry = PriorityValue(null=()) if wanted is None else PriorityValue(Real(wanted))
+            list.__setitem__(slots, index, entry)  # one recalculation below, not one per slot
+            changed = True
+        if changed:
+            self.recalculating()
 
 
 def _camel(name: str) -> str:
@@ -320,14 +354,8 @@ class BacnetFace:
 
     @staticmethod
     def _sync_input(obj: CommandableInput, point: PointSpec, snapshot: Snapshot) -> None:
-        """The relinquish default follows the latest accepted value from either face.
-
-        So a REST write shows in presentValue when no BAS priority is active, and relinquishing
-        every priority holds the last value rather than dropping to a made-up number.
-        """
-        value = point.value_of(snapshot)
-        if value is None or math.isnan(float(value)):
-            return
-        if float(obj.relinquishDefault) != float(value):
-            obj.relinquishDefault = Real(float(value))
-            obj.recalculating()
+        """Mirror the core's priority array of this input (the one truth for every face)."""
+        assert point.input_key is not None
+        state = snapshot.commands.get(point.input_key)
+        if state is not None:
+            obj.mirror(state, float(point.default))

@@ -68,7 +68,7 @@ async def _session(service: ServiceProcess) -> dict[str, Any]:
                     break
             seen["cov_heard"] = heard
         seen["target_bacnet"] = float(await read(target))
-        seen["target_prio16"] = await read(target, "priority-array", 16)
+        seen["target_prio16"] = (await read(target, "priority-array", 16)).real
 
         # BACnet commands the meter at priority 8: a REST reading is refused with 409.
         await client.write_property(address, meter, "present-value", Real(12.5), None, 8)
@@ -91,7 +91,7 @@ async def _session(service: ServiceProcess) -> dict[str, Any]:
         seen["rest_accepted"] = accepted.status_code
         seen["after_rest"] = (
             float(await read(meter)),
-            float(await read(meter, "priority-array", 16)),
+            float((await read(meter, "priority-array", 16)).real),
             _points(base)["input-power-meter"],
             _metric(base, "input-power-meter"),
         )

@@ -1,0 +1,1 @@
+"""Battery and EV dispatch under demand charges: assets, the planner, the live layer, replay."""

@@ -1,0 +1,257 @@
+"""The dispatch controller the service runs every minute (and the replay bench runs the same).
+
+Two layers:
+
+* the **plan** (``planner.solve_plan``): a linear program over the next 24 h on the day-ahead
+  forecast. Its planned billing peak is the cap the live layer defends; its charging keeps the
+  battery ready for the next expected peak.
+* the **live layer**: inside each demand interval, every minute, the battery discharges just
+  enough that the interval's average grid import stays at the cap if the load stays where it is
+  now (the forecast can miss a spike; the meter cannot), and charges only with headroom under the
+  cap, so charging never sets a peak.
+
+When the plan cannot be solved (or the battery's SOC is stale) the controller falls back to a safe
+rule (defend the floor, no charging above it; with a stale SOC the reserve is assumed, so it does
+not discharge) and says so in ``DispatchDecision.fallback``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from core.dispatch.assets import Battery, EvChargers, Tariff
+from core.dispatch.planner import PlanInfeasible, PlanRequest, PlanResult, solve_plan
+from core.timegrid import minute_start
+
+log = logging.getLogger(__name__)
+
+# Keep the interval average this far under the cap when charging (kW).
+CHARGE_MARGIN_KW = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    """How the controller plans: which forecast level it plans on, how often it re-plans."""
+
+    band: str = "p90"  # plan against "p50" or "p90" of the day-ahead forecast
+    replan_every_minutes: int = 1
+    charge_margin_kw: float = CHARGE_MARGIN_KW
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchInputs:
+    """What the controller knows at the start of minute ``minute``."""
+
+    minute: int  # UTC minute index the setpoint applies to
+    step_minutes: int  # the demand interval length
+    interval_grid_kw: Sequence[float]  # grid kW of the elapsed minutes of this interval
+    load_now_kw: float  # the latest building load (grid minus battery power)
+    forecast_start_minute: int | None  # first minute of the forecast's step 0
+    forecast_p50_kw: Sequence[float] | None  # building load per step
+    forecast_p90_kw: Sequence[float] | None
+    paid_peak_kw: float | None  # the billing period's peak so far
+    target_kw: float | None  # the effective operator target
+    soc_pct: float | None  # None when stale or never written
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchDecision:
+    """What the BAS should do this minute, and the plan behind it."""
+
+    minute: int
+    setpoint_kw: float  # + charge / - discharge
+    ev_limit_kw: float | None
+    cap_kw: float  # the interval average the live layer defends
+    planned_peak_kw: float
+    plan: PlanResult | None
+    plan_start_minute: int | None
+    plan_load_p50_kw: tuple[float, ...]
+    plan_load_p90_kw: tuple[float, ...]
+    soc_assumed_pct: float
+    fallback: str | None  # why the safe rule is in force, None when the plan is
+
+    @property
+    def reliable(self) -> bool:
+        """False when the setpoint comes from the fallback rule."""
+        return self.fallback is None
+
+
+class DispatchController:
+    """Plans every minute (or every ``replan_every_minutes``) and defends the planned peak."""
+
+    def __init__(
+        self,
+        battery: Battery,
+        tariff: Tariff,
+        tz: ZoneInfo,
+        ev: EvChargers | None = None,
+        settings: DispatchSettings | None = None,
+    ) -> None:
+        self._battery = battery
+        self._tariff = tariff
+        self._tz = tz
+        self._ev = ev
+        self._settings = settings or DispatchSettings()
+        self._plan: PlanResult | None = None
+        self._plan_start: int | None = None
+        self._plan_p50: tuple[float, ...] = ()
+        self._plan_p90: tuple[float, ...] = ()
+        self._planned_at: int | None = None
+        self.solve_ms: list[float] = []
+
+    @property
+    def battery(self) -> Battery:
+        """The battery this controller dispatches."""
+        return self._battery
+
+    def decide(self, inputs: DispatchInputs) -> DispatchDecision:
+        """The setpoint for ``inputs.minute``."""
+        battery = self._battery
+        step = inputs.step_minutes
+        floor = max(inputs.paid_peak_kw or 0.0, inputs.target_kw or 0.0)
+        fallback: str | None = None
+        if inputs.soc_pct is None or not math.isfinite(inputs.soc_pct):
+            soc_pct = battery.reserve_pct
+            fallback = "battery SOC is stale: the reserve is assumed"
+        else:
+            soc_pct = min(max(inputs.soc_pct, 0.0), 100.0)
+        energy = battery.kwh(soc_pct)
+        elapsed = len(inputs.interval_grid_kw)
+        elapsed_sum = float(sum(inputs.interval_grid_kw))
+        plan = self._replan(inputs, energy, floor, elapsed, elapsed_sum)
+        if plan is None:
+            fallback = fallback or "no plan: no day-ahead forecast or the solver failed"
+            planned_peak = floor
+        else:
+            planned_peak = plan.planned_peak_kw
+        cap = max(floor, planned_peak)
+        setpoint = self._live(inputs, cap, energy, elapsed, elapsed_sum, plan)
+        if fallback is not None and inputs.soc_pct is None:
+            setpoint = max(setpoint, 0.0)  # never discharge on a guessed SOC
+        ev_limit = None
+        if self._ev is not None:
+            headroom = cap - inputs.load_now_kw - max(setpoint, 0.0)
+            ev_limit = min(self._ev.max_kw, max(self._ev.min_kw, headroom))
+        return DispatchDecision(
+            minute=inputs.minute,
+            setpoint_kw=setpoint,
+            ev_limit_kw=ev_limit,
+            cap_kw=cap,
+            planned_peak_kw=planned_peak,
+            plan=plan,
+            plan_start_minute=self._plan_start,
+            plan_load_p50_kw=self._plan_p50,
+            plan_load_p90_kw=self._plan_p90,
+            soc_assumed_pct=soc_pct,
+            fallback=fallback,
+        )
+
+    def _replan(
+        self,
+        inputs: DispatchInputs,
+        energy: float,
+        floor: float,
+        elapsed: int,
+        elapsed_sum: float,
+    ) -> PlanResult | None:
+        due = (
+            self._planned_at is None
+            or inputs.minute - self._planned_at >= self._settings.replan_every_minutes
+            or elapsed == 0  # a new interval: the partial-interval terms changed
+        )
+        if not due:
+            return self._plan
+        self._planned_at = inputs.minute
+        if inputs.forecast_p50_kw is None or inputs.forecast_start_minute is None:
+            self._plan = None
+            return None
+        step = inputs.step_minutes
+        interval_start = inputs.minute - elapsed
+        offset = (interval_start - inputs.forecast_start_minute) // step
+        p50 = np.asarray(inputs.forecast_p50_kw, dtype=np.float64)[max(offset, 0) :]
+        p90_src = inputs.forecast_p90_kw if inputs.forecast_p90_kw is not None else p50
+        p90 = np.asarray(p90_src, dtype=np.float64)[max(offset, 0) :]
+        if len(p50) == 0 or not np.all(np.isfinite(p50)):
+            self._plan = None
+            return None
+        load = p90 if self._settings.band == "p90" else p50
+        load = load.copy()
+        # Step 0: the measured load now is better than the forecast for the rest of this interval.
+        load[0] = max(load[0], inputs.load_now_kw) if elapsed else load[0]
+        max_discharge = np.minimum(self._battery.discharge_kw, np.maximum(p50, 0.0) * 0.9)
+        hours = np.array(
+            [
+                minute_start(interval_start + k * step).astimezone(self._tz).hour
+                for k in range(len(load))
+            ]
+        )
+        prices = np.array([self._tariff.energy_price(int(h)) for h in hours])
+        request = PlanRequest(
+            load_kw=load,
+            max_discharge_kw=max_discharge,
+            energy_price=prices,
+            step_minutes=step,
+            elapsed_minutes=elapsed,
+            elapsed_grid_kwmin=elapsed_sum,
+            start_kwh=energy,
+            floor_kw=floor,
+            terminal_value_per_kwh=float(prices.max()) * 1.5 + self._tariff.throughput_cost_per_kwh,
+        )
+        try:
+            plan = solve_plan(request, self._battery, self._tariff)
+        except PlanInfeasible as exc:
+            log.warning("dispatch plan not solved (%s); the safe rule applies", exc)
+            self._plan = None
+            return None
+        self.solve_ms.append(plan.solve_ms)
+        self._plan = plan
+        self._plan_start = interval_start
+        self._plan_p50 = tuple(float(v) for v in p50)
+        self._plan_p90 = tuple(float(v) for v in p90)
+        return plan
+
+    def _live(
+        self,
+        inputs: DispatchInputs,
+        cap: float,
+        energy: float,
+        elapsed: int,
+        elapsed_sum: float,
+        plan: PlanResult | None,
+    ) -> float:
+        """Discharge just enough to hold the interval at ``cap``; charge only under it."""
+        battery = self._battery
+        step = inputs.step_minutes
+        remaining = max(1, step - elapsed)
+        allowance = (step * cap - elapsed_sum) / remaining  # average grid allowed from now on
+        load = inputs.load_now_kw
+        minute_h = 1.0 / 60.0
+        available = max(0.0, energy - battery.min_kwh) * battery.efficiency / minute_h
+        room = max(0.0, battery.max_kwh - energy) / battery.efficiency / minute_h
+        if load > allowance:
+            discharge = min(load - allowance, battery.discharge_kw, available, max(load, 0.0))
+            return -discharge
+        headroom = allowance - load - self._settings.charge_margin_kw
+        if headroom <= 0:
+            return 0.0
+        wanted = battery.charge_kw
+        if plan is not None and plan.battery_kw[0] < 0:
+            wanted = 0.0  # the plan discharges now (a cheaper or peak step): do not charge
+        return min(headroom, wanted, room)
+
+
+def step_plan_times(decision: DispatchDecision, step_minutes: int) -> list[datetime]:
+    """UTC start of each step of the decision's plan."""
+    if decision.plan is None or decision.plan_start_minute is None:
+        return []
+    return [
+        minute_start(decision.plan_start_minute + k * step_minutes)
+        for k in range(len(decision.plan.battery_kw))
+    ]
