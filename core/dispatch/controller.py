@@ -25,24 +25,34 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 
 from core.dispatch.assets import Battery, EvChargers, Tariff
 from core.dispatch.planner import PlanInfeasible, PlanRequest, PlanResult, solve_plan
-from core.timegrid import minute_start
+from core.timegrid import minute_start, same_local_time_days_ago, same_local_time_weeks_ago
 
 log = logging.getLogger(__name__)
 
 # Keep the interval average this far under the cap when charging (kW).
 CHARGE_MARGIN_KW = 0.5
+# Full power over the cap only with this much energy beyond what the plan expects to need.
+SPARE_FOR_FULL_POWER_KWH = 2.5
 
 
 @dataclass(frozen=True, slots=True)
 class DispatchSettings:
     """How the controller plans: which forecast level it plans on, how often it re-plans."""
 
-    band: str = "p90"  # plan against "p50" or "p90" of the day-ahead forecast
+    # The load the plan assumes: p50 + band_weight * (p90 - p50) of the day-ahead forecast.
+    band_weight: float = 0.5
     replan_every_minutes: int = 1
     charge_margin_kw: float = CHARGE_MARGIN_KW
+    follow_plan: bool = True  # discharge at least what the plan does in the current step
+    full_power_over_cap: bool = False  # full discharge while the load is above the cap
+    # How fast the forecast's recent under-prediction is forgotten (per interval), and how far
+    # ahead it is added (intervals): a day running hotter than forecast raises the plan early.
+    bias_decay: float = 0.8
+    bias_steps: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +69,9 @@ class DispatchInputs:
     paid_peak_kw: float | None  # the billing period's peak so far
     target_kw: float | None  # the effective operator target
     soc_pct: float | None  # None when stale or never written
+    # The highest minute load seen around this time of day in recent weeks: the spike the live
+    # layer keeps discharge power in reserve for (None: no insurance).
+    spike_kw: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +118,11 @@ class DispatchController:
         self._plan_p90: tuple[float, ...] = ()
         self._planned_at: int | None = None
         self.solve_ms: list[float] = []
+        self._bias_kw = 0.0
+        self._bias_interval: int | None = None
+        self._bias_sum = 0.0
+        self._bias_count = 0
+        self._bias_forecast: float | None = None
 
     @property
     def battery(self) -> Battery:
@@ -114,7 +132,6 @@ class DispatchController:
     def decide(self, inputs: DispatchInputs) -> DispatchDecision:
         """The setpoint for ``inputs.minute``."""
         battery = self._battery
-        step = inputs.step_minutes
         floor = max(inputs.paid_peak_kw or 0.0, inputs.target_kw or 0.0)
         fallback: str | None = None
         if inputs.soc_pct is None or not math.isfinite(inputs.soc_pct):
@@ -125,6 +142,7 @@ class DispatchController:
         energy = battery.kwh(soc_pct)
         elapsed = len(inputs.interval_grid_kw)
         elapsed_sum = float(sum(inputs.interval_grid_kw))
+        self._track_bias(inputs.minute - elapsed, inputs.load_now_kw)
         plan = self._replan(inputs, energy, floor, elapsed, elapsed_sum)
         if plan is None:
             fallback = fallback or "no plan: no day-ahead forecast or the solver failed"
@@ -132,7 +150,7 @@ class DispatchController:
         else:
             planned_peak = plan.planned_peak_kw
         cap = max(floor, planned_peak)
-        setpoint = self._live(inputs, cap, energy, elapsed, elapsed_sum, plan)
+        setpoint = self._live(inputs, cap, floor, energy, elapsed, elapsed_sum, plan)
         if fallback is not None and inputs.soc_pct is None:
             setpoint = max(setpoint, 0.0)  # never discharge on a guessed SOC
         ev_limit = None
@@ -181,8 +199,13 @@ class DispatchController:
         if len(p50) == 0 or not np.all(np.isfinite(p50)):
             self._plan = None
             return None
-        load = p90 if self._settings.band == "p90" else p50
-        load = load.copy()
+        if self._bias_forecast is None:
+            self._bias_forecast = float(p50[0])
+        load = p50 + self._settings.band_weight * (p90 - p50)
+        if self._bias_kw > 0 and self._settings.bias_steps > 0:
+            ramp = self._bias_kw * self._settings.bias_decay ** np.arange(len(load))
+            ramp[self._settings.bias_steps :] = 0.0
+            load = load + ramp
         # Step 0: the measured load now is better than the forecast for the rest of this interval.
         load[0] = max(load[0], inputs.load_now_kw) if elapsed else load[0]
         max_discharge = np.minimum(self._battery.discharge_kw, np.maximum(p50, 0.0) * 0.9)
@@ -217,16 +240,41 @@ class DispatchController:
         self._plan_p90 = tuple(float(v) for v in p90)
         return plan
 
+    def _track_bias(self, interval_start: int, load_now_kw: float) -> None:
+        """Follow how far the load of each closed interval ran above its P50 forecast.
+
+        ``load_now_kw`` is the load of the minute before ``decide``'s minute, so the minutes seen
+        while an interval runs are its own; when the next interval starts the error is known.
+        """
+        current = self._bias_interval
+        if current is not None and current != interval_start and self._bias_count:
+            observed = self._bias_sum / self._bias_count
+            forecast = self._bias_forecast
+            if forecast is not None:
+                error = max(0.0, observed - forecast)
+                self._bias_kw = max(error, self._bias_kw * self._settings.bias_decay)
+            self._bias_sum, self._bias_count, self._bias_forecast = 0.0, 0, None
+        if current != interval_start:
+            self._bias_interval = interval_start
+        elif math.isfinite(load_now_kw):
+            self._bias_sum += load_now_kw
+            self._bias_count += 1
+
     def _live(
         self,
         inputs: DispatchInputs,
         cap: float,
+        floor: float,
         energy: float,
         elapsed: int,
         elapsed_sum: float,
         plan: PlanResult | None,
     ) -> float:
-        """Discharge just enough to hold the interval at ``cap``; charge only under it."""
+        """Discharge just enough to hold the interval at ``cap``; charge only under the floor.
+
+        Charging is limited by the peak already paid (or the target), not by the planned peak:
+        the planned peak is a forecast, and charging up to it would make it real.
+        """
         battery = self._battery
         step = inputs.step_minutes
         remaining = max(1, step - elapsed)
@@ -235,16 +283,59 @@ class DispatchController:
         minute_h = 1.0 / 60.0
         available = max(0.0, energy - battery.min_kwh) * battery.efficiency / minute_h
         room = max(0.0, battery.max_kwh - energy) / battery.efficiency / minute_h
-        if load > allowance:
-            discharge = min(load - allowance, battery.discharge_kw, available, max(load, 0.0))
+        need = load - allowance
+        if plan is not None and self._settings.follow_plan:
+            # The plan expects this interval's load and spreads the discharge over it: starting
+            # early leaves power for a spike later in the interval (the limit binds on spikes).
+            need = max(need, -float(plan.battery_kw[0]))
+        spare = energy - float(plan.soc_kwh.min()) if plan is not None else 0.0
+        if self._settings.full_power_over_cap and load > cap and spare > SPARE_FOR_FULL_POWER_KWH:
+            # Over the cap the load is in a step that may rise further, and the power limit binds
+            # on spikes: what is not discharged now cannot be made up later in the interval.
+            need = max(need, battery.discharge_kw)
+        if need > 0:
+            discharge = min(need, battery.discharge_kw, available, max(load, 0.0))
             return -discharge
-        headroom = allowance - load - self._settings.charge_margin_kw
+        charge_allowance = (step * min(cap, floor) - elapsed_sum) / remaining
+        headroom = charge_allowance - load - self._settings.charge_margin_kw
         if headroom <= 0:
             return 0.0
         wanted = battery.charge_kw
         if plan is not None and plan.battery_kw[0] < 0:
             wanted = 0.0  # the plan discharges now (a cheaper or peak step): do not charge
         return min(headroom, wanted, room)
+
+
+def expected_spike_kw(
+    load_kw: npt.NDArray[np.float64],
+    load_start_minute: int,
+    interval_start_minute: int,
+    step_minutes: int,
+    tz: ZoneInfo,
+    weeks: int = 2,
+    window_minutes: int = 60,
+) -> float | None:
+    """The highest minute load around this interval's time of day: yesterday and 1..weeks ago.
+
+    ``load_kw`` is the building load history (NaN for gaps) starting at ``load_start_minute``
+    and ending before the interval. None when none of those windows has data.
+    """
+    targets = np.array([interval_start_minute], dtype=np.int64)
+    starts = [int(same_local_time_days_ago(targets, 1, tz)[0])]
+    starts += [int(same_local_time_weeks_ago(targets, w, tz)[0]) for w in range(1, weeks + 1)]
+    best: float | None = None
+    for start in starts:
+        lo = start - window_minutes - load_start_minute
+        hi = start + step_minutes + window_minutes - load_start_minute
+        lo, hi = max(lo, 0), min(hi, len(load_kw))
+        if hi <= lo:
+            continue
+        window = load_kw[lo:hi]
+        if np.all(np.isnan(window)):
+            continue
+        peak = float(np.nanmax(window))
+        best = peak if best is None else max(best, peak)
+    return best
 
 
 def step_plan_times(decision: DispatchDecision, step_minutes: int) -> list[datetime]:

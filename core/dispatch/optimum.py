@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.dispatch.assets import Battery
+from core.dispatch.planner import new_highs
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -62,8 +63,7 @@ def optimum_peak(
     upper[e0 : e0 + n] = battery.max_kwh
     lower[e0 + n - 1] = max(battery.min_kwh, min(end_kwh, battery.max_kwh))
     upper[p_index] = highspy.kHighsInf
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = new_highs()
     h.addVars(count, lower, upper)
     h.changeColsCost(count, np.arange(count, dtype=np.int32), cost)
     rows_lower: list[float] = []

@@ -49,6 +49,13 @@ class PlanResult:
     solve_ms: float
 
 
+def new_highs() -> highspy.Highs:
+    """A silent HiGHS instance."""
+    h = highspy.Highs()  # type: ignore[no-untyped-call]
+    h.setOptionValue("output_flag", False)
+    return h
+
+
 class PlanInfeasible(RuntimeError):
     """HiGHS found no optimal plan."""
 
@@ -115,8 +122,7 @@ def solve_plan(request: PlanRequest, battery: Battery, tariff: Tariff) -> PlanRe
             row([c0 + k, d0 + k, p], [1.0, -1.0, -1.0], -inf, -load)
         row([c0 + k, d0 + k], [1.0, -1.0], -load, inf)  # never export
 
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = new_highs()
     h.addVars(count, lower, upper)
     h.changeColsCost(count, np.arange(count, dtype=np.int32), cost)
     h.addRows(
