@@ -10,14 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from core.config import Settings
 from core.demand import DemandSnapshot
+from core.dispatch.controller import DispatchDecision
 from core.snapshot import Quality, Snapshot
+from core.validation import INPUT_RANGES, OUTDOOR_AIR_RANGES
 
 # Bumped whenever the point list (names, types, instances, units) changes.
-DATABASE_REVISION = 2
+DATABASE_REVISION = 3
+# When the point list last changed (UTC): the EDE TIMESTAMP_OF_LAST_CHANGE. Update it together
+# with DATABASE_REVISION.
+POINT_LIST_CHANGED = datetime(2026, 11, 26, 19, 30, 0, tzinfo=UTC)
 SENTINEL_KW = -1.0
 
 
@@ -43,6 +49,7 @@ RELIABILITY_OF_QUALITY: dict[Quality, Reliability] = {
     Quality.STALE_INPUT: Reliability.COMMUNICATION_FAILURE,
     Quality.INSUFFICIENT_HISTORY: Reliability.UNRELIABLE_OTHER,
     Quality.STORAGE_FAULT: Reliability.UNRELIABLE_OTHER,
+    Quality.DEGRADED: Reliability.UNRELIABLE_OTHER,
 }
 
 PointValue = float | bool
@@ -78,6 +85,12 @@ class PointSpec:
         """The value both faces publish: the snapshot's, or the sentinel until one exists."""
         value = self.value_of(snapshot)
         return self.default if value is None else value
+
+    def units_for(self, settings: Settings) -> str | None:
+        """The engineering units, where a setting chooses them (outdoor air: F or C)."""
+        if self.input_key == "outdoor_air_temp":
+            return settings.outdoor_air_units
+        return self.units
 
     def quality(self, snapshot: Snapshot) -> Quality:
         """The point's quality; a writable point is faulted while its writes are refused."""
@@ -256,8 +269,16 @@ def _binary_output(
     description: str,
     value: Callable[[DemandSnapshot], bool],
     state_text: tuple[str, str],
+    from_plan: Callable[[DispatchDecision], bool] | None = None,
 ) -> PointSpec:
-    value_of, quality_of = _demand(value)
+    demand_value_of, quality_of = _demand(value)
+
+    def value_of(snapshot: Snapshot) -> PointValue | None:
+        # With a battery planned, the permits follow the plan so they never contradict it.
+        if from_plan is not None and snapshot.dispatch is not None:
+            return from_plan(snapshot.dispatch)
+        return demand_value_of(snapshot)
+
     return PointSpec(
         name=name,
         object_type=ObjectType.BINARY_VALUE,
@@ -399,6 +420,7 @@ DEMAND_POINTS: tuple[PointSpec, ...] = (
         "Battery charging allowed within the target",
         lambda d: d.decisions.battery_charge_permit,
         ("not permitted", "permitted"),
+        from_plan=lambda plan: plan.setpoint_kw > 0,
     ),
     _binary_output(
         "ev-charge-permit",
@@ -406,6 +428,7 @@ DEMAND_POINTS: tuple[PointSpec, ...] = (
         "EV charging allowed within the target",
         lambda d: d.decisions.ev_charge_permit,
         ("not permitted", "permitted"),
+        from_plan=lambda plan: plan.ev_limit_kw is not None and plan.ev_limit_kw > 0,
     ),
     _binary_output(
         "battery-discharge-request",
@@ -413,9 +436,89 @@ DEMAND_POINTS: tuple[PointSpec, ...] = (
         "Discharge the battery: the projection exceeds the target",
         lambda d: d.decisions.battery_discharge_request,
         ("no request", "discharge"),
+        from_plan=lambda plan: plan.setpoint_kw < 0,
     ),
 )
 
-POINTS = POINTS + DEMAND_POINTS
+
+def _plan_output(
+    name: str,
+    instance: int,
+    description: str,
+    value: Callable[[DispatchDecision], float | None],
+) -> PointSpec:
+    """A dispatch output: no-sensor without a battery plan, unreliable on the fallback rule."""
+
+    def value_of(snapshot: Snapshot) -> PointValue | None:
+        return None if snapshot.dispatch is None else value(snapshot.dispatch)
+
+    def quality_of(snapshot: Snapshot) -> Quality:
+        if snapshot.input_quality != Quality.OK:
+            return snapshot.input_quality
+        if snapshot.dispatch is None or value_of(snapshot) is None:
+            return Quality.NO_DATA
+        return Quality.OK if snapshot.dispatch.reliable else Quality.DEGRADED
+
+    return PointSpec(
+        name=name,
+        object_type=ObjectType.ANALOG_VALUE,
+        instance=instance,
+        description=description,
+        units="kilowatts",
+        cov_increment=0.1,
+        writable=False,
+        default=0.0,
+        value_of=value_of,
+        quality_of=quality_of,
+    )
+
+
+# Dispatch (battery and EV) and outdoor air: after the demand points, never renumbered.
+DISPATCH_POINTS: tuple[PointSpec, ...] = (
+    _plan_output(
+        "battery-power-setpoint",
+        20,
+        "Battery power to command (kW): + charge, - discharge; from the dispatch plan",
+        lambda plan: plan.setpoint_kw,
+    ),
+    _plan_output(
+        "ev-charge-power-limit",
+        21,
+        "Most the EV chargers may draw now (kW), so charging sets no new peak",
+        lambda plan: plan.ev_limit_kw,
+    ),
+    _plan_output(
+        "planned-billing-peak",
+        22,
+        "Billing-period peak the dispatch plan holds (kW, interval average)",
+        lambda plan: plan.planned_peak_kw,
+    ),
+    _analog_input(
+        "outdoor-air-temperature",
+        23,
+        "Outdoor air temperature, written by the BAS (units: --outdoor-air-units)",
+        "outdoor_air_temp",
+        "degrees-fahrenheit",
+    ),
+)
+
+POINTS = POINTS + DEMAND_POINTS + DISPATCH_POINTS
 POINTS_BY_NAME: dict[str, PointSpec] = {point.name: point for point in POINTS}
 INPUT_POWER_METER = POINTS_BY_NAME["input-power-meter"]
+
+
+def present_value_limits(point: PointSpec, settings: Settings) -> tuple[float, float] | None:
+    """The range the core enforces on a writable point (min/max-pres-value, EDE), else None."""
+    if point.input_key is None:
+        return None
+    if point.input_key == "kw":
+        return (settings.min_kw, settings.max_kw)
+    if point.input_key == "demand_target_kw":
+        return (0.0, settings.max_kw)  # above 0: the smallest accepted value is just over it
+    if point.input_key == "outdoor_air_temp":
+        return OUTDOOR_AIR_RANGES[settings.outdoor_air_units]
+    _unit, low, high = INPUT_RANGES[point.input_key]
+    return (
+        -settings.max_kw if low is None else low,
+        settings.max_kw if high is None else high,
+    )

@@ -16,7 +16,9 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from core.accuracy import LiveErrorTracker
-from core.demand import ClosedInterval, DemandTracker, OptionalInputs
+from core.demand import ClosedInterval, DemandSnapshot, DemandTracker, OptionalInputs
+from core.demand import Reading as DemandReading
+from core.dispatch.controller import DispatchController, DispatchDecision, DispatchInputs
 from core.forecast.base import (
     HORIZON_MINUTES,
     DayAheadForecast,
@@ -68,7 +70,13 @@ class SnapshotComputer:
         errors: LiveErrorTracker,
         tz: ZoneInfo,
         percentile_window_minutes: int,
+        dispatch: DispatchController | None = None,
+        interval_minutes: int = 15,
+        stale_after_s: float = 300.0,
     ) -> None:
+        self._stale_after_s = stale_after_s
+        self._dispatch = dispatch
+        self._interval_minutes = interval_minutes
         self._series = series
         self._classifier = classifier
         self._errors = errors
@@ -129,6 +137,11 @@ class SnapshotComputer:
         closed = demand.close_due(now)
         demand_snapshot = demand.evaluate(now, forecast, inputs)
         day_ahead = self._run_day_ahead(forecaster, origin, now) if fresh else None
+        dispatch = (
+            self._plan_dispatch(origin, now, demand_snapshot, day_ahead, inputs, previous)
+            if fresh
+            else None
+        )
         snapshot = dataclasses.replace(
             previous,
             computed_at=now,
@@ -146,11 +159,61 @@ class SnapshotComputer:
             forecast=forecast,
             forecast_quality=forecast_quality,
             day_ahead=day_ahead,
+            dispatch=dispatch,
             model=model,
             demand=demand_snapshot,
             demand_target_kw=demand.target_kw,
         )
         return Computed(snapshot, logged, closed)
+
+    def _plan_dispatch(
+        self,
+        origin: int,
+        now: datetime,
+        demand: DemandSnapshot,
+        day_ahead: DayAheadForecast | None,
+        inputs: OptionalInputs,
+        previous: Snapshot,
+    ) -> DispatchDecision | None:
+        """The battery/EV decision for the minute after ``origin`` (None without a battery)."""
+        if self._dispatch is None:
+            return None
+        minute = origin + 1
+        step = self._interval_minutes
+        start = minute - minute % step
+        elapsed = self._series.window(origin, minute - start) if minute > start else None
+        grid = [] if elapsed is None else [float(v) for v in elapsed if not math.isnan(v)]
+        meter = self._series.get(origin)
+        # The building load is the meter less the battery's own power (+ charging).
+        battery_kw = self._fresh(inputs.battery_power_kw, now)
+        if battery_kw is not None:
+            own = battery_kw
+        elif previous.dispatch is not None:
+            own = previous.dispatch.setpoint_kw
+        else:
+            own = 0.0
+        soc = self._fresh(inputs.battery_soc_pct, now)
+        return self._dispatch.decide(
+            DispatchInputs(
+                minute=minute,
+                step_minutes=step,
+                interval_grid_kw=grid,
+                load_now_kw=(meter - own) if not math.isnan(meter) else 0.0,
+                forecast_start_minute=day_ahead.start_minute if day_ahead else None,
+                forecast_p50_kw=day_ahead.p50_kw if day_ahead else None,
+                forecast_p90_kw=day_ahead.p90_kw if day_ahead else None,
+                paid_peak_kw=demand.period_peak_kw,
+                target_kw=demand.target_kw,
+                soc_pct=soc,
+            )
+        )
+
+    def _fresh(self, reading: DemandReading | None, now: datetime) -> float | None:
+        """A BAS input's value while it is recent enough, else None (stale)."""
+        if reading is None or not math.isfinite(reading.value):
+            return None
+        age_s = (now - reading.at).total_seconds()
+        return reading.value if age_s <= self._stale_after_s else None
 
     def _run_forecaster(
         self, forecaster: Forecaster, history: MinuteHistory, now: datetime

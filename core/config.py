@@ -121,6 +121,23 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(
         default=None, description="Bearer token required for REST writes; reads stay open."
     )
+    allow_open_writes: bool = Field(
+        default=False,
+        description="Start even though --http-host is beyond loopback and no --api-token is set "
+        "(anyone on the network can then write; logged as a warning).",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=268_435_456,
+        description="Largest REST request body (bytes); larger ones get 413 before parsing.",
+    )
+    http_keepalive_s: int = Field(
+        default=5,
+        ge=1,
+        le=300,
+        description="Idle HTTP keep-alive connections are closed after this many seconds.",
+    )
     stale_after_s: float = Field(
         default=300.0,
         ge=1.0,
@@ -187,6 +204,35 @@ class Settings(BaseSettings):
     )
     has_ev: bool = Field(default=False, description="EV chargers are installed.")
     ev_charge_kw: float = Field(default=0.0, ge=0.0, description="EV charging power (kW).")
+    battery_capacity_kwh: float | None = Field(
+        default=None,
+        description="Usable battery capacity (kWh); set it (with --has-battery) to run the "
+        "dispatch planner.",
+    )
+    battery_discharge_kw: float | None = Field(
+        default=None, description="Battery discharge power limit (kW); default = charge limit."
+    )
+    battery_efficiency: float = Field(
+        default=0.92, description="Battery one-way efficiency, in (0, 1]."
+    )
+    battery_max_pct: float = Field(
+        default=100.0, description="Highest SOC the plan charges to (%)."
+    )
+    ev_max_kw: float | None = Field(
+        default=None, ge=0.0, description="EV chargers' maximum power (kW); default --ev-charge-kw."
+    )
+    ev_min_kw: float = Field(default=0.0, ge=0.0, description="EV chargers' minimum power (kW).")
+    demand_charge_per_kw: float = Field(
+        default=15.0, ge=0.0, description="Demand charge ($/kW of billed demand) for the plan."
+    )
+    energy_price_per_kwh: float = Field(
+        default=0.10, ge=0.0, description="Energy price ($/kWh) for the plan."
+    )
+    tou_prices: str = Field(
+        default="",
+        description="Time-of-use energy prices as 'HOUR:PRICE,...' in local time (e.g. "
+        "'0:0.08,14:0.22,20:0.08'); empty: the flat --energy-price-per-kwh.",
+    )
     outdoor_air_units: Literal["degrees-fahrenheit", "degrees-celsius"] = Field(
         default="degrees-fahrenheit",
         description="Units of the outdoor-air-temperature point (BACnet engineering units).",
@@ -264,7 +310,33 @@ class Settings(BaseSettings):
             raise ValueError("low_percentile must be below high_percentile")
         if self.foreign_bbmd and self.bbmd_bdt:
             raise ValueError("foreign_bbmd and bbmd_bdt are exclusive")
+        if self.battery_capacity_kwh is not None and self.battery_capacity_kwh <= 0:
+            raise ValueError("battery_capacity_kwh must be above 0")
+        if not 0 < self.battery_efficiency <= 1:
+            raise ValueError("battery_efficiency must be in (0, 1]")
+        if not 0 < self.battery_max_pct <= 100:
+            raise ValueError("battery_max_pct must be within (0, 100]")
+        if self.battery_reserve_pct >= self.battery_max_pct:
+            raise ValueError("battery_reserve_pct must be below battery_max_pct")
+        if self.battery_discharge_kw is not None and self.battery_discharge_kw < 0:
+            raise ValueError("battery_discharge_kw must not be negative")
+        if self.ev_max_kw is not None and self.ev_min_kw > self.ev_max_kw:
+            raise ValueError("ev_min_kw must not exceed ev_max_kw")
+        self.tou_schedule()  # raises on a malformed schedule
         return self
+
+    def tou_schedule(self) -> tuple[tuple[int, float], ...]:
+        """The time-of-use prices as sorted (local start hour, $/kWh) pairs."""
+        pairs: list[tuple[int, float]] = []
+        for part in filter(None, (p.strip() for p in self.tou_prices.split(","))):
+            hour, sep, price = part.partition(":")
+            try:
+                pairs.append((int(hour), float(price)))
+            except ValueError as exc:
+                raise ValueError(f"tou_prices: {part!r} is not HOUR:PRICE") from exc
+            if not sep or not 0 <= pairs[-1][0] <= 23 or pairs[-1][1] < 0:
+                raise ValueError(f"tou_prices: {part!r} needs an hour 0..23 and a price >= 0")
+        return tuple(sorted(pairs))
 
     @property
     def tz(self) -> ZoneInfo:

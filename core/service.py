@@ -20,6 +20,8 @@ from core.compute import SnapshotComputer
 from core.config import Settings
 from core.demand import ClosedInterval, DemandConfig, DemandTracker, OptionalInputs, WindowMode
 from core.demand import Reading as DemandReading
+from core.dispatch.assets import Battery, EvChargers, Tariff
+from core.dispatch.controller import DispatchController
 from core.errors import InvalidReading, InvalidRequest
 from core.forecast.base import (
     HORIZON_MINUTES,
@@ -84,6 +86,33 @@ def demand_config(settings: Settings) -> DemandConfig:
         has_ev=settings.has_ev,
         ev_charge_kw=settings.ev_charge_kw,
     )
+
+
+def dispatch_controller(settings: Settings) -> DispatchController | None:
+    """The battery/EV dispatch controller the settings describe (None without a battery)."""
+    if not settings.has_battery or settings.battery_capacity_kwh is None:
+        return None
+    charge_kw = settings.battery_charge_kw
+    battery = Battery(
+        capacity_kwh=settings.battery_capacity_kwh,
+        charge_kw=charge_kw,
+        discharge_kw=charge_kw
+        if settings.battery_discharge_kw is None
+        else settings.battery_discharge_kw,
+        efficiency=settings.battery_efficiency,
+        reserve_pct=settings.battery_reserve_pct,
+        max_pct=settings.battery_max_pct,
+    )
+    ev = None
+    ev_max = settings.ev_max_kw if settings.ev_max_kw is not None else settings.ev_charge_kw
+    if settings.has_ev and ev_max > 0:
+        ev = EvChargers(max_kw=ev_max, min_kw=min(settings.ev_min_kw, ev_max))
+    tariff = Tariff(
+        demand_charge_per_kw=settings.demand_charge_per_kw,
+        energy_price_per_kwh=settings.energy_price_per_kwh,
+        tou_prices=settings.tou_schedule(),
+    )
+    return DispatchController(battery, tariff, settings.tz, ev=ev)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +186,16 @@ class DsmCore:
             settings.flag_min_history_minutes,
         )
         self._errors = LiveErrorTracker(LIVE_RMSE_WINDOW_MINUTES)
+        self._dispatch = dispatch_controller(settings)
         self._computer = SnapshotComputer(
-            self._series, self._classifier, self._errors, self._tz, self._window_minutes
+            self._series,
+            self._classifier,
+            self._errors,
+            self._tz,
+            self._window_minutes,
+            dispatch=self._dispatch,
+            interval_minutes=settings.demand_interval_minutes,
+            stale_after_s=settings.stale_after_s,
         )
         self._demand_config = demand_config(settings)
         self._demand = DemandTracker(self._demand_config)
@@ -189,6 +226,11 @@ class DsmCore:
     def snapshot(self) -> Snapshot:
         """The current snapshot (immutable)."""
         return self._snapshot
+
+    @property
+    def dispatch_battery(self) -> Battery | None:
+        """The battery the dispatch planner runs, None without one."""
+        return self._dispatch.battery if self._dispatch is not None else None
 
     @property
     def writer(self) -> DatabaseWriter:
@@ -549,6 +591,17 @@ class DsmCore:
     async def model_runs(self, limit: int = 50) -> list[ModelRunRecord]:
         """Training runs, newest first."""
         return await asyncio.to_thread(self._storage.model_runs, limit)
+
+    async def forecast_history(
+        self, start: datetime | None, end: datetime | None, limit: int
+    ) -> list[tuple[int, str, float, datetime]]:
+        """Logged forecasts in [start, end): (target minute, forecaster, kW, made at)."""
+        if limit < 1:
+            raise InvalidRequest("limit must be at least 1")
+        start_minute, end_minute = _minute_range(start, end)
+        return await asyncio.to_thread(
+            self._storage.forecasts_between, start_minute, end_minute, limit
+        )
 
     async def ready(self) -> bool:
         """True when the database answers and takes writes."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from core.commands import CommandState
 from core.demand import DemandSnapshot
+from core.dispatch.controller import DispatchDecision
 from core.forecast.base import DayAheadForecast, Forecast
 
 OPTIONAL_INPUTS = ("pv_power_kw", "battery_soc_pct", "battery_power_kw", "ev_charging_power_kw")
@@ -22,6 +23,7 @@ class Quality(StrEnum):
     STALE_INPUT = "stale-input"  # the meter input stopped arriving
     INSUFFICIENT_HISTORY = "insufficient-history"  # data exists but not enough of it
     STORAGE_FAULT = "storage-fault"  # the database is not taking writes: writes are refused
+    DEGRADED = "degraded"  # computed by a fallback rule (e.g. dispatch with a stale SOC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,8 @@ class Snapshot:
     forecast_quality: Quality = Quality.NO_DATA
     # The next 24 h in 15-minute steps (served forecaster or the seasonal baseline); transient.
     day_ahead: DayAheadForecast | None = None
+    # The battery/EV dispatch decision and its plan, when a battery is configured; transient.
+    dispatch: DispatchDecision | None = None
     model: ModelStatus = field(default_factory=lambda: ModelStatus(forecaster="none"))
     # Demand-charge management: recomputed every interval from the tracker's persisted state,
     # so it is not part of the saved snapshot.
@@ -172,7 +176,7 @@ class Snapshot:
 
 # Recomputed at the first computation after a restart (from the demand tracker's own state).
 _TRANSIENT = frozenset(
-    {"demand", "inputs", "input_qualities", "commands", "storage_fault", "day_ahead"}
+    {"demand", "inputs", "input_qualities", "commands", "storage_fault", "day_ahead", "dispatch"}
 )
 
 
