@@ -44,7 +44,7 @@ class DispatchSettings:
     """How the controller plans: which forecast level it plans on, how often it re-plans."""
 
     # The load the plan assumes: p50 + band_weight * (p90 - p50) of the day-ahead forecast.
-    band_weight: float = 0.5
+    band_weight: float = 1.0
     replan_every_minutes: int = 1
     charge_margin_kw: float = CHARGE_MARGIN_KW
     follow_plan: bool = True  # discharge at least what the plan does in the current step
