@@ -9,7 +9,18 @@ from fastapi.routing import APIRoute
 
 from api.deps import AppContext
 from api.errors import install_error_handlers
-from api.routers import demand, forecast, health, metrics, model, points, readings
+from api.limits import RequestLimits
+from api.routers import (
+    dashboard,
+    demand,
+    dispatch,
+    forecast,
+    health,
+    metrics,
+    model,
+    points,
+    readings,
+)
 from core.service import DsmCore
 from core.training import TrainingManager
 
@@ -17,9 +28,11 @@ DESCRIPTION = """
 Edge demand side management for one building. The same core feeds the BACnet/IP device and this
 API: `GET /api/v1/points` returns exactly what a BACnet read returns.
 
-Writes need `Authorization: Bearer <token>` when the service runs with `--api-token`;
-reads are open.
-Errors are JSON: `{"detail": "what was wrong"}`.
+Writes need `Authorization: Bearer <token>` when the service runs with `--api-token`
+(checked before the body is read: 401); reads are open. A body over `--max-body-bytes`
+gets 413 before it is parsed.
+Every error is JSON `{"detail": "what was wrong"}`; 422 and 400 add `errors`, at most 20
+`{loc, msg, type}` items (the input is never echoed back).
 """
 
 
@@ -41,6 +54,7 @@ def create_app(
             {"name": "forecast", "description": "The next 60 minutes"},
             {"name": "model", "description": "The forecasting model and its training runs"},
             {"name": "demand", "description": "Demand-charge management"},
+            {"name": "dispatch", "description": "Battery and EV dispatch plan"},
             {"name": "health", "description": "Probes for orchestrators"},
             {"name": "metrics", "description": "Prometheus"},
         ],
@@ -52,9 +66,17 @@ def create_app(
         training=training,
     )
     install_error_handlers(app)
-    for module in (points, readings, forecast, model, demand, health, metrics):
+    # Outermost guard: the token, then the body size, before any route parses a byte.
+    app.add_middleware(
+        RequestLimits,
+        token=core.settings.api_token,
+        max_body_bytes=core.settings.max_body_bytes,
+    )
+    for module in (points, readings, forecast, dispatch, model, demand, health, metrics):
         _summaries_from_docstrings(module.router)
         app.include_router(module.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", dashboard.static_files(), name="static")
     return app
 
 

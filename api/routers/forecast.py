@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
 
 from api.deps import CoreDep
-from api.schemas import ForecastOut, ForecastStep
+from api.errors import error_responses
+from api.schemas import ForecastOut, ForecastStep, IsoDateTime
 from core.errors import NotReady
+from core.timegrid import minute_start
 
 router = APIRouter(prefix="/api/v1", tags=["forecast"])
+
+
+class ForecastLogEntry(BaseModel):
+    """What the service forecast, 60 minutes ahead, for one minute."""
+
+    at: datetime = Field(description="UTC start of the target minute.")
+    kw: float = Field(description="The 60-minute-ahead value (what one-hour-future-power showed).")
+    forecaster: str
+    made_at: datetime = Field(description="When the forecast was made (about 60 minutes before).")
+
+
+class ForecastHistoryOut(BaseModel):
+    """The forecast log: for each target minute, the forecast made 60 minutes earlier."""
+
+    items: list[ForecastLogEntry]
 
 
 @router.get(
     "/forecast",
     response_model=ForecastOut,
-    responses={503: {"description": "No forecast yet (no completed minute of readings)."}},
+    responses=error_responses(503, e503="No forecast yet (no completed minute of readings)."),
 )
 def get_forecast(core: CoreDep) -> ForecastOut:
     """The next 60 minutes, minute by minute, with the forecaster's name and when it was made."""
@@ -44,4 +65,27 @@ def get_forecast(core: CoreDep) -> ForecastOut:
         peak_kw=forecast.peak_kw,
         peak_at=forecast.target(forecast.peak_step),
         steps=steps,
+    )
+
+
+@router.get(
+    "/forecast/history",
+    response_model=ForecastHistoryOut,
+    responses=error_responses(400, e400="end is not after start."),
+)
+async def get_forecast_history(
+    core: CoreDep,
+    start: Annotated[
+        IsoDateTime | None, Query(description="Inclusive, ISO 8601 with offset")
+    ] = None,
+    end: Annotated[IsoDateTime | None, Query(description="Exclusive, ISO 8601 with offset")] = None,
+    limit: Annotated[int, Query(ge=1, le=10000, description="At most this many")] = 2000,
+) -> ForecastHistoryOut:
+    """The 60-minute-ahead forecast logged for each minute (kept 25 h), oldest first."""
+    rows = await core.forecast_history(start, end, limit)
+    return ForecastHistoryOut(
+        items=[
+            ForecastLogEntry(at=minute_start(minute), kw=kw, forecaster=name, made_at=made)
+            for minute, name, kw, made in rows
+        ]
     )
