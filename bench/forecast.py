@@ -1,8 +1,11 @@
 """`open-dsm bench forecast`: baselines, the seed LSTM and our model on one meter CSV.
 
 Trains on everything before the last ``--test-days`` local days and scores every origin in the
-test days that has a value 60 minutes ahead. TensorFlow work runs in child processes (spawned),
-so each one's peak RSS is its own and this process never imports TensorFlow.
+test days that has a value 60 minutes ahead. Day-ahead: an origin every 15 minutes of the test
+days, the 96 steps' 15-minute means pooled (CV(RMSE) %). ``--weather FILE`` adds outdoor air
+(stored beside the kW as the service does) for our model to use if its validation wants it.
+TensorFlow work runs in child processes (spawned), so each one's peak RSS is its own and this
+process never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from core.forecast import day_ahead as da
 from core.forecast.base import HORIZON_MINUTES, MinuteHistory
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.forecast.features import (
@@ -46,6 +50,9 @@ COLUMNS = (
     "mae_60",
     "rmse_1_60",
     "cvrmse_15min_60",
+    "cvrmse_15min_day_ahead",
+    "coverage_p10_p90_60",
+    "coverage_p10_p90_day_ahead",
     "train_s",
     "infer_ms",
     "peak_rss_mb",
@@ -62,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     parser.add_argument("--tz", default="America/Chicago", help="site time zone (IANA)")
+    parser.add_argument(
+        "--weather",
+        type=Path,
+        default=None,
+        help="outdoor-air history CSV (timestamp + temperature, as `open-dsm import --weather`)",
+    )
     parser.add_argument("--time-column", default=None, help="timestamp column (auto)")
     parser.add_argument("--kw-column", default=None, help="kW column (auto)")
     parser.add_argument(
@@ -96,12 +109,73 @@ def _split(
     return split, origins[keep]
 
 
+def _weather(path: str | None, tz: ZoneInfo, start: int, length: int) -> FloatArray | None:
+    """Outdoor air aligned with the meter series (NaN where unknown), or None."""
+    if not path:
+        return None
+    from core.forecast.weather import load_weather_csv
+
+    series = load_weather_csv(path, tz)
+    out = np.full(length, np.nan)
+    lo = max(start, series.start_minute)
+    hi = min(start + length, series.start_minute + len(series.values))
+    if hi > lo:
+        out[lo - start : hi - start] = series.values[
+            lo - series.start_minute : hi - series.start_minute
+        ]
+    return out
+
+
+def _day_ahead_origins(start: int, values: FloatArray, split: int) -> IntArray:
+    """An origin every 15 minutes of the test days (step 0 starts right after it)."""
+    end = start + len(values) - 1
+    first = split - 1 + (-split) % da.STEP
+    origins = np.arange(first, end, da.STEP, dtype=np.int64)
+    last = values[origins - start]
+    return origins[~np.isnan(last)]
+
+
+def _day_ahead_scores(
+    p50: FloatArray,
+    actual: FloatArray,
+    p10: FloatArray | None = None,
+    p90: FloatArray | None = None,
+) -> dict[str, float]:
+    """Pooled CV(RMSE) % of the steps that have an outcome, and the band's coverage."""
+    ok = ~np.isnan(actual)
+    out = {"cvrmse_15min_day_ahead": da.cvrmse_pct(p50[ok], actual[ok])}
+    if p10 is not None and p90 is not None:
+        inside = (actual[ok] >= p10[ok]) & (actual[ok] <= p90[ok])
+        out["coverage_p10_p90_day_ahead"] = float(np.mean(inside))
+    return out
+
+
+def _seasonal_day_ahead(
+    start: int, values: FloatArray, origins: IntArray, tz: ZoneInfo
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """mean-2-weeks' day-ahead through its own forecaster, origin by origin."""
+    forecaster = SeasonalMeanForecaster(weeks=2)
+    span = forecaster.day_ahead_history_minutes
+    now = datetime.now(UTC)
+    rows = []
+    for origin in origins.tolist():
+        lo = max(0, origin - span + 1 - start)
+        history = MinuteHistory(start + lo, values[lo : origin - start + 1])
+        fc = forecaster.day_ahead(history, tz, now)
+        assert fc is not None and fc.p10_kw is not None and fc.p90_kw is not None
+        rows.append((fc.p50_kw, fc.p10_kw, fc.p90_kw))
+    arr = np.asarray(rows, dtype=np.float64)
+    return arr[:, 0], arr[:, 1], arr[:, 2]
+
+
 def _row(model: str, metrics: dict[str, float] | None, **extra: float | None) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row["model"] = model
     if metrics is not None:
         for key in ("rmse_60", "mae_60", "rmse_1_60", "cvrmse_15min_60"):
             row[key] = round(metrics[key], 3)
+        if "coverage_p10_p90_60" in metrics:
+            row["coverage_p10_p90_60"] = round(metrics["coverage_p10_p90_60"], 4)
     for key, value in extra.items():
         row[key] = None if value is None else round(float(value), 3)
     return row
@@ -146,19 +220,25 @@ def _child_ours(args: dict[str, Any], queue: Any) -> None:
         args["data"], tz, time_column=args["time_column"], kw_column=args["kw_column"]
     )
     train_values = series.values_kw[: args["split"] - series.start_minute]
+    air = _weather(args["weather"], tz, series.start_minute, len(train_values))
     t0 = time.monotonic()
     result = neural.train(
-        series.start_minute, train_values, tz, time_budget_s=args["time_budget_s"]
+        series.start_minute,
+        train_values,
+        tz,
+        outdoor_air=air,
+        time_budget_s=args["time_budget_s"],
     )
     train_s = time.monotonic() - t0
-    write_artifact(args["artifact"], result.tflite_model, result.meta)
+    write_artifact(args["artifact"], result.tflite_model, result.meta, result.day_ahead_model)
     queue.put(
         {
             "train_s": train_s,
             "peak_rss_mb": _peak_rss_mb(),
             "holdout": result.holdout_metrics,
             "validation": result.validation,
-            "candidate": result.meta["candidate"],
+            "candidate": result.meta.candidate,
+            "day_ahead": None if result.meta.day_ahead is None else result.meta.day_ahead.to_dict(),
         }
     )
 
@@ -310,8 +390,11 @@ def run(args: argparse.Namespace) -> int:
         "split": split,
         "time_column": args.time_column,
         "kw_column": args.kw_column,
+        "weather": str(args.weather) if args.weather else None,
         "log_level": logging.getLogger().getEffectiveLevel(),
     }
+    day_origins = _day_ahead_origins(start, values, split)
+    day_actual = da.day_ahead_targets(start, values, day_origins)
     # The test part's values are visible only as history before each origin (as in service).
     rows: list[dict[str, Any]] = []
     for model in models:
@@ -328,11 +411,16 @@ def run(args: argparse.Namespace) -> int:
         elif model in ("last-week", "mean-2-weeks"):
             weeks = 1 if model == "last-week" else 2
             pred = seasonal_mean_windows(start, values, origins, tz, weeks, HORIZON_MINUTES)
+            day: dict[str, float] = {}
+            if weeks == 2:
+                p50, p10, p90 = _seasonal_day_ahead(start, values, day_origins, tz)
+                day = _day_ahead_scores(p50, day_actual, p10, p90)
             rows.append(
                 _row(
                     model,
                     _scored_metrics(pred, actual),
                     infer_ms=_baseline_latency_ms(weeks, start, values, origins, tz),
+                    **day,
                 )
             )
         elif model == "seed-lstm":
@@ -351,7 +439,11 @@ def run(args: argparse.Namespace) -> int:
             )
             sys.stdout.write(f"seed-lstm: trained with a {args.seed_lstm_cap_s:.0f} s cap\n")
         elif model == "ours":
-            rows.append(_bench_ours(args, common, start, values, origins, actual, tz))
+            rows.append(
+                _bench_ours(
+                    args, common, start, values, origins, actual, tz, day_origins, day_actual
+                )
+            )
     sys.stdout.write(_format_table(rows))
     if args.json is not None:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
@@ -366,9 +458,12 @@ def _bench_ours(
     origins: IntArray,
     actual: FloatArray,
     tz: ZoneInfo,
+    day_origins: IntArray,
+    day_actual: FloatArray,
 ) -> dict[str, Any]:
     from core.forecast.lite import LiteForecaster
 
+    air = _weather(common["weather"], tz, start, len(values))
     with tempfile.TemporaryDirectory(prefix="open-dsm-bench-") as tmp:
         artifact = str(Path(tmp) / "model")
         trained = _in_child(
@@ -379,8 +474,13 @@ def _bench_ours(
             f"{json.dumps(trained['holdout'].get('ours', {}))}\n"
         )
         forecaster = LiteForecaster.load(artifact)
-        kw, p10, p90 = forecaster.predict_origins(start, values, origins, tz)
+        kw, p10, p90 = forecaster.predict_origins(start, values, origins, tz, air)
         metrics = _scored_metrics(kw, actual, p10_kw=p10, p90_kw=p90)
+        day: dict[str, float] = {}
+        if forecaster.has_day_ahead:
+            d50, d10, d90 = forecaster.predict_day_ahead(start, values, day_origins, tz, air)
+            day = _day_ahead_scores(d50, day_actual, d10, d90)
+            sys.stdout.write(f"ours: day-ahead {json.dumps(trained['day_ahead'])}\n")
         sample = origins[:: max(1, len(origins) // LATENCY_SAMPLES)][:LATENCY_SAMPLES]
         serving = _in_child(
             _child_serving, {**common, "artifact": artifact, "origins": sample.tolist()}
@@ -398,6 +498,7 @@ def _bench_ours(
         train_s=trained["train_s"],
         infer_ms=serving["infer_ms"],
         peak_rss_mb=trained["peak_rss_mb"],
+        **day,
     )
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from core.accuracy import LiveErrorTracker
 from core.demand import ClosedInterval, DemandSnapshot, DemandTracker, OptionalInputs
 from core.demand import Reading as DemandReading
@@ -73,7 +75,9 @@ class SnapshotComputer:
         dispatch: DispatchController | None = None,
         interval_minutes: int = 15,
         stale_after_s: float = 300.0,
+        outdoor: MinuteSeries | None = None,
     ) -> None:
+        self._outdoor = outdoor
         self._stale_after_s = stale_after_s
         self._dispatch = dispatch
         self._interval_minutes = interval_minutes
@@ -117,10 +121,7 @@ class SnapshotComputer:
         else:
             load_quality = Quality.OK
 
-        history = MinuteHistory(
-            origin - forecaster.history_minutes + 1,
-            self._series.window(origin, forecaster.history_minutes),
-        )
+        history = self._history(origin, forecaster.history_minutes)
         forecast = self._run_forecaster(forecaster, history, now)
         forecast_quality = _quality(fresh, input_quality, forecast is not None)
         logged = None
@@ -238,12 +239,24 @@ class SnapshotComputer:
             if not isinstance(source, DayAheadForecaster):
                 continue
             wanted = min(source.day_ahead_history_minutes, self._series.capacity_minutes)
-            history = MinuteHistory(origin - wanted + 1, self._series.window(origin, wanted))
             try:
-                return source.day_ahead(history, self._tz, now)
+                result = source.day_ahead(self._history(origin, wanted), self._tz, now)
             except Exception:
                 log.exception("day-ahead forecast of %s failed", source.name)
+                continue
+            if result is not None:  # a model without a day-ahead part answers None
+                return result
         return None
+
+    def _history(self, origin: int, minutes: int) -> MinuteHistory:
+        """The last ``minutes`` minutes up to ``origin``, with outdoor air where known."""
+        values = self._series.window(origin, minutes)
+        air = None
+        if self._outdoor is not None:
+            window = self._outdoor.window(origin, minutes)
+            if not np.all(np.isnan(window)):
+                air = window
+        return MinuteHistory(origin - minutes + 1, values, outdoor_air=air)
 
 
 def _quality(fresh: bool, input_quality: Quality, has_value: bool) -> Quality:

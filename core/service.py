@@ -178,6 +178,8 @@ class DsmCore:
             + HORIZON_MINUTES
         )
         self._series = MinuteSeries(capacity)
+        # Outdoor air in force at each minute (NaN where unknown), for models that use it.
+        self._outdoor = MinuteSeries(capacity)
         self._grid = ReadingGrid(settings.stale_after_s)
         self._classifier = LoadClassifier(
             settings.high_percentile,
@@ -193,6 +195,7 @@ class DsmCore:
             self._errors,
             self._tz,
             self._window_minutes,
+            outdoor=self._outdoor,
             dispatch=self._dispatch,
             interval_minutes=settings.demand_interval_minutes,
             stale_after_s=settings.stale_after_s,
@@ -258,6 +261,10 @@ class DsmCore:
             now_minute - self._series.capacity_minutes, now_minute
         )
         self._series.set_many(minutes, values)
+        air_minutes, air_values = self._storage.load_outdoor_air(
+            now_minute - self._series.capacity_minutes, now_minute
+        )
+        self._outdoor.set_many(air_minutes, air_values)
         latest = self._storage.latest_minute()
         if latest is not None:
             self._grid.restore(latest.minute, latest.kw, latest.sample_count, now.timestamp())
@@ -712,8 +719,31 @@ class DsmCore:
             self._series.set(item.minute, item.kw)
             self._errors.observed(item.minute, item.kw)
             closed.extend(self._demand.observe_minute(item.minute, item.kw))
-        self._writer.enqueue("minutes", partial(self._storage.upsert_minutes, completed, "live"))
+        outdoor = self._outdoor_air_in_force()
+        if outdoor is not None:
+            for item in completed:
+                self._outdoor.set(item.minute, outdoor)
+        self._writer.enqueue(
+            "minutes",
+            partial(
+                self._storage.upsert_minutes,
+                completed,
+                "live",
+                outdoor_air=None
+                if outdoor is None
+                else dict.fromkeys((item.minute for item in completed), outdoor),
+            ),
+        )
         self._store_intervals(closed)
+
+    def _outdoor_air_in_force(self) -> float | None:
+        """The outdoor-air temperature written within --stale-after-s, else None."""
+        item = self._inputs.get(InputKey.OUTDOOR_AIR_TEMP)
+        if item is None:
+            return None
+        value, at = item
+        age_s = (self._clock.now() - at).total_seconds()
+        return value if age_s <= self._settings.stale_after_s else None
 
     def _store_intervals(self, closed: list[ClosedInterval]) -> None:
         if closed:

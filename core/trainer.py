@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.storage.repository import Storage, create_db_engine
-from core.timegrid import MINUTES_PER_WEEK, minute_of, minute_start
+from core.timegrid import MINUTES_PER_DAY, MINUTES_PER_WEEK, minute_start
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,53 @@ def dense_history(
     dense = np.full(int(minutes[-1]) - start + 1, np.nan)
     dense[minutes - start] = values
     return start, dense
+
+
+def choose_window(storage: Storage, min_valid_days: float) -> tuple[int, int, list[str]] | None:
+    """The history to train on: (first minute, last minute, notes on what was skipped).
+
+    Normally the ``TRAINING_HISTORY_WEEKS`` ending at the newest stored minute. When that holds
+    too little (a year-old import followed by a few live minutes after a gap), the window ends at
+    the newest earlier stretch that has enough, and the notes say how many newer minutes were
+    left out. Only per-week counts and one window are read: the cost does not grow with history.
+    """
+    bounds = storage.minute_bounds()
+    if bounds is None:
+        return None
+    oldest, newest = bounds
+    span = TRAINING_HISTORY_WEEKS * MINUTES_PER_WEEK
+    need = int(min_valid_days * MINUTES_PER_DAY)
+    end = newest
+    while end >= oldest:
+        if storage.count_minutes_between(end - span + 1, end) >= need:
+            break
+        # Step back to the newest minute before the quiet stretch at the start of this window.
+        lo = end - span + 1
+        earlier = storage.latest_minute_before(lo)
+        if earlier is None:
+            end = newest  # nothing older: train on what there is (the trainer says how little)
+            break
+        end = earlier
+    notes: list[str] = []
+    if end != newest:
+        skipped = storage.count_minutes_between(end + 1, newest)
+        after = storage.list_minutes(end + 1, None, 1)
+        gap_days = (after[0].minute - end) / MINUTES_PER_DAY if after else 0.0
+        notes.append(
+            f"skipped {skipped} newer stored minutes after a {gap_days:.0f}-day gap (too few to "
+            f"train on); trained on the history up to {minute_start(end):%Y-%m-%d %H:%M} UTC"
+        )
+    return max(oldest, end - span + 1), end, notes
+
+
+def dense_outdoor_air(storage: Storage, start: int, length: int) -> npt.NDArray[np.float64] | None:
+    """Stored outdoor air aligned with a dense kW window (NaN where unknown); None if none."""
+    minutes, temps = storage.load_outdoor_air(start, start + length - 1)
+    if len(minutes) == 0:
+        return None
+    dense = np.full(length, np.nan)
+    dense[minutes - start] = temps
+    return dense
 
 
 def run_training(
@@ -121,17 +168,33 @@ def _train(
     from core.forecast import neural
     from core.forecast.lite import write_artifact
 
-    # The window ends at the newest stored minute (an imported history may end long ago).
-    latest = storage.latest_minute()
-    end = latest.minute if latest else minute_of(datetime.now(UTC))
-    minutes, values = storage.load_series(end - TRAINING_HISTORY_WEEKS * MINUTES_PER_WEEK, end)
-    if len(minutes) == 0:
+    window = choose_window(storage, neural.MIN_HISTORY_DAYS * neural.MIN_VALID_FRACTION)
+    if window is None:
         raise neural.InsufficientHistoryError(
             f"no readings stored yet: training needs at least {neural.MIN_HISTORY_DAYS} days"
         )
+    lo, end, notes = window
+    minutes, values = storage.load_series(lo, end)
     start, dense = dense_history(minutes, values)
-    log.info("training on %d stored minutes from %s", len(minutes), minute_start(start))
-    result = neural.train(start, dense, tz, progress=progress, time_budget_s=time_budget_s)
+    air = dense_outdoor_air(storage, start, len(dense))
+    for note in notes:
+        log.warning("training: %s", note)
+    log.info(
+        "training on %d stored minutes from %s to %s (outdoor air for %.0f %%)",
+        len(minutes),
+        minute_start(start),
+        minute_start(end),
+        100.0 * float(np.mean(~np.isnan(air))) if air is not None else 0.0,
+    )
+    result = neural.train(
+        start,
+        dense,
+        tz,
+        outdoor_air=air,
+        progress=progress,
+        time_budget_s=time_budget_s,
+        notes=tuple(notes),
+    )
     metrics = result.holdout_metrics
     ours = metrics["ours"]
     baselines = {name: m for name, m in metrics.items() if name != "ours"}
@@ -141,7 +204,9 @@ def _train(
     version = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-run{run_id}"
     artifact: Path | None = None
     if accepted:
-        artifact = write_artifact(models_dir / version, result.tflite_model, result.meta)
+        artifact = write_artifact(
+            models_dir / version, result.tflite_model, result.meta, result.day_ahead_model
+        )
         message = (
             f"accepted: held-out RMSE {ours['rmse_60']:.3f} kW beats {best_name} "
             f"{best['rmse_60']:.3f} kW"
@@ -151,18 +216,20 @@ def _train(
             f"rejected: held-out RMSE {ours['rmse_60']:.3f} kW does not beat {best_name} "
             f"{best['rmse_60']:.3f} kW; the served model is unchanged"
         )
-    holdout_start = _holdout_start_minute(result.meta)
+    if notes:
+        message = f"{message} ({'; '.join(notes)})"
+    holdout_start = result.meta.holdout_start_minute
     storage.update_model_run(
         run_id,
         status="accepted" if accepted else "rejected",
         finished_at=datetime.now(UTC),
         model_version=version,
-        model_family=str(result.meta.get("model", "mlp")),
+        model_family=result.meta.model,
         artifact_path=str(artifact) if artifact else None,
         rows_used=int(np.count_nonzero(~np.isnan(dense))),
         train_start=minute_start(start),
         train_end=minute_start(start + len(dense) - 1),
-        holdout_start=minute_start(int(holdout_start)) if holdout_start is not None else None,
+        holdout_start=minute_start(holdout_start),
         rmse_kw=_finite(ours.get("rmse_60")),
         mae_kw=_finite(ours.get("mae_60")),
         cvrmse_pct=_finite(ours.get("cvrmse_15min_60")),
@@ -178,15 +245,6 @@ def _train(
         rmse_kw=_finite(ours.get("rmse_60")),
         training_minutes=minutes_taken,
     )
-
-
-def _holdout_start_minute(meta: dict[str, Any]) -> int | None:
-    """First origin of the held-out part: the last ``holdout_days`` of forecast origins."""
-    try:
-        last_origin = int(meta["trained_until_minute"]) - int(meta["horizon_minutes"])
-        return last_origin - int(meta["holdout_days"]) * 1440 + 1
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _finite(value: Any) -> float | None:

@@ -166,8 +166,49 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if outcome.status in ("accepted", "rejected") else 1
 
 
+def _cmd_import_weather(args: argparse.Namespace, settings: Settings) -> int:
+    from core.forecast.weather import WeatherImportError, load_weather_csv
+    from open_dsm.bootstrap import StartupError
+
+    tz = args.tz or settings.timezone
+    stored_f = settings.outdoor_air_units == "degrees-fahrenheit"
+    convert: Any = ""
+    if args.weather_unit == "C" and stored_f:
+        convert = "c_to_f"
+    elif args.weather_unit == "F" and not stored_f:
+        convert = "f_to_c"
+    try:
+        storage = _open_storage(settings)
+        series = load_weather_csv(
+            args.file,
+            ZoneInfo(tz),
+            time_column=args.time_column,
+            temp_column=args.temp_column,
+            clock=args.weather_clock,
+            convert=convert,
+        )
+    except (StartupError, WeatherImportError, OSError) as exc:
+        sys.stderr.write(f"open-dsm: cannot import {args.file}: {exc}\n")
+        return 1
+    log.info("%s", series.report.summary())
+    temps = series.as_dict()
+    updated = storage.upsert_weather(temps)
+    log.info(
+        "outdoor air stored for %d minutes; %d minutes have no stored kW yet and were skipped "
+        "(import the meter history first)",
+        updated,
+        len(temps) - updated,
+    )
+    return 0
+
+
 def _cmd_import(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    if args.weather:
+        from open_dsm.bootstrap import configure_logging as configure
+
+        configure(settings.log_level)
+        return _cmd_import_weather(args, settings)
     from core.forecast.features import MeterImportError, load_meter_csv
     from open_dsm.bootstrap import StartupError, configure_logging
 
@@ -194,6 +235,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
         settings.database_url.split("@")[-1],
     )
     return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from open_dsm import demo
+    from open_dsm.bootstrap import configure_logging
+
+    configure_logging("WARNING")
+    return demo.run(args)
 
 
 def _cmd_points(args: argparse.Namespace) -> int:
@@ -232,6 +281,7 @@ BENCHMARKS = {
     "service": "BACnet RP/RPM and REST latency/throughput vs a bare bacpypes3 device",
     "forecast": "train on all but the last N days; model vs baselines on the rest",
     "demand": "replay a meter file through the demand logic; peaks, alarms, shed",
+    "dispatch": "closed-loop battery replay vs fixed thresholds and the perfect-foresight optimum",
 }
 
 
@@ -271,6 +321,24 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--time-column", default=None, help="timestamp column (auto-detected)")
     imp.add_argument("--kw-column", default=None, help="kW column (auto-detected)")
     imp.add_argument("--tz", default=None, help="zone of naive timestamps (default --timezone)")
+    imp.add_argument(
+        "--weather",
+        action="store_true",
+        help="the file is outdoor-air history (timestamp + temperature), stored beside the kW",
+    )
+    imp.add_argument("--temp-column", default=None, help="temperature column (auto-detected)")
+    imp.add_argument(
+        "--weather-clock",
+        choices=("auto", "local", "standard"),
+        default="auto",
+        help="weather stamps: site local time, local standard time (NOAA), or detect",
+    )
+    imp.add_argument(
+        "--weather-unit",
+        choices=("F", "C"),
+        default=None,
+        help="unit of the file's temperatures (default: the outdoor-air point's unit)",
+    )
     add_settings_arguments(imp)
     imp.set_defaults(func=_cmd_import)
 
@@ -284,6 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_arguments(points)
     points.set_defaults(func=_cmd_points)
+
+    demo = sub.add_parser(
+        "demo",
+        help="loopback demo: bundled meter data, the service, a simulated BAS, the dashboard",
+    )
+    from open_dsm.demo import add_arguments as add_demo_arguments
+
+    add_demo_arguments(demo)
+    demo.set_defaults(func=_cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks that print a table")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

@@ -21,10 +21,14 @@ DAY_AHEAD_STEPS = 96
 
 @dataclass(frozen=True, slots=True)
 class MinuteHistory:
-    """Minute means (kW) on the UTC grid ending at the origin minute; NaN marks a gap."""
+    """Minute means (kW) on the UTC grid ending at the origin minute; NaN marks a gap.
+
+    ``outdoor_air``, when given, is aligned with ``values_kw`` (NaN where unknown).
+    """
 
     start_minute: int
     values_kw: npt.NDArray[np.float64]
+    outdoor_air: npt.NDArray[np.float64] | None = None
 
     @property
     def end_minute(self) -> int:

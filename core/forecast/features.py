@@ -326,10 +326,49 @@ def _runs(mask: npt.NDArray[np.bool_]) -> tuple[IntArray, IntArray]:
     return starts.astype(np.int64), (ends - starts).astype(np.int64)
 
 
+def meter_quantum(values_kw: FloatArray) -> float:
+    """The meter's resolution: a low percentile of the non-zero steps between samples."""
+    steps = np.abs(np.diff(values_kw))
+    steps = steps[np.isfinite(steps) & (steps > 1e-9)]
+    if len(steps) == 0:
+        return 0.0
+    return float(np.percentile(steps, 1))
+
+
+def _quiet_elsewhere(
+    values_kw: FloatArray, lo: int, hi: int, samples_per_day: int, quantum: float
+) -> bool:
+    """True when the same clock span on nearby days (up to a week either side) also moves by
+    no more than about one meter step: a flat run there is the building being quiet."""
+    ranges = []
+    for days in (*range(-7, 0), *range(1, 8)):
+        a, b = lo + days * samples_per_day, hi + days * samples_per_day
+        if a < 0 or b > len(values_kw):
+            continue
+        span = values_kw[a:b]
+        if np.isnan(span).mean() > 0.5:
+            continue
+        ranges.append(float(np.nanmax(span) - np.nanmin(span)))
+    if len(ranges) < 2:
+        return False
+    return float(np.median(ranges)) <= 2.0 * quantum + 1e-9
+
+
 def mask_dead_meter(
-    values_kw: FloatArray, *, zero_run_minutes: int = 15, flatline_minutes: int = 120
+    values_kw: FloatArray,
+    *,
+    zero_run_minutes: int = 15,
+    flatline_minutes: int = 120,
+    samples_per_day: int = 0,
+    dead_samples: int = 0,
 ) -> tuple[FloatArray, int, int]:
-    """NaN out zero runs and exactly-flat runs that look like a dead meter; returns counts."""
+    """NaN out zero runs and exactly-flat runs that look like a dead meter; returns counts.
+
+    Lengths are in samples. With ``samples_per_day`` a flat run of ``flatline_minutes`` samples
+    is kept when the same clock span on nearby days also stays within about one meter step
+    (a quantised meter on a quiet night), unless it reaches ``dead_samples`` (when > 0): a meter
+    that does not move for that long is dead whatever the hour.
+    """
     out = values_kw.copy()
     zero_dropped = flat_dropped = 0
     if zero_run_minutes > 0:
@@ -339,14 +378,24 @@ def mask_dead_meter(
                 out[s : s + n] = np.nan
                 zero_dropped += n
     if flatline_minutes > 0 and len(out) > 1:
+        quantum = meter_quantum(values_kw) if samples_per_day > 0 else 0.0
         same = np.zeros(len(out), dtype=bool)
         same[1:] = out[1:] == out[:-1]
         starts, lengths = _runs(same)
         for s, n in zip(starts.tolist(), lengths.tolist(), strict=True):
             # The run of equal values starts one sample before the first 'same'.
-            if n + 1 >= flatline_minutes:
-                out[s - 1 : s + n] = np.nan
-                flat_dropped += n + 1
+            length = n + 1
+            if length < flatline_minutes:
+                continue
+            dead = dead_samples > 0 and length >= dead_samples
+            if (
+                not dead
+                and samples_per_day > 0
+                and _quiet_elsewhere(values_kw, s - 1, s + n, samples_per_day, quantum)
+            ):
+                continue
+            out[s - 1 : s + n] = np.nan
+            flat_dropped += length
     return out, zero_dropped, flat_dropped
 
 
@@ -376,13 +425,16 @@ def load_meter_csv(
     max_fill_minutes: int = 5,
     zero_run_minutes: int = 15,
     flatline_minutes: int = 120,
+    dead_meter_minutes: int = 720,
 ) -> MeterSeries:
     """Read a meter CSV (site-local or offset-stamped times) onto the 1-minute UTC grid.
 
     Times without an explicit offset are site-local (``tz``). Coarser data (e.g. hourly) is
     spread over the minutes of each interval; ``stamp`` says whether a timestamp marks the
     'start' or 'end' of its interval. Zero runs / flat lines from a dead meter become NaN, short
-    holes are filled linearly, long ones stay NaN. Raises MeterImportError on unusable input.
+    holes are filled linearly, long ones stay NaN. A flat run is kept where the same clock span
+    on nearby days is as quiet (a quantised meter at night) unless it lasts ``dead_meter_minutes``.
+    Raises MeterImportError on unusable input.
     """
     if stamp not in ("start", "end"):
         raise ValueError("stamp must be 'start' or 'end'")
@@ -469,11 +521,22 @@ def load_meter_csv(
         uniq = uniq - step
 
     # Dead-meter detection on the native samples, converted to minute lengths by the step.
-    native, zero_dropped, flat_dropped = mask_dead_meter(
-        means,
+    # Flat runs are judged against the same clock span on nearby days where the samples sit on
+    # a regular grid (a quantised meter's quiet night is kept; a dead meter is not).
+    aligned = MINUTES_PER_DAY % step == 0 and bool(np.all((uniq - uniq[0]) % step == 0))
+    slots = (uniq - uniq[0]) // step
+    grid = np.full(int(slots[-1]) + 1 if aligned else 0, np.nan)
+    if aligned:
+        grid[slots] = means
+    masked, zero_dropped, flat_dropped = mask_dead_meter(
+        grid if aligned else means,
         zero_run_minutes=max(1, -(-zero_run_minutes // step)),
         flatline_minutes=max(2, -(-flatline_minutes // step)),
+        samples_per_day=MINUTES_PER_DAY // step if aligned else 0,
+        dead_samples=-(-dead_meter_minutes // step),
     )
+    native = masked[slots] if aligned else masked
+    del grid, masked
     report.zero_run_minutes_dropped = zero_dropped * step
     report.flatline_minutes_dropped = flat_dropped * step
 
@@ -523,6 +586,8 @@ class FeatureConfig:
     # Level offsets: mean of the last L minutes minus the seasonal mean (baseline weeks) over the
     # same wall-clock minutes, one input per L. Empty: none (artifacts without the field).
     level_minutes: tuple[int, ...] = ()
+    # Outdoor air inputs (temperature now, its 3-hour mean, its change over a day).
+    outdoor_air: bool = False
 
     @property
     def history_minutes(self) -> int:
@@ -609,6 +674,7 @@ class FeatureBlocks:
     calendar: FloatArray  # (n, 9)
     last_kw: FloatArray  # (n,) last valid value at or before the origin (NaN if none recently)
     level_kw: FloatArray  # (n, len(level_minutes)) recent mean minus seasonal mean (NaN if none)
+    weather: FloatArray  # (n, 3 or 0) outdoor air: now, 3-hour mean, change over a day (NaN)
 
 
 def feature_blocks(
@@ -617,8 +683,12 @@ def feature_blocks(
     origins: IntArray,
     tz: ZoneInfo,
     config: FeatureConfig,
+    outdoor_air: FloatArray | None = None,
 ) -> FeatureBlocks:
-    """Build the raw feature blocks for each origin (UTC minute index) from one series."""
+    """Build the raw feature blocks for each origin (UTC minute index) from one series.
+
+    ``outdoor_air`` is aligned with ``values_kw`` (NaN where unknown); used when the config asks.
+    """
     origins = np.asarray(origins, dtype=np.int64)
     rel = origins - start_minute
     h = config.horizon_minutes
@@ -682,7 +752,42 @@ def feature_blocks(
         calendar=calendar_features(origins, tz),
         last_kw=last,
         level_kw=level,
+        weather=(
+            weather_features(start_minute, outdoor_air, origins)
+            if config.outdoor_air
+            else np.zeros((len(origins), 0))
+        ),
     )
+
+
+def window_means(
+    start_minute: int, values: FloatArray | None, lo: IntArray, length: int
+) -> FloatArray:
+    """NaN-aware mean of minutes ``lo .. lo+length-1`` (UTC indices, any shape) of a series,
+    by prefix sums (no per-minute windows); NaN where none is known."""
+    lo = np.asarray(lo, dtype=np.int64)
+    if values is None or len(values) == 0:
+        return np.full(lo.shape, np.nan)
+    valid = ~np.isnan(values)
+    csum = np.concatenate(([0.0], np.cumsum(np.where(valid, values, 0.0))))
+    ccount = np.concatenate(([0], np.cumsum(valid)))
+    a = np.clip(lo - start_minute, 0, len(values))
+    b = np.clip(lo - start_minute + length, 0, len(values))
+    count = ccount[b] - ccount[a]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, (csum[b] - csum[a]) / np.maximum(count, 1), np.nan)
+
+
+def weather_features(
+    start_minute: int, outdoor_air: FloatArray | None, origins: IntArray
+) -> FloatArray:
+    """Outdoor air at each origin: the last 15 minutes' mean, the 3-hour mean and the change
+    against the same hour a day earlier; shape (n, 3), NaN where unknown."""
+    origins = np.asarray(origins, dtype=np.int64)
+    now = window_means(start_minute, outdoor_air, origins - 14, 15)
+    mean3h = window_means(start_minute, outdoor_air, origins - 179, 180)
+    day = window_means(start_minute, outdoor_air, origins - 14 - MINUTES_PER_DAY, 15)
+    return np.stack([now, mean3h, now - day], axis=1)
 
 
 def _level_offsets(
@@ -720,15 +825,29 @@ class Scaling:
 
     center_kw: float
     scale_kw: float
+    # Outdoor air scaling (the stored unit); unused by models without outdoor air.
+    center_air: float = 0.0
+    scale_air: float = 1.0
 
     @classmethod
-    def fit(cls, values_kw: FloatArray) -> Scaling:
-        """Mean and standard deviation of the valid training minutes."""
+    def fit(cls, values_kw: FloatArray, outdoor_air: FloatArray | None = None) -> Scaling:
+        """Mean and standard deviation of the valid training minutes (and outdoor air)."""
         valid = values_kw[~np.isnan(values_kw)]
         if len(valid) == 0:
             raise ValueError("no valid values to fit a scaling")
         scale = float(np.std(valid))
-        return cls(center_kw=float(np.mean(valid)), scale_kw=scale if scale > 1e-6 else 1.0)
+        center_air, scale_air = 0.0, 1.0
+        if outdoor_air is not None:
+            air = outdoor_air[~np.isnan(outdoor_air)]
+            if len(air):
+                center_air = float(np.mean(air))
+                scale_air = max(float(np.std(air)), 1e-3)
+        return cls(
+            center_kw=float(np.mean(valid)),
+            scale_kw=scale if scale > 1e-6 else 1.0,
+            center_air=center_air,
+            scale_air=scale_air,
+        )
 
 
 def design_matrix(blocks: FeatureBlocks, scaling: Scaling) -> npt.NDArray[np.float32]:
@@ -753,10 +872,22 @@ def design_matrix(blocks: FeatureBlocks, scaling: Scaling) -> npt.NDArray[np.flo
             recent_missing,
             seasonal_missing,
             np.nan_to_num(blocks.level_kw, nan=0.0) / s,
+            scaled_weather(blocks.weather, scaling),
         ],
         axis=1,
     )
     return np.asarray(np.nan_to_num(x, nan=0.0), dtype=np.float32)
+
+
+def scaled_weather(weather: FloatArray, scaling: Scaling) -> FloatArray:
+    """Outdoor air columns scaled (the change is only divided), 0 where unknown, plus a
+    missing flag; (n, 0) for a model without outdoor air."""
+    if weather.shape[1] == 0:
+        return weather
+    centre = np.array([scaling.center_air, scaling.center_air, 0.0])[: weather.shape[1]]
+    scaled = (weather - centre) / scaling.scale_air
+    missing = np.isnan(weather[:, :1]).astype(np.float64)
+    return np.concatenate([np.nan_to_num(scaled, nan=0.0), missing], axis=1)
 
 
 def target_windows(

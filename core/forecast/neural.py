@@ -9,9 +9,17 @@ constructed to bracket the point forecast. All scaling, window lengths and the n
 are chosen on the site's own history (training statistics and an inner validation split).
 
 Splits, oldest to newest: fit part | inner validation (V) | holdout (H). Candidates are trained on
-the fit part and compared on V; the chosen candidate is scored on H (never used for a choice)
-beside persistence and mean-2-weeks; then the chosen configuration is refitted on everything,
-within a rolling window of recent weeks, and exported as TFLite.
+the fit part and compared on V (with and without outdoor air where the site has it); the chosen
+candidate is scored on H (never used for a choice) beside persistence and mean-2-weeks, and that
+very model is exported as TFLite (a refit on everything would leave the exported weights, their
+band and their figures unchecked; the features carry the newest days' level). The P10/P90 band
+is calibrated by split conformal shifts per step (on V for the holdout figures, on V and H for
+the served band). A second, day-ahead model (96 clock-aligned 15-minute steps,
+residual over the mean-2-weeks day-ahead) is trained, chosen and calibrated the same way.
+
+Cost does not grow with history: training reads a bounded window (the trainer loads at most
+``TRAINING_HISTORY_WEEKS``) and fits on every ``TRAIN_STRIDE``-th origin (thinner where needed to
+stay under ``MAX_FIT_SAMPLES``) of at most ``MAX_TRAIN_WEEKS`` weeks.
 
 TensorFlow is imported inside functions so that importing this module stays cheap.
 """
@@ -19,10 +27,12 @@ TensorFlow is imported inside functions so that importing this module stays chea
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import io
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -33,6 +43,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from core.forecast import day_ahead as da
 from core.forecast.base import HORIZON_MINUTES
 from core.forecast.features import (
     FeatureConfig,
@@ -47,11 +58,11 @@ from core.forecast.features import (
     target_windows,
     training_origins,
 )
+from core.forecast.meta import BandCalibration, DayAheadMeta, ModelMeta
 from core.timegrid import MINUTES_PER_DAY, MINUTES_PER_WEEK
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = 1
 MODEL_NAME = "mlp-residual"
 # Two weeks of lags before the first training origin plus two weeks of origins to split.
 MIN_HISTORY_DAYS = 28
@@ -61,8 +72,15 @@ FIRST_ORIGIN_DAYS = 14
 # The rolling training window never exceeds this, so nightly cost stays bounded.
 MAX_TRAIN_WEEKS = 12
 QUANTILES = (0.1, 0.9)
+# Neighbouring minutes' origins are nearly the same sample: every third one is enough.
+TRAIN_STRIDE = 3
+MAX_FIT_SAMPLES = 25_000
+# Outdoor air is offered to the models when at least this share of the minutes have it.
+MIN_AIR_COVERAGE = 0.5
+DAY_AHEAD_STRIDE = 15
 
 _CHUNK = 4096
+_M_ARENA_MAX = -8  # glibc mallopt parameter
 
 ProgressFn = Callable[[float, str], None]
 
@@ -111,14 +129,16 @@ def default_candidates() -> list[Candidate]:
 
 @dataclass(slots=True)
 class TrainResult:
-    """The exported model, its metadata and the honest holdout evaluation."""
+    """The exported models, their metadata and the honest holdout evaluation."""
 
     tflite_model: bytes
-    meta: dict[str, Any]
+    meta: ModelMeta
     holdout_metrics: dict[str, dict[str, float]]
     validation: list[dict[str, Any]]
     train_s: float
+    day_ahead_model: bytes | None = None
     keras_model: Any = field(default=None, repr=False)
+    keras_day_ahead: Any = field(default=None, repr=False)
 
 
 @dataclass(slots=True)
@@ -148,12 +168,13 @@ def _build(
     tz: ZoneInfo,
     config: FeatureConfig,
     scaling: Scaling,
+    outdoor_air: FloatArray | None = None,
 ) -> _Data:
     # Chunks bound the temporary windows' memory (the training process must stay small).
     parts: list[_Data] = []
     for lo in range(0, max(len(origins), 1), _CHUNK):
         chunk = origins[lo : lo + _CHUNK]
-        blocks = feature_blocks(start_minute, values_kw, chunk, tz, config)
+        blocks = feature_blocks(start_minute, values_kw, chunk, tz, config, outdoor_air)
         actual = target_windows(start_minute, values_kw, chunk, config.horizon_minutes)
         residual = (actual - blocks.baseline_kw) / scaling.scale_kw
         parts.append(
@@ -256,6 +277,8 @@ def _fit(
     horizon: int,
     deadline: float,
     patience: int = 3,
+    score_fn: Callable[[FloatArray, FloatArray], float] | None = None,
+    batch_size: int = 256,
 ) -> tuple[int, float, list[float]]:
     """Fit epoch by epoch; with ``val``, stop when the smoothed validation score has not improved
     for ``patience`` epochs and keep that epoch's weights. Returns (best epoch, smoothed score,
@@ -263,10 +286,10 @@ def _fit(
     scores: list[float] = []
     weights: list[Any] = []
     for epoch in range(1, epochs + 1):
-        model.fit(train.x, train.residual, batch_size=256, epochs=1, verbose=0, shuffle=True)
+        model.fit(train.x, train.residual, batch_size=batch_size, epochs=1, verbose=0, shuffle=True)
         if val is not None:
             kw, _, _ = _predict_kw(model, val, scaling, horizon)
-            scores.append(_score(kw, val.actual_kw))
+            scores.append((score_fn or _score)(kw, val.actual_kw))
             weights.append(model.get_weights())
             smooth = _smoothed(scores)
             # The last point's smoothed value is provisional (one neighbour), so patience
@@ -324,26 +347,271 @@ def export_tflite(model: Any) -> bytes:
     return flatbuffer
 
 
+def _coverage(values: FloatArray | None) -> float:
+    if values is None or len(values) == 0:
+        return 0.0
+    return float(np.mean(~np.isnan(values)))
+
+
+def conformal_band(
+    point: FloatArray,
+    p10: FloatArray,
+    p90: FloatArray,
+    actual: FloatArray,
+    *,
+    pooled: bool = False,
+) -> BandCalibration:
+    """Split conformal calibration: shifts that make P10/P90 the 10th/90th percentiles of the
+    outcomes on a calibration set (per step, or one pair for all steps with ``pooled``)."""
+    steps = actual.shape[1]
+    if pooled:
+        low = np.full(steps, float(np.quantile(actual - p10, QUANTILES[0])))
+        high = np.full(steps, float(np.quantile(actual - p90, QUANTILES[1])))
+    else:
+        low = np.asarray(np.quantile(actual - p10, QUANTILES[0], axis=0), dtype=np.float64)
+        high = np.asarray(np.quantile(actual - p90, QUANTILES[1], axis=0), dtype=np.float64)
+    band = BandCalibration(
+        p10_shift_kw=tuple(float(v) for v in low),
+        p90_shift_kw=tuple(float(v) for v in high),
+    )
+    lo_b, hi_b = _calibrated(point, p10, p90, band)
+    coverage = float(np.mean((actual >= lo_b) & (actual <= hi_b)))
+    return replace(band, validation_coverage=coverage)
+
+
+def _calibrated(
+    kw: FloatArray, p10: FloatArray, p90: FloatArray, band: BandCalibration
+) -> tuple[FloatArray, FloatArray]:
+    if not band.p10_shift_kw:
+        return p10, p90
+    low = np.asarray(band.p10_shift_kw)
+    high = np.asarray(band.p90_shift_kw)
+    return np.minimum(p10 + low, kw), np.maximum(p90 + high, kw)
+
+
+def _day_ahead_score(predicted: FloatArray, actual: FloatArray) -> float:
+    return float(np.sqrt(np.mean((predicted - actual) ** 2)))
+
+
+def _build_day_ahead(
+    start_minute: int,
+    values_kw: FloatArray,
+    origins: IntArray,
+    tz: ZoneInfo,
+    scaling: Scaling,
+    outdoor_air: FloatArray | None,
+    use_air: bool,
+) -> _Data:
+    parts: list[_Data] = []
+    for lo in range(0, max(len(origins), 1), _CHUNK):
+        chunk = origins[lo : lo + _CHUNK]
+        blocks = da.day_ahead_blocks(start_minute, values_kw, chunk, tz, outdoor_air, use_air)
+        actual = da.day_ahead_targets(start_minute, values_kw, chunk)
+        residual = (actual - blocks.baseline_kw) / scaling.scale_kw
+        parts.append(
+            _Data(
+                x=da.day_ahead_matrix(blocks, scaling),
+                residual=residual.astype(np.float32),
+                baseline_kw=blocks.baseline_kw.astype(np.float32),
+                actual_kw=actual.astype(np.float32),
+                origins=chunk,
+            )
+        )
+    return _Data(
+        x=np.concatenate([p.x for p in parts]),
+        residual=np.concatenate([p.residual for p in parts]),
+        baseline_kw=np.concatenate([p.baseline_kw for p in parts]),
+        actual_kw=np.concatenate([p.actual_kw for p in parts]),
+        origins=np.concatenate([p.origins for p in parts]),
+    )
+
+
+# Few distinct days to learn from: a small network, small batches, a faster learning rate.
+DAY_AHEAD_CANDIDATE = Candidate(
+    "day-ahead", FeatureConfig(), hidden_units=32, dropout=0.1, learning_rate=1e-3
+)
+DAY_AHEAD_BATCH = 32
+DAY_AHEAD_MAX_EPOCHS = 30
+DAY_AHEAD_SHRINK_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(slots=True)
+class _DayAheadResult:
+    tflite: bytes
+    meta: DayAheadMeta
+    keras_model: Any
+    validation: list[dict[str, Any]]
+
+
+def _train_day_ahead(
+    start_minute: int,
+    values_kw: FloatArray,
+    tz: ZoneInfo,
+    outdoor_air: FloatArray | None,
+    air_ok: bool,
+    bounds: tuple[int, int, int],
+    scaling: Scaling,
+    max_epochs: int,
+    seed: int,
+    deadline: float,
+) -> _DayAheadResult | None:
+    """Choose epochs and shrink on V, calibrate on V, score on H; the served band is calibrated
+    on V and H together. ``air_ok``: use outdoor air (the 60-minute validation chose it)."""
+    import keras
+
+    fit_lo, val_start, holdout_start = bounds
+    steps_span = da.STEPS * da.STEP
+    horizon = da.STEPS
+    end_minute = start_minute + len(values_kw) - 1
+
+    def origins(lo: int, hi: int) -> IntArray:
+        return da.day_ahead_origins(start_minute, values_kw, lo, hi, DAY_AHEAD_STRIDE)
+
+    # Fit origins' 24 h end before V; V's before H (where the history allows); H's in the data.
+    fit_o = origins(fit_lo, val_start - steps_span - 16)
+    val_o = origins(val_start, holdout_start - steps_span - 16)
+    if len(val_o) < 50:
+        # Short histories: V's day-ahead targets may run into H (choices only, never scores).
+        val_o = origins(val_start, holdout_start - 1)
+    hold_o = origins(holdout_start, end_minute - steps_span - 16)
+    if len(fit_o) < 2 * 96 or len(val_o) < 20:
+        logger.info("day-ahead: too few origins (%d fit, %d validation)", len(fit_o), len(val_o))
+        return None
+    # Outdoor air: used when the 60-minute model's validation chose it (same site, same air);
+    # comparing both here too would halve the day-ahead model's share of the time budget.
+    options = [air_ok]
+    results: list[dict[str, Any]] = []
+    best: tuple[float, bool, Any, int] | None = None
+    for k, use_air in enumerate(options):
+        if best is not None and time.monotonic() > deadline:
+            break
+        # Each option gets an equal share of the time left.
+        share = time.monotonic() + (deadline - time.monotonic()) / (len(options) - k)
+        fit = _build_day_ahead(start_minute, values_kw, fit_o, tz, scaling, outdoor_air, use_air)
+        val = _build_day_ahead(start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air)
+        model = _make_model(fit.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
+        epoch, score, curve = _fit(
+            model,
+            fit,
+            DAY_AHEAD_MAX_EPOCHS,
+            val,
+            scaling,
+            horizon,
+            share,
+            score_fn=_day_ahead_score,
+            batch_size=DAY_AHEAD_BATCH,
+        )
+        kw, _, _ = _predict_kw(model, val, scaling, horizon)
+        results.append(
+            {
+                "candidate": f"day-ahead{'+air' if use_air else ''}",
+                "best_epoch": epoch,
+                "score": score,
+                "curve": [round(x, 4) for x in curve],
+                "cvrmse_15min_day_ahead": da.cvrmse_pct(kw, val.actual_kw),
+                "baseline_cvrmse": da.cvrmse_pct(val.baseline_kw, val.actual_kw),
+            }
+        )
+        logger.info("day-ahead candidate %s", results[-1])
+        if best is None or score < best[0]:
+            best = (score, use_air, model.get_weights(), epoch)
+        del fit, model
+        keras.backend.clear_session()
+        gc.collect()
+    assert best is not None
+    _, use_air, weights, epochs = best
+    val = _build_day_ahead(start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air)
+    model = _make_model(val.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
+
+    def shrunk(factor: float) -> None:
+        model.set_weights(weights)
+        _apply_shrink(model, factor)
+
+    def choose_shrink(data: _Data) -> float:
+        shrunk(1.0)
+        residual = _predict_kw(model, data, scaling, horizon)[0] - data.baseline_kw
+        scored = [
+            (_day_ahead_score(data.baseline_kw + a * residual, data.actual_kw), a)
+            for a in DAY_AHEAD_SHRINK_GRID
+        ]
+        return min(scored)[1]
+
+    # Shrink toward the seasonal mean, chosen on V (0 gives mean-2-weeks itself).
+    shrink = choose_shrink(val)
+    shrunk(shrink)
+    kw_v, p10_v, p90_v = _predict_kw(model, val, scaling, horizon)
+    band = conformal_band(kw_v, p10_v, p90_v, val.actual_kw.astype(np.float64), pooled=True)
+    holdout: dict[str, dict[str, float]] = {}
+    if len(hold_o):
+        hold = _build_day_ahead(start_minute, values_kw, hold_o, tz, scaling, outdoor_air, use_air)
+        kw_h, p10_h, p90_h = _predict_kw(model, hold, scaling, horizon)
+        c10_h, c90_h = _calibrated(kw_h, p10_h, p90_h, band)
+        actual = hold.actual_kw.astype(np.float64)
+        holdout["ours"] = {
+            "cvrmse_15min_day_ahead": da.cvrmse_pct(kw_h, actual),
+            "coverage_p10_p90": float(np.mean((actual >= c10_h) & (actual <= c90_h))),
+            "origins": float(len(hold_o)),
+            "shrink": shrink,
+        }
+        holdout["mean-2-weeks"] = {
+            "cvrmse_15min_day_ahead": da.cvrmse_pct(hold.baseline_kw.astype(np.float64), actual),
+            "origins": float(len(hold_o)),
+        }
+        logger.info("day-ahead holdout (shrink %.2f): %s", shrink, holdout)
+        # Served: the shrink chosen again on V and H together (a few days each; one choice on
+        # twice the days is steadier), and the band calibrated on both.
+        both = _concat([val, hold])
+        beats = (
+            holdout["ours"]["cvrmse_15min_day_ahead"]
+            < holdout["mean-2-weeks"]["cvrmse_15min_day_ahead"]
+        )
+        # As for the 60-minute model, the network's correction is served only if it beats
+        # mean-2-weeks on H; otherwise P50 is mean-2-weeks itself (the band stays calibrated).
+        shrink = choose_shrink(both) if beats else 0.0
+        shrunk(shrink)
+        kw_b, p10_b, p90_b = _predict_kw(model, both, scaling, horizon)
+        band = conformal_band(kw_b, p10_b, p90_b, both.actual_kw.astype(np.float64), pooled=True)
+        logger.info("day-ahead served shrink (V and H) %.2f", shrink)
+    meta = DayAheadMeta(
+        input_dim=int(val.x.shape[1]),
+        outdoor_air=use_air,
+        history_minutes=da.HISTORY_MINUTES,
+        epochs=epochs,
+        band=band,
+        holdout_metrics=holdout,
+    )
+    return _DayAheadResult(export_tflite(model), meta, model, results)
+
+
 def train(
     start_minute: int,
     values_kw: FloatArray,
     tz: ZoneInfo,
     *,
+    outdoor_air: FloatArray | None = None,
     progress: ProgressFn | None = None,
     time_budget_s: float = 50.0,
     max_epochs: int = 12,
     candidates: list[Candidate] | None = None,
     seed: int = 0,
+    day_ahead: bool = True,
+    notes: tuple[str, ...] = (),
 ) -> TrainResult:
-    """Choose, evaluate (honest holdout) and refit the forecaster; export TFLite + metadata.
+    """Choose, evaluate (honest holdout) and export the forecasters as TFLite + metadata.
 
     Needs MIN_HISTORY_DAYS (28) days of minutes with >= 70 % valid; raises
-    InsufficientHistoryError otherwise. ``time_budget_s`` bounds the whole call (roughly: the
-    candidate search stops early and the final fit is shortened when it runs out).
+    InsufficientHistoryError otherwise. ``outdoor_air`` (aligned with ``values_kw``, NaN where
+    unknown) is offered to the models when it covers enough of the history; validation decides.
+    ``time_budget_s`` bounds the whole call (roughly: the searches stop early and the final fits
+    are shortened when it runs out).
     """
     t0 = time.monotonic()
     deadline_all = t0 + time_budget_s
     values_kw = np.asarray(values_kw, dtype=np.float64)
+    if outdoor_air is not None:
+        outdoor_air = np.asarray(outdoor_air, dtype=np.float64)
+        if len(outdoor_air) != len(values_kw):
+            raise ValueError("outdoor_air must be aligned with values_kw")
     _check_history(values_kw)
 
     def report(fraction: float, message: str) -> None:
@@ -352,6 +620,7 @@ def train(
             progress(fraction, message)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _limit_malloc_arenas()
     report(0.0, "importing TensorFlow")
     import keras  # imported here so the module import stays cheap
 
@@ -364,51 +633,61 @@ def train(
     holdout_start = last_origin - split_days * MINUTES_PER_DAY + 1
     val_start = holdout_start - split_days * MINUTES_PER_DAY
     candidates = candidates or default_candidates()
+    fit_slice = slice(0, val_start - start_minute)
+    air_ok = (
+        outdoor_air is not None
+        and _coverage(outdoor_air[fit_slice]) >= MIN_AIR_COVERAGE
+        and _coverage(outdoor_air[val_start - start_minute :]) >= MIN_AIR_COVERAGE
+    )
+    if outdoor_air is not None and not air_ok:
+        logger.info("outdoor air covers too little of the history; not offered to the models")
 
     # Scaling from the part the candidates are trained on (no look at V or H).
-    fit_values = values_kw[: val_start - start_minute]
-    scaling = Scaling.fit(fit_values)
-    # Values after the fit part's last target are hidden while building the fit part's samples.
+    scaling = Scaling.fit(
+        values_kw[fit_slice], outdoor_air[fit_slice] if outdoor_air is not None else None
+    )
     results: list[dict[str, Any]] = []
     best: tuple[float, Candidate, Any, int] | None = None
-    search_deadline = t0 + 0.65 * time_budget_s
-    data_cache: dict[FeatureConfig, tuple[_Data, _Data, _Data]] = {}
-    for i, cand in enumerate(candidates):
-        if best is not None and time.monotonic() > search_deadline:
-            logger.info("skipping candidate %s: search time used up", cand.name)
-            continue
-        report(0.05 + 0.6 * i / len(candidates), f"candidate {cand.name}")
+    # Counted from when TensorFlow is loaded (its import time varies with the machine's load).
+    search_deadline = min(time.monotonic() + 0.28 * time_budget_s, t0 + 0.4 * time_budget_s)
+    data_cache: dict[FeatureConfig, tuple[_Data, _Data]] = {}
+    fit_counts: dict[FeatureConfig, int] = {}
+    fit_end = val_start - horizon  # fit-part targets end before V starts
+
+    def evaluate(cand: Candidate, deadline: float, epochs: int = max_epochs) -> int:
+        """Train and score one candidate on V; returns how many epochs it ran (0: none)."""
+        nonlocal best
         cfg = cand.features
-        if cfg not in data_cache:
-            all_origins = training_origins(
-                start_minute,
-                values_kw,
-                first_origin,
-                last_origin,
-                horizon,
-                recent_minutes=cfg.recent_minutes,
-            )
-            data_all = _build(start_minute, values_kw, all_origins, tz, cfg, scaling)
-            val_sel = (all_origins >= val_start) & (all_origins < holdout_start)
-            hold_sel = all_origins >= holdout_start
-            data_cache[cfg] = (data_all, _subset(data_all, val_sel), _subset(data_all, hold_sel))
-        data_all, val, _ = data_cache[cfg]
-        # Fit-part origins' targets must end before V starts (no overlap with V's minutes).
-        fit_end = val_start - horizon
-        lo = _window_start(fit_end, first_origin, cand.train_weeks)
-        fit = _subset(data_all, (data_all.origins >= lo) & (data_all.origins < fit_end))
-        if len(fit.origins) < MINUTES_PER_DAY or len(val.origins) == 0:
-            logger.info("candidate %s: too few samples", cand.name)
-            continue
-        model = _make_model(fit.x.shape[1], cand, horizon, seed)
-        epoch, score, _scores = _fit(
-            model,
-            fit,
-            max_epochs,
-            val,
-            scaling,
+        all_origins = training_origins(
+            start_minute,
+            values_kw,
+            first_origin,
+            last_origin,
             horizon,
-            min(search_deadline, deadline_all),
+            recent_minutes=cfg.recent_minutes,
+        )
+        if cfg not in data_cache:
+            # V and H are kept per configuration (small); the fit part is built per candidate
+            # and dropped after it, so at most one fit part is in memory.
+            v_o = all_origins[(all_origins >= val_start) & (all_origins < holdout_start)]
+            h_o = all_origins[all_origins >= holdout_start]
+            data_cache[cfg] = (
+                _build(start_minute, values_kw, v_o, tz, cfg, scaling, outdoor_air),
+                _build(start_minute, values_kw, h_o, tz, cfg, scaling, outdoor_air),
+            )
+        val, _ = data_cache[cfg]
+        lo = _window_start(fit_end, first_origin, cand.train_weeks)
+        fit_o = all_origins[(all_origins >= lo) & (all_origins < fit_end)]
+        # A fixed ceiling on samples: a long window is thinned more, not held whole.
+        fit_o = fit_o[:: max(TRAIN_STRIDE, -(-len(fit_o) // MAX_FIT_SAMPLES))]
+        fit_counts[cfg] = len(fit_o)
+        fit = _build(start_minute, values_kw, fit_o, tz, cfg, scaling, outdoor_air)
+        if len(fit.origins) < MINUTES_PER_DAY // TRAIN_STRIDE or len(val.origins) == 0:
+            logger.info("candidate %s: too few samples", cand.name)
+            return 0
+        model = _make_model(fit.x.shape[1], cand, horizon, seed)
+        epoch, score, curve = _fit(
+            model, fit, epochs, val, scaling, horizon, min(deadline, deadline_all)
         )
         kw, _, _ = _predict_kw(model, val, scaling, horizon)
         metrics = forecast_metrics(kw, val.actual_kw)
@@ -417,7 +696,7 @@ def train(
                 "candidate": cand.name,
                 "best_epoch": epoch,
                 "score": score,
-                "curve": [round(x, 4) for x in _scores],
+                "curve": [round(x, 4) for x in curve],
                 **metrics,
                 "train_samples": len(fit.origins),
             }
@@ -435,29 +714,63 @@ def train(
             if best is not None and best[1].features != cfg:
                 data_cache.pop(best[1].features, None)
             best = (score, cand, model.get_weights(), epoch)
-        elif cfg != best[1].features:
+        elif best is not None and cfg != best[1].features:
             data_cache.pop(cfg, None)
         # Only the weights are kept: dropping the graphs keeps the process small.
         del fit, model
         keras.backend.clear_session()
         gc.collect()
+        _trim_malloc()
+        return len(curve)
+
+    use_air = False
+    for i, cand in enumerate(candidates):
+        if best is not None and time.monotonic() > search_deadline:
+            logger.info("skipping candidate %s: search time used up", cand.name)
+            continue
+        if use_air:
+            cand = replace(
+                cand, name=f"{cand.name}+air", features=replace(cand.features, outdoor_air=True)
+            )
+        report(0.05 + 0.4 * i / len(candidates), f"candidate {cand.name}")
+        began = time.monotonic()
+        ran = evaluate(cand, search_deadline)
+        if i == 0 and air_ok and best is not None:
+            # As much time as the first took, so both see about as many epochs.
+            air_deadline = min(
+                time.monotonic() + 1.5 * (time.monotonic() - began), t0 + 0.6 * time_budget_s
+            )
+            # The first configuration again with outdoor air, given as many epochs; the later
+            # candidates use outdoor air only if it validated better here.
+            with_air = replace(
+                best[1],
+                name=f"{best[1].name}+air",
+                features=replace(best[1].features, outdoor_air=True),
+            )
+            report(0.05 + 0.4 * (i + 0.5) / len(candidates), f"candidate {with_air.name}")
+            # The same number of epochs as the first got: a fair comparison.
+            evaluate(with_air, air_deadline, max(1, ran))
+            use_air = best[1].features.outdoor_air
     if best is None:
         raise InsufficientHistoryError("no candidate could be trained on this history")
     _, chosen, chosen_weights, chosen_epochs = best
-    _, val, _ = data_cache[chosen.features]
+    val, hold = data_cache[chosen.features]
     chosen_model = _make_model(val.x.shape[1], chosen, horizon, seed)
     chosen_model.set_weights(chosen_weights)
     # Shrinkage of the residual toward the smoothed seasonal mean, chosen on V.
     shrink, shrink_score = _choose_shrink(chosen_model, val, scaling, horizon)
     _apply_shrink(chosen_model, shrink)
     logger.info("shrink factor %.2f (V score %.3f)", shrink, shrink_score)
+    # Split conformal band calibration on V.
+    kw_v, p10_v, p90_v = _predict_kw(chosen_model, val, scaling, horizon)
+    band = conformal_band(kw_v, p10_v, p90_v, val.actual_kw.astype(np.float64))
 
     # Honest evaluation on H with the chosen candidate (trained before V, chosen on V).
-    report(0.7, f"holdout evaluation of {chosen.name}")
-    _, _, hold = data_cache[chosen.features]
+    report(0.55, f"holdout evaluation of {chosen.name}")
     holdout: dict[str, dict[str, float]] = {}
     if len(hold.origins):
         kw, p10, p90 = _predict_kw(chosen_model, hold, scaling, horizon)
+        p10, p90 = _calibrated(kw, p10, p90, band)
         holdout["ours"] = forecast_metrics(kw, hold.actual_kw, p10_kw=p10, p90_kw=p90)
         holdout["persistence"] = forecast_metrics(
             persistence_windows(start_minute, values_kw, hold.origins, horizon), hold.actual_kw
@@ -467,72 +780,76 @@ def train(
             hold.actual_kw,
         )
         logger.info("holdout (%d days): %s", split_days, holdout)
-    # Residual quantiles of the chosen model on V give a fallback band check in the metadata.
-    _, val, _ = data_cache[chosen.features]
-    _kw_v, p10_v, p90_v = _predict_kw(chosen_model, val, scaling, horizon)
-    coverage_v = float(np.mean((val.actual_kw >= p10_v) & (val.actual_kw <= p90_v)))
+        # The served band is calibrated on V and H together (more outcomes than V alone).
+        kw_h, p10_h, p90_h = _predict_kw(chosen_model, hold, scaling, horizon)
+        band = conformal_band(
+            np.concatenate([kw_v, kw_h]),
+            np.concatenate([p10_v, p10_h]),
+            np.concatenate([p90_v, p90_h]),
+            np.concatenate([val.actual_kw, hold.actual_kw]).astype(np.float64),
+        )
 
-    # Refit on everything (rolling window), scaling from the data it is trained on.
+    # The exported model is the one chosen on V, scored on H and calibrated on V and H: a refit
+    # or fine-tune on everything would leave its band and its holdout figures unchecked.
+    final_model = chosen_model
+    input_dim = int(val.x.shape[1])
+    final_origins = fit_counts[chosen.features]
     data_cache.clear()
-    del chosen_model, chosen_weights, hold, val, best
-    keras.backend.clear_session()
+    del hold, val, best, chosen_weights
     gc.collect()
-    report(0.75, f"refit {chosen.name} on all data ({chosen_epochs} epochs)")
-    lo = _window_start(last_origin, first_origin, chosen.train_weeks)
-    # The scaling covers the minutes the refit sees (its lags reach two weeks before ``lo``).
-    scale_from = max(0, lo - start_minute - FIRST_ORIGIN_DAYS * MINUTES_PER_DAY)
-    final_scaling = Scaling.fit(values_kw[scale_from:])
-    final_origins = training_origins(
-        start_minute,
-        values_kw,
-        lo,
-        last_origin,
-        horizon,
-        recent_minutes=chosen.features.recent_minutes,
-    )
-    final_data = _build(start_minute, values_kw, final_origins, tz, chosen.features, final_scaling)
-    final_model = _make_model(final_data.x.shape[1], chosen, horizon, seed)
-    _fit(
-        final_model,
-        final_data,
-        chosen_epochs,
-        None,
-        final_scaling,
-        horizon,
-        max(deadline_all, time.monotonic() + 5.0),
-    )
-    _apply_shrink(final_model, shrink)
+
+    day_ahead_result: _DayAheadResult | None = None
+    if day_ahead and time.monotonic() > t0 + 0.75 * time_budget_s:
+        logger.warning("no time left for the day-ahead model: the baseline serves the day ahead")
+        day_ahead = False
+    if day_ahead:
+        report(0.7, "day-ahead model")
+        fit_lo = _window_start(val_start - da.STEPS * da.STEP, first_origin, MAX_TRAIN_WEEKS)
+        day_ahead_result = _train_day_ahead(
+            start_minute,
+            values_kw,
+            tz,
+            outdoor_air,
+            chosen.features.outdoor_air,
+            (fit_lo, val_start, holdout_start),
+            scaling,
+            max_epochs,
+            seed,
+            t0 + 0.87 * time_budget_s,
+        )
+        if day_ahead_result is not None:
+            results.extend(day_ahead_result.validation)
     report(0.95, "exporting TFLite")
     tflite = export_tflite(final_model)
     train_s = time.monotonic() - t0
-    meta: dict[str, Any] = {
-        "format": "open-dsm-forecaster",
-        "version": MODEL_VERSION,
-        "model": MODEL_NAME,
-        "candidate": chosen.name,
-        "created_at": datetime.now(UTC).isoformat(),
-        "timezone": str(tz),
-        "horizon_minutes": horizon,
-        "input_dim": int(final_data.x.shape[1]),
-        "features": chosen.features.to_dict(),
-        "history_minutes": chosen.features.history_minutes,
+    valid_kw = values_kw[~np.isnan(values_kw)]
+    meta = ModelMeta(
+        model=MODEL_NAME,
+        candidate=chosen.name,
+        created_at=datetime.now(UTC).isoformat(),
+        timezone=str(tz),
+        horizon_minutes=horizon,
+        input_dim=input_dim,
+        features=chosen.features,
+        history_minutes=chosen.features.history_minutes,
         # Forecasts are clipped here: 0 for a consumer meter, lower where the site's meter went
         # negative (PV export), so a net meter is not forced to look like a consumer.
-        "floor_kw": min(0.0, float(np.nanmin(values_kw))),
-        "scaling": {"center_kw": final_scaling.center_kw, "scale_kw": final_scaling.scale_kw},
-        "quantiles": list(QUANTILES),
-        "outputs": ["mean", "p10", "p90"],
-        "epochs": chosen_epochs,
-        "shrink": shrink,
-        "train_weeks": chosen.train_weeks or MAX_TRAIN_WEEKS,
-        "train_origins": len(final_origins),
-        "trained_until_minute": int(end_minute),
-        "validation_coverage_p10_p90": coverage_v,
-        "holdout_days": split_days,
-        "holdout_metrics": holdout,
-        "validation": results,
-        "train_s": train_s,
-    }
+        floor_kw=min(0.0, float(valid_kw.min())),
+        scaling=scaling,
+        quantiles=QUANTILES,
+        epochs=chosen_epochs,
+        shrink=shrink,
+        train_weeks=chosen.train_weeks or MAX_TRAIN_WEEKS,
+        train_origins=final_origins,
+        trained_until_minute=int(end_minute),
+        holdout_days=split_days,
+        train_s=train_s,
+        band=band,
+        day_ahead=None if day_ahead_result is None else day_ahead_result.meta,
+        holdout_metrics=holdout,
+        validation=results,
+        notes=notes,
+    )
     report(1.0, f"done in {train_s:.1f} s")
     return TrainResult(
         tflite_model=tflite,
@@ -540,14 +857,44 @@ def train(
         holdout_metrics=holdout,
         validation=results,
         train_s=train_s,
+        day_ahead_model=None if day_ahead_result is None else day_ahead_result.tflite,
         keras_model=final_model,
+        keras_day_ahead=None if day_ahead_result is None else day_ahead_result.keras_model,
     )
+
+
+def _limit_malloc_arenas() -> None:
+    """Two glibc malloc arenas instead of one per thread: TensorFlow's thread pools otherwise
+    leave ~100 MB of fragmented, unreturned memory in the training process."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_ARENA_MAX, 2)
+
+
+def _trim_malloc() -> None:
+    """Give freed heap memory back to the OS (between candidates)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _concat(parts: list[_Data]) -> _Data:
+    return _Data(
+        x=np.concatenate([p.x for p in parts]),
+        residual=np.concatenate([p.residual for p in parts]),
+        baseline_kw=np.concatenate([p.baseline_kw for p in parts]),
+        actual_kw=np.concatenate([p.actual_kw for p in parts]),
+        origins=np.concatenate([p.origins for p in parts]),
+    )
 
 
 def _subset(data: _Data, mask: Any) -> _Data:

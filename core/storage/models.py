@@ -67,6 +67,8 @@ class MinuteReading(Base):
     # Number of writes averaged; 0 means the value was carried forward from the previous minute.
     sample_count: Mapped[int] = mapped_column(Integer, nullable=False)
     source: Mapped[str] = mapped_column(String(16), nullable=False)
+    # Outdoor air temperature in force in this minute (the configured unit); None when unknown.
+    outdoor_air_temp: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ModelRun(Base):

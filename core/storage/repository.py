@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, text
+from sqlalchemy import (
+    Engine,
+    Table,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -84,21 +96,60 @@ class Storage:
 
     # -- minute readings ---------------------------------------------------------------------
 
-    def upsert_minutes(self, minutes: Sequence[CompletedMinute], source: str) -> None:
-        """Insert or replace completed minutes (a later close of the same minute wins)."""
+    def upsert_minutes(
+        self,
+        minutes: Sequence[CompletedMinute],
+        source: str,
+        outdoor_air: Mapping[int, float] | None = None,
+    ) -> None:
+        """Insert or replace completed minutes (a later close of the same minute wins).
+
+        ``outdoor_air`` (minute -> temperature in force, the configured unit) sets the outdoor
+        air of those minutes; a minute not in it keeps what is stored (None when new).
+        """
         if not minutes:
             return
         with self.session() as session, session.begin():
             for item in minutes:
-                session.merge(
-                    MinuteReading(
-                        minute=item.minute,
-                        observed_at=minute_start(item.minute),
-                        kw=item.kw,
-                        sample_count=item.sample_count,
-                        source=source,
+                row = MinuteReading(
+                    minute=item.minute,
+                    observed_at=minute_start(item.minute),
+                    kw=item.kw,
+                    sample_count=item.sample_count,
+                    source=source,
+                )
+                if outdoor_air is not None and item.minute in outdoor_air:
+                    row.outdoor_air_temp = float(outdoor_air[item.minute])
+                session.merge(row)
+
+    def upsert_weather(self, temps: Mapping[int, float]) -> int:
+        """Set the outdoor air temperature (minute -> value) of stored minutes; return how many.
+
+        Minutes without a stored kW row are skipped (import the meter history first).
+        """
+        keys = sorted(temps)
+        updated = 0
+        with self.session() as session, session.begin():
+            for begin in range(0, len(keys), _CHUNK):
+                chunk = keys[begin : begin + _CHUNK]
+                present = list(
+                    session.scalars(
+                        select(MinuteReading.minute).where(
+                            MinuteReading.minute.between(chunk[0], chunk[-1])
+                        )
                     )
                 )
+                rows = [{"m": m, "t": float(temps[m])} for m in present if m in temps]
+                if rows:
+                    table = cast(Table, MinuteReading.__table__)
+                    session.connection().execute(
+                        update(table)
+                        .where(table.c.minute == bindparam("m"))
+                        .values(outdoor_air_temp=bindparam("t")),
+                        rows,
+                    )
+                updated += len(rows)
+        return updated
 
     def merge_history(self, sums: dict[int, tuple[float, int]], source: str) -> dict[int, float]:
         """Fold historical writes (minute -> (sum kW, count)) into stored minutes; return means.
@@ -208,10 +259,50 @@ class Storage:
                 .where(MinuteReading.minute.between(start_minute, end_minute))
                 .order_by(MinuteReading.minute)
             ).all()
-        if not rows:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-        array = np.array(rows, dtype=np.float64)
-        return array[:, 0].astype(np.int64), array[:, 1]
+        return _columns(rows)
+
+    def load_outdoor_air(
+        self, start_minute: int, end_minute: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Minute indices and outdoor air of the minutes in [start, end] that have one."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(MinuteReading.minute, MinuteReading.outdoor_air_temp)
+                .where(
+                    MinuteReading.minute.between(start_minute, end_minute),
+                    MinuteReading.outdoor_air_temp.is_not(None),
+                )
+                .order_by(MinuteReading.minute)
+            ).all()
+        return _columns(rows)
+
+    def minute_bounds(self) -> tuple[int, int] | None:
+        """(oldest, newest) stored minute, or None when nothing is stored."""
+        with self.session() as session:
+            row = session.execute(
+                select(func.min(MinuteReading.minute), func.max(MinuteReading.minute))
+            ).one()
+        return None if row[0] is None else (int(row[0]), int(row[1]))
+
+    def latest_minute_before(self, minute: int) -> int | None:
+        """The newest stored minute index before ``minute``, or None."""
+        with self.session() as session:
+            value = session.scalar(
+                select(func.max(MinuteReading.minute)).where(MinuteReading.minute < minute)
+            )
+        return None if value is None else int(value)
+
+    def count_minutes_between(self, start_minute: int, end_minute: int) -> int:
+        """How many minutes are stored in [start, end]."""
+        with self.session() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(MinuteReading)
+                    .where(MinuteReading.minute.between(start_minute, end_minute))
+                )
+                or 0
+            )
 
     def list_minutes(
         self, start_minute: int | None, end_minute: int | None, limit: int
@@ -288,6 +379,21 @@ class Storage:
             ).all()
         return [(int(m), float(kw)) for m, kw in rows]
 
+    def forecasts_between(
+        self, start_minute: int | None, end_minute: int | None, limit: int
+    ) -> list[tuple[int, str, float, datetime]]:
+        """(target minute, forecaster, kW, made at) of logged forecasts in [start, end)."""
+        query = select(
+            ForecastLog.target_minute, ForecastLog.forecaster, ForecastLog.kw, ForecastLog.made_at
+        )
+        if start_minute is not None:
+            query = query.where(ForecastLog.target_minute >= start_minute)
+        if end_minute is not None:
+            query = query.where(ForecastLog.target_minute < end_minute)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(ForecastLog.target_minute).limit(limit)).all()
+        return [(int(m), str(name), float(kw), made) for m, name, kw, made in rows]
+
     def prune_forecasts(self, before_minute: int) -> None:
         """Drop forecast-log rows older than ``before_minute`` (the log is only for live RMSE)."""
         with self.session() as session, session.begin():
@@ -347,6 +453,15 @@ class Storage:
         with self.session() as session:
             row = session.scalars(query).first()
             return None if row is None else _run_record(row)
+
+
+def _columns(rows: Sequence[Any]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """(minute, value) rows -> two arrays (np.fromiter: np.array over Row objects is ~100x
+    slower, seconds for a few weeks of minutes)."""
+    n = len(rows)
+    minutes = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+    values = np.fromiter((r[1] for r in rows), dtype=np.float64, count=n)
+    return minutes, values
 
 
 def _run_record(row: ModelRun) -> ModelRunRecord:

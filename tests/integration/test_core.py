@@ -188,3 +188,18 @@ async def test_demand_intervals_peak_target_and_restart(make_core, clock, storag
     assert restored.demand.period_peak_kw == 30.0
     assert restored.demand_target_kw == 25.0  # the operator's target survives a restart
     await again.stop()
+
+
+async def test_outdoor_air_is_stored_beside_each_closed_minute(make_core, clock, storage) -> None:
+    core = make_core()
+    await core.start()
+    await core.rest_command({"outdoor_air_temp": 91.5})
+    await core.submit_reading(10.0)
+    clock.advance(61)
+    await core.tick()
+    await core.writer.drain()
+    minutes, temps = storage.load_outdoor_air(minute_of(START) - 5, minute_of(START) + 5)
+    assert list(minutes) == [minute_of(START)] and list(temps) == [91.5]
+    with pytest.raises(InvalidReading, match="outdoor_air_temp"):
+        await core.rest_command({"outdoor_air_temp": 500.0})
+    await core.stop()

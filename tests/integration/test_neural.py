@@ -14,7 +14,6 @@ import pytest
 from core.forecast.base import MinuteHistory
 from core.forecast.features import (
     FeatureConfig,
-    Scaling,
     design_matrix,
     feature_blocks,
     minute_of_local,
@@ -55,42 +54,55 @@ def test_too_little_history_is_refused() -> None:
 
 @pytest.mark.slow
 def test_train_export_and_serve(tmp_path: Path) -> None:
+    from core.forecast import day_ahead as da
     from core.forecast import neural
+    from core.forecast.base import DayAheadForecaster
     from core.forecast.lite import LiteForecaster, read_artifact, write_artifact
 
-    start, kw = _synthetic_site(30)
+    start, kw = _synthetic_site(36)
     small = neural.Candidate("small", FeatureConfig(), hidden_units=32)
     messages: list[str] = []
     result = neural.train(
         start,
         kw,
         TZ,
-        time_budget_s=20.0,
+        time_budget_s=90.0,
         max_epochs=3,
         candidates=[small],
         progress=lambda fraction, message: messages.append(message),
     )
-    assert messages and result.meta["candidate"] == "small"
+    assert messages and result.meta.candidate == "small"
     ours = result.holdout_metrics["ours"]
     # The synthetic site is highly regular: the model must beat persistence on the holdout.
     assert ours["rmse_1_60"] < result.holdout_metrics["persistence"]["rmse_1_60"]
+    assert len(result.meta.band.p10_shift_kw) == 60
+    assert result.meta.day_ahead is not None and result.day_ahead_model is not None
 
-    directory = write_artifact(tmp_path / "model", result.tflite_model, result.meta)
-    model_bytes, meta = read_artifact(directory)
-    assert model_bytes == result.tflite_model and meta["input_dim"] == result.meta["input_dim"]
+    directory = write_artifact(
+        tmp_path / "model", result.tflite_model, result.meta, result.day_ahead_model
+    )
+    model_bytes, meta, day_bytes = read_artifact(directory)
+    assert model_bytes == result.tflite_model and meta == result.meta
+    assert day_bytes == result.day_ahead_model
     # Replacing an existing artifact works and leaves no temp dirs behind.
-    write_artifact(tmp_path / "model", result.tflite_model, result.meta)
+    write_artifact(tmp_path / "model", result.tflite_model, result.meta, result.day_ahead_model)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
     forecaster = LiteForecaster.load(directory)
-    config = FeatureConfig.from_dict(meta["features"])
-    scaling = Scaling(**meta["scaling"])
+    assert isinstance(forecaster, DayAheadForecaster)
     origins = np.arange(start + 20 * 1440, start + 20 * 1440 + 600, 7, dtype=np.int64)
-    x = design_matrix(feature_blocks(start, kw, origins, TZ, config), scaling)
+    x = design_matrix(feature_blocks(start, kw, origins, TZ, meta.features), meta.scaling)
     keras_out = np.asarray(result.keras_model.predict(x, verbose=0), dtype=np.float64)
     lite_out = forecaster.predict_raw(x)
     assert lite_out.shape == keras_out.shape == (len(origins), 180)
     np.testing.assert_allclose(lite_out, keras_out, rtol=1e-4, atol=1e-4)
+    # The day-ahead output too.
+    blocks = da.day_ahead_blocks(start, kw, origins, TZ)
+    xd = da.day_ahead_matrix(blocks, meta.scaling)
+    keras_day = np.asarray(result.keras_day_ahead.predict(xd, verbose=0), dtype=np.float64)
+    lite_day = forecaster.predict_day_ahead_raw(xd)
+    assert lite_day.shape == keras_day.shape == (len(origins), 3 * 96)
+    np.testing.assert_allclose(lite_day, keras_day, rtol=1e-4, atol=1e-4)
 
     origin = start + 29 * 1440 + 600
     span = forecaster.history_minutes
@@ -104,5 +116,93 @@ def test_train_export_and_serve(tmp_path: Path) -> None:
     assert np.all(p10 <= point + 1e-9) and np.all(point <= p90 + 1e-9)
     assert np.all(np.isfinite(point))
 
+    day_span = forecaster.day_ahead_history_minutes
+    day_history = MinuteHistory(
+        origin - day_span + 1, kw[origin - day_span + 1 - start : origin - start + 1]
+    )
+    day = forecaster.day_ahead(day_history, TZ, made_at)
+    assert day is not None and day.steps == 96 and day.step_minutes == 15
+    # Step 0 is the step in progress at the origin.
+    assert day.start_minute <= origin + 1 < day.start_minute + 15 and day.start_minute % 15 == 0
+    assert day.p10_kw is not None and day.p90_kw is not None
+    d10, d50, d90 = (np.array(v) for v in (day.p10_kw, day.p50_kw, day.p90_kw))
+    assert np.all(d10 <= d50 + 1e-9) and np.all(d50 <= d90 + 1e-9)
+    # The synthetic site is closed at night and busy by day: the forecast says so.
+    actual = da.day_ahead_targets(start, kw, np.array([origin]))[0]
+    assert np.sqrt(np.nanmean((d50 - actual) ** 2)) < 3.0
+
     gap = MinuteHistory(history.start_minute, np.full(len(history.values_kw), np.nan))
     assert forecaster.forecast(gap, TZ, made_at) is None
+    assert forecaster.day_ahead(gap, TZ, made_at) is None
+
+
+def _synthetic_air(days: int, seed: int = 5) -> tuple[int, np.ndarray, np.ndarray]:
+    """A site whose load follows the outdoor air (cooling): a warm spell adds kW."""
+    start, kw = _synthetic_site(days, seed)
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * 1440)
+    # Daily swing plus slow weather fronts (a random walk, smoothed), degrees F.
+    fronts = np.convolve(rng.normal(0, 1.0, len(t)), np.ones(2880) / 60.0, mode="same")
+    air = 75.0 + 8.0 * np.sin(2 * np.pi * ((t % 1440) - 540) / 1440) + fronts
+    kw = kw + 0.6 * np.maximum(air - 70.0, 0.0)
+    return start, kw, air
+
+
+@pytest.mark.slow
+def test_training_with_and_without_outdoor_air() -> None:
+    from core.forecast import neural
+
+    start, kw, air = _synthetic_air(32)
+    small = neural.Candidate("small", FeatureConfig(), hidden_units=32)
+    with_air = neural.train(
+        start,
+        kw,
+        TZ,
+        outdoor_air=air,
+        time_budget_s=90.0,
+        max_epochs=3,
+        candidates=[small],
+        day_ahead=False,
+    )
+    names = [v["candidate"] for v in with_air.validation]
+    # Outdoor air was offered and compared by validation.
+    assert names == ["small", "small+air"]
+    assert with_air.meta.scaling.scale_air > 1.0
+    # Without outdoor air (most sites) the same training works, and nothing asks for it.
+    without = neural.train(
+        start, kw, TZ, time_budget_s=30.0, max_epochs=2, candidates=[small], day_ahead=False
+    )
+    assert [v["candidate"] for v in without.validation] == ["small"]
+    assert not without.meta.features.outdoor_air
+    # Too little outdoor air (a few days) is not offered.
+    sparse = np.full(len(air), np.nan)
+    sparse[-3 * 1440 :] = air[-3 * 1440 :]
+    few = neural.train(
+        start,
+        kw,
+        TZ,
+        outdoor_air=sparse,
+        time_budget_s=30.0,
+        max_epochs=2,
+        candidates=[small],
+        day_ahead=False,
+    )
+    assert [v["candidate"] for v in few.validation] == ["small"]
+
+
+def test_conformal_band_hits_its_coverage() -> None:
+    from core.forecast import neural
+
+    rng = np.random.default_rng(0)
+    actual = rng.normal(10.0, 2.0, (4000, 5))
+    point = np.full_like(actual, 10.0)
+    # A band that is far too wide (about 99 %) is narrowed to 80 %.
+    band = neural.conformal_band(point, point - 6.0, point + 6.0, actual)
+    assert band.validation_coverage is not None
+    assert abs(band.validation_coverage - 0.8) < 0.02
+    fresh = rng.normal(10.0, 2.0, (4000, 5))
+    low = point - 6.0 + np.array(band.p10_shift_kw)
+    high = point + 6.0 + np.array(band.p90_shift_kw)
+    assert abs(np.mean((fresh >= low) & (fresh <= high)) - 0.8) < 0.03
+    pooled = neural.conformal_band(point, point - 1.0, point + 1.0, actual, pooled=True)
+    assert len(set(pooled.p10_shift_kw)) == 1

@@ -150,3 +150,63 @@ async def test_interrupted_and_failed_runs_keep_the_baseline(train_settings, tra
     assert manager.served_run_id is None
     assert (await core.tick()).model.forecaster == "mean-2-weeks"
     await core.stop()
+
+
+def test_window_after_a_gap_uses_the_history_it_has(storage: Storage) -> None:
+    from core.trainer import choose_window
+
+    start, kw = _site(35, noise_kw=0.4)
+    old_start = start - 300 * 1440  # the import ends about ten months before the live minutes
+    storage.insert_missing_minutes(old_start, kw, "import")
+    live = minute_of(END) - 30
+    storage.insert_missing_minutes(live, np.full(31, 7.0), "live")
+    window = choose_window(storage, 20.0)
+    assert window is not None
+    lo, end, notes = window
+    assert end == old_start + 35 * 1440 - 1
+    assert lo == old_start
+    assert len(notes) == 1 and "skipped 31 newer stored minutes" in notes[0]
+    # With enough recent data nothing is skipped.
+    storage.insert_missing_minutes(start, kw, "import")
+    lo, end, notes = choose_window(storage, 20.0) or (0, 0, ["none"])
+    assert end == minute_of(END) and notes == []
+
+
+def test_cli_training_after_an_old_import_with_outdoor_air(
+    train_settings: Settings, train_storage: Storage
+) -> None:
+    from core.trainer import run_training
+
+    start, kw = _site(34, noise_kw=0.4)
+    old_start = start - 200 * 1440
+    t = np.arange(len(kw))
+    air = 70.0 + 10.0 * np.sin(2 * np.pi * ((t % 1440) - 540) / 1440)
+    air = air + np.convolve(
+        np.random.default_rng(2).normal(0, 1, len(t)), np.ones(1440) / 40, "same"
+    )
+    kw = kw + 0.5 * np.maximum(air - 72.0, 0.0)
+    train_storage.insert_missing_minutes(old_start, kw, "import")
+    stored = train_storage.upsert_weather(
+        {old_start + i: float(v) for i, v in enumerate(air.tolist())}
+    )
+    assert stored == len(kw)
+    train_storage.insert_missing_minutes(minute_of(END) - 9, np.full(10, 6.0), "live")
+    outcome = run_training(
+        train_settings.database_url,
+        str(train_settings.models_dir),
+        "UTC",
+        "cli",
+        time_budget_s=25.0,
+    )
+    assert outcome.status in ("accepted", "rejected"), outcome.message
+    assert "skipped 10 newer stored minutes" in outcome.message
+    run = train_storage.model_runs(1)[0]
+    assert run.train_end == minute_start(old_start + len(kw) - 1)
+    if outcome.artifact_path:
+        from core.forecast.lite import LiteForecaster
+
+        served = LiteForecaster.load(outcome.artifact_path)
+        # Outdoor air was offered: the validation compared the model with and without it.
+        names = [v["candidate"] for v in served.meta.validation]
+        assert any(name.endswith("+air") for name in names), names
+        assert served.meta.notes and "skipped" in served.meta.notes[0]

@@ -226,3 +226,109 @@ def test_level_offsets_and_old_configs() -> None:
     del old["level_minutes"]
     assert FeatureConfig.from_dict(old) == FeatureConfig()
     assert FeatureConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_window_means_match_a_plain_loop() -> None:
+    from core.forecast.features import window_means
+
+    rng = np.random.default_rng(4)
+    values = rng.normal(5, 1, 500)
+    values[rng.random(500) < 0.2] = np.nan
+    lo = np.array([[-20, 0, 13], [250, 480, 499]])
+    got = window_means(1000, values, lo + 1000, 30)
+    for (i, j), start in np.ndenumerate(lo):
+        window = values[max(0, start) : max(0, start + 30)]
+        expected = np.nanmean(window) if np.any(~np.isnan(window)) else np.nan
+        assert got[i, j] == pytest.approx(expected, nan_ok=True)
+
+
+def test_outdoor_air_features_and_scaling() -> None:
+    start = _local_minute("2022-07-01 00:00")
+    values = np.full(3 * 1440, 5.0)
+    air = 70.0 + np.arange(3 * 1440) / 1440.0  # warms one degree a day
+    origin = start + 2 * 1440 + 600
+    config = FeatureConfig(outdoor_air=True)
+    blocks = feature_blocks(start, values, np.array([origin]), TZ, config, air)
+    now, mean3h, change = blocks.weather[0]
+    rel = origin - start
+    assert now == pytest.approx(air[rel - 14 : rel + 1].mean())
+    assert mean3h == pytest.approx(air[rel - 179 : rel + 1].mean())
+    assert change == pytest.approx(1.0)
+    scaling = Scaling.fit(values, air)
+    assert scaling.center_air == pytest.approx(air.mean())
+    plain = design_matrix(
+        feature_blocks(start, values, np.array([origin]), TZ, FeatureConfig()), scaling
+    )
+    x = design_matrix(blocks, scaling)
+    assert x.shape[1] == plain.shape[1] + 4  # three air inputs and a missing flag
+    # No outdoor air at all: the inputs are zero and flagged missing, nothing breaks.
+    missing = feature_blocks(start, values, np.array([origin]), TZ, config, None)
+    xm = design_matrix(missing, scaling)
+    assert xm[0, -1] == 1.0 and np.all(xm[0, -4:-1] == 0.0)
+
+
+def test_day_ahead_features_align_with_the_seasonal_baseline() -> None:
+    from core.forecast import day_ahead as da
+    from core.forecast.base import MinuteHistory
+    from core.forecast.baseline import seasonal_day_ahead
+
+    start = _local_minute("2022-10-20 00:00")
+    rng = np.random.default_rng(2)
+    values = 5 + rng.random(25 * 1440)
+    # Across the fall-back change (2022-11-06): the same wall-clock steps two weeks back.
+    origins = np.array([start + 21 * 1440 + 7, start + 22 * 1440 + 599, start + 23 * 1440 + 14])
+    blocks = da.day_ahead_blocks(start, values, origins, TZ)
+    for i, origin in enumerate(origins.tolist()):
+        lo = origin - da.HISTORY_MINUTES + 1
+        history = MinuteHistory(lo, values[lo - start : origin - start + 1])
+        expected = seasonal_day_ahead(history, TZ, datetime.now(UTC), 2, "mean-2-weeks")
+        assert expected is not None
+        assert da.step_start(np.array([origin]))[0] == expected.start_minute
+        np.testing.assert_allclose(blocks.baseline_kw[i], expected.p50_kw, rtol=1e-9)
+    targets = da.day_ahead_targets(start, values, origins)
+    first = int(da.step_start(origins[:1])[0]) - start
+    assert targets[0, 0] == pytest.approx(values[first : first + 15].mean())
+    assert targets.shape == (3, 96)
+    x = da.day_ahead_matrix(blocks, Scaling.fit(values))
+    assert x.shape[0] == 3 and np.isfinite(x).all()
+
+
+def test_model_meta_round_trip_and_old_artifacts() -> None:
+    from core.forecast.meta import BandCalibration, MetaError, ModelMeta
+
+    meta = ModelMeta(
+        model="mlp-residual",
+        candidate="2w-ctx60",
+        created_at="2026-11-26T00:00:00+00:00",
+        timezone="America/Chicago",
+        horizon_minutes=60,
+        input_dim=200,
+        features=FeatureConfig(outdoor_air=True),
+        history_minutes=20000,
+        floor_kw=0.0,
+        scaling=Scaling(8.0, 5.0, 75.0, 9.0),
+        epochs=8,
+        shrink=0.9,
+        train_weeks=12,
+        train_origins=1000,
+        trained_until_minute=28_000_000,
+        holdout_days=6,
+        train_s=40.0,
+        band=BandCalibration((-0.5,) * 60, (0.4,) * 60, 0.8),
+    )
+    assert ModelMeta.from_dict(meta.to_dict()) == meta
+    old = meta.to_dict()
+    old["version"] = 1
+    for key in ("band", "day_ahead", "notes"):
+        del old[key]
+    del old["scaling"]["center_air"], old["scaling"]["scale_air"]
+    del old["features"]["outdoor_air"]
+    parsed = ModelMeta.from_dict(old)
+    assert parsed.band.p10_shift_kw == () and parsed.day_ahead is None
+    assert not parsed.features.outdoor_air
+    with pytest.raises(MetaError):
+        ModelMeta.from_dict({**old, "version": 99})
+    bad = dict(old)
+    del bad["scaling"]
+    with pytest.raises(MetaError):
+        ModelMeta.from_dict(bad)
