@@ -33,20 +33,8 @@ def same_local_time_weeks_ago(
     A plain ``minute - weeks * 10080`` is off by an hour across a daylight-saving change; this
     corrects by the difference of the two UTC offsets.
     """
-    return _same_local_time_ago(minutes, weeks * MINUTES_PER_WEEK, tz)
-
-
-def same_local_time_days_ago(
-    minutes: npt.NDArray[np.int64], days: int, tz: ZoneInfo
-) -> npt.NDArray[np.int64]:
-    """For each UTC minute, the UTC minute with the same site-local wall-clock time ``days`` ago."""
-    return _same_local_time_ago(minutes, days * MINUTES_PER_DAY, tz)
-
-
-def _same_local_time_ago(
-    minutes: npt.NDArray[np.int64], lag: int, tz: ZoneInfo
-) -> npt.NDArray[np.int64]:
     out = np.empty_like(minutes)
+    lag = weeks * MINUTES_PER_WEEK
     for i, minute in enumerate(minutes.tolist()):
         now = minute_start(minute)
         then = now - timedelta(minutes=lag)

@@ -21,15 +21,13 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
-import numpy.typing as npt
 
 from core.dispatch.assets import Battery, EvChargers, Tariff
 from core.dispatch.planner import PlanInfeasible, PlanRequest, PlanResult, solve_plan
-from core.timegrid import minute_start, same_local_time_days_ago, same_local_time_weeks_ago
+from core.timegrid import minute_start
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +67,6 @@ class DispatchInputs:
     paid_peak_kw: float | None  # the billing period's peak so far
     target_kw: float | None  # the effective operator target
     soc_pct: float | None  # None when stale or never written
-    # The highest minute load seen around this time of day in recent weeks: the spike the live
-    # layer keeps discharge power in reserve for (None: no insurance).
-    spike_kw: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,45 +299,3 @@ class DispatchController:
         if plan is not None and plan.battery_kw[0] < 0:
             wanted = 0.0  # the plan discharges now (a cheaper or peak step): do not charge
         return min(headroom, wanted, room)
-
-
-def expected_spike_kw(
-    load_kw: npt.NDArray[np.float64],
-    load_start_minute: int,
-    interval_start_minute: int,
-    step_minutes: int,
-    tz: ZoneInfo,
-    weeks: int = 2,
-    window_minutes: int = 60,
-) -> float | None:
-    """The highest minute load around this interval's time of day: yesterday and 1..weeks ago.
-
-    ``load_kw`` is the building load history (NaN for gaps) starting at ``load_start_minute``
-    and ending before the interval. None when none of those windows has data.
-    """
-    targets = np.array([interval_start_minute], dtype=np.int64)
-    starts = [int(same_local_time_days_ago(targets, 1, tz)[0])]
-    starts += [int(same_local_time_weeks_ago(targets, w, tz)[0]) for w in range(1, weeks + 1)]
-    best: float | None = None
-    for start in starts:
-        lo = start - window_minutes - load_start_minute
-        hi = start + step_minutes + window_minutes - load_start_minute
-        lo, hi = max(lo, 0), min(hi, len(load_kw))
-        if hi <= lo:
-            continue
-        window = load_kw[lo:hi]
-        if np.all(np.isnan(window)):
-            continue
-        peak = float(np.nanmax(window))
-        best = peak if best is None else max(best, peak)
-    return best
-
-
-def step_plan_times(decision: DispatchDecision, step_minutes: int) -> list[datetime]:
-    """UTC start of each step of the decision's plan."""
-    if decision.plan is None or decision.plan_start_minute is None:
-        return []
-    return [
-        minute_start(decision.plan_start_minute + k * step_minutes)
-        for k in range(len(decision.plan.battery_kw))
-    ]

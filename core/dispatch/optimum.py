@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.dispatch.assets import Battery
-from core.dispatch.planner import new_highs
+from core.dispatch.planner import SparseRows, new_highs
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -66,19 +66,8 @@ def optimum_peak(
     h = new_highs()
     h.addVars(count, lower, upper)
     h.changeColsCost(count, np.arange(count, dtype=np.int32), cost)
-    rows_lower: list[float] = []
-    rows_upper: list[float] = []
-    starts: list[int] = []
-    indices: list[int] = []
-    values: list[float] = []
-
-    def row(cols: list[int], coefs: list[float], lo: float, hi: float) -> None:
-        starts.append(len(indices))
-        indices.extend(cols)
-        values.extend(coefs)
-        rows_lower.append(lo)
-        rows_upper.append(hi)
-
+    rows = SparseRows()
+    row = rows.add
     inf = highspy.kHighsInf
     for k in range(n):
         # Energy balance: e_k - e_{k-1} - eff*dt*c_k + dt/eff*d_k = 0 (e_{-1} = start).
@@ -95,15 +84,7 @@ def optimum_peak(
         load = float(interval_load_kw[k])
         row([c0 + k, d0 + k, p_index], [1.0, -1.0, -1.0], -inf, -load)
         row([c0 + k, d0 + k], [1.0, -1.0], -load, inf)
-    h.addRows(
-        len(rows_lower),
-        np.array(rows_lower),
-        np.array(rows_upper),
-        len(indices),
-        np.array(starts, dtype=np.int32),
-        np.array(indices, dtype=np.int32),
-        np.array(values),
-    )
+    rows.add_to(h)
     h.run()
     status = h.getModelStatus()
     if status != highspy.HighsModelStatus.kOptimal:

@@ -56,6 +56,37 @@ def new_highs() -> highspy.Highs:
     return h
 
 
+class SparseRows:
+    """Constraint rows collected one at a time, added to HiGHS in one call (CSR form)."""
+
+    def __init__(self) -> None:
+        self._lower: list[float] = []
+        self._upper: list[float] = []
+        self._starts: list[int] = []
+        self._indices: list[int] = []
+        self._values: list[float] = []
+
+    def add(self, cols: list[int], coefs: list[float], lo: float, hi: float) -> None:
+        """One row: lo <= sum(coefs * x[cols]) <= hi."""
+        self._starts.append(len(self._indices))
+        self._indices.extend(cols)
+        self._values.extend(coefs)
+        self._lower.append(lo)
+        self._upper.append(hi)
+
+    def add_to(self, h: highspy.Highs) -> None:
+        """Add every row to the model."""
+        h.addRows(
+            len(self._lower),
+            np.array(self._lower),
+            np.array(self._upper),
+            len(self._indices),
+            np.array(self._starts, dtype=np.int32),
+            np.array(self._indices, dtype=np.int32),
+            np.array(self._values),
+        )
+
+
 class PlanInfeasible(RuntimeError):
     """HiGHS found no optimal plan."""
 
@@ -92,19 +123,8 @@ def solve_plan(request: PlanRequest, battery: Battery, tariff: Tariff) -> PlanRe
     upper[p] = highspy.kHighsInf
 
     inf = highspy.kHighsInf
-    starts: list[int] = []
-    indices: list[int] = []
-    values: list[float] = []
-    row_lo: list[float] = []
-    row_hi: list[float] = []
-
-    def row(cols: list[int], coefs: list[float], lo: float, hi: float) -> None:
-        starts.append(len(indices))
-        indices.extend(cols)
-        values.extend(coefs)
-        row_lo.append(lo)
-        row_hi.append(hi)
-
+    rows = SparseRows()
+    row = rows.add
     for k in range(n):
         cols = [e0 + k, c0 + k, d0 + k]
         coefs = [1.0, -eff * dt_h[k], dt_h[k] / eff]
@@ -125,15 +145,7 @@ def solve_plan(request: PlanRequest, battery: Battery, tariff: Tariff) -> PlanRe
     h = new_highs()
     h.addVars(count, lower, upper)
     h.changeColsCost(count, np.arange(count, dtype=np.int32), cost)
-    h.addRows(
-        len(row_lo),
-        np.array(row_lo),
-        np.array(row_hi),
-        len(indices),
-        np.array(starts, dtype=np.int32),
-        np.array(indices, dtype=np.int32),
-        np.array(values),
-    )
+    rows.add_to(h)
     h.run()
     status = h.getModelStatus()
     if status != highspy.HighsModelStatus.kOptimal:

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.dispatch.assets import Battery
-from core.dispatch.controller import DispatchController, DispatchInputs, expected_spike_kw
+from core.dispatch.controller import DispatchController, DispatchInputs
 from core.dispatch.optimum import optimum_peak
 from core.forecast.base import DayAheadForecast, MinuteHistory
 from core.timegrid import minute_start
@@ -216,8 +216,6 @@ class PlannerController:
         self._forecast: DayAheadForecast | None = None
         self._forecast_at: int | None = None
         self._tz = tz
-        self._spike: float | None = None
-        self._spike_at: int | None = None
 
     @property
     def solve_ms(self) -> list[float]:
@@ -236,16 +234,6 @@ class PlannerController:
             self._forecast = self._day_ahead(history, minute_start(state.minute))
             self._forecast_at = state.minute
         forecast = self._forecast
-        if state.minute % step == 0 or self._spike_at is None:
-            lo = max(0, origin_index - 15 * 1440)
-            self._spike = expected_spike_kw(
-                state.load_kw[lo : origin_index + 1],
-                self._start_minute + lo,
-                state.minute - state.minute % step,
-                step,
-                self._tz,
-            )
-            self._spike_at = state.minute
         decision = self._controller.decide(
             DispatchInputs(
                 minute=state.minute,
@@ -258,7 +246,6 @@ class PlannerController:
                 paid_peak_kw=state.paid_peak_kw,
                 target_kw=self._target,
                 soc_pct=state.soc_pct,
-                spike_kw=self._spike,
             )
         )
         return decision.setpoint_kw
