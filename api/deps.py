@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from core.service import DsmCore
 from core.training import TrainingManager
@@ -39,27 +40,34 @@ def get_core(context: Annotated[AppContext, Depends(get_context)]) -> DsmCore:
 _bearer = HTTPBearer(auto_error=False, description="Required for writes when --api-token is set.")
 
 
-def require_token(
-    core: Annotated[DsmCore, Depends(get_core)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """Reject a write without the configured bearer token (reads stay open)."""
-    expected = core.settings.api_token
+def token_problem(expected: SecretStr | None, authorization: str | None) -> str | None:
+    """Why a write with this Authorization header is refused, or None when it may go on."""
     if expected is None:
-        return
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "this write needs 'Authorization: Bearer <token>' (the service has --api-token set)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        return None
+    scheme, _, credentials = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return "this write needs 'Authorization: Bearer <token>' (the service has --api-token set)"
     if not secrets.compare_digest(
-        credentials.credentials.encode(), expected.get_secret_value().encode()
+        credentials.strip().encode(), expected.get_secret_value().encode()
     ):
+        return "the bearer token is wrong"
+    return None
+
+
+def require_token(
+    request: Request,
+    core: Annotated[DsmCore, Depends(get_core)],
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Reject a write without the configured bearer token (reads stay open).
+
+    ``api.limits.RequestLimits`` checks the same before the body is read; this stays as the
+    route's own guard and declares the bearer scheme in the OpenAPI document.
+    """
+    problem = token_problem(core.settings.api_token, request.headers.get("authorization"))
+    if problem is not None:
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "the bearer token is wrong",
-            headers={"WWW-Authenticate": "Bearer"},
+            status.HTTP_401_UNAUTHORIZED, problem, headers={"WWW-Authenticate": "Bearer"}
         )
 
 

@@ -2,10 +2,65 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
+
+# The years a timestamp may name at all (the core applies its own, narrower checks).
+EARLIEST_YEAR = 1970
+LATEST_YEAR = 2999
+_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+
+
+def _iso_text_only(value: object) -> object:
+    """Refuse numbers (and numeric text such as ``?start=0.5``): a time is ISO 8601 text."""
+    if isinstance(value, bool | int | float) or (isinstance(value, str) and _NUMBER.match(value)):
+        raise ValueError(
+            "must be an ISO 8601 date-time with a time-zone offset "
+            "(e.g. 2026-07-01T14:03:00Z), not a number"
+        )
+    return value
+
+
+def _sane_year(value: datetime) -> datetime:
+    """Refuse a time that cannot be a reading or query bound (year 1, overflow at UTC)."""
+    try:
+        year = value.astimezone(UTC).year if value.tzinfo is not None else value.year
+    except OverflowError:
+        year = value.year  # year 1 or 9999 shifted past the calendar's end
+    if not EARLIEST_YEAR <= year <= LATEST_YEAR:
+        raise ValueError(f"year {year} is outside {EARLIEST_YEAR}..{LATEST_YEAR}")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text_only), AfterValidator(_sane_year)]
+"""A date-time given as ISO 8601 text, in years 1970..2999; the offset is checked by the core."""
+
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+"""A finite JSON number: true/false and numeric strings are refused (strict)."""
+
+
+class ErrorItem(BaseModel):
+    """One problem with the request."""
+
+    loc: list[str | int] = Field(description="Where: 'body', 'query' or 'path', then the field.")
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """Every error reply (400, 401, 404, 409, 413, 422, 503): one line, and for 422 the list."""
+
+    detail: str = Field(description="What was wrong, in one line (at most a few kB).")
+    errors: list[ErrorItem] | None = Field(
+        default=None,
+        description="Validation problems (422 and 400), at most 20; the input is not echoed.",
+    )
+    errors_omitted: int | None = Field(
+        default=None, description="How many further problems were not listed."
+    )
 
 
 class ReadingIn(BaseModel):
@@ -15,10 +70,10 @@ class ReadingIn(BaseModel):
         json_schema_extra={"examples": [{"observed_at": "2026-07-01T14:03:00Z", "kw": 12.4}]}
     )
 
-    observed_at: datetime | None = Field(
+    observed_at: IsoDateTime | None = Field(
         default=None, description="When the meter read this value, with a time-zone offset."
     )
-    kw: float = Field(description="Building electric power in kW.")
+    kw: Number = Field(description="Building electric power in kW.")
 
 
 class BatchAccepted(BaseModel):
@@ -168,7 +223,7 @@ class TargetIn(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"target_kw": 21.5}]})
 
-    target_kw: float | None = Field(description="kW (interval average); null removes it.")
+    target_kw: Number | None = Field(description="kW (interval average); null removes it.")
 
 
 class InputsIn(BaseModel):
@@ -179,14 +234,14 @@ class InputsIn(BaseModel):
         json_schema_extra={"examples": [{"pv_power_kw": 4.2, "battery_soc_pct": 64.0}]},
     )
 
-    observed_at: datetime | None = Field(default=None, description="Default now.")
-    pv_power_kw: float | None = Field(default=None, description="Solar PV output, kW.")
-    battery_soc_pct: float | None = Field(default=None, description="Battery state of charge, %.")
-    battery_power_kw: float | None = Field(
+    observed_at: IsoDateTime | None = Field(default=None, description="Default now.")
+    pv_power_kw: Number | None = Field(default=None, description="Solar PV output, kW.")
+    battery_soc_pct: Number | None = Field(default=None, description="Battery state of charge, %.")
+    battery_power_kw: Number | None = Field(
         default=None, description="Battery power, kW: + charging, - discharging."
     )
-    ev_charging_power_kw: float | None = Field(default=None, description="EV charging, kW.")
-    outdoor_air_temp: float | None = Field(
+    ev_charging_power_kw: Number | None = Field(default=None, description="EV charging, kW.")
+    outdoor_air_temp: Number | None = Field(
         default=None, description="Outdoor air temperature in --outdoor-air-units (default °F)."
     )
 
@@ -208,15 +263,49 @@ class DemandIntervalOut(BaseModel):
     counted_for_peak: bool
 
 
+class DemandIntervalNow(BaseModel):
+    """The demand interval in progress: so far, projected and allowed."""
+
+    start: datetime = Field(description="UTC start of the interval.")
+    length_minutes: int
+    elapsed_minutes: int
+    observed_minutes: int
+    remaining_minutes: int
+    average_so_far_kw: float | None
+    projected_kw: float | None = Field(description="Projected end-of-interval average kW.")
+    projection: Literal["forecast", "held", "none"] = Field(
+        description="What filled the remaining minutes: the forecast, the latest kW held, or none."
+    )
+    allowance_kw: float | None = Field(
+        description="Load limit over the remaining minutes that keeps the interval at target."
+    )
+
+
+class BillingPeriodOut(BaseModel):
+    """The billing period."""
+
+    start: datetime
+    end: datetime
+
+
+class DemandDecisionsOut(BaseModel):
+    """The recommendations for the building (see the README's sequences section)."""
+
+    kw_to_shed: float
+    chiller_capacity_limit_pct: float
+    battery_charge_permit: bool
+    ev_charge_permit: bool
+    battery_discharge_request: bool
+    charge_headroom_kw: float | None
+    quality: dict[str, str] = Field(description="Each decision's quality, keyed by field name.")
+
+
 class DemandOut(BaseModel):
     """The demand-charge picture now (see the README's sequences section)."""
 
     at: datetime
-    interval: dict[str, Any] = Field(
-        description="start, length, elapsed/observed/remaining minutes, average so far, "
-        "projected end-of-interval kW (and how), allowance kW"
-    )
-    period: dict[str, Any] = Field(description="billing period start and end")
+    interval: DemandIntervalNow
+    period: BillingPeriodOut
     period_peak_kw: float | None
     period_peak_start: datetime | None
     target_kw: float | None
@@ -226,10 +315,7 @@ class DemandOut(BaseModel):
     p_exceed_interval: float | None = Field(description="0..1, from the forecast band")
     p_exceed_next_hour: float | None
     gross_load_kw: float | None
-    decisions: dict[str, Any] = Field(
-        description="kw_to_shed, chiller_capacity_limit_pct, battery/ev permits, discharge "
-        "request, charge headroom, and each decision's quality"
-    )
+    decisions: DemandDecisionsOut
     notes: list[str]
     operator_target_kw: float | None
     inputs: dict[str, float]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ from collections.abc import Generator
 from functools import partial
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from api.app import create_app
 from bacnet.device import BacnetFace, Writer
@@ -55,6 +57,48 @@ def prepare_data_dir(settings: Settings) -> None:
         raise StartupError(
             f"data directory {settings.data_dir} is not writable: {exc.strerror or exc}"
         ) from exc
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when ``host`` is a loopback address (127.0.0.0/8, ::1) or 'localhost'."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse REST writes open to the network unless --allow-open-writes says so (then warn)."""
+    if settings.api_token is not None or is_loopback_host(settings.http_host):
+        return
+    if not settings.allow_open_writes:
+        raise StartupError(
+            f"REST would accept writes from anyone: --http-host {settings.http_host} is beyond "
+            "loopback and no --api-token is set; set --api-token (OPEN_DSM_API_TOKEN), bind "
+            "--http-host 127.0.0.1, or run open on purpose with --allow-open-writes true"
+        )
+    log.warning(
+        "REST WRITES ARE OPEN TO THE NETWORK (--allow-open-writes): anyone who reaches %s:%d "
+        "can change the demand target, post readings and start training; set --api-token",
+        settings.http_host,
+        settings.http_port,
+    )
+
+
+def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
+    """How uvicorn serves the app: idle keep-alive closed, bounded headers, no own logging."""
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        timeout_keep_alive=settings.http_keepalive_s,
+        h11_max_incomplete_event_size=16 * 1024,  # request line and headers
+        timeout_graceful_shutdown=5,
+    )
 
 
 def bind_http_socket(host: str, port: int) -> socket.socket:
@@ -108,6 +152,7 @@ async def serve(settings: Settings) -> None:
     started = time.monotonic()
     version = package_version()
     prepare_data_dir(settings)
+    check_exposure(settings)  # before the database is opened or any port is bound
     engine = create_db_engine(settings.database_url)
     try:
         await asyncio.to_thread(upgrade_to_head, engine)
@@ -129,17 +174,13 @@ async def serve(settings: Settings) -> None:
     except TimeoutError as exc:
         raise StartupError(str(exc)) from exc
     log.info("BACnet/IP bound on %s:%d in %.2f s", ip, port, time.monotonic() - started)
-    if settings.api_token is None and settings.http_host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("REST writes are open to the network: set --api-token to require a token")
 
     training = TrainingManager(settings, storage, SystemClock(), core)
     # After the device is up: loading a trained model (LiteRT) must not delay the first I-Am;
     # the baseline serves until it is loaded.
     training_start = asyncio.create_task(training.start(), name="open-dsm-model-load")
     app = create_app(core, bacnet_bound=lambda: face.bound, training=training, version=version)
-    server = _Server(
-        uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", server_header=False)
-    )
+    server = _Server(uvicorn_config(app, settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from api.deps import CoreDep, WriteAllowed
-from api.schemas import DemandIntervalOut, DemandOut, InputsIn, TargetIn
+from api.errors import error_responses
+from api.schemas import DemandIntervalOut, DemandOut, InputsIn, IsoDateTime, TargetIn
 from core.commands import InputKey
 from core.errors import InvalidReading, NotReady
 
 router = APIRouter(prefix="/api/v1/demand", tags=["demand"])
 
 
-@router.get("", response_model=DemandOut, responses={503: {"description": "Not computed yet."}})
+@router.get("", response_model=DemandOut, responses=error_responses(503, e503="Not computed yet."))
 def get_demand(core: CoreDep) -> DemandOut:
     """Current interval, period peak with time, target, allowance, projection and decisions."""
     snapshot = core.snapshot
@@ -31,11 +31,17 @@ def get_demand(core: CoreDep) -> DemandOut:
     )
 
 
-@router.get("/intervals", response_model=list[DemandIntervalOut])
+@router.get(
+    "/intervals",
+    response_model=list[DemandIntervalOut],
+    responses=error_responses(400, e400="end is not after start."),
+)
 async def list_intervals(
     core: CoreDep,
-    start: Annotated[datetime | None, Query(description="Inclusive, ISO 8601 with offset")] = None,
-    end: Annotated[datetime | None, Query(description="Exclusive, ISO 8601 with offset")] = None,
+    start: Annotated[
+        IsoDateTime | None, Query(description="Inclusive, ISO 8601 with offset")
+    ] = None,
+    end: Annotated[IsoDateTime | None, Query(description="Exclusive, ISO 8601 with offset")] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> list[DemandIntervalOut]:
     """Closed demand intervals (average kW), oldest first."""
@@ -58,10 +64,12 @@ async def list_intervals(
     "/target",
     response_model=TargetIn,
     dependencies=[WriteAllowed],
-    responses={
-        409: {"description": "A higher BACnet priority commands the target."},
-        503: {"description": "The database is not taking writes; nothing changed."},
-    },
+    responses=error_responses(
+        409,
+        503,
+        e409="A higher BACnet priority commands the target.",
+        e503="The database is not taking writes; nothing changed.",
+    ),
 )
 async def put_target(core: CoreDep, body: TargetIn) -> TargetIn:
     """Set the demand target in kW at priority 16 (null relinquishes REST's write)."""
@@ -73,10 +81,12 @@ async def put_target(core: CoreDep, body: TargetIn) -> TargetIn:
     "/inputs",
     status_code=204,
     dependencies=[WriteAllowed],
-    responses={
-        409: {"description": "A higher BACnet priority commands one of the inputs."},
-        503: {"description": "The database is not taking writes; nothing changed."},
-    },
+    responses=error_responses(
+        409,
+        503,
+        e409="A higher BACnet priority commands one of the inputs.",
+        e503="The database is not taking writes; nothing changed.",
+    ),
 )
 async def post_inputs(core: CoreDep, body: InputsIn) -> None:
     """Post site inputs (PV, battery, EV, outdoor air) at priority 16; same checks as BACnet."""

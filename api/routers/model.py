@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import ContextDep, WriteAllowed
+from api.errors import error_responses
 from api.schemas import ModelOut, ModelRunOut, TrainStarted
 from core.errors import NotReady
 from core.records import ModelRunRecord
@@ -55,7 +56,9 @@ async def list_runs(
     response_model=TrainStarted,
     status_code=202,
     dependencies=[WriteAllowed],
-    responses={409: {"description": "A run is already in progress."}},
+    responses=error_responses(
+        409, 503, e409="A run is already in progress.", e503="Training is not available."
+    ),
 )
 async def start_training(context: ContextDep) -> TrainStarted:
     """Start a training run now in a separate process; poll /api/v1/model/runs for the result."""

@@ -27,7 +27,7 @@ def list_points(core: CoreDep) -> list[PointOut]:
                 instance=point.instance,
                 object_identifier=point.object_identifier,
                 present_value=point.present_value(snapshot),
-                units=point.units,
+                units=point.units_for(core.settings),
                 reliability=reliability.value,
                 status_flags=StatusFlags(
                     in_alarm=False,

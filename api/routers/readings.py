@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from api.deps import CoreDep, WriteAllowed
-from api.schemas import BatchAccepted, MinuteOut, ReadingIn, ReadingsPageOut
+from api.errors import error_responses
+from api.schemas import BatchAccepted, IsoDateTime, MinuteOut, ReadingIn, ReadingsPageOut
 from core.service import Reading
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
@@ -33,7 +33,12 @@ _BODY_EXAMPLES = {
     response_model=BatchAccepted,
     status_code=201,
     dependencies=[WriteAllowed],
-    responses={422: {"description": "A reading is invalid; nothing was stored."}},
+    responses=error_responses(
+        422,
+        503,
+        e422="A reading is invalid; nothing was stored.",
+        e503="The database is not taking writes; nothing was stored.",
+    ),
 )
 async def post_readings(
     core: CoreDep,
@@ -52,13 +57,18 @@ async def post_readings(
 @router.get(
     "/readings",
     response_model=ReadingsPageOut,
-    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV on Accept"}},
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "JSON, or CSV on Accept"},
+        **error_responses(400, e400="end is not after start."),
+    },
 )
 async def get_readings(
     core: CoreDep,
     request: Request,
-    start: Annotated[datetime | None, Query(description="Inclusive, ISO 8601 with offset")] = None,
-    end: Annotated[datetime | None, Query(description="Exclusive, ISO 8601 with offset")] = None,
+    start: Annotated[
+        IsoDateTime | None, Query(description="Inclusive, ISO 8601 with offset")
+    ] = None,
+    end: Annotated[IsoDateTime | None, Query(description="Exclusive, ISO 8601 with offset")] = None,
     limit: Annotated[int, Query(ge=1, le=10000, description="Page size")] = 1000,
 ) -> Response:
     """Stored minutes, oldest first, paged; send 'Accept: text/csv' for CSV."""

@@ -249,7 +249,8 @@ def test_ede_point_list(api: LiveApi) -> None:
     response = httpx.get(f"{api.base_url}/api/v1/points.ede.csv")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     lines = response.text.splitlines()
-    assert lines[0].startswith("PROJECT_NAME;")
+    assert lines[0] == "# Engineering-Data-Exchange - B.I.G.-EU"
+    assert lines[1].startswith("PROJECT_NAME;")
     names = [
         line.split(";")[2]
         for line in lines
