@@ -78,7 +78,10 @@ class Settings(BaseSettings):
         description="SQLAlchemy database URL; default sqlite:///<data-dir>/open-dsm.sqlite3. "
         "PostgreSQL: postgresql+psycopg://user:pass@host/db.",
     )
-    http_host: str = Field(default="0.0.0.0", description="REST API bind address.")
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="REST API bind address (beyond loopback, writes need --api-token).",
+    )
     http_port: Port = Field(default=8000, description="REST API TCP port.")
     bacnet_address: str = Field(
         default="host:47808",
