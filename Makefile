@@ -5,9 +5,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test lint bench bench-service bench-forecast bench-demand clean
+.PHONY: install legacy-venv run demo test lint bench bench-service bench-forecast bench-demand bench-dispatch clean
 
 install: $(STAMP)
+
+# The independent BACnet client of the e2e tests: the original bacpypes in its own venv.
+LEGACY_VENV ?= .venv-legacy
+LEGACY_STAMP := $(LEGACY_VENV)/.installed
+legacy-venv: $(LEGACY_STAMP)
+
+$(LEGACY_STAMP): tests/legacy_bacpypes/requirements.txt
+	$(PYTHON) -m venv $(LEGACY_VENV)
+	$(LEGACY_VENV)/bin/python -m pip install --quiet -r tests/legacy_bacpypes/requirements.txt
+	touch $(LEGACY_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +28,10 @@ $(STAMP): pyproject.toml constraints.txt
 run: install
 	$(BIN)/open-dsm serve $(ARGS)
 
-test: install
+demo: install
+	$(BIN)/open-dsm demo $(ARGS)
+
+test: install legacy-venv
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: install
@@ -27,7 +40,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: bench-service bench-forecast bench-demand
+bench: bench-service bench-forecast bench-demand bench-dispatch
 
 bench-service: install
 	$(BIN)/open-dsm bench service $(ARGS)
@@ -38,5 +51,8 @@ bench-forecast: install
 bench-demand: install
 	$(BIN)/open-dsm bench demand --data ../shared/data/egauge_minute_kw_2022-07_08.csv --target-kw 21.5 --tz America/Chicago $(ARGS)
 
+bench-dispatch: install
+	$(BIN)/open-dsm bench dispatch --data ../shared/data/egauge_minute_kw_2022-07_08.csv --tz America/Chicago --battery-kw 10 --battery-kwh 20 --thresholds 20,25 $(ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LEGACY_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

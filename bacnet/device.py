@@ -3,35 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bacpypes3.app import Application
 from bacpypes3.basetypes import (
     BDTEntry,
     BinaryPV,
+    COVSubscription,
+    DeviceAddress,
     EngineeringUnits,
     EventState,
+    FDTEntry,
     HostNPort,
     IPMode,
+    ListOfCOVSubscription,
+    ListOfFDTEntry,
+    ObjectPropertyReference,
     ObjectTypesSupported,
     PriorityValue,
     PropertyIdentifier,
+    Recipient,
+    RecipientProcess,
     Reliability,
     ServicesSupported,
 )
+from bacpypes3.constructeddata import ArrayOf
 from bacpypes3.errors import ExecutionError
 from bacpypes3.local.analog import AnalogValueObject
 from bacpypes3.local.binary import BinaryValueObject
 from bacpypes3.local.cmd import Commandable
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.networkport import NetworkPortObject
-from bacpypes3.pdu import Address
+from bacpypes3.pdu import Address, IPv4Address
 from bacpypes3.primitivedata import Null, Real
 
-from bacnet.points import DATABASE_REVISION, POINTS, ObjectType, PointSpec
+from bacnet.app import SERVICES_SUPPORTED, OpenDsmApplication
+from bacnet.points import DATABASE_REVISION, POINTS, ObjectType, PointSpec, present_value_limits
 from core.commands import DEFAULT_PRIORITY, CommandState
 from core.config import Settings
 from core.errors import CommandConflict, InvalidReading, InvalidRequest, StorageUnavailable
@@ -42,21 +52,10 @@ log = logging.getLogger(__name__)
 # A BAS (or anyone on the network) decides how often a write is refused: one line a minute.
 _refusals = RateLimitedLogger(log, interval_s=60.0)
 
-# Services this device executes or initiates, each exercised by the end-to-end test. bacpypes3's
-# own list is derived by introspection and is wrong (it maps unconfirmed services with the
-# confirmed enumeration), so it is stated here.
-SERVICES_SUPPORTED = (
-    "readProperty",
-    "readPropertyMultiple",
-    "writeProperty",
-    "subscribeCOV",
-    "confirmedCOVNotification",
-    "unconfirmedCOVNotification",
-    "whoIs",
-    "iAm",
-    "whoHas",
-    "iHave",
-)
+# Services this device executes or initiates (bacnet/app.py executes them): bacpypes3's own list
+# is derived by introspection and is wrong, so it is stated there.
+# BACnet/IP's largest APDU (network-port apdu-length, required below protocol revision 24).
+MAX_APDU_LENGTH = 1476
 OBJECT_TYPES_SUPPORTED = ("device", "analog-value", "binary-value", "network-port")
 
 ValidateValue = Callable[[float], float]
@@ -82,7 +81,32 @@ def _attr_name(attr: int | str) -> str:
     return attr
 
 
-class _WriteGuard:
+# Clause 12.1.1.4.1: property-list leaves these out.
+_NOT_IN_PROPERTY_LIST = frozenset({"objectIdentifier", "objectName", "objectType", "propertyList"})
+
+
+class _PropertyList:
+    """property-list as the standard defines it (bacpypes3 lists every present property)."""
+
+    _elements: dict[str, Any]
+
+    @property
+    def propertyList(self) -> Any:
+        """The present properties except identifier, name, type and property-list."""
+        names = [
+            name
+            for name in self._elements
+            if name not in _NOT_IN_PROPERTY_LIST
+            and inspect.getattr_static(self, name, None) is not None
+        ]
+        return ArrayOf(PropertyIdentifier)([PropertyIdentifier(n) for n in names])
+
+    @propertyList.setter
+    def propertyList(self, value: Any) -> None:
+        """Ignored: derived."""
+
+
+class _WriteGuard(_PropertyList):
     """Refuse every network write: bacpypes3 otherwise accepts writes to almost any property."""
 
     async def write_property(
@@ -101,6 +125,35 @@ class ReadOnlyBinaryValue(_WriteGuard, BinaryValueObject):  # type: ignore[misc]
 
 class GuardedNetworkPort(_WriteGuard, NetworkPortObject):  # type: ignore[misc]
     """The network port object, read-only from the network."""
+
+    @property
+    def bbmdForeignDeviceTable(self) -> Any:
+        """The BBMD's live foreign-device table (bacpypes3 keeps the property an empty copy)."""
+        app = getattr(self, "_app", None)
+        link = None if app is None else app.link_layers.get(self.objectIdentifier)
+        entries = [
+            FDTEntry(
+                bacnetIPAddress=fd.fdAddress.addrAddr,
+                timeToLive=fd.fdTTL,
+                remainingTimeToLive=max(0, int(fd.fdRemain)),
+            )
+            for fd in getattr(link, "bbmdFDT", [])
+        ]
+        return ListOfFDTEntry(entries)
+
+    @bbmdForeignDeviceTable.setter
+    def bbmdForeignDeviceTable(self, value: Any) -> None:
+        """Ignored: derived."""
+
+
+def bdt_entry(entry: str) -> BDTEntry:
+    """A BDT entry from ``A.B.C.D[/prefix][:port]``, keeping both port and mask.
+
+    bacpypes3's ``BDTEntry("A.B.C.D/24:47809")`` drops the port (Forwarded-NPDUs then go to 47808).
+    """
+    address = IPv4Address(entry)
+    host, port = address.addrTuple
+    return BDTEntry(bbmdAddress=HostNPort(f"{host}:{port}"), broadcastMask=address.netmask.packed)
 
 
 class OpenDsmDevice(_WriteGuard, DeviceObject):  # type: ignore[misc]
@@ -130,8 +183,38 @@ class OpenDsmDevice(_WriteGuard, DeviceObject):  # type: ignore[misc]
     def protocolObjectTypesSupported(self, value: Any) -> None:
         """Ignored: derived."""
 
+    @property
+    def activeCovSubscriptions(self) -> Any:
+        """The application's live COV subscriptions (bacpypes3 always reads an empty list)."""
+        app = getattr(self, "_app", None)
+        if app is None or not hasattr(app, "cov_subscriptions"):
+            return ListOfCOVSubscription([])
+        loop_time = asyncio.get_running_loop().time()
+        entries = []
+        for cov in app.cov_subscriptions():
+            handle = cov.cancel_handle
+            remaining = 0 if handle is None else max(0, int(handle.when() - loop_time))
+            entries.append(
+                COVSubscription(
+                    recipient=RecipientProcess(
+                        recipient=Recipient(address=DeviceAddress(cov.client_addr)),
+                        processIdentifier=cov.proc_id,
+                    ),
+                    monitoredPropertyReference=ObjectPropertyReference(
+                        objectIdentifier=cov.obj_id, propertyIdentifier="presentValue"
+                    ),
+                    issueConfirmedNotifications=bool(cov.confirmed),
+                    timeRemaining=remaining,
+                )
+            )
+        return ListOfCOVSubscription(entries)
 
-class CommandableInput(Commandable, AnalogValueObject):  # type: ignore[misc]
+    @activeCovSubscriptions.setter
+    def activeCovSubscriptions(self, value: Any) -> None:
+        """Ignored: derived."""
+
+
+class CommandableInput(_PropertyList, Commandable, AnalogValueObject):  # type: ignore[misc]
     """A commandable input (the meter, the demand target, PV/battery/EV values, outdoor air).
 
     Only presentValue (with a priority, or Null to relinquish) is writable. The priority array is
@@ -230,6 +313,7 @@ def build_objects(
         objectIdentifier=("network-port", 1),
         objectName="NetworkPort-1",
         networkNumberQuality="unknown",
+        apduLength=MAX_APDU_LENGTH,
     )
     if settings.foreign_bbmd:
         network_port.bacnetIPMode = IPMode.foreign
@@ -239,7 +323,7 @@ def build_objects(
         network_port.bacnetIPMode = IPMode.bbmd
         network_port.bbmdAcceptFDRegistrations = True
         network_port.bbmdForeignDeviceTable = []
-        network_port.bbmdBroadcastDistributionTable = [BDTEntry(a) for a in settings.bbmd_bdt]
+        network_port.bbmdBroadcastDistributionTable = [bdt_entry(a) for a in settings.bbmd_bdt]
 
     objects: dict[str, Any] = {}
     for point in POINTS:
@@ -255,10 +339,13 @@ def build_objects(
         }
         obj: Any
         if point.object_type is ObjectType.ANALOG_VALUE:
-            common["units"] = EngineeringUnits(point.units)
+            common["units"] = EngineeringUnits(point.units_for(settings))
             common["covIncrement"] = point.cov_increment
             if point.writable:
                 assert point.input_key is not None
+                limits = present_value_limits(point, settings)
+                if limits is not None:  # the range the core enforces (also in the EDE export)
+                    common["minPresValue"], common["maxPresValue"] = map(Real, limits)
                 obj = CommandableInput(relinquishDefault=_bacnet_value(point, snapshot), **common)
                 obj._writer = writers[point.input_key]
             else:
@@ -278,7 +365,7 @@ class BacnetFace:
     def __init__(self, settings: Settings, version: str) -> None:
         self._settings = settings
         self._version = version
-        self.app: Application | None = None
+        self.app: OpenDsmApplication | None = None
         self._objects: dict[str, Any] = {}
 
     @property
@@ -312,7 +399,15 @@ class BacnetFace:
         device, network_port, self._objects = build_objects(
             self._settings, snapshot, writers, self._version
         )
-        self.app = Application.from_object_list([device, network_port, *self._objects.values()])
+        self.app = OpenDsmApplication.from_object_list(
+            [device, network_port, *self._objects.values()]
+        )
+        if self._settings.bbmd_bdt:
+            # Forward to each peer's configured port and broadcast mask (bacpypes3 drops the port
+            # of the /prefix form when it builds its table from the network-port object).
+            link = self.app.link_layers.get(network_port.objectIdentifier)
+            if link is not None and hasattr(link, "bbmdBDT"):
+                link.bbmdBDT = [IPv4Address(a) for a in self._settings.bbmd_bdt]
         log.info(
             "BACnet device %d %r on %s with %d points",
             self._settings.device_instance,

@@ -22,11 +22,20 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from bacnet.points import DATABASE_REVISION, POINTS, ObjectType, PointSpec
+from bacnet.points import (
+    DATABASE_REVISION,
+    POINT_LIST_CHANGED,
+    POINTS,
+    ObjectType,
+    PointSpec,
+    present_value_limits,
+)
 from core.config import Settings
 from core.snapshot import Snapshot
 
 LAYOUT_VERSION = "2.3"
+# The first line of EDE files written by the B.I.G.-EU tools and YABE; parsers key on it.
+EDE_SIGNATURE = "# Engineering-Data-Exchange - B.I.G.-EU"
 COLUMNS: tuple[str, ...] = (
     "keyname",
     "device obj.-instance",
@@ -154,8 +163,8 @@ def object_type_code(object_type: str) -> int:
 
 
 def _text(value: str) -> str:
-    """A cell without the separator or line breaks (EDE readers do not honour CSV quoting)."""
-    return " ".join(value.replace(";", ",").split())
+    """A cell on one line; ';' is kept (the CSV writer quotes the cell), as the device has it."""
+    return " ".join(value.split())
 
 
 def _number(value: float | bool | None) -> str:
@@ -203,13 +212,18 @@ def ede_files(
     snapshot: Snapshot | None = None,
     points: Sequence[PointSpec] = POINTS,
 ) -> dict[str, str]:
-    """The EDE 2.3 texts keyed 'points', 'state-texts' and 'units' (semicolon-separated, CRLF)."""
-    when = (timestamp or datetime.now(UTC)).astimezone(UTC)
+    """The EDE 2.3 texts keyed 'points', 'state-texts' and 'units' (semicolon-separated, CRLF).
+
+    TIMESTAMP_OF_LAST_CHANGE is when the point list last changed (``POINT_LIST_CHANGED``) unless
+    ``timestamp`` says otherwise; min/max present value are the limits the core enforces.
+    """
+    when = (timestamp or POINT_LIST_CHANGED).astimezone(UTC)
     device_instance = str(settings.device_instance)
     device_name = _text(settings.device_name)
     references = state_text_references(points)
 
     rows: list[list[str]] = [
+        [EDE_SIGNATURE],
         ["PROJECT_NAME", device_name],
         ["VERSION_OF_REFERENCEFILE", str(DATABASE_REVISION)],
         ["TIMESTAMP_OF_LAST_CHANGE", when.strftime("%Y-%m-%d %H:%M:%S")],
@@ -234,9 +248,12 @@ def ede_files(
     for point in points:
         is_binary = point.object_type is ObjectType.BINARY_VALUE
         code = ""
-        if point.units is not None:
-            used_units[unit_code(point.units)] = unit_text(point.units)
-            code = str(unit_code(point.units))
+        units = point.units_for(settings)
+        if units is not None:
+            used_units[unit_code(units)] = unit_text(units)
+            code = str(unit_code(units))
+        limits = present_value_limits(point, settings)
+        low, high = (None, None) if limits is None or is_binary else limits
         reference = ""
         if point.state_text is not None:
             reference = str(references[tuple(point.state_text)])
@@ -249,8 +266,8 @@ def ede_files(
                 str(point.instance),
                 _text(_description(point, settings, snapshot)),
                 _number(point.default),
-                "" if is_binary else _number(point.min_value),
-                "" if is_binary else _number(point.max_value),
+                _number(low),
+                _number(high),
                 "Y" if point.writable else "N",
                 "Y",
                 "",
@@ -292,7 +309,7 @@ def ede_zip(
     """The three EDE files in one zip archive under their conventional names."""
     files = ede_files(settings, author=author, timestamp=timestamp, snapshot=snapshot)
     names = ede_file_names(settings)
-    when = (timestamp or datetime.now(UTC)).astimezone(UTC)
+    when = (timestamp or POINT_LIST_CHANGED).astimezone(UTC)
     stamp = (when.year, when.month, when.day, when.hour, when.minute, when.second)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:

@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="offered ReadProperty rate /s")
     parser.add_argument("--rest-rate", type=float, default=200.0, help="offered REST rate /s")
     parser.add_argument("--concurrency", type=int, default=4, help="in-flight requests flat out")
+    parser.add_argument(
+        "--flood-rate",
+        type=float,
+        default=20.0,
+        help="expensive ReadPropertyMultiple requests /s another client sends in the flood rows",
+    )
     parser.add_argument("--startups", type=int, default=3, help="start-ups timed per server")
     parser.add_argument(
         "--with-model",
@@ -233,6 +239,48 @@ async def _load(
     )
 
 
+def _rpm_all_frame(instance: int, repeats: int) -> bytes:
+    """A ReadPropertyMultiple of every property of the device, ``repeats`` times (raw BACnet/IP)."""
+    object_id = ((8 << 22) | instance).to_bytes(4, "big")
+    body = b"\x0c" + object_id + b"\x1e" + b"\x09\x08" * repeats + b"\x1f"
+    npdu = b"\x01\x04" + bytes([0x00, 0x05, 0x01, 14]) + body
+    return b"\x81\x0a" + (len(npdu) + 4).to_bytes(2, "big") + npdu
+
+
+@contextlib.asynccontextmanager
+async def _rpm_flood(port: int, instance: int, rate: float) -> Any:
+    """Another client sending expensive ReadPropertyMultiple requests at ``rate`` meanwhile.
+
+    It alternates the issue's 1.36 kB packet (every device property 150 times, refused by the
+    cap) with every property of the device once (answered in full, the costliest read a
+    discovery tool makes).
+    """
+    import socket
+
+    frames = [_rpm_all_frame(instance, 150), _rpm_all_frame(instance, 1)]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+
+    async def send() -> None:
+        index = 0
+        while True:
+            with contextlib.suppress(OSError):
+                await loop.sock_sendto(sock, frames[index % 2], ("127.0.0.1", port))
+            index += 1
+            await asyncio.sleep(1.0 / rate)
+
+    task = asyncio.create_task(send())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()
+
+
 def _client(port: int) -> Any:
     from bacpypes3.app import Application
     from bacpypes3.local.device import DeviceObject
@@ -338,6 +386,34 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                 test, server.name, send, rate, args.duration_s, args.concurrency
                             )
                         )
+                    if server is ours:
+                        # Issue #9: the same ReadProperty and REST load while another client
+                        # floods expensive ReadPropertyMultiple requests (compare with the rows
+                        # above, which ran without them).
+                        health = f"http://127.0.0.1:{server.http_port}/healthz"
+
+                        async def healthz(
+                            url: str = health, http: httpx.AsyncClient = http
+                        ) -> None:
+                            (await http.get(url)).raise_for_status()
+
+                        flooded: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
+                            ("REST GET /healthz", healthz, args.rest_rate),
+                        ]
+                        for test, send, rate in flooded:
+                            results.append(
+                                await _load(test, server.name, send, rate, args.duration_s, 1)
+                            )
+                        async with _rpm_flood(server.bacnet_port, OURS_INSTANCE, args.flood_rate):
+                            for test, send, rate in [
+                                ("ReadProperty", rp, args.rate),
+                                ("REST GET /healthz", healthz, args.rest_rate),
+                            ]:
+                                label = f"{test}, RPM flood {args.flood_rate:.0f}/s"
+                                log.info("%s: %s", server.name, label)
+                                results.append(
+                                    await _load(label, server.name, send, rate, args.duration_s, 1)
+                                )
                 assert server.proc is not None
                 rss, peak = _rss_mb(server.proc.pid)
                 footprint[server.name] = {
@@ -364,12 +440,12 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def _table(report: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [
-        f"{'test':<30} {'server':<15} {'offered/s':>9} {'achieved/s':>10} {'p50 ms':>7} "
+        f"{'test':<36} {'server':<15} {'offered/s':>9} {'achieved/s':>10} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'errors':>6} {'x bare':>6}"
     ]
     for r in report["loads"]:
         lines.append(
-            f"{r.test:<30} {r.target:<15} "
+            f"{r.test:<36} {r.target:<15} "
             f"{(f'{r.offered_per_s:.0f}' if r.offered_per_s else 'flat out'):>9} "
             f"{r.achieved_per_s:>10.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.errors:>6} "
             f"{(f'{r.ratio_vs_bare:.2f}' if r.ratio_vs_bare else '-'):>6}"
@@ -396,6 +472,13 @@ def _table(report: dict[str, Any], args: argparse.Namespace) -> str:
             f"= {flat.ratio_vs_bare or 0:.2f} x bare (>= 0.8); start-up "
             f"{fp.get('startup_s_max', float('nan')):.2f} s (<= 3); "
             f"RSS {fp.get('peak_rss_mb', float('nan')):.0f} MB (<= 150)"
+        )
+    flooded = ours.get((f"ReadProperty, RPM flood {args.flood_rate:.0f}/s", args.rate))
+    if fixed and flooded:
+        lines.append(
+            f"ReadProperty p99 at {args.rate:.0f}/s: {fixed.p99_ms:.2f} ms without, "
+            f"{flooded.p99_ms:.2f} ms with {args.flood_rate:.0f} expensive RPM/s from another "
+            "client"
         )
     return "\n".join(lines) + "\n"
 

@@ -47,6 +47,9 @@ class DispatchSettings:
     charge_margin_kw: float = CHARGE_MARGIN_KW
     follow_plan: bool = True  # discharge at least what the plan does in the current step
     full_power_over_cap: bool = False  # full discharge while the load is above the cap
+    # Hold the peak already paid (not the planned one) while the plan leaves this share of the
+    # capacity unused (None: always defend the planned peak).
+    spare_share_to_hold_floor: float | None = 0.25
     # How fast the forecast's recent under-prediction is forgotten (per interval), and how far
     # ahead it is added (intervals): a day running hotter than forecast raises the plan early.
     bias_decay: float = 0.8
@@ -145,6 +148,13 @@ class DispatchController:
         else:
             planned_peak = plan.planned_peak_kw
         cap = max(floor, planned_peak)
+        hold = self._settings.spare_share_to_hold_floor
+        if plan is not None and hold is not None and floor > 0:
+            # The plan is made on the pessimistic band; while even it leaves this share of the
+            # battery unused, spend the surplus holding the peak already paid, not the planned one.
+            spare = float(plan.soc_kwh.min()) - self._battery.min_kwh
+            if spare > hold * self._battery.capacity_kwh:
+                cap = floor
         setpoint = self._live(inputs, cap, floor, energy, elapsed, elapsed_sum, plan)
         if fallback is not None and inputs.soc_pct is None:
             setpoint = max(setpoint, 0.0)  # never discharge on a guessed SOC
@@ -283,7 +293,7 @@ class DispatchController:
             # The plan expects this interval's load and spreads the discharge over it: starting
             # early leaves power for a spike later in the interval (the limit binds on spikes).
             need = max(need, -float(plan.battery_kw[0]))
-        spare = energy - float(plan.soc_kwh.min()) if plan is not None else 0.0
+        spare = float(plan.soc_kwh.min()) - battery.min_kwh if plan is not None else 0.0
         if self._settings.full_power_over_cap and load > cap and spare > SPARE_FOR_FULL_POWER_KWH:
             # Over the cap the load is in a step that may rise further, and the power limit binds
             # on spikes: what is not discharged now cannot be made up later in the interval.

@@ -23,9 +23,11 @@ from bacnet.ede import (
     unit_code,
     unit_text,
 )
-from bacnet.points import DATABASE_REVISION, POINTS, ObjectType
+from bacnet.points import DATABASE_REVISION, POINT_LIST_CHANGED, POINTS, ObjectType
 from core.config import Settings
+from core.errors import InvalidReading
 from core.snapshot import ModelStatus, Snapshot
+from core.validation import InputValidator
 
 WHEN = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
@@ -39,16 +41,19 @@ def _rows(text: str) -> list[list[str]]:
 
 
 def _data_rows(text: str) -> list[list[str]]:
-    return [row for row in _rows(text)[5:] if row and not row[0].startswith("#")]
+    return [row for row in _rows(text)[6:] if row and not row[0].startswith("#")]
 
 
 def test_main_file_has_the_ede_header_lines() -> None:
-    rows = _rows(ede_files(_settings(), author="tester", timestamp=WHEN)["points"])
-    assert rows[0] == ["PROJECT_NAME", "Dsm,Site 1"]
-    assert rows[1] == ["VERSION_OF_REFERENCEFILE", str(DATABASE_REVISION)]
-    assert rows[2] == ["TIMESTAMP_OF_LAST_CHANGE", "2024-05-06 07:08:09"]
-    assert rows[3] == ["AUTHOR_OF_LAST_CHANGE", "tester"]
-    assert rows[4] == ["VERSION_OF_LAYOUT", "2.3"]
+    text = ede_files(_settings(), author="tester", timestamp=WHEN)["points"]
+    assert text.startswith("# Engineering-Data-Exchange - B.I.G.-EU\r\n")
+    rows = _rows(text)
+    assert rows[1] == ["PROJECT_NAME", "Dsm;Site 1"]  # ';' kept, the cell quoted
+    assert text.splitlines()[1] == 'PROJECT_NAME;"Dsm;Site 1"'
+    assert rows[2] == ["VERSION_OF_REFERENCEFILE", str(DATABASE_REVISION)]
+    assert rows[3] == ["TIMESTAMP_OF_LAST_CHANGE", "2024-05-06 07:08:09"]
+    assert rows[4] == ["AUTHOR_OF_LAST_CHANGE", "tester"]
+    assert rows[5] == ["VERSION_OF_LAYOUT", "2.3"]
     header = next(row for row in rows if row and row[0].startswith("# keyname"))
     assert ";".join(header) == (
         "# keyname;device obj.-instance;object-name;object-type;object-instance;description;"
@@ -64,7 +69,7 @@ def test_one_row_per_point_plus_the_device() -> None:
     assert len(rows) == len(POINTS) + 1
     assert all(len(row) == len(COLUMNS) for row in rows)
     device, *points = rows
-    assert device[1:5] == ["4711", "Dsm,Site 1", "8", "4711"]
+    assert device[1:5] == ["4711", "Dsm;Site 1", "8", "4711"]
     assert [row[2] for row in points] == [p.name for p in POINTS]
     assert all(row[1] == "4711" for row in rows)
     keys = [row[0] for row in rows]
@@ -74,7 +79,7 @@ def test_one_row_per_point_plus_the_device() -> None:
     for point, row in zip(POINTS, points, strict=True):
         assert row[3] == str(OBJECT_TYPE_CODES[point.object_type.value])
         assert row[4] == str(point.instance)
-        assert row[5] and ";" not in row[5] and "{" not in row[5]
+        assert row[5] and "{" not in row[5]  # a ";" is kept, as the device has it
         assert row[9] == ("Y" if point.writable else "N")
         assert row[10] == "Y"
         assert float(row[6]) == float(point.default)
@@ -158,3 +163,36 @@ def test_files_use_crlf_and_the_zip_holds_all_three() -> None:
     with zipfile.ZipFile(io.BytesIO(ede_zip(settings, timestamp=WHEN))) as archive:
         assert sorted(archive.namelist()) == sorted(names.values())
         assert archive.read(names["points"]).decode() == files["points"]
+
+
+def test_last_change_is_when_the_point_list_changed_not_the_download() -> None:
+    first = _rows(ede_files(_settings())["points"])[3]
+    again = _rows(ede_files(_settings())["points"])[3]
+    assert (
+        first
+        == again
+        == [
+            "TIMESTAMP_OF_LAST_CHANGE",
+            POINT_LIST_CHANGED.strftime("%Y-%m-%d %H:%M:%S"),
+        ]
+    )
+
+
+def test_min_and_max_present_value_are_the_enforced_limits() -> None:
+    settings = _settings()
+    rows = _data_rows(ede_files(settings, timestamp=WHEN)["points"])[1:]
+    validator = InputValidator(settings)
+    checked = 0
+    for point, row in zip(POINTS, rows, strict=True):
+        if point.input_key is None:
+            assert row[7] == row[8] == ""
+            continue
+        low, high = float(row[7]), float(row[8])
+        # The limits accept the in-range values next to them and refuse the ones just outside.
+        validator.command(point.input_key, high)
+        with pytest.raises(InvalidReading):
+            validator.command(point.input_key, high + 1.0)
+        with pytest.raises(InvalidReading):
+            validator.command(point.input_key, low - 1.0)
+        checked += 1
+    assert checked >= 2
