@@ -46,6 +46,14 @@ class LoadResult:
     ratio_vs_bare: float | None = None
 
 
+def _positive(text: str) -> float:
+    """An argparse type: a number above 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``open-dsm bench service``."""
     parser.add_argument("--duration-s", type=float, default=5.0, help="seconds per load run")
@@ -54,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="in-flight requests flat out")
     parser.add_argument(
         "--flood-rate",
-        type=float,
+        type=_positive,
         default=20.0,
         help="expensive ReadPropertyMultiple requests /s another client sends in the flood rows",
     )
