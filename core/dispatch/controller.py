@@ -160,7 +160,10 @@ class DispatchController:
             setpoint = max(setpoint, 0.0)  # never discharge on a guessed SOC
         ev_limit = None
         if self._ev is not None:
-            headroom = cap - inputs.load_now_kw - max(setpoint, 0.0)
+            # Like battery charging, EV charging stays under the peak already paid once there is
+            # one: the planned peak is a forecast, and charging up to it would make it real.
+            ceiling = min(cap, floor) if floor > 0 else cap
+            headroom = ceiling - inputs.load_now_kw - max(setpoint, 0.0)
             ev_limit = min(self._ev.max_kw, max(self._ev.min_kw, headroom))
         return DispatchDecision(
             minute=inputs.minute,

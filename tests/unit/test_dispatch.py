@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.config import Settings
-from core.dispatch.assets import Battery, Tariff
+from core.dispatch.assets import Battery, EvChargers, Tariff
 from core.dispatch.controller import DispatchController, DispatchInputs, DispatchSettings
 from core.dispatch.optimum import optimum_peak
 from core.dispatch.planner import PlanRequest, solve_plan
@@ -115,6 +115,16 @@ def test_live_layer_discharges_when_the_measured_load_runs_over_the_cap() -> Non
     # interval may average (15 * 12 - 50) / 10 = 13 kW, so 7 kW must come from the battery.
     spike = controller.decide(_inputs(minute=1_000_005, load_now_kw=20.0))
     assert spike.setpoint_kw == pytest.approx(-7.0)
+
+
+def test_ev_limit_is_the_headroom_under_the_paid_peak() -> None:
+    controller = DispatchController(BATTERY, TARIFF, UTC, ev=EvChargers(max_kw=11.0, min_kw=1.4))
+    decision = controller.decide(_inputs(load_now_kw=8.0, paid_peak_kw=12.0))
+    assert decision.ev_limit_kw is not None
+    # 12 kW paid, 8 kW of building load, less whatever the battery charges now.
+    assert decision.ev_limit_kw == pytest.approx(max(1.4, 4.0 - max(decision.setpoint_kw, 0.0)))
+    busy = controller.decide(_inputs(load_now_kw=20.0, paid_peak_kw=12.0))
+    assert busy.ev_limit_kw == pytest.approx(1.4)  # never below the chargers' minimum
 
 
 def test_stale_soc_assumes_the_reserve_flags_and_never_discharges() -> None:
