@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 # Keep the interval average this far under the cap when charging (kW).
 CHARGE_MARGIN_KW = 0.5
-# Full power over the cap only with this much energy beyond what the plan expects to need.
-SPARE_FOR_FULL_POWER_KWH = 2.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +44,6 @@ class DispatchSettings:
     replan_every_minutes: int = 1
     charge_margin_kw: float = CHARGE_MARGIN_KW
     follow_plan: bool = True  # discharge at least what the plan does in the current step
-    full_power_over_cap: bool = False  # full discharge while the load is above the cap
     # Hold the peak already paid (not the planned one) while the plan leaves this share of the
     # capacity unused (None: always defend the planned peak).
     spare_share_to_hold_floor: float | None = 0.25
@@ -296,11 +293,6 @@ class DispatchController:
             # The plan expects this interval's load and spreads the discharge over it: starting
             # early leaves power for a spike later in the interval (the limit binds on spikes).
             need = max(need, -float(plan.battery_kw[0]))
-        spare = float(plan.soc_kwh.min()) - battery.min_kwh if plan is not None else 0.0
-        if self._settings.full_power_over_cap and load > cap and spare > SPARE_FOR_FULL_POWER_KWH:
-            # Over the cap the load is in a step that may rise further, and the power limit binds
-            # on spikes: what is not discharged now cannot be made up later in the interval.
-            need = max(need, battery.discharge_kw)
         if need > 0:
             discharge = min(need, battery.discharge_kw, available, max(load, 0.0))
             return -discharge

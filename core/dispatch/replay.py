@@ -64,7 +64,6 @@ class MonthResult:
     throughput_kwh: float
     violations: int
     solve_ms: list[float] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def month_of(minute: int, tz: ZoneInfo) -> str:
