@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -51,6 +52,18 @@ class DispatchSettings:
     # ahead it is added (intervals): a day running hotter than forecast raises the plan early.
     bias_decay: float = 0.8
     bias_steps: int = 16
+    # Within-interval reserve (kW per minute still to come): the live layer aims the interval that
+    # far under the cap early on, so a spike beyond the power limit late in the interval is
+    # already covered; the reserve shrinks to nothing by the end of the interval, and what was
+    # banked and not needed is charged back. It is the largest one-minute rise of the load over
+    # the last ``bank_lookback_minutes`` (a flat load banks nothing), at most ``bank_share`` of
+    # the discharge limit.
+    bank_share: float = 0.7
+    bank_lookback_minutes: int = 60
+    # The month's peak will surely reach this share of the planned peak: the live layer neither
+    # defends a lower level nor keeps charging under it (early in a month the peak paid so far is
+    # a night's load).
+    sure_share_of_planned: float = 0.6
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +131,7 @@ class DispatchController:
         self._bias_sum = 0.0
         self._bias_count = 0
         self._bias_forecast: float | None = None
+        self._recent: deque[float] = deque(maxlen=max(2, self._settings.bank_lookback_minutes + 1))
 
     @property
     def battery(self) -> Battery:
@@ -138,6 +152,8 @@ class DispatchController:
         elapsed = len(inputs.interval_grid_kw)
         elapsed_sum = float(sum(inputs.interval_grid_kw))
         self._track_bias(inputs.minute - elapsed, inputs.load_now_kw)
+        if math.isfinite(inputs.load_now_kw):
+            self._recent.append(inputs.load_now_kw)
         plan = self._replan(inputs, energy, floor, elapsed, elapsed_sum)
         if plan is None:
             fallback = fallback or "no plan: no day-ahead forecast or the solver failed"
@@ -152,6 +168,8 @@ class DispatchController:
             spare = float(plan.soc_kwh.min()) - self._battery.min_kwh
             if spare > hold * self._battery.capacity_kwh:
                 cap = floor
+        if plan is not None:
+            cap = max(cap, self._settings.sure_share_of_planned * planned_peak)
         setpoint = self._live(inputs, cap, floor, energy, elapsed, elapsed_sum, plan)
         if fallback is not None and inputs.soc_pct is None:
             setpoint = max(setpoint, 0.0)  # never discharge on a guessed SOC
@@ -265,6 +283,14 @@ class DispatchController:
             self._bias_sum += load_now_kw
             self._bias_count += 1
 
+    def _bank_kw(self) -> float:
+        """The within-interval reserve per remaining minute: the load's recent largest rise."""
+        if len(self._recent) < 2:
+            return 0.0
+        recent = np.fromiter(self._recent, dtype=np.float64)
+        rise = float(np.max(np.diff(recent)))
+        return min(max(rise, 0.0), self._settings.bank_share * self._battery.discharge_kw)
+
     def _live(
         self,
         inputs: DispatchInputs,
@@ -283,7 +309,9 @@ class DispatchController:
         battery = self._battery
         step = inputs.step_minutes
         remaining = max(1, step - elapsed)
-        allowance = (step * cap - elapsed_sum) / remaining  # average grid allowed from now on
+        # kW-minutes kept in hand for the minutes still to come after this one.
+        reserve = self._bank_kw() * (remaining - 1)
+        allowance = (step * cap - reserve - elapsed_sum) / remaining  # average grid from now on
         load = inputs.load_now_kw
         minute_h = 1.0 / 60.0
         available = max(0.0, energy - battery.min_kwh) * battery.efficiency / minute_h
@@ -296,7 +324,10 @@ class DispatchController:
         if need > 0:
             discharge = min(need, battery.discharge_kw, available, max(load, 0.0))
             return -discharge
-        charge_allowance = (step * min(cap, floor) - elapsed_sum) / remaining
+        ceiling = min(cap, floor)
+        if plan is not None:
+            ceiling = max(ceiling, self._settings.sure_share_of_planned * plan.planned_peak_kw)
+        charge_allowance = (step * ceiling - elapsed_sum) / remaining
         headroom = charge_allowance - load - self._settings.charge_margin_kw
         if headroom <= 0:
             return 0.0

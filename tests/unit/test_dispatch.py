@@ -107,7 +107,7 @@ def _inputs(**overrides: object) -> DispatchInputs:
 
 
 def test_live_layer_discharges_when_the_measured_load_runs_over_the_cap() -> None:
-    controller = DispatchController(BATTERY, TARIFF, UTC)
+    controller = DispatchController(BATTERY, TARIFF, UTC, settings=DispatchSettings(bank_share=0))
     calm = controller.decide(_inputs())
     assert calm.setpoint_kw >= 0 and calm.cap_kw == pytest.approx(12.0)
     assert calm.reliable
@@ -115,6 +115,28 @@ def test_live_layer_discharges_when_the_measured_load_runs_over_the_cap() -> Non
     # interval may average (15 * 12 - 50) / 10 = 13 kW, so 7 kW must come from the battery.
     spike = controller.decide(_inputs(minute=1_000_005, load_now_kw=20.0))
     assert spike.setpoint_kw == pytest.approx(-7.0)
+
+
+def test_live_layer_banks_the_recent_rise_and_releases_it_by_the_end_of_the_interval() -> None:
+    controller = DispatchController(BATTERY, TARIFF, UTC)
+    flat = controller.decide(_inputs())
+    assert flat.setpoint_kw >= 0  # a flat load banks nothing
+    # A 5 kW rise: 5 kW is kept in hand for each of the 9 minutes after this one, so the rest of
+    # the interval may average (15 * 12 - 9 * 5 - 50) / 10 = 8.5 kW: 6.5 kW from the battery.
+    rise = controller.decide(_inputs(load_now_kw=15.0))
+    assert rise.setpoint_kw == pytest.approx(-6.5)
+    # In the last minute nothing is kept back: (15 * 12 - 14 * 11) / 1 = 26 kW is allowed, so the
+    # battery charges back what was banked (headroom under the 12 kW paid, less the margin).
+    last = controller.decide(
+        _inputs(minute=1_000_014, interval_grid_kw=[11.0] * 14, load_now_kw=15.0)
+    )
+    assert last.setpoint_kw > 0
+    # The reserve never exceeds the share of the discharge limit, however large the rise.
+    big = DispatchController(BATTERY, TARIFF, UTC)
+    big.decide(_inputs(load_now_kw=0.0))
+    jump = big.decide(_inputs(load_now_kw=13.0))
+    reserve = 0.7 * BATTERY.discharge_kw * 9
+    assert jump.setpoint_kw == pytest.approx(-(13.0 - (15 * 12 - reserve - 50) / 10))
 
 
 def test_ev_limit_is_the_headroom_under_the_paid_peak() -> None:
