@@ -244,12 +244,23 @@ def guard_bacpypes3_logs() -> None:
 SEGMENTED_ACK_HEADER = 5
 
 
-class HeaderCountingServerSSM(ServerSSM):  # type: ignore[misc]
-    """bacpypes3's server transaction, with the segment header counted in the client's max-APDU.
+class OpenDsmServerSSM(ServerSSM):  # type: ignore[misc]
+    """bacpypes3's server transaction: segment header counted, screened requests decoded once.
 
     bacpypes3 cuts a response into segments of max-APDU octets of service data, so every
-    datagram carried 5 octets more than the client accepts.
+    datagram carried 5 octets more than the client accepts. And it decodes every request's
+    parameters when it hands the request to the application, although the request screen
+    has decoded them already.
     """
+
+    async def request(self, apdu: Any) -> None:
+        """Hand a request to the application, decoding its parameters only if not done yet."""
+        if not isinstance(apdu, APCISequence):
+            await super().request(apdu)  # a reassembled segmented request, or an Abort
+            return
+        apdu.pduSource = self.pdu_address
+        apdu.pduDestination = None
+        await self.ssmSAP.sap_request(apdu)
 
     async def confirmation(self, apdu: Any) -> None:
         """Segment a ComplexACK into pieces that fit the client's max-APDU with the header."""
@@ -264,9 +275,15 @@ class HeaderCountingServerSSM(ServerSSM):  # type: ignore[misc]
         await super().confirmation(apdu)
 
 
-def count_segment_headers() -> None:
-    """Make bacpypes3's access point build HeaderCountingServerSSM transactions (process-wide)."""
-    appservice.ServerSSM = HeaderCountingServerSSM
+def install_server_ssm() -> None:
+    """Make bacpypes3's access point build OpenDsmServerSSM transactions (process-wide)."""
+    appservice.ServerSSM = OpenDsmServerSSM
+
+
+def _undecodable(pdu: PDU, exc: Exception) -> None:
+    _bad_packets.warning(
+        "BACnet: undecodable APDU from %s dropped (%s)", pdu.pduSource, type(exc).__name__
+    )
 
 
 class OpenDsmApplication(Application):  # type: ignore[misc]
@@ -279,56 +296,87 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
 
     @classmethod
     def from_object_list(cls, objects: list[Any], **kwargs: Any) -> OpenDsmApplication:
-        """Build as bacpypes3 does, then screen confirmed requests before its state machines."""
+        """Build as bacpypes3 does, then take confirmed requests before its state machines."""
         app: OpenDsmApplication = super().from_object_list(objects, **kwargs)
         guard_bacpypes3_logs()
-        count_segment_headers()
+        install_server_ssm()
         original = app.asap.confirmation
 
-        async def screened(pdu: PDU) -> None:
-            if await app._screen(pdu):
-                await original(pdu)
+        async def confirmation(pdu: PDU) -> None:
+            data = pdu.pduData
+            if (
+                data
+                and data[0] >> 4 == ConfirmedRequestPDU.pduType
+                # bacpypes3 drops requests while communication is disabled (DCC is rejected,
+                # so it never is): leave that case to it.
+                and app.asap.dccEnableDisable != "disable"
+            ):
+                await app._confirmed_request(pdu)
+                return
+            # Anything else goes to bacpypes3 as it came, if its header decodes (bacpypes3
+            # would raise out of the datagram handler): check that on a copy.
+            copy = PDU(bytearray(data), source=pdu.pduSource, destination=pdu.pduDestination)
+            try:
+                APDU.decode(copy)
+            except Exception as exc:
+                _undecodable(pdu, exc)
+                return
+            await original(pdu)
 
-        app.asap.confirmation = screened
+        app.asap.confirmation = confirmation
         return app
 
     # ---- every confirmed request answered -------------------------------------------------
 
-    async def _screen(self, pdu: PDU) -> bool:
-        """Reject unexecuted or undecodable confirmed requests; False when answered here."""
-        copy = PDU(bytearray(pdu.pduData), source=pdu.pduSource, destination=pdu.pduDestination)
+    async def _confirmed_request(self, pdu: PDU) -> None:
+        """A confirmed request, decoded once: screened, then run by its server transaction.
+
+        bacpypes3's access point decodes the header, its server transaction the parameters;
+        the screen needs both first, so it decodes them and hands the result on.
+        """
         try:
-            apdu = APDU.decode(copy)  # decoding consumes the bytes: bacpypes3 decodes the original
+            apdu = APDU.decode(pdu)
         except Exception as exc:
-            _bad_packets.warning(
-                "BACnet: undecodable APDU from %s dropped (%s)", pdu.pduSource, type(exc).__name__
-            )
-            return False
-        if not isinstance(apdu, ConfirmedRequestPDU) or apdu.apduSeg:
-            return True
+            _undecodable(pdu, exc)
+            return
+        if not apdu.apduSeg:  # segments go to their transaction, which decodes the whole
+            apdu = await self._screen(apdu)
+            if apdu is None:
+                return
+        # As bacpypes3's access point does: a retry or a segment continues its transaction.
+        asap = self.asap
+        source, invoke_id = apdu.pduSource, apdu.apduInvokeID
+        for transaction in asap.serverTransactions:
+            if transaction.invokeID == invoke_id and transaction.pdu_address == source:
+                break
+        else:
+            transaction = OpenDsmServerSSM(asap, apdu.pduSource)
+            asap.serverTransactions.append(transaction)
+        await transaction.indication(apdu)
+
+    async def _screen(self, apdu: Any) -> Any:
+        """The decoded request, or None when it was answered here (Reject or Abort)."""
         name = _CONFIRMED_CHOICES.get(apdu.apduService)
         if name == "readPropertyMultiple":
             references = rpm_reference_count(bytes(apdu.pduData), self._defined_properties)
-            if references is not None:
-                if references > MAX_RPM_PROPERTIES:
-                    # Refused before bacpypes3 decodes it: decoding 150 references costs ~10 ms.
-                    _bad_packets.warning(
-                        "BACnet: ReadPropertyMultiple over %d properties aborted",
-                        MAX_RPM_PROPERTIES,
-                    )
-                    await self.asap.request(
-                        AbortPDU(srv=True, reason=AbortReason.outOfResources, context=apdu)
-                    )
-                    return False
-                return True  # well-formed: bacpypes3 decodes it once
+            if references is not None and references > MAX_RPM_PROPERTIES:
+                # Refused before it is decoded: decoding 150 references costs ~10 ms.
+                _bad_packets.warning(
+                    "BACnet: ReadPropertyMultiple over %d properties aborted",
+                    MAX_RPM_PROPERTIES,
+                )
+                await self.asap.request(
+                    AbortPDU(srv=True, reason=AbortReason.outOfResources, context=apdu)
+                )
+                return None
         if name not in CONFIRMED_EXECUTED:
             _bad_packets.warning(
                 "BACnet: unexecuted confirmed service %s rejected", apdu.apduService
             )
             await self._reject(apdu, RejectReason.unrecognizedService)
-            return False
+            return None
         try:
-            APCISequence.decode(apdu)
+            return APCISequence.decode(apdu)
         except Exception as exc:
             _bad_packets.warning(
                 "BACnet: malformed %s request from %s rejected (%s)",
@@ -337,8 +385,7 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
                 type(exc).__name__,
             )
             await self._reject(apdu, RejectReason.invalidTag)
-            return False
-        return True
+            return None
 
     def _defined_properties(self, object_id: int) -> int:
         """How many properties an all/required/optional reference may read on an object."""

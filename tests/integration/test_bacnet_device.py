@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from bacpypes3.apdu import APCISequence
 from bacpypes3.primitivedata import ObjectIdentifier
 
 from bacnet import app as bacnet_app
@@ -179,6 +180,45 @@ async def test_every_confirmed_request_is_answered(make_core: Any, settings: Set
         # A truncated ReadProperty: Reject, not silence.
         truncated = await client.ask(wire.confirmed(12, b"\x0c\x00\x80"))
         assert truncated.kind == wire.REJECT
+
+
+async def test_requests_are_decoded_once_and_still_screened(
+    make_core: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The screen decodes a request's parameters once; malformed and segmented still answered."""
+    decoded: list[int] = []
+    decode = APCISequence.decode.__func__
+
+    def counting(cls: Any, apdu: Any) -> Any:
+        if apdu.apduType == 0:  # confirmed requests only
+            decoded.append(apdu.apduInvokeID)
+        return decode(cls, apdu)
+
+    monkeypatch.setattr(APCISequence, "decode", classmethod(counting))
+    async with running_device(make_core, settings) as (_core, _face, client):
+        reply = await client.ask(wire.read_property("analog-value", 1, wire.PRESENT_VALUE, 7))
+        assert reply.kind == wire.COMPLEX_ACK and reply.apdu[1] == 7
+        assert decoded == [7], "a ReadProperty's parameters should be decoded exactly once"
+        # Malformed ReadProperty and ReadPropertyMultiple: Reject invalid-tag with the invoke id.
+        for frame in (
+            wire.confirmed(12, b"\x0c\x00\x80", invoke_id=8),
+            wire.confirmed(14, wire.ctx(0, wire.object_id("device", 1)) + b"\x1e\x09", 9),
+        ):
+            bad = await client.ask(frame)
+            assert (bad.kind, bad.apdu[1], bad.reason) == (wire.REJECT, frame[8], 4)
+        # A ReadPropertyMultiple sent in two segments is reassembled, decoded and answered.
+        body = wire.read_property_multiple(
+            [("device", INSTANCE, [wire.OBJECT_NAME]), ("analog-value", 1, [wire.PRESENT_VALUE])]
+        )[10:]
+        half = len(body) // 2
+        for sequence, (flags, part) in enumerate(((0x0C, body[:half]), (0x08, body[half:]))):
+            apdu = bytes([flags, 0x05, 11, sequence, 1, 14]) + part
+            npdu = b"\x01\x04" + apdu
+            ack = await client.ask(b"\x81\x0a" + (len(npdu) + 4).to_bytes(2, "big") + npdu)
+            assert (ack.kind, ack.apdu[1], ack.apdu[2]) == (4, 11, sequence)  # Segment-ACK
+        answer = await client.receive()
+        assert answer is not None
+        assert (answer.kind, answer.apdu[1], answer.apdu[2]) == (wire.COMPLEX_ACK, 11, 14)
 
 
 async def test_property_list_leaves_out_the_four(make_core: Any, settings: Settings) -> None:
