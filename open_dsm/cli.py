@@ -295,8 +295,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return result
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every sub-command."""
+def build_parser(bench_arguments: bool = True) -> argparse.ArgumentParser:
+    """The argument parser with every sub-command.
+
+    ``bench_arguments=False`` leaves the benchmarks' own arguments out, so ``serve`` does not
+    import the benchmark modules (about half a second of start-up on a small box).
+    """
     parser = argparse.ArgumentParser(
         prog="open-dsm", description="Edge demand side management: BACnet/IP device + REST API"
     )
@@ -366,14 +370,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     for name, help_text in BENCHMARKS.items():
         bench_parser = bench_sub.add_parser(name, help=help_text)
-        importlib.import_module(f"bench.{name}").add_arguments(bench_parser)
+        if bench_arguments:
+            importlib.import_module(f"bench.{name}").add_arguments(bench_parser)
         bench_parser.set_defaults(func=_cmd_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``open-dsm`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(bench_arguments="bench" in words)
+    args = parser.parse_args(words)
     result: int = args.func(args)
     return result

@@ -22,3 +22,16 @@ def test_serving_import_chain_stays_light() -> None:
     loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
     assert {"bacpypes3", "fastapi", "sqlalchemy", "uvicorn"} <= loaded
+
+
+def test_serve_does_not_import_the_benchmarks() -> None:
+    code = (
+        "import json, sys\n"
+        "import open_dsm.cli\n"
+        "open_dsm.cli.build_parser(bench_arguments=False).parse_args(['serve'])\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'bench')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
