@@ -184,7 +184,11 @@ class SnapshotComputer:
         start = minute - minute % step
         elapsed = self._series.window(origin, minute - start) if minute > start else None
         grid = [] if elapsed is None else [float(v) for v in elapsed if not math.isnan(v)]
-        meter = self._series.get(origin)
+        # The latest meter minute within the stale limit (a BAS may write less often than each
+        # minute); none: NaN, and the controller holds the battery and says so.
+        recent = self._series.window(origin, max(1, int(self._stale_after_s // 60)))
+        valid = recent[~np.isnan(recent)]
+        meter = float(valid[-1]) if len(valid) else math.nan
         # The building load is the meter less the battery's own power (+ charging).
         battery_kw = self._fresh(inputs.battery_power_kw, now)
         if battery_kw is not None:
@@ -199,7 +203,7 @@ class SnapshotComputer:
                 minute=minute,
                 step_minutes=step,
                 interval_grid_kw=grid,
-                load_now_kw=(meter - own) if not math.isnan(meter) else 0.0,
+                load_now_kw=meter - own,  # NaN without a reading: the controller holds
                 forecast_start_minute=day_ahead.start_minute if day_ahead else None,
                 forecast_p50_kw=day_ahead.p50_kw if day_ahead else None,
                 forecast_p90_kw=day_ahead.p90_kw if day_ahead else None,

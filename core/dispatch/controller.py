@@ -170,11 +170,19 @@ class DispatchController:
                 cap = floor
         if plan is not None:
             cap = max(cap, self._settings.sure_share_of_planned * planned_peak)
-        setpoint = self._live(inputs, cap, floor, energy, elapsed, elapsed_sum, plan)
+        metered = math.isfinite(inputs.load_now_kw)
+        if metered:
+            setpoint = self._live(inputs, cap, floor, energy, elapsed, elapsed_sum, plan)
+        else:
+            # Without the last minute's load the live layer cannot tell charging from a new peak.
+            setpoint = 0.0
+            fallback = fallback or "no meter reading for the last minute: the battery holds"
         if fallback is not None and inputs.soc_pct is None:
             setpoint = max(setpoint, 0.0)  # never discharge on a guessed SOC
         ev_limit = None
-        if self._ev is not None:
+        if self._ev is not None and not metered:
+            ev_limit = self._ev.min_kw
+        elif self._ev is not None:
             # Like battery charging, EV charging stays under the peak already paid once there is
             # one: the planned peak is a forecast, and charging up to it would make it real.
             ceiling = min(cap, floor) if floor > 0 else cap

@@ -130,6 +130,8 @@ def simulate_month(
             state.soc_pct = battery.pct(energy)
             state.last_battery_kw = last_battery
             command = controller.setpoint(state)
+            if not math.isfinite(command):
+                command = 0.0
         actual = 0.0
         if battery is not None and command != 0.0:
             if command > 0:

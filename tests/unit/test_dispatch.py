@@ -3,6 +3,7 @@ closed-loop replay."""
 
 from __future__ import annotations
 
+import math
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -156,6 +157,15 @@ def test_stale_soc_assumes_the_reserve_flags_and_never_discharges() -> None:
     assert not decision.reliable and "stale" in str(decision.fallback)
     assert decision.soc_assumed_pct == 20.0
     assert decision.setpoint_kw >= 0.0
+
+
+def test_a_missing_meter_reading_holds_the_battery_and_says_so() -> None:
+    controller = DispatchController(BATTERY, TARIFF, UTC, ev=EvChargers(max_kw=11.0, min_kw=1.4))
+    decision = controller.decide(_inputs(load_now_kw=math.nan))
+    assert decision.setpoint_kw == 0.0 and decision.ev_limit_kw == pytest.approx(1.4)
+    assert not decision.reliable and "meter" in str(decision.fallback)
+    # The next minute with a reading is planned and acted on again.
+    assert controller.decide(_inputs(load_now_kw=20.0)).setpoint_kw < 0
 
 
 def test_no_forecast_falls_back_to_defending_the_floor() -> None:
