@@ -206,3 +206,9 @@ def test_conformal_band_hits_its_coverage() -> None:
     assert abs(np.mean((fresh >= low) & (fresh <= high)) - 0.8) < 0.03
     pooled = neural.conformal_band(point, point - 1.0, point + 1.0, actual, pooled=True)
     assert len(set(pooled.p10_shift_kw)) == 1
+    # Aiming wider (to make up for drift measured on the holdout) keeps the tails symmetric.
+    wider = neural.conformal_band(point, point - 6.0, point + 6.0, actual, coverage=0.86)
+    assert wider.validation_coverage is not None
+    assert abs(wider.validation_coverage - 0.86) < 0.02
+    assert np.all(np.array(wider.p10_shift_kw) < np.array(band.p10_shift_kw))
+    assert np.all(np.array(wider.p90_shift_kw) > np.array(band.p90_shift_kw))
