@@ -132,6 +132,7 @@ class DispatchController:
         self._bias_count = 0
         self._bias_forecast: float | None = None
         self._recent: deque[float] = deque(maxlen=max(2, self._settings.bank_lookback_minutes + 1))
+        self._recent_minute: int | None = None
 
     @property
     def battery(self) -> Battery:
@@ -152,8 +153,10 @@ class DispatchController:
         elapsed = len(inputs.interval_grid_kw)
         elapsed_sum = float(sum(inputs.interval_grid_kw))
         self._track_bias(inputs.minute - elapsed, inputs.load_now_kw)
-        if math.isfinite(inputs.load_now_kw):
+        if math.isfinite(inputs.load_now_kw) and inputs.minute != self._recent_minute:
+            # One entry per minute, however often the service takes a snapshot.
             self._recent.append(inputs.load_now_kw)
+            self._recent_minute = inputs.minute
         plan = self._replan(inputs, energy, floor, elapsed, elapsed_sum)
         if plan is None:
             fallback = fallback or "no plan: no day-ahead forecast or the solver failed"

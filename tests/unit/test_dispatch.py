@@ -122,10 +122,14 @@ def test_live_layer_banks_the_recent_rise_and_releases_it_by_the_end_of_the_inte
     controller = DispatchController(BATTERY, TARIFF, UTC)
     flat = controller.decide(_inputs())
     assert flat.setpoint_kw >= 0  # a flat load banks nothing
-    # A 5 kW rise: 5 kW is kept in hand for each of the 9 minutes after this one, so the rest of
-    # the interval may average (15 * 12 - 9 * 5 - 50) / 10 = 8.5 kW: 6.5 kW from the battery.
-    rise = controller.decide(_inputs(load_now_kw=15.0))
-    assert rise.setpoint_kw == pytest.approx(-6.5)
+    # The next minute, a 5 kW rise: 5 kW is kept in hand for each of the 8 minutes after this one,
+    # so the rest of the interval may average (15 * 12 - 8 * 5 - 60) / 9 = 8.89 kW: 6.11 kW from
+    # the battery. (Several snapshots in one minute count as one minute.)
+    six = {"minute": 1_000_006, "interval_grid_kw": [10.0] * 6}
+    rise = controller.decide(_inputs(load_now_kw=15.0, **six))
+    assert rise.setpoint_kw == pytest.approx(-(15.0 - 80.0 / 9.0))
+    again = controller.decide(_inputs(load_now_kw=15.0, **six))
+    assert again.setpoint_kw == pytest.approx(rise.setpoint_kw)
     # In the last minute nothing is kept back: (15 * 12 - 14 * 11) / 1 = 26 kW is allowed, so the
     # battery charges back what was banked (headroom under the 12 kW paid, less the margin).
     last = controller.decide(
@@ -135,9 +139,9 @@ def test_live_layer_banks_the_recent_rise_and_releases_it_by_the_end_of_the_inte
     # The reserve never exceeds the share of the discharge limit, however large the rise.
     big = DispatchController(BATTERY, TARIFF, UTC)
     big.decide(_inputs(load_now_kw=0.0))
-    jump = big.decide(_inputs(load_now_kw=13.0))
-    reserve = 0.7 * BATTERY.discharge_kw * 9
-    assert jump.setpoint_kw == pytest.approx(-(13.0 - (15 * 12 - reserve - 50) / 10))
+    jump = big.decide(_inputs(load_now_kw=13.0, **six))
+    reserve = 0.7 * BATTERY.discharge_kw * 8
+    assert jump.setpoint_kw == pytest.approx(-(13.0 - (15 * 12 - reserve - 60) / 9))
 
 
 def test_ev_limit_is_the_headroom_under_the_paid_peak() -> None:
