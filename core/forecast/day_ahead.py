@@ -19,6 +19,7 @@ from core.forecast.features import (
     FloatArray,
     IntArray,
     Scaling,
+    _moving_mean,
     _quiet,
     calendar_features,
     same_wall_clock_days_ago,
@@ -35,6 +36,9 @@ WEEKS = 2
 # and a DST hour.
 HISTORY_MINUTES = WEEKS * MINUTES_PER_WEEK + MINUTES_PER_DAY + 120
 LEVEL_SPANS = (60, 180, MINUTES_PER_DAY)
+# Widths (in steps) of the centred moving mean the seasonal base may be smoothed with; training
+# chooses one on its validation days (1: none, as artifacts without the field).
+BASELINE_SMOOTH_CHOICES = (1, 3, 5)
 
 
 def step_start(origins: IntArray) -> IntArray:
@@ -63,8 +67,13 @@ def day_ahead_blocks(
     tz: ZoneInfo,
     outdoor_air: FloatArray | None = None,
     use_outdoor_air: bool = False,
+    smooth_steps: int = 1,
 ) -> DayAheadBlocks:
-    """Day-ahead inputs for each origin from one series (and its outdoor air)."""
+    """Day-ahead inputs for each origin from one series (and its outdoor air).
+
+    ``smooth_steps`` > 1 smooths the seasonal base over that many neighbouring steps (see
+    ``smooth_profile``).
+    """
     origins = np.asarray(origins, dtype=np.int64)
     n = len(origins)
     first = step_start(origins)
@@ -97,7 +106,7 @@ def day_ahead_blocks(
     with _quiet():
         baseline = np.nanmean(np.stack(weeks, axis=0), axis=0)
     last = _last_valid(recent, partial)
-    baseline = np.where(np.isnan(baseline), last[:, None], baseline)
+    baseline = smooth_profile(np.where(np.isnan(baseline), last[:, None], baseline), smooth_steps)
     return DayAheadBlocks(
         recent_kw=recent,
         level_kw=level,
@@ -112,6 +121,31 @@ def day_ahead_blocks(
             else np.zeros((n, 0))
         ),
     )
+
+
+def smooth_profile(profile_kw: FloatArray, width_steps: int) -> FloatArray:
+    """Centred moving mean over ``width_steps`` neighbouring steps of each row (the ends use the
+    steps that exist). Where the weeks disagree on when the building starts or stops, the mean
+    of neighbouring steps is a better expectation than either week's sharp edge."""
+    if width_steps <= 1:
+        return profile_kw
+    return _moving_mean(profile_kw, width_steps)
+
+
+def choose_smoothing(
+    seasonal_kw: FloatArray,
+    actual_kw: FloatArray,
+    choices: tuple[int, ...] = BASELINE_SMOOTH_CHOICES,
+) -> tuple[int, dict[int, float]]:
+    """The smoothing width (of ``choices``) whose smoothed seasonal profile scores the lowest
+    CV(RMSE) against the outcomes (the narrower one on a tie), and every width's score."""
+    ok = ~np.isnan(actual_kw)
+    scores = {
+        width: cvrmse_pct(smooth_profile(seasonal_kw, width)[ok], actual_kw[ok])
+        for width in choices
+    }
+    best = min(choices, key=lambda width: (round(scores[width], 6), width))
+    return best, scores
 
 
 def _partial(

@@ -244,6 +244,7 @@ class LiteForecaster:
             tz,
             outdoor_air,
             meta.outdoor_air,
+            meta.baseline_smooth_steps,
         )
         out = self.predict_day_ahead_raw(da.day_ahead_matrix(blocks, self._scaling))
         h, s = da.STEPS, self._scaling.scale_kw

@@ -62,10 +62,13 @@ class DayAheadMeta:
     epochs: int
     band: BandCalibration
     holdout_metrics: Metrics = field(default_factory=dict)
+    # Width (steps) of the moving mean over the seasonal base (1: none; older artifacts).
+    baseline_smooth_steps: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
+            "baseline_smooth_steps": self.baseline_smooth_steps,
             "input_dim": self.input_dim,
             "outdoor_air": self.outdoor_air,
             "history_minutes": self.history_minutes,
@@ -84,6 +87,7 @@ class DayAheadMeta:
             epochs=int(data["epochs"]),
             band=BandCalibration.from_dict(data.get("band")),
             holdout_metrics=dict(data.get("holdout_metrics", {})),
+            baseline_smooth_steps=int(data.get("baseline_smooth_steps", 1)),
         )
 
 

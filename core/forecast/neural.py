@@ -407,11 +407,14 @@ def _build_day_ahead(
     scaling: Scaling,
     outdoor_air: FloatArray | None,
     use_air: bool,
+    smooth_steps: int = 1,
 ) -> _Data:
     parts: list[_Data] = []
     for lo in range(0, max(len(origins), 1), _CHUNK):
         chunk = origins[lo : lo + _CHUNK]
-        blocks = da.day_ahead_blocks(start_minute, values_kw, chunk, tz, outdoor_air, use_air)
+        blocks = da.day_ahead_blocks(
+            start_minute, values_kw, chunk, tz, outdoor_air, use_air, smooth_steps
+        )
         actual = da.day_ahead_targets(start_minute, values_kw, chunk)
         residual = (actual - blocks.baseline_kw) / scaling.scale_kw
         parts.append(
@@ -483,6 +486,12 @@ def _train_day_ahead(
     if len(fit_o) < 2 * 96 or len(val_o) < 20:
         logger.info("day-ahead: too few origins (%d fit, %d validation)", len(fit_o), len(val_o))
         return None
+    # The seasonal base's smoothing, chosen on V by the base's own error (before any network).
+    seasonal_v = da.day_ahead_blocks(start_minute, values_kw, val_o, tz).baseline_kw
+    smooth, smooth_scores = da.choose_smoothing(
+        seasonal_v, da.day_ahead_targets(start_minute, values_kw, val_o)
+    )
+    logger.info("day-ahead base smoothing %d steps (V CV(RMSE) %s)", smooth, smooth_scores)
     # Outdoor air: used when the 60-minute model's validation chose it (same site, same air);
     # comparing both here too would halve the day-ahead model's share of the time budget.
     options = [air_ok]
@@ -493,8 +502,12 @@ def _train_day_ahead(
             break
         # Each option gets an equal share of the time left.
         share = time.monotonic() + (deadline - time.monotonic()) / (len(options) - k)
-        fit = _build_day_ahead(start_minute, values_kw, fit_o, tz, scaling, outdoor_air, use_air)
-        val = _build_day_ahead(start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air)
+        fit = _build_day_ahead(
+            start_minute, values_kw, fit_o, tz, scaling, outdoor_air, use_air, smooth
+        )
+        val = _build_day_ahead(
+            start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth
+        )
         model = _make_model(fit.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
         epoch, score, curve = _fit(
             model,
@@ -526,7 +539,9 @@ def _train_day_ahead(
         gc.collect()
     assert best is not None
     _, use_air, weights, epochs = best
-    val = _build_day_ahead(start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air)
+    val = _build_day_ahead(
+        start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth
+    )
     model = _make_model(val.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
 
     def shrunk(factor: float) -> None:
@@ -549,7 +564,10 @@ def _train_day_ahead(
     band = conformal_band(kw_v, p10_v, p90_v, val.actual_kw.astype(np.float64), pooled=True)
     holdout: dict[str, dict[str, float]] = {}
     if len(hold_o):
-        hold = _build_day_ahead(start_minute, values_kw, hold_o, tz, scaling, outdoor_air, use_air)
+        hold = _build_day_ahead(
+            start_minute, values_kw, hold_o, tz, scaling, outdoor_air, use_air, smooth
+        )
+        seasonal_h = da.day_ahead_blocks(start_minute, values_kw, hold_o, tz).baseline_kw
         kw_h, p10_h, p90_h = _predict_kw(model, hold, scaling, horizon)
         c10_h, c90_h = _calibrated(kw_h, p10_h, p90_h, band)
         actual = hold.actual_kw.astype(np.float64)
@@ -560,25 +578,32 @@ def _train_day_ahead(
             "shrink": shrink,
         }
         holdout["mean-2-weeks"] = {
+            "cvrmse_15min_day_ahead": da.cvrmse_pct(seasonal_h, actual),
+            "origins": float(len(hold_o)),
+        }
+        # The base the network corrects (mean-2-weeks, smoothed as chosen on V).
+        holdout["base"] = {
             "cvrmse_15min_day_ahead": da.cvrmse_pct(hold.baseline_kw.astype(np.float64), actual),
             "origins": float(len(hold_o)),
+            "smooth_steps": float(smooth),
         }
         logger.info("day-ahead holdout (shrink %.2f): %s", shrink, holdout)
         # Served: the shrink chosen again on V and H together (a few days each; one choice on
         # twice the days is steadier), and the band calibrated on both.
         both = _concat([val, hold])
         beats = (
-            holdout["ours"]["cvrmse_15min_day_ahead"]
-            < holdout["mean-2-weeks"]["cvrmse_15min_day_ahead"]
+            holdout["ours"]["cvrmse_15min_day_ahead"] < holdout["base"]["cvrmse_15min_day_ahead"]
         )
-        # As for the 60-minute model, the network's correction is served only if it beats
-        # mean-2-weeks on H; otherwise P50 is mean-2-weeks itself (the band stays calibrated).
+        # As for the 60-minute model, the network's correction is served only if it beats its
+        # base on H; otherwise P50 is the base itself: mean-2-weeks, smoothed where V chose it
+        # (the band stays calibrated).
         shrink = choose_shrink(both) if beats else 0.0
         shrunk(shrink)
         kw_b, p10_b, p90_b = _predict_kw(model, both, scaling, horizon)
         band = conformal_band(kw_b, p10_b, p90_b, both.actual_kw.astype(np.float64), pooled=True)
         logger.info("day-ahead served shrink (V and H) %.2f", shrink)
     meta = DayAheadMeta(
+        baseline_smooth_steps=smooth,
         input_dim=int(val.x.shape[1]),
         outdoor_air=use_air,
         history_minutes=da.HISTORY_MINUTES,
