@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from core.dispatch.assets import Battery, Tariff
-from core.dispatch.controller import DispatchController, DispatchSettings
+from core.dispatch.controller import DispatchController, DispatchSettings, with_seasonal_stress
 from core.dispatch.replay import (
     MinuteController,
     MonthResult,
@@ -144,8 +144,9 @@ def _train_before(load_kw: FloatArray, start_minute: int, end_index: int, tz: st
 
 
 class _TrainedDayAhead:
-    """The trained model's day-ahead when it has one; else the baseline's, refined for the next
-    hour by the model's 60-minute forecast."""
+    """The trained model's day-ahead when it has one, its P90 raised to the seasonal weeks' range
+    for the plan as the service does (``with_seasonal_stress``); else the baseline's, refined
+    for the next hour by the model's 60-minute forecast."""
 
     def __init__(self, model: Forecaster, baseline: SeasonalMeanForecaster, tz: ZoneInfo) -> None:
         self._model = model
@@ -162,7 +163,10 @@ class _TrainedDayAhead:
             wanted = self._model.day_ahead_history_minutes
             own = self._model.day_ahead(_tail(history, wanted), self._tz, at)
             if own is not None:
-                return own
+                base = self._baseline.day_ahead(
+                    _tail(history, self._baseline.day_ahead_history_minutes), self._tz, at
+                )
+                return with_seasonal_stress(own, base)
         base = self._baseline.day_ahead(
             _tail(history, self._baseline.day_ahead_history_minutes), self._tz, at
         )

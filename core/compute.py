@@ -20,7 +20,12 @@ import numpy as np
 from core.accuracy import LiveErrorTracker
 from core.demand import ClosedInterval, DemandSnapshot, DemandTracker, OptionalInputs
 from core.demand import Reading as DemandReading
-from core.dispatch.controller import DispatchController, DispatchDecision, DispatchInputs
+from core.dispatch.controller import (
+    DispatchController,
+    DispatchDecision,
+    DispatchInputs,
+    with_seasonal_stress,
+)
 from core.forecast.base import (
     HORIZON_MINUTES,
     DayAheadForecast,
@@ -198,6 +203,9 @@ class SnapshotComputer:
         else:
             own = 0.0
         soc = self._fresh(inputs.battery_soc_pct, now)
+        if day_ahead is not None and day_ahead.forecaster != self._baseline.name:
+            # The plan's pessimistic path: a trained model's P90 raised to the weeks' range.
+            day_ahead = with_seasonal_stress(day_ahead, self._seasonal_day_ahead(origin, now))
         return self._dispatch.decide(
             DispatchInputs(
                 minute=minute,
@@ -251,6 +259,15 @@ class SnapshotComputer:
             if result is not None:  # a model without a day-ahead part answers None
                 return result
         return None
+
+    def _seasonal_day_ahead(self, origin: int, now: datetime) -> DayAheadForecast | None:
+        """The seasonal baseline's day-ahead (None when it has none or fails)."""
+        wanted = min(self._baseline.day_ahead_history_minutes, self._series.capacity_minutes)
+        try:
+            return self._baseline.day_ahead(self._history(origin, wanted), self._tz, now)
+        except Exception:
+            log.exception("seasonal day-ahead for the dispatch plan failed")
+            return None
 
     def _history(self, origin: int, minutes: int) -> MinuteHistory:
         """The last ``minutes`` minutes up to ``origin``, with outdoor air where known."""

@@ -21,19 +21,43 @@ import logging
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from core.dispatch.assets import Battery, EvChargers, Tariff
 from core.dispatch.planner import PlanInfeasible, PlanRequest, PlanResult, solve_plan
+from core.forecast.base import DayAheadForecast
 from core.timegrid import minute_start
 
 log = logging.getLogger(__name__)
 
 # Keep the interval average this far under the cap when charging (kW).
 CHARGE_MARGIN_KW = 0.5
+
+
+def with_seasonal_stress(
+    served: DayAheadForecast, seasonal: DayAheadForecast | None
+) -> DayAheadForecast:
+    """The day-ahead the plan uses: the served forecast, its P90 raised to the seasonal range.
+
+    The plan is deterministic: it needs one pessimistic path, not a band of marginal quantiles.
+    A trained model's calibrated P90 is right step by step and too narrow as a path; the range
+    of the same weekday's recent weeks (the seasonal baseline's P90) is a day that happened.
+    """
+    if seasonal is None or seasonal is served or seasonal.p90_kw is None:
+        return served
+    if seasonal.step_minutes != served.step_minutes:
+        return served
+    offset = (served.start_minute - seasonal.start_minute) // served.step_minutes
+    own = served.p90_kw if served.p90_kw is not None else served.p50_kw
+    stress = []
+    for step, value in enumerate(own):
+        other = step + offset
+        inside = 0 <= other < len(seasonal.p90_kw)
+        stress.append(max(value, seasonal.p90_kw[other]) if inside else value)
+    return replace(served, p90_kw=tuple(stress))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ closed-loop replay."""
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -11,7 +12,12 @@ import pytest
 
 from core.config import Settings
 from core.dispatch.assets import Battery, EvChargers, Tariff
-from core.dispatch.controller import DispatchController, DispatchInputs, DispatchSettings
+from core.dispatch.controller import (
+    DispatchController,
+    DispatchInputs,
+    DispatchSettings,
+    with_seasonal_stress,
+)
 from core.dispatch.optimum import optimum_peak
 from core.dispatch.planner import PlanRequest, solve_plan
 from core.dispatch.replay import (
@@ -21,6 +27,7 @@ from core.dispatch.replay import (
     month_optimum,
     simulate_month,
 )
+from core.forecast.base import DayAheadForecast
 from core.forecast.baseline import SeasonalMeanForecaster
 
 BATTERY = Battery(capacity_kwh=20.0, charge_kw=10.0, discharge_kw=10.0, efficiency=0.92)
@@ -144,6 +151,29 @@ def test_live_layer_banks_the_recent_rise_and_releases_it_by_the_end_of_the_inte
     assert jump.setpoint_kw == pytest.approx(-(13.0 - (15 * 12 - reserve - 60) / 9))
 
 
+def _day_ahead(name: str, start: int, p50: list[float], p90: list[float]) -> DayAheadForecast:
+    return DayAheadForecast(
+        forecaster=name,
+        made_at=datetime(2022, 8, 1, tzinfo=UTC),
+        origin_minute=start,
+        start_minute=start,
+        step_minutes=15,
+        p50_kw=tuple(p50),
+        p90_kw=tuple(p90),
+    )
+
+
+def test_the_plan_stresses_a_narrow_band_with_the_weeks_range() -> None:
+    served = _day_ahead("model", 1_000_005, [10.0, 10.0, 10.0], [11.0, 11.0, 11.0])
+    # The seasonal forecast starts one step earlier: its steps 1..3 line up with 0..2.
+    seasonal = _day_ahead("mean-2-weeks", 1_000_005 - 15, [9.0] * 3, [9.0, 14.0, 10.0])
+    stressed = with_seasonal_stress(served, seasonal)
+    assert stressed.p90_kw == (14.0, 11.0, 11.0)  # the last step has no seasonal value
+    assert stressed.p50_kw == served.p50_kw and stressed.forecaster == "model"
+    assert with_seasonal_stress(served, None) is served
+    assert with_seasonal_stress(seasonal, seasonal) is seasonal
+
+
 def test_ev_limit_is_the_headroom_under_the_paid_peak() -> None:
     controller = DispatchController(BATTERY, TARIFF, UTC, ev=EvChargers(max_kw=11.0, min_kw=1.4))
     decision = controller.decide(_inputs(load_now_kw=8.0, paid_peak_kw=12.0))
@@ -249,3 +279,21 @@ def test_optimum_matches_a_hand_computed_case() -> None:
         end_at_least_kwh=0.0,
     )
     assert result.billed_kw == pytest.approx(10.0)
+
+
+def test_the_service_has_a_seasonal_day_ahead_to_stress_the_plan_with() -> None:
+    from core.accuracy import LiveErrorTracker
+    from core.compute import SnapshotComputer
+    from core.series import MinuteSeries
+    from core.signals import LoadClassifier
+
+    series = MinuteSeries(3 * 7 * 1440)
+    end = 28_000_000 + 3 * 7 * 1440 - 1
+    minutes = np.arange(end - 3 * 7 * 1440 + 1, end + 1, dtype=np.int64)
+    series.set_many(minutes, _synthetic_days(21))
+    computer = SnapshotComputer(
+        series, LoadClassifier(90, 10, 900, 60), LiveErrorTracker(), UTC, 1440
+    )
+    seasonal = computer._seasonal_day_ahead(end, datetime(2023, 1, 1, tzinfo=UTC))
+    assert seasonal is not None and seasonal.p90_kw is not None
+    assert max(seasonal.p90_kw) > 20.0  # the afternoon spike of earlier weeks
