@@ -162,14 +162,13 @@ class _TrainedDayAhead:
         if isinstance(self._model, DayAheadForecaster):
             wanted = self._model.day_ahead_history_minutes
             own = self._model.day_ahead(_tail(history, wanted), self._tz, at)
-            if own is not None:
-                base = self._baseline.day_ahead(
-                    _tail(history, self._baseline.day_ahead_history_minutes), self._tz, at
-                )
-                return with_seasonal_stress(own, base)
+        else:
+            own = None
         base = self._baseline.day_ahead(
             _tail(history, self._baseline.day_ahead_history_minutes), self._tz, at
         )
+        if own is not None:
+            return with_seasonal_stress(own, base)
         if base is None:
             return None
         forecast = self._model.forecast(_tail(history, self._model.history_minutes), self._tz, at)

@@ -250,23 +250,24 @@ class SnapshotComputer:
         for source in sources:
             if not isinstance(source, DayAheadForecaster):
                 continue
-            wanted = min(source.day_ahead_history_minutes, self._series.capacity_minutes)
-            try:
-                result = source.day_ahead(self._history(origin, wanted), self._tz, now)
-            except Exception:
-                log.exception("day-ahead forecast of %s failed", source.name)
-                continue
+            result = self._day_ahead_of(source, origin, now)
             if result is not None:  # a model without a day-ahead part answers None
                 return result
         return None
 
     def _seasonal_day_ahead(self, origin: int, now: datetime) -> DayAheadForecast | None:
         """The seasonal baseline's day-ahead (None when it has none or fails)."""
-        wanted = min(self._baseline.day_ahead_history_minutes, self._series.capacity_minutes)
+        return self._day_ahead_of(self._baseline, origin, now)
+
+    def _day_ahead_of(
+        self, source: DayAheadForecaster, origin: int, now: datetime
+    ) -> DayAheadForecast | None:
+        """One source's day-ahead on the history it wants; None (logged) when it fails."""
+        wanted = min(source.day_ahead_history_minutes, self._series.capacity_minutes)
         try:
-            return self._baseline.day_ahead(self._history(origin, wanted), self._tz, now)
+            return source.day_ahead(self._history(origin, wanted), self._tz, now)
         except Exception:
-            log.exception("seasonal day-ahead for the dispatch plan failed")
+            log.exception("day-ahead forecast of %s failed", source.name)
             return None
 
     def _history(self, origin: int, minutes: int) -> MinuteHistory:
