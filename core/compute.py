@@ -16,9 +16,16 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 
 from core.accuracy import LiveErrorTracker
-from core.demand import ClosedInterval, DemandSnapshot, DemandTracker, OptionalInputs
+from core.demand import (
+    ClosedInterval,
+    DemandSnapshot,
+    DemandTracker,
+    OptionalInputs,
+    interval_start_minute,
+)
 from core.demand import Reading as DemandReading
 from core.dispatch.controller import (
     DispatchController,
@@ -186,14 +193,15 @@ class SnapshotComputer:
             return None
         minute = origin + 1
         step = self._interval_minutes
-        start = minute - minute % step
-        elapsed = self._series.window(origin, minute - start) if minute > start else None
-        grid = [] if elapsed is None else [float(v) for v in elapsed if not math.isnan(v)]
+        # The billing interval (site-local clock-aligned, as the demand tracker bills it).
+        start = interval_start_minute(minute, step, self._tz)
         # The latest meter minute within the stale limit (a BAS may write less often than each
         # minute); none: NaN, and the controller holds the battery and says so.
         recent = self._series.window(origin, max(1, int(self._stale_after_s // 60)))
         valid = recent[~np.isnan(recent)]
         meter = float(valid[-1]) if len(valid) else math.nan
+        elapsed = self._series.window(origin, minute - start) if minute > start else None
+        grid = _elapsed_minutes(elapsed, meter)
         # The building load is the meter less the battery's own power (+ charging).
         battery_kw = self._fresh(inputs.battery_power_kw, now)
         if battery_kw is not None:
@@ -215,6 +223,7 @@ class SnapshotComputer:
                 forecast_start_minute=day_ahead.start_minute if day_ahead else None,
                 forecast_p50_kw=day_ahead.p50_kw if day_ahead else None,
                 forecast_p90_kw=day_ahead.p90_kw if day_ahead else None,
+                forecast_step_minutes=day_ahead.step_minutes if day_ahead else 15,
                 paid_peak_kw=demand.period_peak_kw,
                 target_kw=demand.target_kw,
                 soc_pct=soc,
@@ -285,3 +294,18 @@ def _quality(fresh: bool, input_quality: Quality, has_value: bool) -> Quality:
     if not fresh:
         return input_quality
     return Quality.OK if has_value else Quality.INSUFFICIENT_HISTORY
+
+
+def _elapsed_minutes(window: npt.NDArray[np.float64] | None, meter_kw: float) -> list[float]:
+    """Grid kW of each elapsed minute of the interval, one entry per minute of the clock.
+
+    A missing minute counts at the mean of the measured ones (as the demand projection counts
+    it), or at the latest meter reading when none of them was measured, so the controller's
+    count of elapsed minutes, and with it the interval's start, stays right across a gap.
+    """
+    if window is None or len(window) == 0:
+        return []
+    measured = window[~np.isnan(window)]
+    fallback = meter_kw if math.isfinite(meter_kw) else 0.0
+    fill = float(measured.mean()) if len(measured) else fallback
+    return [fill if math.isnan(v) else float(v) for v in window]

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 
 from core.dispatch.assets import Battery, EvChargers, Tariff
 from core.dispatch.planner import PlanInfeasible, PlanRequest, PlanResult, solve_plan
@@ -60,6 +61,33 @@ def with_seasonal_stress(
     return replace(served, p90_kw=tuple(stress))
 
 
+def on_intervals(
+    values: npt.NDArray[np.float64],
+    start_minute: int,
+    step_minutes: int,
+    interval_start: int,
+    interval_minutes: int,
+) -> npt.NDArray[np.float64]:
+    """A forecast in ``step_minutes`` steps from ``start_minute``, as the mean of each demand
+    interval from ``interval_start`` on (whole intervals only).
+
+    The day-ahead comes in 15-minute steps; a 30- or 60-minute tariff plans on its own intervals
+    (the mean of the steps inside each), a 5- or 10-minute one on the step each falls in. A
+    forecast starting after ``interval_start`` counts its first step for the minutes before it.
+    """
+    minutes = np.repeat(values, max(1, step_minutes))
+    offset = interval_start - start_minute
+    if offset >= 0:
+        minutes = minutes[offset:]
+    elif len(minutes):
+        minutes = np.concatenate([np.full(-offset, minutes[0]), minutes])
+    count = len(minutes) // interval_minutes
+    means: npt.NDArray[np.float64] = (
+        minutes[: count * interval_minutes].reshape(count, interval_minutes).mean(axis=1)
+    )
+    return means
+
+
 @dataclass(frozen=True, slots=True)
 class DispatchSettings:
     """How the controller plans: which forecast level it plans on, how often it re-plans."""
@@ -88,6 +116,14 @@ class DispatchSettings:
     # defends a lower level nor keeps charging under it (early in a month the peak paid so far is
     # a night's load).
     sure_share_of_planned: float = 0.6
+    # A day running hotter than its forecast: when the load has run above the P50 forecast in
+    # every closed interval of the last ``level_minutes`` (an hour, so a spike does not count),
+    # the smallest of those errors is added to the P50 for the rest of the horizon, fading by
+    # ``level_decay`` per 15 minutes, and the plan's path is at least that. The plan then sees
+    # early that the battery will not hold today's cap and spreads it over the day instead of
+    # running empty in the afternoon (0: off).
+    level_minutes: int = 60
+    level_decay: float = 0.98
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +140,7 @@ class DispatchInputs:
     paid_peak_kw: float | None  # the billing period's peak so far
     target_kw: float | None  # the effective operator target
     soc_pct: float | None  # None when stale or never written
+    forecast_step_minutes: int = 15  # the forecast's step; the plan's is the demand interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +192,7 @@ class DispatchController:
         self._bias_sum = 0.0
         self._bias_count = 0
         self._bias_forecast: float | None = None
+        self._errors: deque[float] = deque(maxlen=max(1, self._settings.level_minutes))
         self._recent: deque[float] = deque(maxlen=max(2, self._settings.bank_lookback_minutes + 1))
         self._recent_minute: int | None = None
 
@@ -250,10 +288,18 @@ class DispatchController:
             return None
         step = inputs.step_minutes
         interval_start = inputs.minute - elapsed
-        offset = (interval_start - inputs.forecast_start_minute) // step
-        p50 = np.asarray(inputs.forecast_p50_kw, dtype=np.float64)[max(offset, 0) :]
-        p90_src = inputs.forecast_p90_kw if inputs.forecast_p90_kw is not None else p50
-        p90 = np.asarray(p90_src, dtype=np.float64)[max(offset, 0) :]
+        p50_src = inputs.forecast_p50_kw
+        p90_src = inputs.forecast_p90_kw if inputs.forecast_p90_kw is not None else p50_src
+        p50, p90 = (
+            on_intervals(
+                np.asarray(values, dtype=np.float64),
+                inputs.forecast_start_minute,
+                inputs.forecast_step_minutes,
+                interval_start,
+                step,
+            )
+            for values in (p50_src, p90_src)
+        )
         if len(p50) == 0 or not np.all(np.isfinite(p50)):
             self._plan = None
             return None
@@ -264,6 +310,11 @@ class DispatchController:
             ramp = self._bias_kw * self._settings.bias_decay ** np.arange(len(load))
             ramp[self._settings.bias_steps :] = 0.0
             load = load + ramp
+        level = self._sustained_error_kw(step)
+        if level > 0:
+            fade = self._settings.level_decay ** (np.arange(len(load)) * step / 15.0)
+            lifted = p50 + level * fade
+            load = np.maximum(load, lifted)
         # Step 0: the measured load now is better than the forecast for the rest of this interval.
         load[0] = max(load[0], inputs.load_now_kw) if elapsed else load[0]
         max_discharge = np.minimum(self._battery.discharge_kw, np.maximum(p50, 0.0) * 0.9)
@@ -305,18 +356,32 @@ class DispatchController:
         while an interval runs are its own; when the next interval starts the error is known.
         """
         current = self._bias_interval
-        if current is not None and current != interval_start and self._bias_count:
-            observed = self._bias_sum / self._bias_count
+        if current is not None and current != interval_start:
             forecast = self._bias_forecast
-            if forecast is not None:
+            if self._bias_count and forecast is not None:
+                observed = self._bias_sum / self._bias_count
+                self._errors.append(observed - forecast)
                 error = max(0.0, observed - forecast)
                 self._bias_kw = max(error, self._bias_kw * self._settings.bias_decay)
+            else:
+                # An interval without a measured minute or a forecast breaks a hot day's run.
+                self._errors.clear()
             self._bias_sum, self._bias_count, self._bias_forecast = 0.0, 0, None
         if current != interval_start:
             self._bias_interval = interval_start
         elif math.isfinite(load_now_kw):
             self._bias_sum += load_now_kw
             self._bias_count += 1
+
+    def _sustained_error_kw(self, step_minutes: int) -> float:
+        """How far the load has run above its P50 forecast in every closed interval of the last
+        ``level_minutes``; 0 unless all of them ran above it."""
+        if self._settings.level_minutes <= 0:
+            return 0.0
+        wanted = max(1, self._settings.level_minutes // step_minutes)
+        if len(self._errors) < wanted:
+            return 0.0
+        return max(0.0, min(list(self._errors)[-wanted:]))
 
     def _bank_kw(self) -> float:
         """The within-interval reserve per remaining minute: the load's recent largest rise."""

@@ -244,6 +244,7 @@ class PlannerController:
                 forecast_start_minute=forecast.start_minute if forecast else None,
                 forecast_p50_kw=forecast.p50_kw if forecast else None,
                 forecast_p90_kw=forecast.p90_kw if forecast else None,
+                forecast_step_minutes=forecast.step_minutes if forecast else 15,
                 paid_peak_kw=state.paid_peak_kw,
                 target_kw=self._target,
                 soc_pct=state.soc_pct,

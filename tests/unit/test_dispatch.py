@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from types import SimpleNamespace
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -19,7 +21,7 @@ from core.dispatch.controller import (
     with_seasonal_stress,
 )
 from core.dispatch.optimum import optimum_peak
-from core.dispatch.planner import PlanRequest, solve_plan
+from core.dispatch.planner import PlanRequest, PlanResult, solve_plan
 from core.dispatch.replay import (
     NoBattery,
     PlannerController,
@@ -149,6 +151,84 @@ def test_live_layer_banks_the_recent_rise_and_releases_it_by_the_end_of_the_inte
     jump = big.decide(_inputs(load_now_kw=13.0, **six))
     reserve = 0.7 * BATTERY.discharge_kw * 8
     assert jump.setpoint_kw == pytest.approx(-(13.0 - (15 * 12 - reserve - 60) / 9))
+
+
+def _run_intervals(controller: DispatchController, loads: list[float]) -> PlanResult:
+    """Feed one load per 15-minute interval (a flat 10 kW forecast); return the plan made at the
+    first minute of the interval after the last one."""
+    start = 1_000_000
+    forecast = {"forecast_start_minute": start, "forecast_p50_kw": [10.0] * 200}
+    forecast["forecast_p90_kw"] = forecast["forecast_p50_kw"]
+    for index, load in enumerate(loads):
+        for elapsed in range(15):
+            controller.decide(
+                _inputs(
+                    minute=start + 15 * index + elapsed,
+                    interval_grid_kw=[load if math.isfinite(load) else 10.0] * elapsed,
+                    load_now_kw=load,
+                    **forecast,
+                )
+            )
+    last = controller.decide(
+        _inputs(minute=start + 15 * len(loads), interval_grid_kw=[], load_now_kw=10.0, **forecast)
+    )
+    assert last.plan is not None
+    return last.plan
+
+
+def test_a_day_running_above_its_forecast_for_an_hour_lifts_the_rest_of_the_plan() -> None:
+    # An hour (four closed intervals) 3 kW above the 10 kW P50: the plan's path is the P50 plus
+    # 3 kW fading by 2 % a step, over the whole horizon.
+    plan = _run_intervals(DispatchController(BATTERY, TARIFF, UTC), [13.0] * 4)
+    path = _plan_path(plan)
+    steps = np.arange(1, len(plan.grid_kw))
+    assert path == pytest.approx(10.0 + 3.0 * 0.98**steps)
+    # One interval back at the forecast breaks the run: a spike is not a hot day. (The last
+    # interval's own error still raises the next 16 steps: the older spike bias.)
+    spike = _run_intervals(DispatchController(BATTERY, TARIFF, UTC), [13.0, 13.0, 10.0, 13.0])
+    path = spike.grid_kw[1:] - spike.battery_kw[1:]
+    assert path[16:] == pytest.approx(10.0)
+    # So does an interval without a meter reading.
+    gap = _run_intervals(DispatchController(BATTERY, TARIFF, UTC), [13.0] * 4 + [math.nan])
+    assert _plan_path(gap)[16:] == pytest.approx(10.0)
+    # Off by setting: the same hour leaves the far steps at the forecast.
+    off = DispatchController(BATTERY, TARIFF, UTC, settings=DispatchSettings(level_minutes=0))
+    plan = _run_intervals(off, [13.0] * 4)
+    assert (plan.grid_kw[1:] - plan.battery_kw[1:])[16:] == pytest.approx(10.0)
+
+
+def _plan_path(plan: PlanResult) -> np.ndarray:
+    """The load the plan assumed in each step after the first."""
+    return plan.grid_kw[1:] - plan.battery_kw[1:]
+
+
+@pytest.mark.parametrize("interval", [5, 10, 30, 60])
+def test_a_tariff_interval_other_than_15_minutes_plans_on_its_own_intervals(interval: int) -> None:
+    # The day-ahead comes in 15-minute steps: 10 kW, and 20 kW in its steps 4 and 5 (60-90 min).
+    start = 1_000_800  # a UTC minute on the hour
+    p50 = [10.0] * 96
+    p50[4:6] = [20.0, 20.0]
+    controller = DispatchController(BATTERY, TARIFF, UTC)
+    decision = controller.decide(
+        _inputs(
+            minute=start,
+            step_minutes=interval,
+            interval_grid_kw=[],
+            forecast_start_minute=start,
+            forecast_p50_kw=p50,
+            forecast_p90_kw=p50,
+        )
+    )
+    assert decision.plan is not None and decision.plan_start_minute == start
+    plan = decision.plan
+    assert len(plan.grid_kw) == 1440 // interval  # still 24 h, in the tariff's steps
+    expected = np.full(1440 // interval, 10.0)
+    # The 20 kW half hour sits 60-90 minutes ahead whatever the step; a 60-minute interval
+    # averages it with the 10 kW half hour beside it.
+    expected[60 // interval : max(90 // interval, 60 // interval + 1)] = (
+        20.0 if interval <= 30 else 15.0
+    )
+    assert _plan_path(plan) == pytest.approx(expected[1:])
 
 
 def _day_ahead(name: str, start: int, p50: list[float], p90: list[float]) -> DayAheadForecast:
@@ -297,3 +377,50 @@ def test_the_service_has_a_seasonal_day_ahead_to_stress_the_plan_with() -> None:
     seasonal = computer._seasonal_day_ahead(end, datetime(2023, 1, 1, tzinfo=UTC))
     assert seasonal is not None and seasonal.p90_kw is not None
     assert max(seasonal.p90_kw) > 20.0  # the afternoon spike of earlier weeks
+
+
+def test_the_service_plans_on_the_billed_interval_across_a_meter_gap() -> None:
+    from core.accuracy import LiveErrorTracker
+    from core.compute import SnapshotComputer
+    from core.demand import OptionalInputs
+    from core.demand import Reading as DemandReading
+    from core.series import MinuteSeries
+    from core.signals import LoadClassifier
+    from core.snapshot import Snapshot
+
+    # India (UTC+5:30) bills 60-minute intervals on the local hour: at 50 minutes past a UTC hour
+    # the billed interval started 20 minutes ago, not 50.
+    kolkata = ZoneInfo("Asia/Kolkata")
+    series = MinuteSeries(3 * 7 * 1440)
+    end = 28_000_000 + 3 * 7 * 1440 + 10 - 1  # the origin; the setpoint is for the next minute
+    minutes = np.arange(end - 3 * 7 * 1440 + 1, end + 1, dtype=np.int64)
+    series.set_many(minutes, _synthetic_days(21))
+    series.set(end - 3, math.nan)  # two minutes of this interval never came
+    series.set(end - 2, math.nan)
+    controller = DispatchController(BATTERY, TARIFF, kolkata)
+    computer = SnapshotComputer(
+        series,
+        LoadClassifier(90, 10, 900, 60),
+        LiveErrorTracker(),
+        kolkata,
+        1440,
+        dispatch=controller,
+        interval_minutes=60,
+    )
+    now = datetime(2023, 1, 1, tzinfo=UTC)
+    minute = end + 1
+    assert minute % 60 == 50
+    day_ahead = computer._seasonal_day_ahead(end, now)
+    demand = cast(Any, SimpleNamespace(period_peak_kw=12.0, target_kw=None))
+    inputs = OptionalInputs(battery_soc_pct=DemandReading(60.0, now))
+    seen: list[DispatchInputs] = []
+    decide = controller.decide
+    controller.decide = lambda given: (seen.append(given), decide(given))[1]  # type: ignore[method-assign]
+    decision = computer._plan_dispatch(end, now, demand, day_ahead, inputs, Snapshot())
+    assert decision is not None and decision.plan is not None
+    assert decision.plan_start_minute == minute - 20
+    # The gap counts at the mean of the measured minutes: 20 minutes elapsed, not 18.
+    values = [series.get(m) for m in range(minute - 20, minute)]
+    measured = [v for v in values if not math.isnan(v)]
+    fill = sum(measured) / len(measured)
+    assert seen[0].interval_grid_kw == pytest.approx([fill if math.isnan(v) else v for v in values])
