@@ -34,6 +34,7 @@ from core.dispatch.controller import (
     with_seasonal_stress,
 )
 from core.forecast.base import (
+    DAY_AHEAD_STEP_MINUTES,
     HORIZON_MINUTES,
     DayAheadForecast,
     DayAheadForecaster,
@@ -214,6 +215,7 @@ class SnapshotComputer:
         if day_ahead is not None and day_ahead.forecaster != self._baseline.name:
             # The plan's pessimistic path: a trained model's P90 raised to the weeks' range.
             day_ahead = with_seasonal_stress(day_ahead, self._seasonal_day_ahead(origin, now))
+        forecast_step = day_ahead.step_minutes if day_ahead else DAY_AHEAD_STEP_MINUTES
         return self._dispatch.decide(
             DispatchInputs(
                 minute=minute,
@@ -223,7 +225,7 @@ class SnapshotComputer:
                 forecast_start_minute=day_ahead.start_minute if day_ahead else None,
                 forecast_p50_kw=day_ahead.p50_kw if day_ahead else None,
                 forecast_p90_kw=day_ahead.p90_kw if day_ahead else None,
-                forecast_step_minutes=day_ahead.step_minutes if day_ahead else 15,
+                forecast_step_minutes=forecast_step,
                 paid_peak_kw=demand.period_peak_kw,
                 target_kw=demand.target_kw,
                 soc_pct=soc,

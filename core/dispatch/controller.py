@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from core.dispatch.assets import Battery, EvChargers, Tariff
 from core.dispatch.planner import PlanInfeasible, PlanRequest, PlanResult, solve_plan
-from core.forecast.base import DayAheadForecast
+from core.forecast.base import DAY_AHEAD_STEP_MINUTES, DayAheadForecast
 from core.timegrid import minute_start
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,8 @@ class DispatchInputs:
     paid_peak_kw: float | None  # the billing period's peak so far
     target_kw: float | None  # the effective operator target
     soc_pct: float | None  # None when stale or never written
-    forecast_step_minutes: int = 15  # the forecast's step; the plan's is the demand interval
+    # The forecast's step; the plan's is the demand interval.
+    forecast_step_minutes: int = DAY_AHEAD_STEP_MINUTES
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from core.dispatch.assets import Battery
 from core.dispatch.controller import DispatchController, DispatchInputs
 from core.dispatch.optimum import optimum_peak
-from core.forecast.base import DayAheadForecast, MinuteHistory
+from core.forecast.base import DAY_AHEAD_STEP_MINUTES, DayAheadForecast, MinuteHistory
 from core.timegrid import minute_start
 
 FloatArray = npt.NDArray[np.float64]
@@ -244,7 +244,7 @@ class PlannerController:
                 forecast_start_minute=forecast.start_minute if forecast else None,
                 forecast_p50_kw=forecast.p50_kw if forecast else None,
                 forecast_p90_kw=forecast.p90_kw if forecast else None,
-                forecast_step_minutes=forecast.step_minutes if forecast else 15,
+                forecast_step_minutes=forecast.step_minutes if forecast else DAY_AHEAD_STEP_MINUTES,
                 paid_peak_kw=state.paid_peak_kw,
                 target_kw=self._target,
                 soc_pct=state.soc_pct,
