@@ -64,6 +64,11 @@ class DevTools:
                 "--disable-sync",
                 "--disable-extensions",
                 "--mute-audio",
+                # A page the browser thinks is in the background gets its timers throttled, and
+                # the dashboard's 15-second poll is a timer: keep it running as in a visible tab.
+                "--disable-background-timer-throttling",
+                "--disable-backgrounding-occluded-windows",
+                "--disable-renderer-backgrounding",
                 "about:blank",
             ],
             stdout=subprocess.DEVNULL,
@@ -127,6 +132,8 @@ class DevTools:
         ]
         for domain in ("Runtime", "Log", "Network", "Page"):
             self.send(f"{domain}.enable")
+        self.send("Page.bringToFront")
+        self.send("Emulation.setFocusEmulationEnabled", enabled=True)
 
     def evaluate(self, expression: str) -> Any:
         """The JSON value of a JavaScript expression in the page."""
@@ -155,6 +162,32 @@ class DevTools:
             self.proc.wait()
         os.close(self._to_browser)
         os.close(self._from_browser)
+
+
+def _why_not_stale(tools: DevTools, base: str, log: str) -> str:
+    """What the page, its polls, the API and the service said when the page never went stale."""
+    page = tools.evaluate(
+        "({meter: document.querySelector('[data-point=\"input-power-meter\"]').textContent,"
+        " status: document.getElementById('status').textContent,"
+        " banner: document.getElementById('banner').hidden ? '' :"
+        " document.getElementById('banner').textContent,"
+        " updated: document.getElementById('updated').textContent,"
+        " visibility: document.visibilityState, now: new Date().toISOString()})"
+    )
+    polls = [
+        e["wallTime"]
+        for e in _events(tools, "Network.requestWillBeSent")
+        if e["request"]["url"].endswith("/api/v1/points")
+    ]
+    meter = next(
+        p for p in httpx.get(f"{base}/api/v1/points").json() if p["name"] == "input-power-meter"
+    )
+    return (
+        f"the page never showed the meter stale: page {page}; "
+        f"points polls at {[datetime.fromtimestamp(t, UTC).isoformat() for t in polls]}; "
+        f"API meter {meter['reliability']} updated {meter['updated_at']}; "
+        f"service log:\n{log[-4000:]}"
+    )
 
 
 def _events(tools: DevTools, method: str) -> list[dict[str, Any]]:
@@ -293,11 +326,14 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
 
         # The BAS stops writing: the page shows the meter as stale, not as a number, and the
         # derived figures by their reliability, still matching the API.
-        tools.wait_for(
-            "document.querySelector('[data-point=\"input-power-meter\"]').textContent"
-            ".includes('communication-failure')",
-            STALE_AFTER_S + 30,
-        )
+        try:
+            tools.wait_for(
+                "document.querySelector('[data-point=\"input-power-meter\"]').textContent"
+                ".includes('communication-failure')",
+                STALE_AFTER_S + 30,
+            )
+        except TimeoutError as error:
+            raise AssertionError(_why_not_stale(tools, base, service.log())) from error
         assert "stale" in tools.evaluate("document.getElementById('status').textContent")
         for _ in range(4):
             shown = _shown(tools)
