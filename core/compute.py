@@ -89,8 +89,10 @@ class SnapshotComputer:
         interval_minutes: int = 15,
         stale_after_s: float = 300.0,
         outdoor: MinuteSeries | None = None,
+        dispatched: MinuteSeries | None = None,
     ) -> None:
         self._outdoor = outdoor
+        self._dispatched = dispatched
         self._stale_after_s = stale_after_s
         self._dispatch = dispatch
         self._interval_minutes = interval_minutes
@@ -247,10 +249,7 @@ class SnapshotComputer:
             return forecaster.forecast(history, self._tz, now)
         except Exception:
             log.exception("forecaster %s failed; using the baseline", forecaster.name)
-        baseline_history = MinuteHistory(
-            history.end_minute - self._baseline.history_minutes + 1,
-            self._series.window(history.end_minute, self._baseline.history_minutes),
-        )
+        baseline_history = self._history(history.end_minute, self._baseline.history_minutes)
         return self._baseline.forecast(baseline_history, self._tz, now)
 
     def _run_day_ahead(
@@ -282,8 +281,17 @@ class SnapshotComputer:
             return None
 
     def _history(self, origin: int, minutes: int) -> MinuteHistory:
-        """The last ``minutes`` minutes up to ``origin``, with outdoor air where known."""
+        """The base load of the last ``minutes`` minutes up to ``origin`` (the meter less the
+        battery and EV kW dispatched, where known), with outdoor air where known.
+
+        A battery that shaved last week's peaks must not teach the forecasters that the building
+        peaks lower; without a battery or EV the base load is the meter.
+        """
         values = self._series.window(origin, minutes)
+        if self._dispatched is not None:
+            own = self._dispatched.window(origin, minutes)
+            if not np.all(np.isnan(own)):
+                values = values - np.nan_to_num(own)
         air = None
         if self._outdoor is not None:
             window = self._outdoor.window(origin, minutes)

@@ -85,6 +85,8 @@ def demand_config(settings: Settings) -> DemandConfig:
         battery_charge_kw=settings.battery_charge_kw,
         has_ev=settings.has_ev,
         ev_charge_kw=settings.ev_charge_kw,
+        # The forecasters learn the base load (the meter less what is dispatched; compute.py).
+        forecast_is_base_load=True,
     )
 
 
@@ -180,6 +182,9 @@ class DsmCore:
         self._series = MinuteSeries(capacity)
         # Outdoor air in force at each minute (NaN where unknown), for models that use it.
         self._outdoor = MinuteSeries(capacity)
+        # kW of the battery and EV charging dispatched at each minute (NaN where none known): the
+        # forecasters see the meter less this, the building's base load.
+        self._dispatched = MinuteSeries(capacity)
         self._grid = ReadingGrid(settings.stale_after_s)
         self._classifier = LoadClassifier(
             settings.high_percentile,
@@ -196,6 +201,7 @@ class DsmCore:
             self._tz,
             self._window_minutes,
             outdoor=self._outdoor,
+            dispatched=self._dispatched,
             dispatch=self._dispatch,
             interval_minutes=settings.demand_interval_minutes,
             stale_after_s=settings.stale_after_s,
@@ -265,6 +271,10 @@ class DsmCore:
             now_minute - self._series.capacity_minutes, now_minute
         )
         self._outdoor.set_many(air_minutes, air_values)
+        own_minutes, own_values = self._storage.load_dispatched(
+            now_minute - self._series.capacity_minutes, now_minute
+        )
+        self._dispatched.set_many(own_minutes, own_values)
         latest = self._storage.latest_minute()
         if latest is not None:
             self._grid.restore(latest.minute, latest.kw, latest.sample_count, now.timestamp())
@@ -332,7 +342,7 @@ class DsmCore:
         self._demand.set_target(target_state.present_value)
         for target, kw in self._storage.forecasts_since(now_minute - LIVE_RMSE_WINDOW_MINUTES):
             self._errors.predicted(target, kw)
-            observed = self._series.get(target)
+            observed = self._base_load(target)
             if target <= now_minute - 1 and not math.isnan(observed):
                 self._errors.observed(target, observed)
         log.info(
@@ -714,36 +724,58 @@ class DsmCore:
     def _store_completed(self, completed: list[CompletedMinute]) -> None:
         if not completed:
             return
+        outdoor = self._input_in_force(InputKey.OUTDOOR_AIR_TEMP)
+        own = self._dispatched_in_force()
         closed: list[ClosedInterval] = []
         for item in completed:
             self._series.set(item.minute, item.kw)
-            self._errors.observed(item.minute, item.kw)
-            closed.extend(self._demand.observe_minute(item.minute, item.kw))
-        outdoor = self._outdoor_air_in_force()
-        if outdoor is not None:
-            for item in completed:
+            if outdoor is not None:
                 self._outdoor.set(item.minute, outdoor)
+            if own is not None:
+                self._dispatched.set(item.minute, own)
+            # The forecasts are of the base load: so is what they are scored against.
+            self._errors.observed(item.minute, item.kw - (own or 0.0))
+            closed.extend(self._demand.observe_minute(item.minute, item.kw))
+        minutes = [item.minute for item in completed]
         self._writer.enqueue(
             "minutes",
             partial(
                 self._storage.upsert_minutes,
                 completed,
                 "live",
-                outdoor_air=None
-                if outdoor is None
-                else dict.fromkeys((item.minute for item in completed), outdoor),
+                outdoor_air=None if outdoor is None else dict.fromkeys(minutes, outdoor),
+                dispatched=None if own is None else dict.fromkeys(minutes, own),
             ),
         )
         self._store_intervals(closed)
 
-    def _outdoor_air_in_force(self) -> float | None:
-        """The outdoor-air temperature written within --stale-after-s, else None."""
-        item = self._inputs.get(InputKey.OUTDOOR_AIR_TEMP)
+    def _input_in_force(self, key: InputKey) -> float | None:
+        """An optional input's value written within --stale-after-s, else None."""
+        item = self._inputs.get(key)
         if item is None:
             return None
         value, at = item
         age_s = (self._clock.now() - at).total_seconds()
         return value if age_s <= self._settings.stale_after_s else None
+
+    def _dispatched_in_force(self) -> float | None:
+        """kW of the battery and EV charging in force now (+ drawn from the grid), None if neither.
+
+        The measured inputs while fresh; without a battery measurement, the setpoint the plan
+        gives the BAS (what the inverter is told to do; the plan keeps it within the SOC limits).
+        """
+        battery = self._input_in_force(InputKey.BATTERY_POWER_KW)
+        if battery is None and self._snapshot.dispatch is not None:
+            battery = self._snapshot.dispatch.setpoint_kw
+        ev = self._input_in_force(InputKey.EV_CHARGING_POWER_KW)
+        if battery is None and ev is None:
+            return None
+        return (battery or 0.0) + (ev or 0.0)
+
+    def _base_load(self, minute: int) -> float:
+        """The meter less the dispatched kW of ``minute`` (NaN when the meter has none)."""
+        own = self._dispatched.get(minute)
+        return self._series.get(minute) - (0.0 if math.isnan(own) else own)
 
     def _store_intervals(self, closed: list[ClosedInterval]) -> None:
         if closed:

@@ -92,6 +92,21 @@ def choose_window(storage: Storage, min_valid_days: float) -> tuple[int, int, li
     return max(oldest, end - span + 1), end, notes
 
 
+def base_load_series(
+    storage: Storage, start_minute: int, end_minute: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Stored minutes in [start, end] as base load: the meter less the battery and EV kW the
+    service dispatched in that minute (where it recorded one), as the served forecasters see it."""
+    minutes, values = storage.load_series(start_minute, end_minute)
+    own_minutes, own = storage.load_dispatched(start_minute, end_minute)
+    if len(own_minutes) and len(minutes):
+        values = values.copy()
+        at = np.minimum(np.searchsorted(minutes, own_minutes), len(minutes) - 1)
+        same = minutes[at] == own_minutes  # a minute the service stored between the two reads
+        values[at[same]] -= own[same]
+    return minutes, values
+
+
 def dense_outdoor_air(storage: Storage, start: int, length: int) -> npt.NDArray[np.float64] | None:
     """Stored outdoor air aligned with a dense kW window (NaN where unknown); None if none."""
     minutes, temps = storage.load_outdoor_air(start, start + length - 1)
@@ -174,7 +189,7 @@ def _train(
             f"no readings stored yet: training needs at least {neural.MIN_HISTORY_DAYS} days"
         )
     lo, end, notes = window
-    minutes, values = storage.load_series(lo, end)
+    minutes, values = base_load_series(storage, lo, end)
     start, dense = dense_history(minutes, values)
     air = dense_outdoor_air(storage, start, len(dense))
     for note in notes:

@@ -69,6 +69,9 @@ class MinuteReading(Base):
     source: Mapped[str] = mapped_column(String(16), nullable=False)
     # Outdoor air temperature in force in this minute (the configured unit); None when unknown.
     outdoor_air_temp: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # kW of the battery and EV charging this service dispatches, in this minute (+ drawn from the
+    # grid, as the meter counts it); the forecasters learn the meter less this. None: none known.
+    dispatched_kw: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ModelRun(Base):

@@ -101,11 +101,13 @@ class Storage:
         minutes: Sequence[CompletedMinute],
         source: str,
         outdoor_air: Mapping[int, float] | None = None,
+        dispatched: Mapping[int, float] | None = None,
     ) -> None:
         """Insert or replace completed minutes (a later close of the same minute wins).
 
         ``outdoor_air`` (minute -> temperature in force, the configured unit) sets the outdoor
         air of those minutes; a minute not in it keeps what is stored (None when new).
+        ``dispatched`` (minute -> battery and EV kW in force) likewise sets ``dispatched_kw``.
         """
         if not minutes:
             return
@@ -120,6 +122,8 @@ class Storage:
                 )
                 if outdoor_air is not None and item.minute in outdoor_air:
                     row.outdoor_air_temp = float(outdoor_air[item.minute])
+                if dispatched is not None and item.minute in dispatched:
+                    row.dispatched_kw = float(dispatched[item.minute])
                 session.merge(row)
 
     def upsert_weather(self, temps: Mapping[int, float]) -> int:
@@ -271,6 +275,22 @@ class Storage:
                 .where(
                     MinuteReading.minute.between(start_minute, end_minute),
                     MinuteReading.outdoor_air_temp.is_not(None),
+                )
+                .order_by(MinuteReading.minute)
+            ).all()
+        return _columns(rows)
+
+    def load_dispatched(
+        self, start_minute: int, end_minute: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Minute indices and dispatched kW (battery and EV) of the minutes in [start, end]
+        that have one."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(MinuteReading.minute, MinuteReading.dispatched_kw)
+                .where(
+                    MinuteReading.minute.between(start_minute, end_minute),
+                    MinuteReading.dispatched_kw.is_not(None),
                 )
                 .order_by(MinuteReading.minute)
             ).all()

@@ -10,10 +10,12 @@ import pytest
 
 from core.clock import FakeClock
 from core.errors import InvalidReading
+from core.readings import CompletedMinute
 from core.service import Reading
 from core.snapshot import Quality
 from core.storage.repository import Storage
 from core.timegrid import minute_of
+from core.trainer import base_load_series
 from tests.conftest import START
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -203,3 +205,69 @@ async def test_outdoor_air_is_stored_beside_each_closed_minute(make_core, clock,
     with pytest.raises(InvalidReading, match="outdoor_air_temp"):
         await core.rest_command({"outdoor_air_temp": 500.0})
     await core.stop()
+
+
+async def test_the_forecasters_see_the_meter_less_the_battery_it_dispatched(
+    make_core, clock, storage
+) -> None:
+    """Two weeks in which a battery shaved every afternoon by 4 kW: the meter peaked at 11 kW, the
+    building at 15. The forecasts, the training data and the live score are of the building."""
+    start = START - timedelta(days=15)
+    span = int((START - start).total_seconds() // 60)
+    first = minute_of(start)
+
+    def base(minute: int) -> float:
+        return float(10 + 5 * np.sin((minute - first) * 2 * np.pi / 1440))
+
+    shaved = {m: -4.0 for m in range(first, first + span) if base(m) > 11}
+    storage.upsert_minutes(
+        [CompletedMinute(m, base(m) + shaved.get(m, 0.0), 1) for m in range(first, first + span)],
+        "live",
+        dispatched=shaved,
+    )
+    core = make_core(has_battery=True, battery_capacity_kwh=20.0, battery_charge_kw=10.0)
+    await core.start()
+    for _ in range(70):
+        minute = minute_of(clock.now())
+        own = shaved.get(minute - 1440, 0.0)  # the same shaving as the day before
+        await core.rest_command({"battery_power_kw": own})
+        await core.submit_reading(base(minute) + own)
+        clock.advance(60)
+        await core.tick()
+    await core.writer.drain()
+    snapshot = core.snapshot
+    origin = minute_of(clock.now()) - 1
+    assert snapshot.forecast is not None and snapshot.forecast.forecaster == "mean-2-weeks"
+    assert snapshot.forecast.one_hour_kw == pytest.approx(base(origin + 60), abs=1e-6)
+    day = snapshot.day_ahead
+    assert day is not None
+    # The building's afternoon peak (15 kW), not the shaved meter's (11 kW).
+    assert max(day.p50_kw) > 14.5
+    # Each live minute is stored with the battery power written for it.
+    minutes, own_kw = storage.load_dispatched(minute_of(START), origin)
+    expected = {m: shaved.get(m - 1440, 0.0) for m in range(minute_of(START), origin + 1)}
+    assert dict(zip(minutes.tolist(), own_kw.tolist(), strict=True)) == pytest.approx(expected)
+    # The live score compares the forecast with the building, so it is exact here.
+    assert snapshot.model.live_rmse_samples == 10
+    assert max(abs(error) for _, error in core._errors._errors) < 1e-6
+    # Training reads the same base load.
+    minutes, values = base_load_series(storage, first, origin)
+    assert np.allclose(values, [base(m) for m in minutes.tolist()])
+    # Without a battery measurement, the plan's own setpoint is what the battery was told to do.
+    await core.rest_command({"battery_power_kw": None})
+    clock.advance(30 * 60)  # the last measurement goes stale
+    await core.submit_reading(12.0)
+    await core.tick()
+    assert core.snapshot.dispatch is not None
+    setpoint = core.snapshot.dispatch.setpoint_kw
+    clock.advance(60)
+    await core.submit_reading(12.0)  # closes the minute the setpoint was in force
+    await core.writer.drain()
+    minutes, own_kw = storage.load_dispatched(origin + 1, minute_of(clock.now()))
+    assert own_kw[-1] == pytest.approx(setpoint)
+    await core.stop()
+    # A restart restores what was dispatched along with the meter.
+    again = make_core(has_battery=True, battery_capacity_kwh=20.0, battery_charge_kw=10.0)
+    await again.start()
+    assert again._base_load(minutes[-1]) == pytest.approx(12.0 - setpoint)
+    await again.stop()
