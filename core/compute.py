@@ -151,7 +151,8 @@ class SnapshotComputer:
             live_rmse_samples=self._errors.samples,
         )
         closed = demand.close_due(now)
-        demand_snapshot = demand.evaluate(now, forecast, inputs)
+        setpoint = previous.dispatch.setpoint_kw if previous.dispatch is not None else None
+        demand_snapshot = demand.evaluate(now, forecast, inputs, battery_setpoint_kw=setpoint)
         day_ahead = self._run_day_ahead(forecaster, origin, now) if fresh else None
         dispatch = (
             self._plan_dispatch(origin, now, demand_snapshot, day_ahead, inputs, previous)

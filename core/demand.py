@@ -625,9 +625,16 @@ class DemandTracker:
     # -- evaluation ----------------------------------------------------------------------------
 
     def evaluate(
-        self, now: datetime, forecast: Forecast | None, inputs: OptionalInputs
+        self,
+        now: datetime,
+        forecast: Forecast | None,
+        inputs: OptionalInputs,
+        battery_setpoint_kw: float | None = None,
     ) -> DemandSnapshot:
         """Status of the interval containing ``now``, next-hour outlook, and the decisions.
+
+        ``battery_setpoint_kw``: the battery power the dispatch plan asks for now; a base-load
+        forecast adds it back when no ``battery_power_kw`` measurement is fresh.
 
         Updates the hysteresis state (latches, chiller limit), so call it at most a few times a
         minute; calls within one minute cannot flip a latch twice.
@@ -656,7 +663,9 @@ class DemandTracker:
         if held_kw is None:
             notes.append("no recent meter minute: no held-load fallback")
         usable = self._usable_forecast(forecast, now_minute, notes)
-        step = self._step_function(usable, battery_kw, ev_kw, notes)
+        step = self._step_function(
+            usable, battery_kw if battery_kw is not None else battery_setpoint_kw, ev_kw, notes
+        )
 
         target = self._target_kw
         effective = target

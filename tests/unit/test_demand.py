@@ -526,6 +526,18 @@ def test_base_load_forecast_adds_back_the_running_dispatched_loads() -> None:
     )
     snap = tracker.evaluate(at(S + 5), forecast(S + 4, 120.0), inputs)
     assert snap.interval.projected_kw == pytest.approx((500.0 + 10 * (120.0 + 27.0)) / 15)
+    # Without a battery measurement the plan's setpoint (discharging 15 kW) is added back; a
+    # measurement, when fresh, wins over it.
+    unmeasured = OptionalInputs(
+        battery_soc_pct=fresh(60.0, S + 5), ev_charging_power_kw=fresh(7.0, S + 5)
+    )
+    snap = tracker.evaluate(
+        at(S + 5), forecast(S + 4, 120.0), unmeasured, battery_setpoint_kw=-15.0
+    )
+    assert snap.interval.projected_kw == pytest.approx((500.0 + 10 * (120.0 - 15.0 + 7.0)) / 15)
+    assert not any("unknown battery" in note for note in snap.notes)
+    snap = tracker.evaluate(at(S + 5), forecast(S + 4, 120.0), inputs, battery_setpoint_kw=-15.0)
+    assert snap.interval.projected_kw == pytest.approx((500.0 + 10 * (120.0 + 27.0)) / 15)
 
 
 # -- persistence -------------------------------------------------------------------------------
