@@ -100,8 +100,9 @@ class DispatchSettings:
     # Hold the peak already paid (not the planned one) while the plan leaves this share of the
     # capacity unused (None: always defend the planned peak).
     spare_share_to_hold_floor: float | None = 0.25
-    # How fast the forecast's recent under-prediction is forgotten (per interval), and how far
-    # ahead it is added (intervals): a day running hotter than forecast raises the plan early.
+    # How fast the forecast's recent under-prediction is forgotten (per 15 minutes), and how far
+    # ahead it is added (in 15-minute steps, whatever the demand interval): a day running hotter
+    # than forecast raises the plan early.
     bias_decay: float = 0.8
     bias_steps: int = 16
     # Within-interval reserve (kW per minute still to come): the live layer aims the interval that
@@ -215,7 +216,7 @@ class DispatchController:
         energy = battery.kwh(soc_pct)
         elapsed = len(inputs.interval_grid_kw)
         elapsed_sum = float(sum(inputs.interval_grid_kw))
-        self._track_bias(inputs.minute - elapsed, inputs.load_now_kw)
+        self._track_bias(inputs.minute - elapsed, inputs.load_now_kw, inputs.step_minutes)
         if math.isfinite(inputs.load_now_kw) and inputs.minute != self._recent_minute:
             # One entry per minute, however often the service takes a snapshot.
             self._recent.append(inputs.load_now_kw)
@@ -308,8 +309,9 @@ class DispatchController:
             self._bias_forecast = float(p50[0])
         load = p50 + self._settings.band_weight * (p90 - p50)
         if self._bias_kw > 0 and self._settings.bias_steps > 0:
-            ramp = self._bias_kw * self._settings.bias_decay ** np.arange(len(load))
-            ramp[self._settings.bias_steps :] = 0.0
+            quarters = np.arange(len(load)) * step / 15.0  # counted in 15-minute steps
+            ramp = self._bias_kw * self._settings.bias_decay**quarters
+            ramp[quarters >= self._settings.bias_steps] = 0.0
             load = load + ramp
         level = self._sustained_error_kw(step)
         if level > 0:
@@ -350,7 +352,7 @@ class DispatchController:
         self._plan_p90 = tuple(float(v) for v in p90)
         return plan
 
-    def _track_bias(self, interval_start: int, load_now_kw: float) -> None:
+    def _track_bias(self, interval_start: int, load_now_kw: float, step_minutes: int) -> None:
         """Follow how far the load of each closed interval ran above its P50 forecast.
 
         ``load_now_kw`` is the load of the minute before ``decide``'s minute, so the minutes seen
@@ -363,7 +365,8 @@ class DispatchController:
                 observed = self._bias_sum / self._bias_count
                 self._errors.append(observed - forecast)
                 error = max(0.0, observed - forecast)
-                self._bias_kw = max(error, self._bias_kw * self._settings.bias_decay)
+                decay = self._settings.bias_decay ** (step_minutes / 15.0)
+                self._bias_kw = max(error, self._bias_kw * decay)
             else:
                 # An interval without a measured minute or a forecast breaks a hot day's run.
                 self._errors.clear()

@@ -197,6 +197,54 @@ def test_a_day_running_above_its_forecast_for_an_hour_lifts_the_rest_of_the_plan
     assert (plan.grid_kw[1:] - plan.battery_kw[1:])[16:] == pytest.approx(10.0)
 
 
+def _path_after_spike(step: int, spike_minutes: int) -> np.ndarray:
+    """The plan's path right after ``spike_minutes`` at 13 kW over a flat 10 kW forecast."""
+    controller = DispatchController(BATTERY, TARIFF, UTC)
+    start = 1_000_800  # on the hour: every interval length lines up
+    forecast = {"forecast_start_minute": start, "forecast_p50_kw": [10.0] * 200}
+    forecast["forecast_p90_kw"] = forecast["forecast_p50_kw"]
+    for offset in range(spike_minutes):
+        grid = [13.0] * (offset % step)
+        controller.decide(
+            _inputs(
+                minute=start + offset,
+                step_minutes=step,
+                interval_grid_kw=grid,
+                load_now_kw=13.0,
+                **forecast,
+            )
+        )
+    decision = controller.decide(
+        _inputs(
+            minute=start + spike_minutes,
+            step_minutes=step,
+            interval_grid_kw=[],
+            load_now_kw=10.0,
+            **forecast,
+        )
+    )
+    assert decision.plan is not None
+    return _plan_path(decision.plan)
+
+
+@pytest.mark.parametrize("interval", [5, 30])
+def test_a_spike_raises_the_plan_for_the_same_time_whatever_the_interval(interval: int) -> None:
+    # A quarter hour 3 kW above a flat 10 kW forecast raises the plan by 3 kW fading by 20 % a
+    # quarter hour, for four hours, whether the tariff counts 5, 15 or 30 minutes.
+    quarter = _path_after_spike(15, 15)
+    assert quarter[:15] == pytest.approx(10.0 + 3.0 * 0.8 ** np.arange(1, 16))
+    assert quarter[15:] == pytest.approx(10.0)
+    other = _path_after_spike(interval, max(15, interval))
+    if interval == 5:
+        # Every third 5-minute step starts where a quarter hour starts.
+        assert other[2::3][:15] == pytest.approx(quarter[:15])
+        assert other[47:] == pytest.approx(10.0)
+    else:
+        # A 30-minute step starts where every second quarter hour starts.
+        assert other[:7] == pytest.approx(quarter[1:15:2])
+        assert other[7:] == pytest.approx(10.0)
+
+
 def _plan_path(plan: PlanResult) -> np.ndarray:
     """The load the plan assumed in each step after the first."""
     return plan.grid_kw[1:] - plan.battery_kw[1:]
