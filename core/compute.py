@@ -90,7 +90,9 @@ class SnapshotComputer:
         stale_after_s: float = 300.0,
         outdoor: MinuteSeries | None = None,
         dispatched: MinuteSeries | None = None,
+        sliding_window: bool = False,
     ) -> None:
+        self._sliding = sliding_window
         self._outdoor = outdoor
         self._dispatched = dispatched
         self._stale_after_s = stale_after_s
@@ -197,8 +199,12 @@ class SnapshotComputer:
             return None
         minute = origin + 1
         step = self._interval_minutes
-        # The billing interval (site-local clock-aligned, as the demand tracker bills it).
-        start = interval_start_minute(minute, step, self._tz)
+        # The billing interval (site-local clock-aligned, as the demand tracker bills it); with a
+        # sliding window, the window the coming minute closes.
+        if self._sliding:
+            start = minute - (step - 1)
+        else:
+            start = interval_start_minute(minute, step, self._tz)
         # The latest meter minute within the stale limit (a BAS may write less often than each
         # minute); none: NaN, and the controller holds the battery and says so.
         recent = self._series.window(origin, max(1, int(self._stale_after_s // 60)))
@@ -232,6 +238,7 @@ class SnapshotComputer:
                 paid_peak_kw=demand.period_peak_kw,
                 target_kw=demand.target_kw,
                 soc_pct=soc,
+                sliding=self._sliding,
             )
         )
 

@@ -205,6 +205,7 @@ class DsmCore:
             dispatch=self._dispatch,
             interval_minutes=settings.demand_interval_minutes,
             stale_after_s=settings.stale_after_s,
+            sliding_window=settings.demand_window == WindowMode.SLIDING.value,
         )
         self._demand_config = demand_config(settings)
         self._demand = DemandTracker(self._demand_config)

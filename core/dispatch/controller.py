@@ -143,6 +143,10 @@ class DispatchInputs:
     soc_pct: float | None  # None when stale or never written
     # The forecast's step; the plan's is the demand interval.
     forecast_step_minutes: int = DAY_AHEAD_STEP_MINUTES
+    # A sliding demand window (the average of the last ``step_minutes``, billed at every minute):
+    # ``interval_grid_kw`` then holds the ``step_minutes - 1`` minutes before this one, so the
+    # minute to come closes a window, and the plan's first step is that window.
+    sliding: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +220,11 @@ class DispatchController:
         energy = battery.kwh(soc_pct)
         elapsed = len(inputs.interval_grid_kw)
         elapsed_sum = float(sum(inputs.interval_grid_kw))
-        self._track_bias(inputs.minute - elapsed, inputs.load_now_kw, inputs.step_minutes)
+        # The forecast's error is followed per clock interval (with a sliding window, per block
+        # of the window's length), so a one-minute window shift is not a closed interval.
+        step = inputs.step_minutes
+        block = inputs.minute - inputs.minute % step if inputs.sliding else inputs.minute - elapsed
+        self._track_bias(block, inputs.load_now_kw, step)
         if math.isfinite(inputs.load_now_kw) and inputs.minute != self._recent_minute:
             # One entry per minute, however often the service takes a snapshot.
             self._recent.append(inputs.load_now_kw)

@@ -245,6 +245,44 @@ def test_a_spike_raises_the_plan_for_the_same_time_whatever_the_interval(interva
         assert other[7:] == pytest.approx(10.0)
 
 
+def test_a_sliding_window_defends_the_window_each_minute_closes() -> None:
+    # A 15-minute sliding window: the 14 minutes before averaged 20 kW and 20 kW is paid, so the
+    # coming minute may draw 20 kW; at 25 kW the battery discharges the 5 kW over.
+    controller = DispatchController(BATTERY, TARIFF, UTC)
+    start = 1_000_003  # not on a quarter hour: a sliding window has no clock
+    forecast = {"forecast_start_minute": start - 3, "forecast_p50_kw": [10.0] * 200}
+    forecast["forecast_p90_kw"] = forecast["forecast_p50_kw"]
+    decision = controller.decide(
+        _inputs(
+            minute=start,
+            interval_grid_kw=[20.0] * 14,
+            load_now_kw=25.0,
+            paid_peak_kw=20.0,
+            sliding=True,
+            **forecast,
+        )
+    )
+    assert decision.setpoint_kw == pytest.approx(-5.0)
+    assert decision.plan_start_minute == start - 14
+    # The forecast's error is followed per 15-minute block, not per one-minute shift: an hour
+    # and more at 13 kW over the 10 kW forecast lifts the far plan as with fixed intervals.
+    for offset in range(1, 80):
+        decision = controller.decide(
+            _inputs(
+                minute=start + offset,
+                interval_grid_kw=[13.0] * 14,
+                load_now_kw=13.0,
+                paid_peak_kw=20.0,
+                sliding=True,
+                **forecast,
+            )
+        )
+    assert decision.plan is not None
+    assert _plan_path(decision.plan)[20:60] == pytest.approx(
+        10.0 + 3.0 * 0.98 ** np.arange(21, 61), abs=0.2
+    )
+
+
 def _plan_path(plan: PlanResult) -> np.ndarray:
     """The load the plan assumed in each step after the first."""
     return plan.grid_kw[1:] - plan.battery_kw[1:]
@@ -472,3 +510,43 @@ def test_the_service_plans_on_the_billed_interval_across_a_meter_gap() -> None:
     measured = [v for v in values if not math.isnan(v)]
     fill = sum(measured) / len(measured)
     assert seen[0].interval_grid_kw == pytest.approx([fill if math.isnan(v) else v for v in values])
+
+
+def test_the_service_plans_a_sliding_window_on_the_minutes_before() -> None:
+    from core.accuracy import LiveErrorTracker
+    from core.compute import SnapshotComputer
+    from core.demand import OptionalInputs
+    from core.demand import Reading as DemandReading
+    from core.series import MinuteSeries
+    from core.signals import LoadClassifier
+    from core.snapshot import Snapshot
+
+    series = MinuteSeries(3 * 7 * 1440)
+    end = 28_000_000 + 3 * 7 * 1440 + 7 - 1
+    minutes = np.arange(end - 3 * 7 * 1440 + 1, end + 1, dtype=np.int64)
+    series.set_many(minutes, _synthetic_days(21))
+    controller = DispatchController(BATTERY, TARIFF, UTC)
+    computer = SnapshotComputer(
+        series,
+        LoadClassifier(90, 10, 900, 60),
+        LiveErrorTracker(),
+        UTC,
+        1440,
+        dispatch=controller,
+        interval_minutes=15,
+        sliding_window=True,
+    )
+    now = datetime(2023, 1, 1, tzinfo=UTC)
+    day_ahead = computer._seasonal_day_ahead(end, now)
+    demand = cast(Any, SimpleNamespace(period_peak_kw=12.0, target_kw=None))
+    inputs = OptionalInputs(battery_soc_pct=DemandReading(60.0, now))
+    seen: list[DispatchInputs] = []
+    decide = controller.decide
+    controller.decide = lambda given: (seen.append(given), decide(given))[1]  # type: ignore[method-assign]
+    decision = computer._plan_dispatch(end, now, demand, day_ahead, inputs, Snapshot())
+    assert decision is not None and decision.plan_start_minute == end - 13
+    # The window the coming minute closes: the 14 minutes before it, wherever the clock is.
+    assert seen[0].sliding
+    assert seen[0].interval_grid_kw == pytest.approx(
+        [series.get(m) for m in range(end - 13, end + 1)]
+    )
