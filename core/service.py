@@ -376,9 +376,17 @@ class DsmCore:
         """Flush the open minute's partial mean and drain pending writes."""
         open_minute = self._grid.open_partial()
         if open_minute is not None:
-            completed = [open_minute]
+            own = self._dispatched_in_force()
+            outdoor = self._input_in_force(InputKey.OUTDOOR_AIR_TEMP)
             self._writer.enqueue(
-                "the open minute", partial(self._storage.upsert_minutes, completed, "live")
+                "the open minute",
+                partial(
+                    self._storage.upsert_minutes,
+                    [open_minute],
+                    "live",
+                    outdoor_air=None if outdoor is None else {open_minute.minute: outdoor},
+                    dispatched=None if own is None else {open_minute.minute: own},
+                ),
             )
         self._persist_state()
         await self._writer.stop()

@@ -271,3 +271,16 @@ async def test_the_forecasters_see_the_meter_less_the_battery_it_dispatched(
     await again.start()
     assert again._base_load(minutes[-1]) == pytest.approx(12.0 - setpoint)
     await again.stop()
+
+
+async def test_the_open_minute_flushed_at_stop_keeps_its_outdoor_air_and_battery(
+    make_core, clock, storage
+) -> None:
+    core = make_core()
+    await core.start()
+    await core.rest_command({"outdoor_air_temp": 88.0, "battery_power_kw": -3.0})
+    await core.submit_reading(10.0)
+    await core.stop()  # the minute is still open: its partial mean is flushed
+    minute = minute_of(START)
+    assert list(zip(*storage.load_outdoor_air(minute, minute), strict=True)) == [(minute, 88.0)]
+    assert list(zip(*storage.load_dispatched(minute, minute), strict=True)) == [(minute, -3.0)]
