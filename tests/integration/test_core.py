@@ -7,12 +7,13 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from sqlalchemy import bindparam, update
 
 from core.clock import FakeClock
 from core.errors import InvalidReading
-from core.readings import CompletedMinute
 from core.service import Reading
 from core.snapshot import Quality
+from core.storage.models import MinuteReading
 from core.storage.repository import Storage
 from core.timegrid import minute_of
 from core.trainer import base_load_series
@@ -220,11 +221,17 @@ async def test_the_forecasters_see_the_meter_less_the_battery_it_dispatched(
         return float(10 + 5 * np.sin((minute - first) * 2 * np.pi / 1440))
 
     shaved = {m: -4.0 for m in range(first, first + span) if base(m) > 11}
-    storage.upsert_minutes(
-        [CompletedMinute(m, base(m) + shaved.get(m, 0.0), 1) for m in range(first, first + span)],
-        "live",
-        dispatched=shaved,
-    )
+    meter = np.array([base(m) + shaved.get(m, 0.0) for m in range(first, first + span)])
+    storage.insert_missing_minutes(first, meter, "live")
+    # As the live path stores them (upsert_minutes with dispatched=), in one statement.
+    table = MinuteReading.__table__
+    with storage.engine.begin() as conn:
+        conn.execute(
+            update(table)
+            .where(table.c.minute == bindparam("m"))
+            .values(dispatched_kw=bindparam("own")),
+            [{"m": m, "own": kw} for m, kw in shaved.items()],
+        )
     core = make_core(has_battery=True, battery_capacity_kwh=20.0, battery_charge_kw=10.0)
     await core.start()
     for _ in range(70):
