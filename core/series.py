@@ -55,6 +55,25 @@ class MinuteSeries:
         self._keys[slots] = minutes
         self._latest = latest
 
+    def fill_missing(self, minutes: npt.NDArray[np.int64], kw: npt.NDArray[np.float64]) -> int:
+        """Store the given minutes that the window holds no value for; return how many.
+
+        Values the cache already has win (a live minute may not have reached the database yet).
+        """
+        if len(minutes) == 0 or self._latest is None:
+            self.set_many(minutes, kw)
+            return len(minutes)
+        keep = minutes > self._latest - self._capacity
+        minutes, kw = minutes[keep], kw[keep]
+        slots = minutes % self._capacity
+        known = (self._keys[slots] == minutes) & ~np.isnan(self._values[slots])
+        self.set_many(minutes[~known], kw[~known])
+        return int(np.count_nonzero(~known))
+
+    def count_known(self, end_minute: int, length: int) -> int:
+        """How many minutes of ``end_minute - length + 1 .. end_minute`` have a value."""
+        return int(np.count_nonzero(~np.isnan(self.window(end_minute, length))))
+
     def get(self, minute: int) -> float:
         """One minute's value, NaN when unknown."""
         slot = minute % self._capacity

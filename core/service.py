@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
+import numpy as np
+import numpy.typing as npt
+
 from core.accuracy import LiveErrorTracker
 from core.clock import Clock
 from core.commands import REST_PRIORITY, CommandState, InputKey, check_priority
@@ -46,6 +49,9 @@ from core.timegrid import (
 from core.validation import INPUT_RANGES, InputValidator
 from core.writer import DatabaseWriter, WriterFault
 
+# (minute indices, values) as the repository reads them.
+Columns = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
+
 log = logging.getLogger(__name__)
 
 SnapshotListener = Callable[[Snapshot], None]
@@ -54,6 +60,8 @@ SnapshotListener = Callable[[Snapshot], None]
 LIVE_RMSE_WINDOW_MINUTES = MINUTES_PER_DAY
 MAX_BATCH = 100_000
 CACHE_MIN_WEEKS = 5
+# How often a running service looks for minutes stored behind its back (``open-dsm import``).
+CACHE_REFRESH_S = 300.0
 STATE_SNAPSHOT = "snapshot"
 STATE_CLASSIFIER = "load_classifier"
 STATE_DEMAND = "demand_tracker"
@@ -262,20 +270,51 @@ class DsmCore:
         await asyncio.to_thread(self._restore, now)
         self._publish(self._with_inputs(now))
 
+    def _cache_columns(self, now_minute: int) -> list[tuple[MinuteSeries, Columns]]:
+        """The stored meter, outdoor air and dispatched kW of the cache's window (a read)."""
+        lo = now_minute - self._series.capacity_minutes
+        return [
+            (self._series, self._storage.load_series(lo, now_minute)),
+            (self._outdoor, self._storage.load_outdoor_air(lo, now_minute)),
+            (self._dispatched, self._storage.load_dispatched(lo, now_minute)),
+        ]
+
+    async def pick_up_imports(self) -> int:
+        """Add minutes stored behind the service's back (``open-dsm import`` while it runs) to
+        the cache; return how many meter minutes were added.
+
+        One count query decides; the cache's own values win over the database's (a live minute
+        may still be on its way to the database). ``run`` calls it every CACHE_REFRESH_S.
+        """
+        self._assert_loop()
+        now_minute = minute_of(self._clock.now())
+        lo = now_minute - self._series.capacity_minutes + 1
+        length = self._series.capacity_minutes
+        stored = await asyncio.to_thread(self._storage.column_counts, lo, now_minute)
+        known = (
+            self._series.count_known(now_minute, length),
+            self._outdoor.count_known(now_minute, length),
+            self._dispatched.count_known(now_minute, length),
+        )
+        if all(db <= cached for db, cached in zip(stored, known, strict=True)):
+            return 0
+        columns = await asyncio.to_thread(self._cache_columns, now_minute)
+        added = [series.fill_missing(*values) for series, values in columns]
+        if any(added):
+            log.info(
+                "picked up %d stored minutes (%d with outdoor air) written outside the service",
+                added[0],
+                added[1],
+            )
+            self._wake.set()
+        return added[0]
+
     def _restore(self, now: datetime) -> None:
         now_minute = minute_of(now)
-        minutes, values = self._storage.load_series(
-            now_minute - self._series.capacity_minutes, now_minute
-        )
-        self._series.set_many(minutes, values)
-        air_minutes, air_values = self._storage.load_outdoor_air(
-            now_minute - self._series.capacity_minutes, now_minute
-        )
-        self._outdoor.set_many(air_minutes, air_values)
-        own_minutes, own_values = self._storage.load_dispatched(
-            now_minute - self._series.capacity_minutes, now_minute
-        )
-        self._dispatched.set_many(own_minutes, own_values)
+        columns = self._cache_columns(now_minute)
+        for series, values in columns:
+            series.set_many(*values)
+        minutes = columns[0][1][0]
         latest = self._storage.latest_minute()
         if latest is not None:
             self._grid.restore(latest.minute, latest.kw, latest.sample_count, now.timestamp())
@@ -357,6 +396,7 @@ class DsmCore:
         """Recompute the snapshot every interval and watch the input for staleness."""
         interval = self._settings.snapshot_interval_s
         await self.tick()
+        next_refresh = self._clock.now().timestamp() + CACHE_REFRESH_S
         while True:
             now = self._clock.now().timestamp()
             next_tick = (math.floor(now / interval) + 1) * interval + 0.05
@@ -371,6 +411,12 @@ class DsmCore:
                 await self.tick()
             else:
                 self.refresh_input(self._clock.now())
+            if self._clock.now().timestamp() >= next_refresh:
+                next_refresh = self._clock.now().timestamp() + CACHE_REFRESH_S
+                try:
+                    await self.pick_up_imports()
+                except Exception:  # a database hiccup: try again next time, never stop the loop
+                    log.exception("looking for imported minutes failed")
 
     async def stop(self) -> None:
         """Flush the open minute's partial mean and drain pending writes."""

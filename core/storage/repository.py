@@ -312,6 +312,19 @@ class Storage:
             )
         return None if value is None else int(value)
 
+    def column_counts(self, start_minute: int, end_minute: int) -> tuple[int, int, int]:
+        """Stored minutes in [start, end], and how many of them have outdoor air and a
+        dispatched kW (one query: a running service's check for an import)."""
+        with self.session() as session:
+            row = session.execute(
+                select(
+                    func.count(),
+                    func.count(MinuteReading.outdoor_air_temp),
+                    func.count(MinuteReading.dispatched_kw),
+                ).where(MinuteReading.minute.between(start_minute, end_minute))
+            ).one()
+        return int(row[0]), int(row[1]), int(row[2])
+
     def count_minutes_between(self, start_minute: int, end_minute: int) -> int:
         """How many minutes are stored in [start, end]."""
         with self.session() as session:

@@ -291,3 +291,32 @@ async def test_the_open_minute_flushed_at_stop_keeps_its_outdoor_air_and_battery
     minute = minute_of(START)
     assert list(zip(*storage.load_outdoor_air(minute, minute), strict=True)) == [(minute, 88.0)]
     assert list(zip(*storage.load_dispatched(minute, minute), strict=True)) == [(minute, -3.0)]
+
+
+async def test_a_running_service_picks_up_an_import(make_core, clock, storage) -> None:
+    """``open-dsm import`` writes the database directly while the service runs: the next check
+    adds the imported minutes (and outdoor air) to the cache, and live minutes keep their values."""
+    core = make_core()
+    await core.start()
+    await core.submit_reading(10.0)
+    clock.advance(60)
+    await core.tick()
+    live = minute_of(START)
+    assert await core.pick_up_imports() == 0  # nothing new
+    # Two weeks before now, imported behind the service's back, overlapping the live minute.
+    first = live - 14 * 1440
+    values = np.full(14 * 1440 + 1, 7.0)
+    storage.insert_missing_minutes(first, values, "import")
+    storage.upsert_weather({first: 70.0, first + 1: 71.0})
+    assert core.snapshot.forecast is None or core.snapshot.forecast.one_hour_kw != 7.0
+    assert await core.pick_up_imports() == 14 * 1440
+    assert core._series.get(first) == 7.0
+    assert core._series.get(live) == 10.0  # the live minute wins
+    assert core._outdoor.get(first + 1) == 71.0
+    await core.submit_reading(10.0)
+    clock.advance(60)
+    snapshot = await core.tick()
+    assert snapshot.forecast is not None
+    assert snapshot.forecast.one_hour_kw == pytest.approx(7.0)  # the imported day before
+    assert await core.pick_up_imports() == 0
+    await core.stop()
