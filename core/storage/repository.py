@@ -24,7 +24,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from core.demand import ClosedInterval
 from core.readings import CompletedMinute
@@ -269,29 +269,23 @@ class Storage:
         self, start_minute: int, end_minute: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """Minute indices and outdoor air of the minutes in [start, end] that have one."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(MinuteReading.minute, MinuteReading.outdoor_air_temp)
-                .where(
-                    MinuteReading.minute.between(start_minute, end_minute),
-                    MinuteReading.outdoor_air_temp.is_not(None),
-                )
-                .order_by(MinuteReading.minute)
-            ).all()
-        return _columns(rows)
+        return self._load_column(MinuteReading.outdoor_air_temp, start_minute, end_minute)
 
     def load_dispatched(
         self, start_minute: int, end_minute: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """Minute indices and dispatched kW (battery and EV) of the minutes in [start, end]
         that have one."""
+        return self._load_column(MinuteReading.dispatched_kw, start_minute, end_minute)
+
+    def _load_column(
+        self, column: InstrumentedAttribute[float | None], start_minute: int, end_minute: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """(minute, value) of a nullable minute column over [start, end], where it is set."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(MinuteReading.minute, MinuteReading.dispatched_kw)
-                .where(
-                    MinuteReading.minute.between(start_minute, end_minute),
-                    MinuteReading.dispatched_kw.is_not(None),
-                )
+                select(MinuteReading.minute, column)
+                .where(MinuteReading.minute.between(start_minute, end_minute), column.is_not(None))
                 .order_by(MinuteReading.minute)
             ).all()
         return _columns(rows)

@@ -465,7 +465,11 @@ def test_the_service_has_a_seasonal_day_ahead_to_stress_the_plan_with() -> None:
     assert max(seasonal.p90_kw) > 20.0  # the afternoon spike of earlier weeks
 
 
-def test_the_service_plans_on_the_billed_interval_across_a_meter_gap() -> None:
+def _service_decision(
+    end: int, tz: ZoneInfo, interval: int, sliding: bool = False, gaps: tuple[int, ...] = ()
+) -> tuple[Any, DispatchInputs, Any]:
+    """The service's dispatch decision for the minute after ``end`` over three weeks of the
+    synthetic days (``gaps``: minutes with no reading), with the inputs the controller got."""
     from core.accuracy import LiveErrorTracker
     from core.compute import SnapshotComputer
     from core.demand import OptionalInputs
@@ -474,28 +478,23 @@ def test_the_service_plans_on_the_billed_interval_across_a_meter_gap() -> None:
     from core.signals import LoadClassifier
     from core.snapshot import Snapshot
 
-    # India (UTC+5:30) bills 60-minute intervals on the local hour: at 50 minutes past a UTC hour
-    # the billed interval started 20 minutes ago, not 50.
-    kolkata = ZoneInfo("Asia/Kolkata")
     series = MinuteSeries(3 * 7 * 1440)
-    end = 28_000_000 + 3 * 7 * 1440 + 10 - 1  # the origin; the setpoint is for the next minute
     minutes = np.arange(end - 3 * 7 * 1440 + 1, end + 1, dtype=np.int64)
     series.set_many(minutes, _synthetic_days(21))
-    series.set(end - 3, math.nan)  # two minutes of this interval never came
-    series.set(end - 2, math.nan)
-    controller = DispatchController(BATTERY, TARIFF, kolkata)
+    for minute in gaps:
+        series.set(minute, math.nan)
+    controller = DispatchController(BATTERY, TARIFF, tz)
     computer = SnapshotComputer(
         series,
         LoadClassifier(90, 10, 900, 60),
         LiveErrorTracker(),
-        kolkata,
+        tz,
         1440,
         dispatch=controller,
-        interval_minutes=60,
+        interval_minutes=interval,
+        sliding_window=sliding,
     )
     now = datetime(2023, 1, 1, tzinfo=UTC)
-    minute = end + 1
-    assert minute % 60 == 50
     day_ahead = computer._seasonal_day_ahead(end, now)
     demand = cast(Any, SimpleNamespace(period_peak_kw=12.0, target_kw=None))
     inputs = OptionalInputs(battery_soc_pct=DemandReading(60.0, now))
@@ -504,49 +503,34 @@ def test_the_service_plans_on_the_billed_interval_across_a_meter_gap() -> None:
     controller.decide = lambda given: (seen.append(given), decide(given))[1]  # type: ignore[method-assign]
     decision = computer._plan_dispatch(end, now, demand, day_ahead, inputs, Snapshot())
     assert decision is not None and decision.plan is not None
+    return decision, seen[0], series
+
+
+def test_the_service_plans_on_the_billed_interval_across_a_meter_gap() -> None:
+    # India (UTC+5:30) bills 60-minute intervals on the local hour: at 50 minutes past a UTC hour
+    # the billed interval started 20 minutes ago, not 50.
+    end = 28_000_000 + 3 * 7 * 1440 + 10 - 1  # the origin; the setpoint is for the next minute
+    minute = end + 1
+    assert minute % 60 == 50
+    # Two minutes of this interval never came.
+    decision, given, series = _service_decision(
+        end, ZoneInfo("Asia/Kolkata"), 60, gaps=(end - 3, end - 2)
+    )
     assert decision.plan_start_minute == minute - 20
     # The gap counts at the mean of the measured minutes: 20 minutes elapsed, not 18.
     values = [series.get(m) for m in range(minute - 20, minute)]
     measured = [v for v in values if not math.isnan(v)]
     fill = sum(measured) / len(measured)
-    assert seen[0].interval_grid_kw == pytest.approx([fill if math.isnan(v) else v for v in values])
+    assert given.interval_grid_kw == pytest.approx([fill if math.isnan(v) else v for v in values])
+    assert not given.sliding
 
 
 def test_the_service_plans_a_sliding_window_on_the_minutes_before() -> None:
-    from core.accuracy import LiveErrorTracker
-    from core.compute import SnapshotComputer
-    from core.demand import OptionalInputs
-    from core.demand import Reading as DemandReading
-    from core.series import MinuteSeries
-    from core.signals import LoadClassifier
-    from core.snapshot import Snapshot
-
-    series = MinuteSeries(3 * 7 * 1440)
     end = 28_000_000 + 3 * 7 * 1440 + 7 - 1
-    minutes = np.arange(end - 3 * 7 * 1440 + 1, end + 1, dtype=np.int64)
-    series.set_many(minutes, _synthetic_days(21))
-    controller = DispatchController(BATTERY, TARIFF, UTC)
-    computer = SnapshotComputer(
-        series,
-        LoadClassifier(90, 10, 900, 60),
-        LiveErrorTracker(),
-        UTC,
-        1440,
-        dispatch=controller,
-        interval_minutes=15,
-        sliding_window=True,
-    )
-    now = datetime(2023, 1, 1, tzinfo=UTC)
-    day_ahead = computer._seasonal_day_ahead(end, now)
-    demand = cast(Any, SimpleNamespace(period_peak_kw=12.0, target_kw=None))
-    inputs = OptionalInputs(battery_soc_pct=DemandReading(60.0, now))
-    seen: list[DispatchInputs] = []
-    decide = controller.decide
-    controller.decide = lambda given: (seen.append(given), decide(given))[1]  # type: ignore[method-assign]
-    decision = computer._plan_dispatch(end, now, demand, day_ahead, inputs, Snapshot())
-    assert decision is not None and decision.plan_start_minute == end - 13
+    decision, given, series = _service_decision(end, UTC, 15, sliding=True)
+    assert decision.plan_start_minute == end - 13
     # The window the coming minute closes: the 14 minutes before it, wherever the clock is.
-    assert seen[0].sliding
-    assert seen[0].interval_grid_kw == pytest.approx(
+    assert given.sliding
+    assert given.interval_grid_kw == pytest.approx(
         [series.get(m) for m in range(end - 13, end + 1)]
     )
