@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
+import math
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a data dir holding a trained model (e.g. after `open-dsm import` and `open-dsm "
         "train`): its database is copied so the service runs that model",
     )
+    parser.add_argument(
+        "--battery-kwh",
+        type=_positive,
+        default=None,
+        help="configure a battery of this many kWh (half as many kW) and write the meter every "
+        "second, so the dispatch planner runs through the load runs (its RSS is in the footprint)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
 
 
@@ -128,7 +137,7 @@ class Server:
                 self.proc.wait()
 
 
-def _ours(data_dir: Path, seed: Path | None = None) -> Server:
+def _ours(data_dir: Path, seed: Path | None = None, battery_kwh: float | None = None) -> Server:
     bacnet, http = _free_port("udp"), _free_port("tcp")
     if seed is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -153,7 +162,46 @@ def _ours(data_dir: Path, seed: Path | None = None) -> Server:
         "--log-level",
         "WARNING",
     ]
+    if battery_kwh is not None:
+        args += [
+            "--has-battery",
+            "true",
+            "--battery-capacity-kwh",
+            f"{battery_kwh:g}",
+            "--battery-charge-kw",
+            f"{battery_kwh / 2:g}",
+        ]
     return Server("open-dsm", args, bacnet, http)
+
+
+@contextlib.asynccontextmanager
+async def _bas_writing(http_port: int) -> AsyncIterator[None]:
+    """A BAS writing the meter every second and the battery's SOC every 10 s (so the dispatch
+    planner runs every snapshot); on entry, waits until the service has solved a plan."""
+    base = f"http://127.0.0.1:{http_port}/api/v1"
+
+    async def write(http: httpx.AsyncClient) -> None:
+        for count in itertools.count():
+            if count % 10 == 0:
+                await http.post(f"{base}/demand/inputs", json={"battery_soc_pct": 60.0})
+            await http.post(f"{base}/readings", json={"kw": 20.0 + 5.0 * math.sin(count / 60)})
+            await asyncio.sleep(1.0)
+
+    async with httpx.AsyncClient() as http:
+        task = asyncio.create_task(write(http))
+        try:
+            for _ in range(300):
+                plan = (await http.get(f"{base}/dispatch/plan")).json()
+                if plan.get("reliable"):
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                raise RuntimeError(f"the service never solved a dispatch plan: {plan}")
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _bare(points_json: str) -> Server:
@@ -313,7 +361,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         startups: dict[str, list[float]] = {"open-dsm": [], "bare bacpypes3": []}
         for round_ in range(args.startups):
             for server, instance in (
-                (_ours(workdir / f"d{round_}", args.with_model), OURS_INSTANCE),
+                (_ours(workdir / f"d{round_}", args.with_model, args.battery_kwh), OURS_INSTANCE),
                 (_bare("[]"), BARE_INSTANCE),
             ):
                 spawned = server.start()
@@ -324,9 +372,10 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 finally:
                     server.stop()
 
-        ours = _ours(workdir / "load", args.with_model)
+        ours = _ours(workdir / "load", args.with_model, args.battery_kwh)
         ours.start()
         bare: Server | None = None
+        bas = contextlib.AsyncExitStack()
         try:
             await _first_i_am(client, ours, OURS_INSTANCE, time.monotonic())
             async with httpx.AsyncClient() as http:
@@ -349,6 +398,9 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         await http.get(f"http://127.0.0.1:{ours.http_port}/api/v1/model")
                     ).json()
                 footprint_model = model.get("forecaster")
+            if args.battery_kwh is not None:
+                # The planner solves every snapshot through the load runs below.
+                await bas.enter_async_context(_bas_writing(ours.http_port))
             bare = _bare(points_json)
             bare.start()
             await _first_i_am(client, bare, BARE_INSTANCE, time.monotonic())
@@ -426,6 +478,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 rss, peak = _rss_mb(server.proc.pid)
                 footprint[server.name] = {
                     "forecaster": footprint_model if server is ours else "-",
+                    "dispatch_planner": server is ours and args.battery_kwh is not None,
                     "rss_mb": rss,
                     "peak_rss_mb": peak,
                     "tensorflow_loaded": _loads_tensorflow(server.proc.pid),
@@ -433,6 +486,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     "startup_s_max": max(startups[server.name]),
                 }
         finally:
+            await bas.aclose()
             ours.stop()
             if bare is not None:
                 bare.stop()
@@ -468,6 +522,7 @@ def _table(report: dict[str, Any], args: argparse.Namespace) -> str:
             f"{name:<15} {fp['startup_s_median']:>21.2f} / {fp['startup_s_max']:<8.2f} "
             f"{fp['rss_mb']:>7.1f} {fp['peak_rss_mb']:>8.1f} "
             f"{('loaded' if fp['tensorflow_loaded'] else 'no'):>10}  {fp['forecaster']}"
+            f"{' + dispatch planner' if fp.get('dispatch_planner') else ''}"
         )
     ours = {(r.test, r.offered_per_s): r for r in report["loads"] if r.target == "open-dsm"}
     fixed = ours.get(("ReadProperty", args.rate))

@@ -25,6 +25,24 @@ def minute_start(minute: int) -> datetime:
     return datetime.fromtimestamp(minute * SECONDS_PER_MINUTE, tz=UTC)
 
 
+# DST transitions fall on a quarter hour: the UTC offset is looked up once per 15-minute bucket.
+OFFSET_BUCKET_MINUTES = 15
+
+
+def utc_offsets(minutes: npt.NDArray[np.int64], tz: ZoneInfo) -> npt.NDArray[np.int64]:
+    """The site's UTC offset (minutes, local - UTC) at each UTC minute index (vectorised: one
+    zone lookup per distinct 15-minute bucket)."""
+    buckets = np.floor_divide(minutes, OFFSET_BUCKET_MINUTES)
+    unique, inverse = np.unique(buckets, return_inverse=True)
+    offsets = np.empty(len(unique), dtype=np.int64)
+    for i, bucket in enumerate(unique.tolist()):
+        at = datetime.fromtimestamp(bucket * OFFSET_BUCKET_MINUTES * 60, tz=UTC).astimezone(tz)
+        offset = at.utcoffset() or timedelta(0)
+        offsets[i] = int(offset.total_seconds() // SECONDS_PER_MINUTE)
+    result: npt.NDArray[np.int64] = offsets[inverse.reshape(-1)]
+    return result
+
+
 def same_local_time_weeks_ago(
     minutes: npt.NDArray[np.int64], weeks: int, tz: ZoneInfo
 ) -> npt.NDArray[np.int64]:
@@ -33,13 +51,5 @@ def same_local_time_weeks_ago(
     A plain ``minute - weeks * 10080`` is off by an hour across a daylight-saving change; this
     corrects by the difference of the two UTC offsets.
     """
-    out = np.empty_like(minutes)
-    lag = weeks * MINUTES_PER_WEEK
-    for i, minute in enumerate(minutes.tolist()):
-        now = minute_start(minute)
-        then = now - timedelta(minutes=lag)
-        offset_now = now.astimezone(tz).utcoffset() or timedelta(0)
-        offset_then = then.astimezone(tz).utcoffset() or timedelta(0)
-        shift = int((offset_now - offset_then).total_seconds() // SECONDS_PER_MINUTE)
-        out[i] = minute - lag + shift
-    return out
+    then = minutes - weeks * MINUTES_PER_WEEK
+    return then + utc_offsets(minutes, tz) - utc_offsets(then, tz)

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.forecast.base import HORIZON_MINUTES
-from core.timegrid import MINUTES_PER_DAY
+from core.timegrid import MINUTES_PER_DAY, OFFSET_BUCKET_MINUTES, utc_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,6 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 _EPOCH_DAY = datetime(1970, 1, 1).toordinal()
-# Offsets are looked up per 15-minute UTC bucket: every zone changes offset on a quarter hour.
-_OFFSET_BUCKET_MINUTES = 15
 
 _DATE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$"), "ymd"),
@@ -118,14 +116,7 @@ class MeterSeries:
 
 def utc_offset_minutes(minutes: IntArray, tz: ZoneInfo) -> IntArray:
     """The site's UTC offset (minutes, local - UTC) at each UTC minute index."""
-    buckets = np.floor_divide(minutes, _OFFSET_BUCKET_MINUTES)
-    unique, inverse = np.unique(buckets, return_inverse=True)
-    offsets = np.empty(len(unique), dtype=np.int64)
-    for i, bucket in enumerate(unique.tolist()):
-        at = datetime.fromtimestamp(bucket * _OFFSET_BUCKET_MINUTES * 60, tz=UTC).astimezone(tz)
-        offset = at.utcoffset() or timedelta(0)
-        offsets[i] = int(offset.total_seconds() // 60)
-    return offsets[inverse.reshape(-1)]
+    return utc_offsets(minutes, tz)
 
 
 def local_minutes(minutes: IntArray, tz: ZoneInfo) -> IntArray:
@@ -285,14 +276,14 @@ def _local_to_utc(
     earlier (daylight) instant, the second as the later one. Spring-forward hours do not exist
     and are dropped.
     """
-    buckets = np.floor_divide(local, _OFFSET_BUCKET_MINUTES)
+    buckets = np.floor_divide(local, OFFSET_BUCKET_MINUTES)
     unique, inverse = np.unique(buckets, return_inverse=True)
     inverse = inverse.reshape(-1)
     off0 = np.empty(len(unique), dtype=np.int64)
     off1 = np.empty(len(unique), dtype=np.int64)
     exists = np.ones(len(unique), dtype=bool)
     for i, bucket in enumerate(unique.tolist()):
-        naive = datetime(1970, 1, 1) + timedelta(minutes=bucket * _OFFSET_BUCKET_MINUTES)
+        naive = datetime(1970, 1, 1) + timedelta(minutes=bucket * OFFSET_BUCKET_MINUTES)
         a = naive.replace(tzinfo=tz, fold=0)
         b = naive.replace(tzinfo=tz, fold=1)
         off0[i] = int((a.utcoffset() or timedelta(0)).total_seconds() // 60)

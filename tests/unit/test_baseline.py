@@ -10,7 +10,13 @@ import pytest
 
 from core.forecast.base import MinuteHistory
 from core.forecast.baseline import SeasonalMeanForecaster
-from core.timegrid import MINUTES_PER_WEEK, minute_of, same_local_time_weeks_ago
+from core.timegrid import (
+    MINUTES_PER_WEEK,
+    minute_of,
+    minute_start,
+    same_local_time_weeks_ago,
+    utc_offsets,
+)
 
 CHICAGO = ZoneInfo("America/Chicago")
 MADE = datetime(2026, 7, 15, 12, 0, tzinfo=UTC)
@@ -79,3 +85,31 @@ def test_forecast_times() -> None:
     assert forecast.origin == MADE
     assert forecast.target(60) == MADE + timedelta(minutes=60)
     assert forecast.peak_kw == 3.0 and forecast.peak_step == 1
+
+
+@pytest.mark.parametrize(
+    "zone", ["America/Chicago", "Australia/Lord_Howe", "Pacific/Chatham", "Asia/Kolkata"]
+)
+def test_vectorised_offsets_match_the_zone_minute_by_minute(zone: str) -> None:
+    # Three days around each 2022 transition, every minute: 30-minute DST (Lord Howe), a 12:45
+    # offset (Chatham) and no DST (Kolkata) included.
+    tz = ZoneInfo(zone)
+    days = [datetime(2022, month, 1, tzinfo=UTC) for month in range(1, 13)]
+    starts = []
+    for day in days:
+        for hour in range(0, 24 * 31, 6):
+            at = day + timedelta(hours=hour)
+            if (
+                at.astimezone(tz).utcoffset()
+                != (at + timedelta(hours=6)).astimezone(tz).utcoffset()
+            ):
+                starts.append(minute_of(at))
+    minutes = np.concatenate(
+        [np.arange(s - 1440, s + 1440, dtype=np.int64) for s in starts[:4]]
+        or [np.arange(minute_of(days[0]), minute_of(days[0]) + 2880, dtype=np.int64)]
+    )
+    expected = [
+        int(minute_start(m).astimezone(tz).utcoffset().total_seconds() // 60)  # type: ignore[union-attr]
+        for m in minutes.tolist()
+    ]
+    assert utc_offsets(minutes, tz).tolist() == expected
