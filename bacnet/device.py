@@ -367,6 +367,10 @@ class BacnetFace:
         self._version = version
         self.app: OpenDsmApplication | None = None
         self._objects: dict[str, Any] = {}
+        # What ``sync`` last copied into each object: a point whose inputs did not change is not
+        # touched (a bacpypes3 property read costs ~0.1 ms, statusFlags far more: reading every
+        # object on each meter write stalled the loop for 40-100 ms on a 2-core box).
+        self._synced: dict[str, tuple[object, ...]] = {}
 
     @property
     def bound(self) -> bool:
@@ -428,19 +432,26 @@ class BacnetFace:
             obj = self._objects.get(point.name)
             if obj is None:
                 continue
-            old_flags = obj.statusFlags
             reliability = _reliability(point, snapshot)
+            description = point.describe(snapshot, self._settings)
+            if point.writable:
+                assert point.input_key is not None
+                shown: object = snapshot.commands.get(point.input_key)
+            else:
+                shown = _bacnet_value(point, snapshot)
+            key = (reliability, description, shown)
+            if self._synced.get(point.name) == key:
+                continue
+            self._synced[point.name] = key
+            old_flags = obj.statusFlags
             if obj.reliability != reliability:
                 obj.reliability = reliability
-            description = point.describe(snapshot, self._settings)
             if obj.description != description:
                 obj.description = description
             if point.writable:
                 self._sync_input(obj, point, snapshot)
-            else:
-                value = _bacnet_value(point, snapshot)
-                if obj.presentValue != value:
-                    obj.presentValue = value
+            elif obj.presentValue != shown:
+                obj.presentValue = shown
             new_flags = obj.statusFlags
             if new_flags != old_flags:
                 # statusFlags is derived, so bacpypes3 sends no COV for it on its own.
