@@ -183,8 +183,10 @@ async def _bas_writing(http_port: int) -> AsyncIterator[None]:
     async def write(http: httpx.AsyncClient) -> None:
         for count in itertools.count():
             if count % 10 == 0:
-                await http.post(f"{base}/demand/inputs", json={"battery_soc_pct": 60.0})
-            await http.post(f"{base}/readings", json={"kw": 20.0 + 5.0 * math.sin(count / 60)})
+                soc = await http.post(f"{base}/demand/inputs", json={"battery_soc_pct": 60.0})
+                soc.raise_for_status()
+            kw = 20.0 + 5.0 * math.sin(count / 60)
+            (await http.post(f"{base}/readings", json={"kw": kw})).raise_for_status()
             await asyncio.sleep(1.0)
 
     async with httpx.AsyncClient() as http:

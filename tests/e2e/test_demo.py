@@ -9,6 +9,7 @@ import queue
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -136,9 +137,9 @@ def test_demo_bas_writes_arrive_and_ctrl_c_stops_everything(tmp_path: Path) -> N
             for c in candidates
             if c
         ), (row, inside, edge)
-        # 20 writes a minute at --speed 20: one every 3 s (the printed second rounds down).
+        # 20 writes a minute at --speed 20: one every 3 s (printed to the second, so 2-4 s apart).
         gaps = [(b - a).total_seconds() for (a, _), (b, _) in itertools.pairwise(writes)]
-        assert gaps and max(gaps) <= 4, gaps
+        assert gaps and 2.5 <= statistics.median(gaps) <= 3.5, gaps
 
         # The BAS reads the decisions back: the forecast 60 minutes ahead is a number.
         assert re.search(r"forecast\+60 \d+\.\d\d", "\n".join(seen))
