@@ -403,6 +403,7 @@ class BacnetFace:
         device, network_port, self._objects = build_objects(
             self._settings, snapshot, writers, self._version
         )
+        self._synced.clear()  # new objects: the next sync copies every point
         self.app = OpenDsmApplication.from_object_list(
             [device, network_port, *self._objects.values()]
         )
