@@ -43,13 +43,21 @@ def utc_offsets(minutes: npt.NDArray[np.int64], tz: ZoneInfo) -> npt.NDArray[np.
     return result
 
 
+def same_wall_clock_days_ago(
+    minutes: npt.NDArray[np.int64], days: int, tz: ZoneInfo
+) -> npt.NDArray[np.int64]:
+    """For each UTC minute, the UTC minute with the same site-local wall-clock time ``days`` ago.
+
+    A plain ``minute - days * 1440`` is off by an hour across a daylight-saving change; this
+    corrects by the difference of the two UTC offsets.
+    """
+    then = minutes - days * MINUTES_PER_DAY
+    return then + utc_offsets(minutes, tz) - utc_offsets(then, tz)
+
+
 def same_local_time_weeks_ago(
     minutes: npt.NDArray[np.int64], weeks: int, tz: ZoneInfo
 ) -> npt.NDArray[np.int64]:
-    """For each UTC minute, the UTC minute with the same site-local wall-clock time ``weeks`` ago.
-
-    A plain ``minute - weeks * 10080`` is off by an hour across a daylight-saving change; this
-    corrects by the difference of the two UTC offsets.
-    """
-    then = minutes - weeks * MINUTES_PER_WEEK
-    return then + utc_offsets(minutes, tz) - utc_offsets(then, tz)
+    """For each UTC minute, the UTC minute with the same site-local wall-clock time ``weeks``
+    ago."""
+    return same_wall_clock_days_ago(minutes, 7 * weeks, tz)

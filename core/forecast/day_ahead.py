@@ -22,12 +22,11 @@ from core.forecast.features import (
     _moving_mean,
     _quiet,
     calendar_features,
-    same_wall_clock_days_ago,
     scaled_weather,
     weather_features,
     window_means,
 )
-from core.timegrid import MINUTES_PER_DAY, MINUTES_PER_WEEK
+from core.timegrid import MINUTES_PER_DAY, MINUTES_PER_WEEK, same_wall_clock_days_ago
 
 STEP = DAY_AHEAD_STEP_MINUTES
 STEPS = DAY_AHEAD_STEPS

@@ -23,7 +23,12 @@ import numpy as np
 import numpy.typing as npt
 
 from core.forecast.base import HORIZON_MINUTES
-from core.timegrid import MINUTES_PER_DAY, OFFSET_BUCKET_MINUTES, utc_offsets
+from core.timegrid import (
+    MINUTES_PER_DAY,
+    OFFSET_BUCKET_MINUTES,
+    same_wall_clock_days_ago,
+    utc_offsets,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,21 +119,9 @@ class MeterSeries:
 # time zone helpers (vectorised by caching per 15-minute bucket)
 
 
-def utc_offset_minutes(minutes: IntArray, tz: ZoneInfo) -> IntArray:
-    """The site's UTC offset (minutes, local - UTC) at each UTC minute index."""
-    return utc_offsets(minutes, tz)
-
-
 def local_minutes(minutes: IntArray, tz: ZoneInfo) -> IntArray:
     """Site-local wall-clock minute index (minutes since 1970-01-01 00:00 local) of UTC minutes."""
-    return minutes + utc_offset_minutes(minutes, tz)
-
-
-def same_wall_clock_days_ago(minutes: IntArray, days: int, tz: ZoneInfo) -> IntArray:
-    """For each UTC minute, the UTC minute with the same local wall-clock time ``days`` earlier."""
-    lag = days * MINUTES_PER_DAY
-    shifted = minutes - lag
-    return shifted + utc_offset_minutes(minutes, tz) - utc_offset_minutes(shifted, tz)
+    return minutes + utc_offsets(minutes, tz)
 
 
 def calendar_features(minutes: IntArray, tz: ZoneInfo) -> FloatArray:

@@ -21,12 +21,11 @@ from core.forecast.features import (
     load_meter_csv,
     mask_dead_meter,
     persistence_windows,
-    same_wall_clock_days_ago,
     seasonal_mean_windows,
     target_windows,
     training_origins,
 )
-from core.timegrid import minute_of, same_local_time_weeks_ago
+from core.timegrid import minute_of, same_local_time_weeks_ago, same_wall_clock_days_ago
 
 TZ = ZoneInfo("America/Chicago")
 
