@@ -24,6 +24,7 @@ from core.demand import (
     DemandSnapshot,
     DemandTracker,
     OptionalInputs,
+    battery_power_in_force,
     interval_start_minute,
 )
 from core.demand import Reading as DemandReading
@@ -157,7 +158,7 @@ class SnapshotComputer:
         demand_snapshot = demand.evaluate(now, forecast, inputs, battery_setpoint_kw=setpoint)
         day_ahead = self._run_day_ahead(forecaster, origin, now) if fresh else None
         dispatch = (
-            self._plan_dispatch(origin, now, demand_snapshot, day_ahead, inputs, previous)
+            self._plan_dispatch(origin, now, demand_snapshot, day_ahead, inputs, setpoint)
             if fresh
             else None
         )
@@ -192,9 +193,13 @@ class SnapshotComputer:
         demand: DemandSnapshot,
         day_ahead: DayAheadForecast | None,
         inputs: OptionalInputs,
-        previous: Snapshot,
+        setpoint_kw: float | None,
     ) -> DispatchDecision | None:
-        """The battery/EV decision for the minute after ``origin`` (None without a battery)."""
+        """The battery/EV decision for the minute after ``origin`` (None without a battery).
+
+        ``setpoint_kw``: the battery setpoint in force (the last decision's), the battery's power
+        when no measurement is fresh.
+        """
         if self._dispatch is None:
             return None
         minute = origin + 1
@@ -213,13 +218,7 @@ class SnapshotComputer:
         elapsed = self._series.window(origin, minute - start) if minute > start else None
         grid = _elapsed_minutes(elapsed, meter)
         # The building load is the meter less the battery's own power (+ charging).
-        battery_kw = self._fresh(inputs.battery_power_kw, now)
-        if battery_kw is not None:
-            own = battery_kw
-        elif previous.dispatch is not None:
-            own = previous.dispatch.setpoint_kw
-        else:
-            own = 0.0
+        own = battery_power_in_force(self._fresh(inputs.battery_power_kw, now), setpoint_kw) or 0.0
         soc = self._fresh(inputs.battery_soc_pct, now)
         if day_ahead is not None and day_ahead.forecaster != self._baseline.name:
             # The plan's pessimistic path: a trained model's P90 raised to the weeks' range.

@@ -75,6 +75,12 @@ def base_load_kw(
     return meter_kw - battery_power_kw - ev_charging_power_kw
 
 
+def battery_power_in_force(measured_kw: float | None, setpoint_kw: float | None) -> float | None:
+    """The battery's power now (+ charging): the measurement while it is fresh, else the setpoint
+    the dispatch plan gives the BAS (what the inverter was told), None when neither is known."""
+    return measured_kw if measured_kw is not None else setpoint_kw
+
+
 def gross_load_kw(
     meter_kw: float,
     pv_power_kw: float,
@@ -664,7 +670,7 @@ class DemandTracker:
             notes.append("no recent meter minute: no held-load fallback")
         usable = self._usable_forecast(forecast, now_minute, notes)
         step = self._step_function(
-            usable, battery_kw if battery_kw is not None else battery_setpoint_kw, ev_kw, notes
+            usable, battery_power_in_force(battery_kw, battery_setpoint_kw), ev_kw, notes
         )
 
         target = self._target_kw

@@ -21,7 +21,14 @@ from core.clock import Clock
 from core.commands import REST_PRIORITY, CommandState, InputKey, check_priority
 from core.compute import SnapshotComputer
 from core.config import Settings
-from core.demand import ClosedInterval, DemandConfig, DemandTracker, OptionalInputs, WindowMode
+from core.demand import (
+    ClosedInterval,
+    DemandConfig,
+    DemandTracker,
+    OptionalInputs,
+    WindowMode,
+    battery_power_in_force,
+)
 from core.demand import Reading as DemandReading
 from core.dispatch.assets import Battery, EvChargers, Tariff
 from core.dispatch.controller import DispatchController
@@ -819,9 +826,11 @@ class DsmCore:
         The measured inputs while fresh; without a battery measurement, the setpoint the plan
         gives the BAS (what the inverter is told to do; the plan keeps it within the SOC limits).
         """
-        battery = self._input_in_force(InputKey.BATTERY_POWER_KW)
-        if battery is None and self._snapshot.dispatch is not None:
-            battery = self._snapshot.dispatch.setpoint_kw
+        dispatch = self._snapshot.dispatch
+        battery = battery_power_in_force(
+            self._input_in_force(InputKey.BATTERY_POWER_KW),
+            dispatch.setpoint_kw if dispatch is not None else None,
+        )
         ev = self._input_in_force(InputKey.EV_CHARGING_POWER_KW)
         if battery is None and ev is None:
             return None

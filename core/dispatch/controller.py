@@ -316,14 +316,14 @@ class DispatchController:
         if self._bias_forecast is None:
             self._bias_forecast = float(p50[0])
         load = p50 + self._settings.band_weight * (p90 - p50)
+        quarters = np.arange(len(load)) * step / 15.0  # steps counted in quarter hours
         if self._bias_kw > 0 and self._settings.bias_steps > 0:
-            quarters = np.arange(len(load)) * step / 15.0  # counted in 15-minute steps
             ramp = self._bias_kw * self._settings.bias_decay**quarters
             ramp[quarters >= self._settings.bias_steps] = 0.0
             load = load + ramp
         level = self._sustained_error_kw(step)
         if level > 0:
-            fade = self._settings.level_decay ** (np.arange(len(load)) * step / 15.0)
+            fade = self._settings.level_decay**quarters
             lifted = p50 + level * fade
             load = np.maximum(load, lifted)
         # Step 0: the measured load now is better than the forecast for the rest of this interval.

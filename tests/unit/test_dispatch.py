@@ -476,7 +476,6 @@ def _service_decision(
     from core.demand import Reading as DemandReading
     from core.series import MinuteSeries
     from core.signals import LoadClassifier
-    from core.snapshot import Snapshot
 
     series = MinuteSeries(3 * 7 * 1440)
     minutes = np.arange(end - 3 * 7 * 1440 + 1, end + 1, dtype=np.int64)
@@ -501,7 +500,7 @@ def _service_decision(
     seen: list[DispatchInputs] = []
     decide = controller.decide
     controller.decide = lambda given: (seen.append(given), decide(given))[1]  # type: ignore[method-assign]
-    decision = computer._plan_dispatch(end, now, demand, day_ahead, inputs, Snapshot())
+    decision = computer._plan_dispatch(end, now, demand, day_ahead, inputs, None)
     assert decision is not None and decision.plan is not None
     return decision, seen[0], series
 
