@@ -13,9 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
-import numpy as np
-import numpy.typing as npt
-
 from core.accuracy import LiveErrorTracker
 from core.clock import Clock
 from core.commands import REST_PRIORITY, CommandState, InputKey, check_priority
@@ -45,7 +42,7 @@ from core.signals import (
 )
 from core.snapshot import ModelStatus, Quality, Snapshot
 from core.storage.models import DemandInterval
-from core.storage.repository import Storage, StoredMinute
+from core.storage.repository import MinuteColumns, Storage, StoredMinute
 from core.timegrid import (
     MINUTES_PER_DAY,
     MINUTES_PER_WEEK,
@@ -55,9 +52,6 @@ from core.timegrid import (
 )
 from core.validation import INPUT_RANGES, InputValidator
 from core.writer import DatabaseWriter, WriterFault
-
-# (minute indices, values) as the repository reads them.
-Columns = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +271,7 @@ class DsmCore:
         await asyncio.to_thread(self._restore, now)
         self._publish(self._with_inputs(now))
 
-    def _cache_columns(self, now_minute: int) -> list[tuple[MinuteSeries, Columns]]:
+    def _cache_columns(self, now_minute: int) -> list[tuple[MinuteSeries, MinuteColumns]]:
         """The stored meter, outdoor air and dispatched kW of the cache's window (a read)."""
         lo = now_minute - self._series.capacity_minutes
         return [

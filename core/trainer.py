@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from core.storage.repository import Storage, create_db_engine
+from core.storage.repository import MinuteColumns, Storage, create_db_engine
 from core.timegrid import MINUTES_PER_DAY, MINUTES_PER_WEEK, minute_start
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,7 @@ def choose_window(storage: Storage, min_valid_days: float) -> tuple[int, int, li
     return max(oldest, end - span + 1), end, notes
 
 
-def base_load_series(
-    storage: Storage, start_minute: int, end_minute: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+def base_load_series(storage: Storage, start_minute: int, end_minute: int) -> MinuteColumns:
     """Stored minutes in [start, end] as base load: the meter less the battery and EV kW the
     service dispatched in that minute (where it recorded one), as the served forecasters see it."""
     minutes, values = storage.load_series(start_minute, end_minute)

@@ -32,6 +32,9 @@ from core.records import ModelRunRecord, RunStatus
 from core.storage.models import DemandInterval, ForecastLog, MinuteReading, ModelRun, ServiceState
 from core.timegrid import minute_start
 
+# (minute indices, values) of stored minutes, oldest first.
+MinuteColumns = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
+
 log = logging.getLogger(__name__)
 
 _CHUNK = 5000
@@ -253,9 +256,7 @@ class Storage:
             ).first()
             return _stored(row) if row else None
 
-    def load_series(
-        self, start_minute: int, end_minute: int
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    def load_series(self, start_minute: int, end_minute: int) -> MinuteColumns:
         """Minute indices and kW for ``start_minute <= minute <= end_minute`` (for the cache)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -265,22 +266,18 @@ class Storage:
             ).all()
         return _columns(rows)
 
-    def load_outdoor_air(
-        self, start_minute: int, end_minute: int
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    def load_outdoor_air(self, start_minute: int, end_minute: int) -> MinuteColumns:
         """Minute indices and outdoor air of the minutes in [start, end] that have one."""
         return self._load_column(MinuteReading.outdoor_air_temp, start_minute, end_minute)
 
-    def load_dispatched(
-        self, start_minute: int, end_minute: int
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    def load_dispatched(self, start_minute: int, end_minute: int) -> MinuteColumns:
         """Minute indices and dispatched kW (battery and EV) of the minutes in [start, end]
         that have one."""
         return self._load_column(MinuteReading.dispatched_kw, start_minute, end_minute)
 
     def _load_column(
         self, column: InstrumentedAttribute[float | None], start_minute: int, end_minute: int
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    ) -> MinuteColumns:
         """(minute, value) of a nullable minute column over [start, end], where it is set."""
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -482,7 +479,7 @@ class Storage:
             return None if row is None else _run_record(row)
 
 
-def _columns(rows: Sequence[Any]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+def _columns(rows: Sequence[Any]) -> MinuteColumns:
     """(minute, value) rows -> two arrays (np.fromiter: np.array over Row objects is ~100x
     slower, seconds for a few weeks of minutes)."""
     n = len(rows)
