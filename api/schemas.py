@@ -91,6 +91,16 @@ class MinuteOut(BaseModel):
     kw: float = Field(description="Mean kW of the writes in the minute.")
     sample_count: int = Field(description="Writes averaged; 0 when carried forward.")
     carried_forward: bool = Field(description="True when no write fell in this minute.")
+    outdoor_air_temp: float | None = Field(
+        None,
+        description="Outdoor air temperature in force in this minute, in the configured unit "
+        "(--outdoor-air-units); null when unknown.",
+    )
+    dispatched_kw: float | None = Field(
+        None,
+        description="Battery and EV charging kW this service dispatched in this minute (+ drawn "
+        "from the grid); the forecasters learn kw less this. Null when none is known.",
+    )
 
 
 class ReadingsPageOut(BaseModel):

@@ -80,9 +80,17 @@ async def get_readings(
     if "text/csv" in request.headers.get("accept", ""):
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["observed_at", "kw", "sample_count"])
+        writer.writerow(["observed_at", "kw", "sample_count", "outdoor_air_temp", "dispatched_kw"])
         for row in page.items:
-            writer.writerow([row.observed_at.isoformat(), repr(row.kw), row.sample_count])
+            writer.writerow(
+                [
+                    row.observed_at.isoformat(),
+                    repr(row.kw),
+                    row.sample_count,
+                    "" if row.outdoor_air_temp is None else repr(row.outdoor_air_temp),
+                    "" if row.dispatched_kw is None else repr(row.dispatched_kw),
+                ]
+            )
         return Response(buffer.getvalue(), media_type="text/csv", headers=headers)
     body = ReadingsPageOut(
         items=[
@@ -91,6 +99,8 @@ async def get_readings(
                 kw=row.kw,
                 sample_count=row.sample_count,
                 carried_forward=row.sample_count == 0,
+                outdoor_air_temp=row.outdoor_air_temp,
+                dispatched_kw=row.dispatched_kw,
             )
             for row in page.items
         ],

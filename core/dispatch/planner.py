@@ -11,6 +11,8 @@ so only the remaining minutes can be changed.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -47,6 +49,30 @@ class PlanResult:
     grid_kw: FloatArray  # interval-average grid import of each step (step 0 includes the past)
     planned_peak_kw: float
     solve_ms: float
+
+
+def _construct_first_highs_quietly() -> None:
+    """HiGHS prints a copyright banner to stdout when the process builds its first instance,
+    before any option can turn output off. Build that one here, at import (start-up, before the
+    service runs threads), with stdout pointed at /dev/null, so the service's stdout carries only
+    its own lines."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no stdout to protect (closed, or not a file descriptor)
+        highspy.Highs()  # type: ignore[no-untyped-call]
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()  # type: ignore[no-untyped-call]
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+_construct_first_highs_quietly()
 
 
 def new_highs() -> highspy.Highs:

@@ -49,6 +49,8 @@ class StoredMinute:
     kw: float
     sample_count: int
     source: str
+    outdoor_air_temp: float | None = None  # the configured unit
+    dispatched_kw: float | None = None  # battery and EV kW this service dispatched
 
 
 def create_db_engine(url: str) -> Engine:
@@ -512,4 +514,12 @@ def _run_record(row: ModelRun) -> ModelRunRecord:
 
 
 def _stored(row: MinuteReading) -> StoredMinute:
-    return StoredMinute(row.minute, row.observed_at, row.kw, row.sample_count, row.source)
+    return StoredMinute(
+        row.minute,
+        row.observed_at,
+        row.kw,
+        row.sample_count,
+        row.source,
+        row.outdoor_air_temp,
+        row.dispatched_kw,
+    )

@@ -460,7 +460,8 @@ def test_service_end_to_end(tmp_path: Path) -> None:
     assert all(i["sample_count"] == 2 for i in listed["items"])
     assert paged.json()["next_start"] is not None and 'rel="next"' in paged.headers["link"]
     assert as_csv.headers["content-type"].startswith("text/csv")
-    assert as_csv.text.splitlines()[0] == "observed_at,kw,sample_count"
+    header = "observed_at,kw,sample_count,outdoor_air_temp,dispatched_kw"
+    assert as_csv.text.splitlines()[0] == header
     assert len(as_csv.text.splitlines()) == 6
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     assert "/api/v1/readings" in openapi["paths"]

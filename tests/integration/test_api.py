@@ -22,6 +22,7 @@ from bacnet.points import POINTS
 from core.clock import SystemClock
 from core.config import Settings
 from core.forecast.baseline import SeasonalMeanForecaster
+from core.readings import CompletedMinute
 from core.service import DsmCore
 from core.storage.repository import Storage
 
@@ -135,13 +136,16 @@ def test_writes_need_the_token_and_reads_do_not(secured: LiveApi) -> None:
     assert httpx.get(f"{secured.base_url}/api/v1/points").status_code == 200
 
 
-def test_readings_pagination_and_csv(api: LiveApi) -> None:
+def test_readings_pagination_and_csv(api: LiveApi, storage: Storage) -> None:
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
     batch = [
         {"observed_at": (start + timedelta(minutes=i)).isoformat(), "kw": float(i)}
         for i in range(25)
     ]
     assert httpx.post(f"{api.base_url}/api/v1/readings", json=batch).status_code == 201
+    # An imported weather history fills the outdoor air of the second minute.
+    first_minute = int(start.timestamp()) // 60
+    assert storage.upsert_weather({first_minute + 1: 71.5}) == 1
     collected: list[float] = []
     params: dict[str, Any] = {"start": start.isoformat(), "limit": 10}
     pages = 0
@@ -159,11 +163,25 @@ def test_readings_pagination_and_csv(api: LiveApi) -> None:
         headers={"Accept": "text/csv"},
     ).text
     assert csv_text.splitlines() == [
-        "observed_at,kw,sample_count",
-        f"{start.isoformat()},0.0,1",
-        f"{(start + timedelta(minutes=1)).isoformat()},1.0,1",
-        f"{(start + timedelta(minutes=2)).isoformat()},2.0,1",
+        "observed_at,kw,sample_count,outdoor_air_temp,dispatched_kw",
+        f"{start.isoformat()},0.0,1,,",
+        f"{(start + timedelta(minutes=1)).isoformat()},1.0,1,71.5,",
+        f"{(start + timedelta(minutes=2)).isoformat()},2.0,1,,",
     ]
+    items = httpx.get(
+        f"{api.base_url}/api/v1/readings", params={"start": start.isoformat(), "limit": 2}
+    ).json()["items"]
+    assert [(i["outdoor_air_temp"], i["dispatched_kw"]) for i in items] == [
+        (None, None),
+        (71.5, None),
+    ]
+    # A minute the service closed while the battery discharged 2.5 kW.
+    storage.upsert_minutes(
+        [CompletedMinute(first_minute + 60, 9.0, 3)], "live", dispatched={first_minute + 60: -2.5}
+    )
+    later = (start + timedelta(minutes=60)).isoformat()
+    (item,) = httpx.get(f"{api.base_url}/api/v1/readings", params={"start": later}).json()["items"]
+    assert (item["kw"], item["dispatched_kw"], item["outdoor_air_temp"]) == (9.0, -2.5, None)
 
 
 def test_bad_queries(api: LiveApi) -> None:

@@ -4,7 +4,10 @@ closed-loop replay."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -533,3 +536,18 @@ def test_the_service_plans_a_sliding_window_on_the_minutes_before() -> None:
     assert given.interval_grid_kw == pytest.approx(
         [series.get(m) for m in range(end - 13, end + 1)]
     )
+
+
+def test_the_solver_prints_nothing_on_stdout() -> None:
+    # HiGHS writes a copyright banner when a process builds its first instance; the service's
+    # stdout carries only its own lines.
+    code = "from core.dispatch.planner import new_highs\nnew_highs()\nprint('done')\n"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+        check=True,
+    )
+    assert result.stdout == "done\n"
