@@ -25,7 +25,9 @@ from core.demand import (
     DemandTracker,
     OptionalInputs,
     battery_power_in_force,
+    elapsed_minutes_kw,
     interval_start_minute,
+    value_if_fresh,
 )
 from core.demand import Reading as DemandReading
 from core.dispatch.controller import (
@@ -243,10 +245,9 @@ class SnapshotComputer:
 
     def _fresh(self, reading: DemandReading | None, now: datetime) -> float | None:
         """A BAS input's value while it is recent enough, else None (stale)."""
-        if reading is None or not math.isfinite(reading.value):
+        if reading is None:
             return None
-        age_s = (now - reading.at).total_seconds()
-        return reading.value if age_s <= self._stale_after_s else None
+        return value_if_fresh(reading.value, reading.at, now, self._stale_after_s)
 
     def _run_forecaster(
         self, forecaster: Forecaster, history: MinuteHistory, now: datetime
@@ -314,15 +315,11 @@ def _quality(fresh: bool, input_quality: Quality, has_value: bool) -> Quality:
 
 
 def _elapsed_minutes(window: npt.NDArray[np.float64] | None, meter_kw: float) -> list[float]:
-    """Grid kW of each elapsed minute of the interval, one entry per minute of the clock.
-
-    A missing minute counts at the mean of the measured ones (as the demand projection counts
-    it), or at the latest meter reading when none of them was measured, so the controller's
-    count of elapsed minutes, and with it the interval's start, stays right across a gap.
+    """Grid kW of each elapsed minute of the interval, one entry per minute of the clock, gaps
+    filled by the demand projection's rule (``elapsed_minutes_kw``); zeros when nothing is known,
+    so the controller's count of elapsed minutes, and with it the interval's start, stays right.
     """
     if window is None or len(window) == 0:
         return []
-    measured = window[~np.isnan(window)]
-    fallback = meter_kw if math.isfinite(meter_kw) else 0.0
-    fill = float(measured.mean()) if len(measured) else fallback
-    return [fill if math.isnan(v) else float(v) for v in window]
+    values = elapsed_minutes_kw(window.tolist(), meter_kw)
+    return values if values is not None else [0.0] * len(window)

@@ -21,7 +21,7 @@ Loads (all kW, positive = drawn from the grid):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -81,6 +81,18 @@ def battery_power_in_force(measured_kw: float | None, setpoint_kw: float | None)
     return measured_kw if measured_kw is not None else setpoint_kw
 
 
+def value_if_fresh(value: float, at: datetime, now: datetime, max_age_s: float) -> float | None:
+    """A BAS input's value while it is a number written within ``max_age_s``, else None (stale).
+
+    The one freshness rule of the optional inputs (battery SOC and power, EV, PV, outdoor air):
+    the snapshot's dispatch inputs, the stored minute's outdoor air and dispatched kW, and the
+    inputs' published quality all apply it.
+    """
+    if not math.isfinite(value):
+        return None
+    return value if (now - at).total_seconds() <= max_age_s else None
+
+
 def gross_load_kw(
     meter_kw: float,
     pv_power_kw: float,
@@ -112,6 +124,24 @@ def interval_start_minute(minute: int, length_minutes: int, tz: ZoneInfo) -> int
 def interval_average_kw(values_kw: list[float]) -> float | None:
     """Mean of the observed minutes of an interval; gap minutes are simply absent; None if none."""
     return sum(values_kw) / len(values_kw) if values_kw else None
+
+
+def elapsed_minutes_kw(window_kw: Sequence[float], held_kw: float | None) -> list[float] | None:
+    """Each elapsed minute of an interval, one entry per minute of the clock (NaN: no reading).
+
+    A gap counts at the mean of the measured minutes (as billing averages what it measured), or at
+    ``held_kw`` (the latest reading) when none was measured; None when neither is known. Shared by
+    the demand projection and the dispatch controller, so both count the interval's elapsed part,
+    and with it its start, the same way across a gap.
+    """
+    measured = [kw for kw in window_kw if not math.isnan(kw)]
+    if measured:
+        fill = sum(measured) / len(measured)
+    elif held_kw is not None and math.isfinite(held_kw):
+        fill = held_kw
+    else:
+        return None
+    return [fill if math.isnan(kw) else float(kw) for kw in window_kw]
 
 
 def projected_interval_kw(
@@ -820,13 +850,11 @@ class DemandTracker:
 
     def _elapsed_sum(self, start: int, now_minute: int, held_kw: float | None) -> float | None:
         """kW·minutes of [start, now): observed minutes, gaps at the observed mean (else held)."""
-        elapsed = now_minute - start
-        if elapsed <= 0:
+        if now_minute <= start:
             return 0.0
-        values = [kw for m, kw in self._minutes_kw.items() if start <= m < now_minute]
-        if values:
-            return sum(values) / len(values) * elapsed
-        return None if held_kw is None else held_kw * elapsed
+        window = [self._minutes_kw.get(m, math.nan) for m in range(start, now_minute)]
+        values = elapsed_minutes_kw(window, held_kw)
+        return None if values is None else sum(values)
 
     def _interval_status(
         self,

@@ -25,6 +25,7 @@ from core.demand import (
     OptionalInputs,
     WindowMode,
     battery_power_in_force,
+    value_if_fresh,
 )
 from core.demand import Reading as DemandReading
 from core.dispatch.assets import Battery, EvChargers, Tariff
@@ -632,8 +633,8 @@ class DsmCore:
 
     def _input_qualities(self, now: datetime) -> dict[str, Quality]:
         qualities = {}
-        for name, (_, at) in self._inputs.items():
-            fresh = (now - at).total_seconds() <= self._settings.stale_after_s
+        for name, (value, at) in self._inputs.items():
+            fresh = value_if_fresh(value, at, now, self._settings.stale_after_s) is not None
             qualities[name] = Quality.OK if fresh else Quality.STALE_INPUT
         return qualities
 
@@ -811,8 +812,7 @@ class DsmCore:
         if item is None:
             return None
         value, at = item
-        age_s = (self._clock.now() - at).total_seconds()
-        return value if age_s <= self._settings.stale_after_s else None
+        return value_if_fresh(value, at, self._clock.now(), self._settings.stale_after_s)
 
     def _dispatched_in_force(self) -> float | None:
         """kW of the battery and EV charging in force now (+ drawn from the grid), None if neither.

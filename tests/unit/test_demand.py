@@ -24,10 +24,12 @@ from core.demand import (
     allowance_kw,
     base_load_kw,
     billing_period,
+    elapsed_minutes_kw,
     gross_load_kw,
     interval_start_minute,
     probability_of_exceedance,
     sigma_from_band_kw,
+    value_if_fresh,
 )
 from core.forecast.base import Forecast
 from core.timegrid import minute_of, minute_start
@@ -659,3 +661,19 @@ def test_snapshot_to_dict_is_json() -> None:
     data = json.loads(json.dumps(snap.to_dict()))
     assert data["interval"]["start"] == "2024-06-03T10:00:00+00:00"
     assert data["decisions"]["quality"]["kw_to_shed"] == "good"
+
+
+def test_elapsed_minutes_fill_gaps_at_the_measured_mean_else_the_held_reading() -> None:
+    nan = math.nan
+    assert elapsed_minutes_kw([10.0, nan, 14.0], held_kw=99.0) == [10.0, 12.0, 14.0]
+    assert elapsed_minutes_kw([nan, nan], held_kw=7.5) == [7.5, 7.5]
+    assert elapsed_minutes_kw([nan, nan], held_kw=None) is None
+    assert elapsed_minutes_kw([nan], held_kw=nan) is None
+    assert elapsed_minutes_kw([], held_kw=3.0) == []
+
+
+def test_an_input_is_in_force_while_a_number_written_within_the_age_limit() -> None:
+    at = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+    assert value_if_fresh(5.0, at, at + timedelta(seconds=300), 300.0) == 5.0
+    assert value_if_fresh(5.0, at, at + timedelta(seconds=301), 300.0) is None
+    assert value_if_fresh(math.nan, at, at, 300.0) is None
