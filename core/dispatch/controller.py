@@ -96,7 +96,9 @@ class DispatchSettings:
     band_weight: float = 1.0
     replan_every_minutes: int = 1
     charge_margin_kw: float = CHARGE_MARGIN_KW
-    follow_plan: bool = True  # discharge at least what the plan does in the current step
+    # While the meter asks for a discharge (or would after a recent-sized rise), discharge at
+    # least what the plan does in the current step.
+    follow_plan: bool = True
     # Hold the peak already paid (not the planned one) while the plan leaves this share of the
     # capacity unused (None: always defend the planned peak).
     spare_share_to_hold_floor: float | None = 0.25
@@ -421,17 +423,24 @@ class DispatchController:
         battery = self._battery
         step = inputs.step_minutes
         remaining = max(1, step - elapsed)
+        rise = self._bank_kw()  # the load's recent largest one-minute rise (capped)
         # kW-minutes kept in hand for the minutes still to come after this one.
-        reserve = self._bank_kw() * (remaining - 1)
+        reserve = rise * (remaining - 1)
         allowance = (step * cap - reserve - elapsed_sum) / remaining  # average grid from now on
         load = inputs.load_now_kw
         minute_h = 1.0 / 60.0
         available = max(0.0, energy - battery.min_kwh) * battery.efficiency / minute_h
         room = max(0.0, battery.max_kwh - energy) / battery.efficiency / minute_h
         need = load - allowance
-        if plan is not None and self._settings.follow_plan:
-            # The plan expects this interval's load and spreads the discharge over it: starting
-            # early leaves power for a spike later in the interval (the limit binds on spikes).
+        if plan is not None and self._settings.follow_plan and need + rise > 0:
+            # While the meter asks for a discharge, or would after a rise like the recent ones,
+            # discharge at least the plan's rate for this interval: the plan spreads the
+            # interval's discharge over it, and starting early leaves power for a spike later in
+            # the interval (the limit binds on spikes). On a steady load under the cap the plan's
+            # discharge is a forecast the meter contradicts: following it anyway spent energy on
+            # a load that did not come and charged it back later in the interval at a 15 %
+            # round-trip loss, interval after interval (replay of the hourly file: 56 -> 71 % of
+            # the optimum's cut over eleven months, throughput -20 %).
             need = max(need, -float(plan.battery_kw[0]))
         if need > 0:
             discharge = min(need, battery.discharge_kw, available, max(load, 0.0))

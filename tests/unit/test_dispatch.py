@@ -130,6 +130,25 @@ def test_live_layer_discharges_when_the_measured_load_runs_over_the_cap() -> Non
     assert spike.setpoint_kw == pytest.approx(-7.0)
 
 
+def test_the_plan_is_followed_only_once_the_meter_asks_for_a_discharge() -> None:
+    # The forecast expects 20 kW for the rest of this interval; the meter says 10 (under the
+    # 12 kW paid peak). Discharging on the forecast would spend energy the meter contradicts.
+    forecast = [20.0] + [10.0] * 95
+    settings = DispatchSettings(bank_share=0)
+    controller = DispatchController(BATTERY, TARIFF, UTC, settings=settings)
+    quiet = controller.decide(_inputs(forecast_p50_kw=forecast, forecast_p90_kw=forecast))
+    assert quiet.plan is not None and quiet.plan.battery_kw[0] < -5.0
+    assert quiet.setpoint_kw == 0.0
+    # The load arrives: the meter alone asks (15 * 12 - 50) / 10 = 13 kW of grid, 7 kW from the
+    # battery; the plan's rate for the interval is at least that and is followed.
+    busy = controller.decide(
+        _inputs(load_now_kw=20.0, forecast_p50_kw=forecast, forecast_p90_kw=forecast)
+    )
+    assert busy.plan is not None
+    assert busy.setpoint_kw == pytest.approx(min(-7.0, float(busy.plan.battery_kw[0])))
+    assert busy.setpoint_kw <= -7.0
+
+
 def test_live_layer_banks_the_recent_rise_and_releases_it_by_the_end_of_the_interval() -> None:
     controller = DispatchController(BATTERY, TARIFF, UTC)
     flat = controller.decide(_inputs())
