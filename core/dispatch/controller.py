@@ -440,7 +440,7 @@ class DispatchController:
             # discharge is a forecast the meter contradicts: following it anyway spent energy on
             # a load that did not come and charged it back later in the interval at a 15 %
             # round-trip loss, interval after interval (replay of the hourly file: 56 -> 71 % of
-            # the optimum's cut over eleven months, throughput -20 %).
+            # the optimum's cut over eleven months, throughput -23 %).
             need = max(need, -float(plan.battery_kw[0]))
         if need > 0:
             discharge = min(need, battery.discharge_kw, available, max(load, 0.0))
