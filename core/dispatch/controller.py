@@ -7,8 +7,13 @@ Two layers:
   battery ready for the next expected peak.
 * the **live layer**: inside each demand interval, every minute, the battery discharges just
   enough that the interval's average grid import stays at the cap if the load stays where it is
-  now (the forecast can miss a spike; the meter cannot), and charges only with headroom under the
-  cap, so charging never sets a peak.
+  now (the forecast can miss a spike; the meter cannot), and charges only while the interval,
+  with the load staying where it is now, stays under the peak already paid less a margin. That
+  does not make charging safe from the load's next jump: on a load that cycles minute to minute
+  a charge in a trough followed by a rise can still lift the interval over the paid peak (replay
+  of the shared minute file, 1 August: 22.14 kW against the load's own 21.71). Charging on a
+  pessimistic projection of the rest of the interval instead held 1 August lower and left
+  2 August to defend a level the battery could not hold (see the README's dispatch benchmark).
 
 When the plan cannot be solved (or the battery's SOC is stale) the controller falls back to a safe
 rule (defend the floor, no charging above it; with a stale SOC the reserve is assumed, so it does
