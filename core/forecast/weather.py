@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from core.forecast.features import (
+    _TIME_NAMES,
     FloatArray,
     ImportReport,
     IntArray,
@@ -34,7 +35,6 @@ from core.timegrid import MINUTES_PER_DAY
 logger = logging.getLogger(__name__)
 
 Clock = Literal["auto", "local", "standard"]
-_TIME_NAMES = ("date", "time", "timestamp", "datetime", "ts", "local")
 # Preferred temperature column names, best first (dry bulb over dew point / wet bulb).
 _TEMP_PREFERRED = ("drybulb", "dry_bulb", "dry bulb", "outdoor", "oat", "temperature", "temp")
 _TEMP_EXCLUDED = ("dew", "wet", "feels", "apparent", "heat", "chill")
