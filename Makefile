@@ -52,7 +52,7 @@ bench-demand: install
 	$(BIN)/open-dsm bench demand --data ../shared/data/egauge_minute_kw_2022-07_08.csv --target-kw 21.5 --tz America/Chicago $(ARGS)
 
 bench-dispatch: install
-	$(BIN)/open-dsm bench dispatch --data ../shared/data/egauge_minute_kw_2022-07_08.csv --tz America/Chicago --battery-kw 10 --battery-kwh 20 --thresholds 20,25 $(ARGS)
+	$(BIN)/open-dsm bench dispatch --data ../shared/data/egauge_minute_kw_2022-07_08.csv --tz America/Chicago --battery-kw 10 --battery-kwh 20 --thresholds 20,25 --perfect-forecast $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(LEGACY_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

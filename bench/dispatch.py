@@ -9,8 +9,11 @@ import in the local calendar month.
 Controllers: ``no-battery``; ``threshold-<kW>`` (discharge above it, recharge below it minus
 2 kW); ``baseline`` (the service's dispatch controller on the seasonal baseline's day-ahead);
 ``trained`` (the same controller on a model trained, in a child process, only on data before the
-replayed month, when one can be trained and is accepted); ``optimum`` (one linear program over the
-month with the true load, starting at 50 % and ending at or above it).
+replayed month, when one can be trained and is accepted); with ``--perfect-forecast``,
+``perfect-forecast`` (the same plan made every minute on the true load's 15-minute means over
+the next 24 h and followed as it is, without the live layer: what the plan is worth apart from the
+forecaster; not causal); ``optimum`` (one linear program over the month with the true load,
+starting at 50 % and ending at or above it).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from core.dispatch.replay import (
     MinuteController,
     MonthResult,
     NoBattery,
+    PerfectDayAhead,
     PlannerController,
     Threshold,
     month_bounds,
@@ -51,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 START_SOC_PCT = 50.0
 STEP_MINUTES = 15
+# $ per kWh stored per step for the perfect-forecast plan (a tie-break, see PlanRequest).
+PERFECT_HOLD_VALUE = 1e-4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-trained", action="store_true", help="skip the trained controller (no training)"
+    )
+    parser.add_argument(
+        "--perfect-forecast",
+        action="store_true",
+        help="also replay the plan on the true future load (an upper bound for the planner; "
+        "about 2-3 minutes per month)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
 
@@ -208,11 +220,25 @@ def _planner(
     day_ahead: Any,
     history_minutes: int,
     replan_minutes: int,
+    perfect: bool = False,
 ) -> PlannerController:
-    controller = DispatchController(
-        battery, Tariff(), tz, settings=DispatchSettings(replan_every_minutes=replan_minutes)
+    settings = DispatchSettings(replan_every_minutes=replan_minutes)
+    if perfect:
+        settings = DispatchSettings(
+            replan_every_minutes=replan_minutes,
+            follow_plan_only=True,
+            hold_value_per_kwh_step=PERFECT_HOLD_VALUE,
+        )
+    controller = DispatchController(battery, Tariff(), tz, settings=settings)
+    return PlannerController(
+        name,
+        controller,
+        day_ahead,
+        history_minutes,
+        start_minute,
+        tz,
+        refresh_every_minute=perfect,
     )
-    return PlannerController(name, controller, day_ahead, history_minutes, start_minute, tz)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -271,6 +297,20 @@ def run(args: argparse.Namespace) -> int:
             )
             if trained_note is not None:
                 results.append((MonthResult("trained", month, float("nan"), 0.0, 0), trained_note))
+        if args.perfect_forecast:
+            replay(
+                _planner(
+                    "perfect-forecast",
+                    battery,
+                    tz,
+                    start,
+                    PerfectDayAhead(load, start),
+                    1,
+                    args.replan_minutes,
+                    perfect=True,
+                ),
+                "the plan on the true load, no live layer (not causal)",
+            )
         results.append((optimum, "perfect foresight"))
         cut = no_battery.billed_kw - optimum.billed_kw
         for result, note in results:
@@ -369,7 +409,7 @@ def _print(rows: list[Row], args: argparse.Namespace, elapsed_s: float) -> None:
         f"re-plan every {args.replan_minutes} min ({elapsed_s:.0f} s)\n\n"
     )
     header = (
-        f"{'month':8} {'controller':15} {'billed kW':>9} {'share':>6} {'kWh thru':>8} "
+        f"{'month':8} {'controller':16} {'billed kW':>9} {'share':>6} {'kWh thru':>8} "
         f"{'solve p50':>9} {'p99 ms':>7} {'viol':>4}  note"
     )
     out(header + "\n")
@@ -381,7 +421,7 @@ def _print(rows: list[Row], args: argparse.Namespace, elapsed_s: float) -> None:
 
         share = "n/a" if row.share_of_optimum is None else f"{row.share_of_optimum:.0%}"
         out(
-            f"{row.month:8} {row.controller:15} {cell(row.billed_kw, '.2f'):>9} {share:>6} "
+            f"{row.month:8} {row.controller:16} {cell(row.billed_kw, '.2f'):>9} {share:>6} "
             f"{cell(row.throughput_kwh, '.0f'):>8} {cell(row.solve_ms_p50, '.1f'):>9} "
             f"{cell(row.solve_ms_p99, '.1f'):>7} {row.violations:>4}  {row.note}\n"
         )

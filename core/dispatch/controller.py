@@ -132,6 +132,16 @@ class DispatchSettings:
     # running empty in the afternoon (0: off).
     level_minutes: int = 60
     level_decay: float = 0.98
+    # Apply the plan's battery power as it is, without the live layer, and plan the interval in
+    # progress on the forecast alone. Only for a forecast that knows the load (the replay's
+    # ``perfect-forecast`` row, which measures the plan apart from the forecaster): on the
+    # seasonal forecast, following the plan alone billed July 2022 at no-battery's 34.15 kW.
+    follow_plan_only: bool = False
+    # See ``PlanRequest.hold_value_per_kwh_step``. The service keeps 0: its live layer does the
+    # charging, and there the value changed no replayed month but one (5 kW / 10 kWh, August:
+    # 23.78 -> 23.96 kW). Following the plan on the true load needs it (July: 72 -> 96 % of the
+    # optimum's cut).
+    hold_value_per_kwh_step: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +263,9 @@ class DispatchController:
         if plan is not None:
             cap = max(cap, self._settings.sure_share_of_planned * planned_peak)
         metered = math.isfinite(inputs.load_now_kw)
-        if metered:
+        if metered and plan is not None and self._settings.follow_plan_only:
+            setpoint = self._plan_setpoint(plan, energy, inputs.load_now_kw)
+        elif metered:
             setpoint = self._live(inputs, cap, floor, energy, elapsed, elapsed_sum, plan)
         else:
             # Without the last minute's load the live layer cannot tell charging from a new peak.
@@ -334,7 +346,8 @@ class DispatchController:
             lifted = p50 + level * fade
             load = np.maximum(load, lifted)
         # Step 0: the measured load now is better than the forecast for the rest of this interval.
-        load[0] = max(load[0], inputs.load_now_kw) if elapsed else load[0]
+        if elapsed and not self._settings.follow_plan_only:
+            load[0] = max(load[0], inputs.load_now_kw)
         max_discharge = np.minimum(self._battery.discharge_kw, np.maximum(p50, 0.0) * 0.9)
         hours = np.array(
             [
@@ -353,6 +366,7 @@ class DispatchController:
             start_kwh=energy,
             floor_kw=floor,
             terminal_value_per_kwh=float(prices.max()) * 1.5 + self._tariff.throughput_cost_per_kwh,
+            hold_value_per_kwh_step=self._settings.hold_value_per_kwh_step,
         )
         try:
             plan = solve_plan(request, self._battery, self._tariff)
@@ -409,6 +423,18 @@ class DispatchController:
         recent = np.fromiter(self._recent, dtype=np.float64)
         rise = float(np.max(np.diff(recent)))
         return min(max(rise, 0.0), self._settings.bank_share * self._battery.discharge_kw)
+
+    def _plan_setpoint(self, plan: PlanResult, energy: float, load_kw: float) -> float:
+        """The plan's battery power for the interval in progress, within what the battery holds
+        (and never more discharge than the load)."""
+        battery = self._battery
+        minute_h = 1.0 / 60.0
+        available = max(0.0, energy - battery.min_kwh) * battery.efficiency / minute_h
+        room = max(0.0, battery.max_kwh - energy) / battery.efficiency / minute_h
+        wanted = float(plan.battery_kw[0])
+        if wanted >= 0:
+            return min(wanted, battery.charge_kw, room)
+        return -min(-wanted, battery.discharge_kw, available, max(load_kw, 0.0))
 
     def _live(
         self,

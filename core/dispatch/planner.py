@@ -38,6 +38,10 @@ class PlanRequest:
     start_kwh: float
     floor_kw: float  # max(effective target, billing-period peak so far)
     terminal_value_per_kwh: float
+    # A small value on each kWh stored at the end of every step. With flat energy prices the plan
+    # is indifferent to when it charges, and HiGHS may well charge at the last moment before a
+    # peak; this breaks the tie towards charging early and discharging late.
+    hold_value_per_kwh_step: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +139,8 @@ def solve_plan(request: PlanRequest, battery: Battery, tariff: Tariff) -> PlanRe
     cost[p] = tariff.demand_charge_per_kw
     cost[c0 : c0 + n] = (request.energy_price + tariff.throughput_cost_per_kwh) * dt_h
     cost[d0 : d0 + n] = (-request.energy_price + tariff.throughput_cost_per_kwh) * dt_h
-    cost[e0 + n - 1] = -request.terminal_value_per_kwh
+    cost[e0 : e0 + n] = -request.hold_value_per_kwh_step
+    cost[e0 + n - 1] -= request.terminal_value_per_kwh
 
     lower = np.zeros(count)
     upper = np.empty(count)

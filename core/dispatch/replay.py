@@ -207,8 +207,12 @@ class PlannerController:
         start_minute: int,
         tz: ZoneInfo,
         target_kw: float | None = None,
+        refresh_every_minute: bool = False,
     ) -> None:
         self.name = name
+        # A day-ahead is made at each interval's start, as the service's is; a perfect forecast
+        # is made every minute (its interval in progress is the rest of that interval).
+        self._refresh_every_minute = refresh_every_minute
         self._controller = controller
         self._day_ahead = day_ahead
         self._history_minutes = history_minutes
@@ -229,7 +233,12 @@ class PlannerController:
             return 0.0
         origin_index = state.index - 1
         step = state.step_minutes
-        if self._forecast is None or self._forecast_at is None or state.minute % step == 0:
+        if (
+            self._forecast is None
+            or self._forecast_at is None
+            or state.minute % step == 0
+            or self._refresh_every_minute
+        ):
             lo = max(0, origin_index - self._history_minutes + 1)
             history = MinuteHistory(self._start_minute + lo, state.load_kw[lo : origin_index + 1])
             self._forecast = self._day_ahead(history, minute_start(state.minute))
@@ -251,6 +260,46 @@ class PlannerController:
             )
         )
         return decision.setpoint_kw
+
+
+class PerfectDayAhead:
+    """A day-ahead that knows the load: the true mean of each 15-minute step over the next 24 h.
+
+    For measuring the plan apart from the forecaster (the replay's ``perfect-forecast`` row). The
+    step in progress counts only its minutes from ``made_at`` on, as a forecast made every minute
+    would know them. Not causal: never for anything but that measurement.
+    """
+
+    def __init__(self, load_kw: FloatArray, start_minute: int) -> None:
+        values = np.nan_to_num(np.asarray(load_kw, dtype=np.float64), nan=0.0)
+        self._sums = np.concatenate([[0.0], np.cumsum(values)])
+        self._start = start_minute
+
+    def __call__(self, history: MinuteHistory, made_at: datetime) -> DayAheadForecast | None:
+        """96 steps from the step that holds ``made_at``."""
+        step = DAY_AHEAD_STEP_MINUTES
+        origin = int(made_at.timestamp() // 60)
+        first = origin - origin % step
+        count = len(self._sums) - 1
+        means: list[float] = []
+        for k in range(24 * 60 // step):
+            lo = min(max(first + k * step, origin) - self._start, count)
+            hi = min(first + (k + 1) * step - self._start, count)
+            if hi <= lo:
+                means.append(means[-1] if means else 0.0)
+                continue
+            means.append(float((self._sums[hi] - self._sums[lo]) / (hi - lo)))
+        values = tuple(means)
+        return DayAheadForecast(
+            forecaster="perfect",
+            made_at=made_at,
+            origin_minute=origin - 1,
+            start_minute=first,
+            step_minutes=step,
+            p50_kw=values,
+            p10_kw=values,
+            p90_kw=values,
+        )
 
 
 def month_optimum(

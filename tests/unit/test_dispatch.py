@@ -27,12 +27,13 @@ from core.dispatch.optimum import optimum_peak
 from core.dispatch.planner import PlanRequest, PlanResult, solve_plan
 from core.dispatch.replay import (
     NoBattery,
+    PerfectDayAhead,
     PlannerController,
     Threshold,
     month_optimum,
     simulate_month,
 )
-from core.forecast.base import DayAheadForecast
+from core.forecast.base import DayAheadForecast, MinuteHistory
 from core.forecast.baseline import SeasonalMeanForecaster
 
 BATTERY = Battery(capacity_kwh=20.0, charge_kw=10.0, discharge_kw=10.0, efficiency=0.92)
@@ -428,7 +429,7 @@ def _synthetic_days(days: int, seed: int = 4) -> np.ndarray:
 def test_closed_loop_replay_never_bills_more_than_no_battery_and_respects_limits() -> None:
     # Eight days of history, then two days replayed (the forecast has a week-ago day to go on).
     load = _synthetic_days(10)
-    start = 28_000_000  # a UTC minute on a quarter hour
+    start = 28_000_000  # a UTC minute (2023-03-28 10:40: the replay starts mid-interval)
     first = 8 * 1440
     span = (first, len(load))
     baseline = SeasonalMeanForecaster(weeks=2)
@@ -453,6 +454,63 @@ def test_closed_loop_replay_never_bills_more_than_no_battery_and_respects_limits
     # The afternoon spike is 10 kW over the day's 15 kW: the plan holds most of it.
     assert planned.billed_kw < none.billed_kw - 5.0
     assert planned.solve_ms and max(planned.solve_ms) < 1000
+
+
+def test_a_hold_value_makes_the_plan_charge_as_early_as_it_can() -> None:
+    # An empty battery, flat prices, a 30 kW interval at step 8: charging in any of steps 0-7
+    # costs the same, so only the hold value says when. With it the plan charges at full power
+    # from step 0 (10 kW for 15 min stores 2.3 kWh) and discharges only in the spike.
+    load = [5.0] * 8 + [30.0] + [5.0] * 7
+    plan = solve_plan(
+        _request(load, 0.0, start_kwh=0.0, hold_value_per_kwh_step=1e-4), BATTERY, TARIFF
+    )
+    assert plan.battery_kw[0] == pytest.approx(BATTERY.charge_kw)
+    assert plan.soc_kwh[0] == pytest.approx(10.0 * 0.25 * 0.92)
+    assert plan.planned_peak_kw == pytest.approx(20.0)
+    assert all(kw >= -1e-9 for k, kw in enumerate(plan.battery_kw) if k != 8)
+
+
+def test_the_perfect_day_ahead_is_the_true_load_from_the_minute_it_is_made() -> None:
+    start = 27_999_990  # 2023-03-28 10:30 UTC
+    load = np.arange(3 * 1440, dtype=np.float64)
+    history = MinuteHistory(start, load[:20])
+    forecast = PerfectDayAhead(load, start)(history, datetime.fromtimestamp((start + 20) * 60, UTC))
+    assert forecast is not None and forecast.steps == 96
+    assert forecast.start_minute == start + 15
+    # The step in progress: minutes 20..29 only; the next one: minutes 30..44.
+    assert forecast.p50_kw[0] == pytest.approx(np.mean(load[20:30]))
+    assert forecast.p50_kw[1] == pytest.approx(np.mean(load[30:45]))
+    assert forecast.p90_kw == forecast.p50_kw
+
+
+def test_the_plan_followed_on_the_true_load_comes_near_the_optimum() -> None:
+    # The perfect-forecast replay row: the plan made every minute on the true load and followed
+    # without the live layer. On the synthetic days it reaches the month's optimum.
+    load = _synthetic_days(4)
+    start = 28_000_000
+    span = (1440, len(load))
+    planner = PlannerController(
+        "perfect-forecast",
+        DispatchController(
+            BATTERY,
+            TARIFF,
+            UTC,
+            settings=DispatchSettings(
+                replan_every_minutes=15, follow_plan_only=True, hold_value_per_kwh_step=1e-4
+            ),
+        ),
+        PerfectDayAhead(load, start),
+        1,
+        start,
+        UTC,
+        refresh_every_minute=True,
+    )
+    followed = simulate_month(planner, load, start, *span, BATTERY, 50.0, 15, "synthetic")
+    best = month_optimum(load, start, *span, BATTERY, 50.0, 15, "synthetic")
+    none = simulate_month(NoBattery(), load, start, *span, None, 50.0, 15, "synthetic")
+    assert followed.violations == 0
+    assert best.billed_kw - 1e-6 <= followed.billed_kw <= best.billed_kw + 0.3
+    assert none.billed_kw - followed.billed_kw > 8.0
 
 
 def test_optimum_matches_a_hand_computed_case() -> None:
