@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--perfect-forecast",
         action="store_true",
         help="also replay the plan on the true future load (an upper bound for the planner; "
-        "about 2-3 minutes per month)",
+        "1-3 minutes more per month)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
 

@@ -283,7 +283,7 @@ class PerfectDayAhead:
         count = len(self._sums) - 1
         means: list[float] = []
         for k in range(24 * 60 // step):
-            lo = min(max(first + k * step, origin) - self._start, count)
+            lo = min(max(first + k * step, origin, self._start) - self._start, count)
             hi = min(first + (k + 1) * step - self._start, count)
             if hi <= lo:
                 means.append(means[-1] if means else 0.0)
