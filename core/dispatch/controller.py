@@ -138,9 +138,9 @@ class DispatchSettings:
     # seasonal forecast, following the plan alone billed July 2022 at no-battery's 34.15 kW.
     follow_plan_only: bool = False
     # See ``PlanRequest.hold_value_per_kwh_step``. The service keeps 0: its live layer does the
-    # charging, and there the value changed no replayed month but one (5 kW / 10 kWh, August:
-    # 23.78 -> 23.96 kW). Following the plan on the true load needs it (July: 72 -> 96 % of the
-    # optimum's cut).
+    # charging, and of the replay's eight month rows (four battery sizes) the value changed one,
+    # for the worse (5 kW / 10 kWh, August: 23.78 -> 23.96 kW). Following the plan on the true
+    # load needs it (July: 72 -> 96.5 % of the optimum's cut).
     hold_value_per_kwh_step: float = 0.0
 
 

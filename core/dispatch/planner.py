@@ -39,8 +39,8 @@ class PlanRequest:
     floor_kw: float  # max(effective target, billing-period peak so far)
     terminal_value_per_kwh: float
     # A small value on each kWh stored at the end of every step. With flat energy prices the plan
-    # is indifferent to when it charges, and HiGHS may well charge at the last moment before a
-    # peak; this breaks the tie towards charging early and discharging late.
+    # is indifferent to when it charges, and the solver's pick may leave charging to the steps
+    # just before a peak; this breaks the tie towards charging early and discharging late.
     hold_value_per_kwh_step: float = 0.0
 
 
