@@ -222,13 +222,11 @@ def _planner(
     replan_minutes: int,
     perfect: bool = False,
 ) -> PlannerController:
-    settings = DispatchSettings(replan_every_minutes=replan_minutes)
-    if perfect:
-        settings = DispatchSettings(
-            replan_every_minutes=replan_minutes,
-            follow_plan_only=True,
-            hold_value_per_kwh_step=PERFECT_HOLD_VALUE,
-        )
+    settings = DispatchSettings(
+        replan_every_minutes=replan_minutes,
+        follow_plan_only=perfect,
+        hold_value_per_kwh_step=PERFECT_HOLD_VALUE if perfect else 0.0,
+    )
     controller = DispatchController(battery, Tariff(), tz, settings=settings)
     return PlannerController(
         name,

@@ -9,13 +9,23 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 LOOPBACK = "127.0.0.1"
+
+
+def write_minute_csv(path: Path, start: datetime, kw: Iterable[float]) -> None:
+    """A meter CSV (``timestamp,kW``), one row per minute from ``start``."""
+    lines = ["timestamp,kW"]
+    for i, value in enumerate(kw):
+        lines.append(f"{(start + timedelta(minutes=i)).strftime('%Y-%m-%d %H:%M')},{value:.4f}")
+    path.write_text("\n".join(lines) + "\n")
+
 
 # The seed's seven points: a contract with field technicians (names, types, instances).
 SEED_POINTS = [

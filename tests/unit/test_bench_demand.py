@@ -14,6 +14,7 @@ import pytest
 
 from bench import demand
 from core.forecast.baseline import SeasonalMeanForecaster
+from tests.helpers import write_minute_csv
 
 TARGET_KW = 18.0
 INTERVAL = 15
@@ -35,17 +36,10 @@ def _series() -> np.ndarray[Any, np.dtype[np.float64]]:
     return kw
 
 
-def _write_csv(path: Path, kw: np.ndarray[Any, np.dtype[np.float64]]) -> None:
-    lines = ["timestamp,kW"]
-    for i, value in enumerate(kw.tolist()):
-        lines.append(f"{(START + timedelta(minutes=i)).strftime('%Y-%m-%d %H:%M')},{value:.4f}")
-    path.write_text("\n".join(lines) + "\n")
-
-
 def _run(tmp_path: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
     kw = _series()
     data = tmp_path / "meter.csv"
-    _write_csv(data, kw)
+    write_minute_csv(data, START, kw.tolist())
     out = tmp_path / "demand.json"
     parser = argparse.ArgumentParser()
     demand.add_arguments(parser)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from bench import dispatch
+from tests.helpers import write_minute_csv
 
 START = datetime(2024, 3, 4)  # UTC, so no DST anywhere
 DAYS = 3
@@ -26,11 +27,7 @@ def _write_csv(path: Path) -> None:
     for day in range(DAYS):
         lo = day * 1440 + 14 * 60 + 5
         kw[lo : lo + 30] = 24.0
-    kw = kw + rng.normal(0.0, 0.2, len(kw))
-    lines = ["timestamp,kW"]
-    for i, value in enumerate(kw.tolist()):
-        lines.append(f"{(START + timedelta(minutes=i)).strftime('%Y-%m-%d %H:%M')},{value:.4f}")
-    path.write_text("\n".join(lines) + "\n")
+    write_minute_csv(path, START, (kw + rng.normal(0.0, 0.2, len(kw))).tolist())
 
 
 def test_the_perfect_forecast_row_sits_between_the_optimum_and_no_battery(
