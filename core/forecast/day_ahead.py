@@ -2,8 +2,10 @@
 
 Step 0 is the step in progress at the origin (as in ``DayAheadForecast``). All windows are means
 from prefix sums, so a batch of origins costs O(origins x steps), never O(origins x minutes).
-The model predicts each step's mean as a residual over the seasonal mean of the same local
-steps one and two weeks earlier (the 'mean-2-weeks' day-ahead).
+The model predicts each step's mean as a residual over a seasonal base: the mean of the same
+local steps one and two weeks earlier (the 'mean-2-weeks' day-ahead) or, where training chose it,
+the mean over every day of the last two weeks whose weekday runs like the target's
+(``weekday_groups``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ from core.forecast.features import (
     weather_features,
     window_means,
 )
-from core.timegrid import MINUTES_PER_DAY, MINUTES_PER_WEEK, same_wall_clock_days_ago
+from core.timegrid import (
+    MINUTES_PER_DAY,
+    MINUTES_PER_WEEK,
+    same_wall_clock_days_ago,
+    utc_offsets,
+)
 
 STEP = DAY_AHEAD_STEP_MINUTES
 STEPS = DAY_AHEAD_STEPS
@@ -38,6 +45,18 @@ LEVEL_SPANS = (60, 180, MINUTES_PER_DAY)
 # Widths (in steps) of the centred moving mean the seasonal base may be smoothed with; training
 # chooses one on its validation days (1: none, as artifacts without the field).
 BASELINE_SMOOTH_CHOICES = (1, 3, 5)
+# Weekday groups: the base reads the days of the last GROUP_LAG_DAYS whose weekday is in the
+# target's group. Groups are found in the last GROUP_WEEKS weeks of history: two weekdays join
+# when their days differ (RMS over the 96 steps, median over pairs at most GROUP_PAIR_DAYS apart)
+# by at most GROUP_FACTOR times how much each weekday differs from itself a week later.
+GROUP_LAG_DAYS = 14
+GROUP_WEEKS = 8
+GROUP_PAIR_DAYS = 14
+GROUP_FACTOR = 1.25
+# A day with more than this share of its steps unknown takes no part in finding groups.
+GROUP_MAX_MISSING = 0.2
+WeekdayGroups = tuple[int, int, int, int, int, int, int]
+NO_GROUPS: WeekdayGroups = (0, 1, 2, 3, 4, 5, 6)
 
 
 def step_start(origins: IntArray) -> IntArray:
@@ -67,11 +86,13 @@ def day_ahead_blocks(
     outdoor_air: FloatArray | None = None,
     use_outdoor_air: bool = False,
     smooth_steps: int = 1,
+    groups: WeekdayGroups | None = None,
 ) -> DayAheadBlocks:
     """Day-ahead inputs for each origin from one series (and its outdoor air).
 
     ``smooth_steps`` > 1 smooths the seasonal base over that many neighbouring steps (see
-    ``smooth_profile``).
+    ``smooth_profile``); ``groups`` (see ``weekday_groups``) makes the base the mean over the
+    days of the last two weeks in the target weekday's group instead of the same weekday only.
     """
     origins = np.asarray(origins, dtype=np.int64)
     n = len(origins)
@@ -102,8 +123,11 @@ def day_ahead_blocks(
     for week in range(1, WEEKS + 1):
         lagged = same_wall_clock_days_ago(targets.reshape(-1), 7 * week, tz).reshape(n, STEPS)
         weeks.append(window_means(start_minute, values_kw, lagged, STEP))
-    with _quiet():
-        baseline = np.nanmean(np.stack(weeks, axis=0), axis=0)
+    if groups is None or tuple(groups) == NO_GROUPS:
+        with _quiet():
+            baseline = np.nanmean(np.stack(weeks, axis=0), axis=0)
+    else:
+        baseline = grouped_base(start_minute, values_kw, origins, targets, tz, groups)
     last = _last_valid(recent, partial)
     baseline = smooth_profile(np.where(np.isnan(baseline), last[:, None], baseline), smooth_steps)
     return DayAheadBlocks(
@@ -122,6 +146,121 @@ def day_ahead_blocks(
     )
 
 
+def local_weekday(minutes: IntArray, tz: ZoneInfo) -> IntArray:
+    """Site-local weekday (Monday = 0) of UTC minutes."""
+    local = np.asarray(minutes, dtype=np.int64) + utc_offsets(np.asarray(minutes, np.int64), tz)
+    # 1970-01-01 was a Thursday (weekday 3 with Monday = 0).
+    return np.asarray(np.mod(np.floor_divide(local, MINUTES_PER_DAY) + 3, 7), dtype=np.int64)
+
+
+def as_groups(labels: tuple[int, ...] | None) -> WeekdayGroups | None:
+    """Seven weekday labels as ``WeekdayGroups`` (None stays None)."""
+    if labels is None:
+        return None
+    if len(labels) != 7:
+        raise ValueError("weekday groups need 7 labels")
+    return (labels[0], labels[1], labels[2], labels[3], labels[4], labels[5], labels[6])
+
+
+def grouped_base(
+    start_minute: int,
+    values_kw: FloatArray,
+    origins: IntArray,
+    targets: IntArray,
+    tz: ZoneInfo,
+    groups: WeekdayGroups,
+) -> FloatArray:
+    """Mean of each target step over the same local steps 1..GROUP_LAG_DAYS days earlier whose
+    weekday is in the target weekday's group and that were measured by the origin (NaN where
+    none is known). Lags 7 and 14 always qualify, so this is never thinner than mean-2-weeks."""
+    shape = targets.shape
+    flat = targets.reshape(-1)
+    label = np.asarray(groups, dtype=np.int64)
+    weekday = local_weekday(flat, tz).reshape(shape)
+    sums = np.zeros(shape)
+    counts = np.zeros(shape)
+    for lag in range(1, GROUP_LAG_DAYS + 1):
+        same = label[np.mod(weekday - lag, 7)] == label[weekday]
+        if not same.any():
+            continue
+        lagged = same_wall_clock_days_ago(flat, lag, tz).reshape(shape)
+        use = same & (lagged + STEP - 1 <= origins[:, None])
+        if not use.any():
+            continue
+        mean = window_means(start_minute, values_kw, lagged, STEP)
+        ok = use & ~np.isnan(mean)
+        sums += np.where(ok, mean, 0.0)
+        counts += ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def weekday_groups(
+    start_minute: int, values_kw: FloatArray, tz: ZoneInfo, end_minute: int
+) -> WeekdayGroups:
+    """Which weekdays run alike, from the local days of the last GROUP_WEEKS weeks up to
+    ``end_minute``: one label per weekday (Monday first; a group's label is its first weekday).
+
+    Many buildings run a few schedules (say Monday, Wednesday, Friday and Saturday 8-17, Tuesday
+    and Thursday 11-20, closed Sunday); a base that averages every day of a schedule reads four
+    times as many days as one that averages the same weekday, and follows changes faster. A
+    weekday without comparable days stays alone; a holiday counts once in a median.
+    """
+    lo = max(start_minute, end_minute - GROUP_WEEKS * MINUTES_PER_WEEK)
+    bounds = np.array([lo, end_minute], dtype=np.int64)
+    local_lo, local_end = (bounds + utc_offsets(bounds, tz)).tolist()
+    first_day = -(-local_lo // MINUTES_PER_DAY)  # first local midnight at or after lo
+    days = (local_end + 1) // MINUTES_PER_DAY - first_day
+    if days < 8:
+        return NO_GROUPS
+    day_index = first_day + np.arange(days, dtype=np.int64)
+    local_midnight = day_index * MINUTES_PER_DAY
+    # Each day's UTC offset read at its local noon: right for the whole day except the first
+    # hours of a DST change, close enough to compare profiles.
+    guess = local_midnight + MINUTES_PER_DAY // 2 - (local_lo - lo)
+    midnight = local_midnight - utc_offsets(guess, tz)
+    lows = midnight[:, None] + np.arange(STEPS, dtype=np.int64)[None, :] * STEP
+    profiles = window_means(start_minute, values_kw, lows, STEP)
+    usable = np.isnan(profiles).mean(axis=1) <= GROUP_MAX_MISSING
+    weekday = np.mod(day_index + 3, 7)
+    pairs: list[list[list[float]]] = [[[] for _ in range(7)] for _ in range(7)]
+    for i in range(days):
+        if not usable[i]:
+            continue
+        for j in range(max(0, i - GROUP_PAIR_DAYS), i):
+            if not usable[j]:
+                continue
+            with _quiet():
+                rms = float(np.sqrt(np.nanmean((profiles[i] - profiles[j]) ** 2)))
+            if np.isfinite(rms):
+                a, b = int(weekday[i]), int(weekday[j])
+                pairs[a][b].append(rms)
+                if a != b:
+                    pairs[b][a].append(rms)
+    dist = np.full((7, 7), np.nan)
+    for a in range(7):
+        for b in range(7):
+            if pairs[a][b]:
+                dist[a, b] = float(np.median(pairs[a][b]))
+    with _quiet():
+        floor = 0.02 * float(np.nanmean(np.abs(profiles[usable]))) if usable.any() else 0.0
+    labels = list(range(7))
+    for a in range(1, 7):
+        for b in range(a):
+            if labels[b] != b:
+                continue
+            members = [c for c in range(7) if labels[c] == b]
+            if all(_alike(dist, a, c, floor) for c in members):
+                labels[a] = b
+                break
+    return (labels[0], labels[1], labels[2], labels[3], labels[4], labels[5], labels[6])
+
+
+def _alike(dist: FloatArray, a: int, b: int, floor: float) -> bool:
+    own = max(dist[a, a], dist[b, b], floor)
+    return bool(np.isfinite(dist[a, b]) and np.isfinite(own) and dist[a, b] <= GROUP_FACTOR * own)
+
+
 def smooth_profile(profile_kw: FloatArray, width_steps: int) -> FloatArray:
     """Centred moving mean over ``width_steps`` neighbouring steps of each row (the ends use the
     steps that exist). Where the weeks disagree on when the building starts or stops, the mean
@@ -131,20 +270,24 @@ def smooth_profile(profile_kw: FloatArray, width_steps: int) -> FloatArray:
     return _moving_mean(profile_kw, width_steps)
 
 
-def choose_smoothing(
-    seasonal_kw: FloatArray,
+def choose_base(
+    bases: dict[WeekdayGroups | None, FloatArray],
     actual_kw: FloatArray,
     choices: tuple[int, ...] = BASELINE_SMOOTH_CHOICES,
-) -> tuple[int, dict[int, float]]:
-    """The smoothing width (of ``choices``) whose smoothed seasonal profile scores the lowest
-    CV(RMSE) against the outcomes (the narrower one on a tie), and every width's score."""
+) -> tuple[WeekdayGroups | None, int, dict[str, float]]:
+    """The seasonal base (weekday groups or None for mean-2-weeks) and smoothing width whose
+    profile scores the lowest CV(RMSE) against the outcomes, and every pair's score. On a tie
+    the plainer choice wins: mean-2-weeks before groups, the narrower width."""
     ok = ~np.isnan(actual_kw)
-    scores = {
-        width: cvrmse_pct(smooth_profile(seasonal_kw, width)[ok], actual_kw[ok])
-        for width in choices
-    }
-    best = min(choices, key=lambda width: (round(scores[width], 6), width))
-    return best, scores
+    scored: list[tuple[float, int, int, WeekdayGroups | None]] = []
+    scores: dict[str, float] = {}
+    for rank, (groups, base) in enumerate(bases.items()):
+        for width in choices:
+            score = cvrmse_pct(smooth_profile(base, width)[ok], actual_kw[ok])
+            scores[f"{'weeks' if groups is None else 'groups'}/{width}"] = score
+            scored.append((round(score, 6), rank, width, groups))
+    _, _, width, groups = min(scored, key=lambda row: row[:3])
+    return groups, width, scores
 
 
 def _partial(

@@ -572,6 +572,11 @@ class FeatureConfig:
     level_minutes: tuple[int, ...] = ()
     # Outdoor air inputs (temperature now, its 3-hour mean, its change over a day).
     outdoor_air: bool = False
+    # Weekday groups (one label per local weekday, Monday first; see
+    # day_ahead.weekday_groups): the residual base is the mean over every day of the last
+    # baseline_weeks weeks whose weekday is in the origin weekday's group, not over the same
+    # weekday only. None: the same weekday (artifacts without the field).
+    weekday_groups: tuple[int, ...] | None = None
 
     @property
     def history_minutes(self) -> int:
@@ -593,6 +598,7 @@ class FeatureConfig:
         d = asdict(self)
         d["seasonal_days"] = list(self.seasonal_days)
         d["level_minutes"] = list(self.level_minutes)
+        d["weekday_groups"] = None if self.weekday_groups is None else list(self.weekday_groups)
         return d
 
     @classmethod
@@ -601,6 +607,12 @@ class FeatureConfig:
         data = dict(data)
         data["seasonal_days"] = tuple(int(x) for x in data["seasonal_days"])
         data["level_minutes"] = tuple(int(x) for x in data.get("level_minutes", ()))
+        groups = data.get("weekday_groups")
+        if groups is not None:
+            groups = tuple(int(x) for x in groups)
+            if len(groups) != 7 or any(not 0 <= g <= 6 for g in groups):
+                raise ValueError(f"weekday_groups must be 7 labels in 0..6, got {groups!r}")
+        data["weekday_groups"] = groups
         return cls(**data)
 
 
@@ -700,16 +712,38 @@ def feature_blocks(
     offsets = np.arange(-ctx + 1 - half, h + 1 + half)
     seasonal_parts: list[FloatArray] = []
     week_windows: list[FloatArray] = []
+    groups = config.weekday_groups
+    grouped = groups is not None and len(set(groups)) < 7
+    base_days = 7 * config.baseline_weeks
     lag_days = sorted(
-        set(config.seasonal_days) | {7 * (w + 1) for w in range(config.baseline_weeks)}
+        set(config.seasonal_days)
+        | {7 * (w + 1) for w in range(config.baseline_weeks)}
+        | (set(range(1, base_days + 1)) if grouped else set())
     )
+    if grouped:
+        assert groups is not None
+        label = np.asarray(groups, dtype=np.int64)
+        weekday = np.mod(np.floor_divide(local_minutes(origins, tz), MINUTES_PER_DAY) + 3, 7)
+        group_sum = np.zeros((len(origins), h))
+        group_count = np.zeros((len(origins), h))
     for days in lag_days:
+        use = None
+        if grouped and days <= base_days:
+            # The origin's weekday decides the group for the whole hour ahead.
+            use = (label[np.mod(weekday - days, 7)] == label[weekday])[:, None]
+            if not use.any() and days not in config.seasonal_days:
+                continue  # no origin of the batch reads this day
         base = same_wall_clock_days_ago(origins, days, tz) - start_minute
         raw = _gather(values_kw, base[:, None] + offsets[None, :])
         window = _moving_mean(raw, 2 * half + 1)[:, half : raw.shape[1] - half]
         if days in config.seasonal_days:
             seasonal_parts.append(_block_means(window, config.seasonal_step_minutes))
-        if days % 7 == 0 and days // 7 <= config.baseline_weeks:
+        if use is not None:
+            target = window[:, ctx:]
+            ok = use & ~np.isnan(target)
+            group_sum += np.where(ok, target, 0.0)
+            group_count += ok
+        elif days % 7 == 0 and days // 7 <= config.baseline_weeks:
             week_windows.append(window[:, ctx:])
     seasonal = (
         np.concatenate(seasonal_parts, axis=1) if seasonal_parts else np.zeros((len(origins), 0))
@@ -722,7 +756,10 @@ def feature_blocks(
     last = np.where(has, recent[np.arange(len(origins)), last_pos], np.nan)
 
     level = _level_offsets(start_minute, values_kw, origins, tz, config)
-    if week_windows:
+    if grouped:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            baseline = np.where(group_count > 0, group_sum / np.maximum(group_count, 1), np.nan)
+    elif week_windows:
         with _quiet():
             baseline = np.nanmean(np.stack(week_windows, axis=0), axis=0)
     else:

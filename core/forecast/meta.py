@@ -64,11 +64,15 @@ class DayAheadMeta:
     holdout_metrics: Metrics = field(default_factory=dict)
     # Width (steps) of the moving mean over the seasonal base (1: none; older artifacts).
     baseline_smooth_steps: int = 1
+    # Weekday groups of the seasonal base (see day_ahead.weekday_groups); None: the same weekday
+    # one and two weeks back (mean-2-weeks; older artifacts).
+    weekday_groups: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
             "baseline_smooth_steps": self.baseline_smooth_steps,
+            "weekday_groups": None if self.weekday_groups is None else list(self.weekday_groups),
             "input_dim": self.input_dim,
             "outdoor_air": self.outdoor_air,
             "history_minutes": self.history_minutes,
@@ -88,7 +92,17 @@ class DayAheadMeta:
             band=BandCalibration.from_dict(data.get("band")),
             holdout_metrics=dict(data.get("holdout_metrics", {})),
             baseline_smooth_steps=int(data.get("baseline_smooth_steps", 1)),
+            weekday_groups=_weekday_groups(data.get("weekday_groups")),
         )
+
+
+def _weekday_groups(value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    groups = tuple(int(v) for v in value)
+    if len(groups) != 7 or any(not 0 <= g <= 6 for g in groups):
+        raise ValueError(f"weekday_groups must be 7 labels in 0..6, got {value!r}")
+    return groups
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,8 @@ MAX_FIT_SAMPLES = 25_000
 # Outdoor air is offered to the models when at least this share of the minutes have it.
 MIN_AIR_COVERAGE = 0.5
 DAY_AHEAD_STRIDE = 15
+# Weeks of origins (before H) the day-ahead seasonal base is chosen on.
+DAY_AHEAD_BASE_WEEKS = 4
 
 _CHUNK = 4096
 _M_ARENA_MAX = -8  # glibc mallopt parameter
@@ -363,14 +365,25 @@ def conformal_band(
     *,
     pooled: bool = False,
     coverage: float = QUANTILES[1] - QUANTILES[0],
+    symmetric: bool = False,
 ) -> BandCalibration:
     """Split conformal calibration: shifts that make P10/P90 the 10th/90th percentiles of the
     outcomes on a calibration set (per step, or one pair for all steps with ``pooled``); with
-    ``coverage`` above 0.8 the band aims that much wider (its tails stay symmetric)."""
+    ``coverage`` above 0.8 the band aims that much wider (its tails stay symmetric).
+
+    ``symmetric`` (pooled only): conformalised quantile regression, one shift q for both sides,
+    the ``coverage`` quantile of max(P10 - y, y - P90). A calibration set of a few days whose
+    load ran below the forecast throughout would otherwise move both edges down, and the next
+    days, running above it, fall out of the band (seen on a site whose daily level drifts)."""
     steps = actual.shape[1]
     q_low = (1.0 - coverage) / 2.0
     q_high = 1.0 - q_low
-    if pooled:
+    if symmetric:
+        score = np.maximum(p10 - actual, actual - p90)
+        q = float(np.quantile(score, coverage))
+        low = np.full(steps, -q)
+        high = np.full(steps, q)
+    elif pooled:
         low = np.full(steps, float(np.quantile(actual - p10, q_low)))
         high = np.full(steps, float(np.quantile(actual - p90, q_high)))
     else:
@@ -408,12 +421,13 @@ def _build_day_ahead(
     outdoor_air: FloatArray | None,
     use_air: bool,
     smooth_steps: int = 1,
+    groups: da.WeekdayGroups | None = None,
 ) -> _Data:
     parts: list[_Data] = []
     for lo in range(0, max(len(origins), 1), _CHUNK):
         chunk = origins[lo : lo + _CHUNK]
         blocks = da.day_ahead_blocks(
-            start_minute, values_kw, chunk, tz, outdoor_air, use_air, smooth_steps
+            start_minute, values_kw, chunk, tz, outdoor_air, use_air, smooth_steps, groups
         )
         actual = da.day_ahead_targets(start_minute, values_kw, chunk)
         residual = (actual - blocks.baseline_kw) / scaling.scale_kw
@@ -486,12 +500,36 @@ def _train_day_ahead(
     if len(fit_o) < 2 * 96 or len(val_o) < 20:
         logger.info("day-ahead: too few origins (%d fit, %d validation)", len(fit_o), len(val_o))
         return None
-    # The seasonal base's smoothing, chosen on V by the base's own error (before any network).
-    seasonal_v = da.day_ahead_blocks(start_minute, values_kw, val_o, tz).baseline_kw
-    smooth, smooth_scores = da.choose_smoothing(
-        seasonal_v, da.day_ahead_targets(start_minute, values_kw, val_o)
+    # The seasonal base (same weekday, or every day of the weekday's group, found on the days
+    # before V) and its smoothing, chosen by the base's own error before any network. The bases
+    # fit nothing, so they are scored on the fit origins of the last DAY_AHEAD_BASE_WEEKS weeks
+    # as well as on V: a few V days alone swing the choice (on the shared file the 6 V days
+    # favour the same weekday while every other stretch of 6 days or more favours the groups).
+    found = da.weekday_groups(start_minute, values_kw, tz, val_start - 1)
+    choice_lo = max(
+        val_start - DAY_AHEAD_BASE_WEEKS * MINUTES_PER_WEEK, start_minute + da.HISTORY_MINUTES
     )
-    logger.info("day-ahead base smoothing %d steps (V CV(RMSE) %s)", smooth, smooth_scores)
+    choice_o = np.concatenate([fit_o[fit_o >= choice_lo], val_o])
+    bases: dict[da.WeekdayGroups | None, FloatArray] = {
+        None: da.day_ahead_blocks(start_minute, values_kw, choice_o, tz).baseline_kw
+    }
+    if found != da.NO_GROUPS:
+        bases[found] = da.day_ahead_blocks(
+            start_minute, values_kw, choice_o, tz, groups=found
+        ).baseline_kw
+    groups, smooth, base_scores = da.choose_base(
+        bases, da.day_ahead_targets(start_minute, values_kw, choice_o)
+    )
+    del bases
+    logger.info(
+        "day-ahead base: weekday groups %s (found %s), smoothing %d steps "
+        "(CV(RMSE) over %d origins: %s)",
+        groups,
+        found,
+        smooth,
+        len(choice_o),
+        {k: round(v, 2) for k, v in base_scores.items()},
+    )
     # Outdoor air: used when the 60-minute model's validation chose it (same site, same air);
     # comparing both here too would halve the day-ahead model's share of the time budget.
     options = [air_ok]
@@ -503,10 +541,10 @@ def _train_day_ahead(
         # Each option gets an equal share of the time left.
         share = time.monotonic() + (deadline - time.monotonic()) / (len(options) - k)
         fit = _build_day_ahead(
-            start_minute, values_kw, fit_o, tz, scaling, outdoor_air, use_air, smooth
+            start_minute, values_kw, fit_o, tz, scaling, outdoor_air, use_air, smooth, groups
         )
         val = _build_day_ahead(
-            start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth
+            start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth, groups
         )
         model = _make_model(fit.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
         epoch, score, curve = _fit(
@@ -540,7 +578,7 @@ def _train_day_ahead(
     assert best is not None
     _, use_air, weights, epochs = best
     val = _build_day_ahead(
-        start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth
+        start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth, groups
     )
     model = _make_model(val.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
 
@@ -561,11 +599,13 @@ def _train_day_ahead(
     shrink = choose_shrink(val)
     shrunk(shrink)
     kw_v, p10_v, p90_v = _predict_kw(model, val, scaling, horizon)
-    band = conformal_band(kw_v, p10_v, p90_v, val.actual_kw.astype(np.float64), pooled=True)
+    band = conformal_band(
+        kw_v, p10_v, p90_v, val.actual_kw.astype(np.float64), pooled=True, symmetric=True
+    )
     holdout: dict[str, dict[str, float]] = {}
     if len(hold_o):
         hold = _build_day_ahead(
-            start_minute, values_kw, hold_o, tz, scaling, outdoor_air, use_air, smooth
+            start_minute, values_kw, hold_o, tz, scaling, outdoor_air, use_air, smooth, groups
         )
         seasonal_h = da.day_ahead_blocks(start_minute, values_kw, hold_o, tz).baseline_kw
         kw_h, p10_h, p90_h = _predict_kw(model, hold, scaling, horizon)
@@ -581,11 +621,13 @@ def _train_day_ahead(
             "cvrmse_15min_day_ahead": da.cvrmse_pct(seasonal_h, actual),
             "origins": float(len(hold_o)),
         }
-        # The base the network corrects (mean-2-weeks, smoothed as chosen on V).
+        # The base the network corrects (as chosen on V: weekday groups or mean-2-weeks,
+        # smoothed or not).
         holdout["base"] = {
             "cvrmse_15min_day_ahead": da.cvrmse_pct(hold.baseline_kw.astype(np.float64), actual),
             "origins": float(len(hold_o)),
             "smooth_steps": float(smooth),
+            "weekday_groups": float(groups is not None),
         }
         logger.info("day-ahead holdout (shrink %.2f): %s", shrink, holdout)
         # Served: the shrink chosen again on V and H together (a few days each; one choice on
@@ -595,15 +637,18 @@ def _train_day_ahead(
             holdout["ours"]["cvrmse_15min_day_ahead"] < holdout["base"]["cvrmse_15min_day_ahead"]
         )
         # As for the 60-minute model, the network's correction is served only if it beats its
-        # base on H; otherwise P50 is the base itself: mean-2-weeks, smoothed where V chose it
+        # base on H; otherwise P50 is the base itself, as chosen on V
         # (the band stays calibrated).
         shrink = choose_shrink(both) if beats else 0.0
         shrunk(shrink)
         kw_b, p10_b, p90_b = _predict_kw(model, both, scaling, horizon)
-        band = conformal_band(kw_b, p10_b, p90_b, both.actual_kw.astype(np.float64), pooled=True)
+        band = conformal_band(
+            kw_b, p10_b, p90_b, both.actual_kw.astype(np.float64), pooled=True, symmetric=True
+        )
         logger.info("day-ahead served shrink (V and H) %.2f", shrink)
     meta = DayAheadMeta(
         baseline_smooth_steps=smooth,
+        weekday_groups=groups,
         input_dim=int(val.x.shape[1]),
         outdoor_air=use_air,
         history_minutes=da.HISTORY_MINUTES,
@@ -612,6 +657,51 @@ def _train_day_ahead(
         holdout_metrics=holdout,
     )
     return _DayAheadResult(export_tflite(model), meta, model, results)
+
+
+def _choose_base_groups(
+    start_minute: int,
+    values_kw: FloatArray,
+    tz: ZoneInfo,
+    config: FeatureConfig,
+    first_origin: int,
+    val_start: int,
+    holdout_start: int,
+) -> da.WeekdayGroups | None:
+    """Weekday groups for the 60-minute model's residual base, or None (same weekday).
+
+    The two bases fit nothing, so they are compared on every 7th origin of the last
+    DAY_AHEAD_BASE_WEEKS weeks before H (fit part and V), by the RMSE over the whole hour.
+    """
+    found = da.weekday_groups(start_minute, values_kw, tz, val_start - 1)
+    if found == da.NO_GROUPS:
+        return None
+    horizon = config.horizon_minutes
+    lo = max(first_origin, val_start - DAY_AHEAD_BASE_WEEKS * MINUTES_PER_WEEK)
+    last = holdout_start - horizon - 1  # targets end before H
+    origins = training_origins(start_minute, values_kw, lo, last, horizon)[::7]
+    if len(origins) == 0:
+        return None
+    actual = target_windows(start_minute, values_kw, origins, horizon)
+    scores: dict[str, float] = {}
+    for name, cfg in (("weeks", config), ("groups", replace(config, weekday_groups=found))):
+        base = np.empty_like(actual)
+        for lo_i in range(0, len(origins), _CHUNK):
+            chunk = origins[lo_i : lo_i + _CHUNK]
+            base[lo_i : lo_i + len(chunk)] = feature_blocks(
+                start_minute, values_kw, chunk, tz, cfg
+            ).baseline_kw
+        ok = ~np.isnan(actual)
+        scores[name] = float(np.sqrt(np.mean((base[ok] - actual[ok]) ** 2)))
+    chosen = found if scores["groups"] < scores["weeks"] else None
+    logger.info(
+        "60-minute base: weekday groups %s (found %s; RMSE over %d origins: %s)",
+        chosen,
+        found,
+        len(origins),
+        {k: round(v, 3) for k, v in scores.items()},
+    )
+    return chosen
 
 
 def train(
@@ -678,6 +768,13 @@ def train(
         values_kw[fit_slice], outdoor_air[fit_slice] if outdoor_air is not None else None
     )
     results: list[dict[str, Any]] = []
+    # The residual base: same weekday, or every day of the weekday's group (found on the days
+    # before V), chosen by the base's own error before any network.
+    groups = _choose_base_groups(
+        start_minute, values_kw, tz, candidates[0].features, first_origin, val_start, holdout_start
+    )
+    if groups is not None:
+        candidates = [with_features(c, weekday_groups=groups) for c in candidates]
     best: tuple[float, Candidate, Any, int] | None = None
     # Counted from when TensorFlow is loaded (its import time varies with the machine's load).
     search_deadline = min(time.monotonic() + 0.28 * time_budget_s, t0 + 0.4 * time_budget_s)

@@ -212,3 +212,29 @@ def test_conformal_band_hits_its_coverage() -> None:
     assert abs(wider.validation_coverage - 0.86) < 0.02
     assert np.all(np.array(wider.p10_shift_kw) < np.array(band.p10_shift_kw))
     assert np.all(np.array(wider.p90_shift_kw) > np.array(band.p90_shift_kw))
+
+
+def test_symmetric_conformal_band_moves_both_edges_by_one_shift() -> None:
+    from core.forecast import neural
+    from core.forecast.meta import BandCalibration
+
+    rng = np.random.default_rng(1)
+    # Calibration days ran 2 kW below the forecast: the per-side band moves both edges down,
+    # the symmetric one widens both by the same amount and still covers 80 % there.
+    point = np.full((4000, 4), 10.0)
+    below = rng.normal(8.0, 2.0, point.shape)
+    per_side = neural.conformal_band(point, point - 1.0, point + 1.0, below, pooled=True)
+    assert per_side.p90_shift_kw[0] < 0.0
+    sym = neural.conformal_band(point, point - 1.0, point + 1.0, below, symmetric=True)
+    assert sym.p10_shift_kw[0] == -sym.p90_shift_kw[0] and sym.p90_shift_kw[0] > 0.0
+    assert sym.validation_coverage is not None
+    assert abs(sym.validation_coverage - 0.8) < 0.02
+    # Days that then run 2 kW above it stay far better covered than by the per-side band.
+    above = rng.normal(12.0, 2.0, point.shape)
+
+    def covered(band: BandCalibration) -> float:
+        low = point - 1.0 + np.array(band.p10_shift_kw)
+        high = point + 1.0 + np.array(band.p90_shift_kw)
+        return float(np.mean((above >= low) & (above <= high)))
+
+    assert covered(sym) > covered(per_side) + 0.2

@@ -26,9 +26,9 @@ def test_smoothing_is_chosen_where_the_start_time_is_uncertain() -> None:
         start = 32 + rng.integers(-2, 3)
         outcomes.append(np.where(steps >= start, 18.0, 3.0))
         seasonal.append(np.where(steps >= 32 + rng.integers(-2, 3), 18.0, 3.0))
-    width, scores = da.choose_smoothing(np.array(seasonal), np.array(outcomes))
-    assert width > 1
-    assert scores[width] < scores[1]
+    groups, width, scores = da.choose_base({None: np.array(seasonal)}, np.array(outcomes))
+    assert groups is None and width > 1
+    assert scores[f"weeks/{width}"] < scores["weeks/1"]
 
 
 def test_no_smoothing_when_the_profile_is_exact() -> None:
@@ -36,8 +36,8 @@ def test_no_smoothing_when_the_profile_is_exact() -> None:
     profile = np.tile(np.where(steps >= 32, 18.0, 3.0), (10, 1))
     actual = profile.copy()
     actual[0, 5] = np.nan  # a missing outcome is skipped
-    width, scores = da.choose_smoothing(profile, actual)
-    assert width == 1 and scores[1] == 0.0
+    groups, width, scores = da.choose_base({None: profile}, actual)
+    assert groups is None and width == 1 and scores["weeks/1"] == 0.0
 
 
 def test_day_ahead_meta_keeps_the_smoothing_and_reads_old_artifacts() -> None:
