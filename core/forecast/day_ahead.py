@@ -257,8 +257,12 @@ def weekday_groups(
 
 
 def _alike(dist: FloatArray, a: int, b: int, floor: float) -> bool:
-    own = max(dist[a, a], dist[b, b], floor)
-    return bool(np.isfinite(dist[a, b]) and np.isfinite(own) and dist[a, b] <= GROUP_FACTOR * own)
+    """Weekdays a and b run alike: both have days to compare with themselves a week apart and
+    with each other, and differ by little more than each differs from itself."""
+    if not np.isfinite([dist[a, b], dist[a, a], dist[b, b]]).all():
+        return False
+    own = max(float(dist[a, a]), float(dist[b, b]), floor)
+    return bool(dist[a, b] <= GROUP_FACTOR * own)
 
 
 def smooth_profile(profile_kw: FloatArray, width_steps: int) -> FloatArray:

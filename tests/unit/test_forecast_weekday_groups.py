@@ -144,3 +144,11 @@ def test_the_hour_ahead_base_averages_the_origin_weekday_group() -> None:
     assert FeatureConfig.from_dict(data).weekday_groups is None
     with pytest.raises(ValueError, match="weekday_groups"):
         FeatureConfig.from_dict({**grouped.to_dict(), "weekday_groups": [0] * 6})
+
+
+def test_a_weekday_never_seen_a_week_apart_stays_alone() -> None:
+    # Nine days: only Monday and Tuesday have a day a week earlier to compare with.
+    start, kw = _site([(7, 19, 15.0)] * 7, 9, "2022-07-04 00:00")
+    groups = da.weekday_groups(start, kw, TZ, start + len(kw) - 1)
+    assert groups[:2] == (0, 0)
+    assert groups[2:] == (2, 3, 4, 5, 6)
