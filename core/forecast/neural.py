@@ -80,8 +80,8 @@ MAX_FIT_SAMPLES = 25_000
 # Outdoor air is offered to the models when at least this share of the minutes have it.
 MIN_AIR_COVERAGE = 0.5
 DAY_AHEAD_STRIDE = 15
-# Weeks of origins (before H) the day-ahead seasonal base is chosen on.
-DAY_AHEAD_BASE_WEEKS = 4
+# Weeks of origins (before H) each model's seasonal base (weekday groups or not) is chosen on.
+BASE_CHOICE_WEEKS = 4
 
 _CHUNK = 4096
 _M_ARENA_MAX = -8  # glibc mallopt parameter
@@ -502,12 +502,12 @@ def _train_day_ahead(
         return None
     # The seasonal base (same weekday, or every day of the weekday's group, found on the days
     # before V) and its smoothing, chosen by the base's own error before any network. The bases
-    # fit nothing, so they are scored on the fit origins of the last DAY_AHEAD_BASE_WEEKS weeks
-    # as well as on V: a few V days alone swing the choice (on the shared file the 6 V days
+    # fit nothing, so they are scored on the fit origins of the last BASE_CHOICE_WEEKS weeks
+    # before V as well as on V: a few V days alone swing the choice (on the shared file the 6 V days
     # favour the same weekday while every other stretch of 6 days or more favours the groups).
     found = da.weekday_groups(start_minute, values_kw, tz, val_start - 1)
     choice_lo = max(
-        val_start - DAY_AHEAD_BASE_WEEKS * MINUTES_PER_WEEK, start_minute + da.HISTORY_MINUTES
+        val_start - BASE_CHOICE_WEEKS * MINUTES_PER_WEEK, start_minute + da.HISTORY_MINUTES
     )
     choice_o = np.concatenate([fit_o[fit_o >= choice_lo], val_o])
     bases: dict[da.WeekdayGroups | None, FloatArray] = {
@@ -621,8 +621,8 @@ def _train_day_ahead(
             "cvrmse_15min_day_ahead": da.cvrmse_pct(seasonal_h, actual),
             "origins": float(len(hold_o)),
         }
-        # The base the network corrects (as chosen on V: weekday groups or mean-2-weeks,
-        # smoothed or not).
+        # The base the network corrects (weekday groups or mean-2-weeks, smoothed or not, as
+        # chosen before the network).
         holdout["base"] = {
             "cvrmse_15min_day_ahead": da.cvrmse_pct(hold.baseline_kw.astype(np.float64), actual),
             "origins": float(len(hold_o)),
@@ -637,7 +637,7 @@ def _train_day_ahead(
             holdout["ours"]["cvrmse_15min_day_ahead"] < holdout["base"]["cvrmse_15min_day_ahead"]
         )
         # As for the 60-minute model, the network's correction is served only if it beats its
-        # base on H; otherwise P50 is the base itself, as chosen on V
+        # base on H; otherwise P50 is the base itself (as chosen before the network)
         # (the band stays calibrated).
         shrink = choose_shrink(both) if beats else 0.0
         shrunk(shrink)
@@ -671,13 +671,13 @@ def _choose_base_groups(
     """Weekday groups for the 60-minute model's residual base, or None (same weekday).
 
     The two bases fit nothing, so they are compared on every 7th origin of the last
-    DAY_AHEAD_BASE_WEEKS weeks before H (fit part and V), by the RMSE over the whole hour.
+    BASE_CHOICE_WEEKS weeks before H (fit part and V), by the RMSE over the whole hour.
     """
     found = da.weekday_groups(start_minute, values_kw, tz, val_start - 1)
     if found == da.NO_GROUPS:
         return None
     horizon = config.horizon_minutes
-    lo = max(first_origin, val_start - DAY_AHEAD_BASE_WEEKS * MINUTES_PER_WEEK)
+    lo = max(first_origin, val_start - BASE_CHOICE_WEEKS * MINUTES_PER_WEEK)
     last = holdout_start - horizon - 1  # targets end before H
     origins = training_origins(start_minute, values_kw, lo, last, horizon)[::7]
     if len(origins) == 0:
