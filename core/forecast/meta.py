@@ -129,6 +129,9 @@ class ModelMeta:
     quantiles: tuple[float, ...] = (0.1, 0.9)
     band: BandCalibration = field(default_factory=BandCalibration)
     day_ahead: DayAheadMeta | None = None
+    # The factor on the residual at each step (baked into the exported model; ``shrink`` is the
+    # last step's). Empty: one factor for every step (older artifacts).
+    shrink_steps: tuple[float, ...] = ()
     holdout_metrics: Metrics = field(default_factory=dict)
     validation: list[dict[str, Any]] = field(default_factory=list)
     notes: tuple[str, ...] = ()
@@ -165,6 +168,7 @@ class ModelMeta:
             "outputs": ["mean", "p10", "p90"],
             "epochs": self.epochs,
             "shrink": self.shrink,
+            "shrink_steps": list(self.shrink_steps),
             "train_weeks": self.train_weeks,
             "train_origins": self.train_origins,
             "trained_until_minute": self.trained_until_minute,
@@ -209,6 +213,7 @@ class ModelMeta:
                 quantiles=_floats(data.get("quantiles", (0.1, 0.9))),
                 epochs=int(data["epochs"]),
                 shrink=float(data.get("shrink", 1.0)),
+                shrink_steps=_floats(data.get("shrink_steps", ())),
                 train_weeks=int(data["train_weeks"]),
                 train_origins=int(data["train_origins"]),
                 trained_until_minute=int(data["trained_until_minute"]),

@@ -238,3 +238,52 @@ def test_symmetric_conformal_band_moves_both_edges_by_one_shift() -> None:
         return float(np.mean((above >= low) & (above <= high)))
 
     assert covered(sym) > covered(per_side) + 0.2
+
+
+def test_shrink_is_chosen_and_applied_per_step() -> None:
+    from core.forecast import neural
+    from core.forecast.features import FeatureConfig, Scaling
+
+    rng = np.random.default_rng(4)
+    horizon, n = 60, 3000
+    residual = rng.normal(0.0, 1.0, (n, horizon))
+    # The predicted residual is right in full for the first steps and twice too large an hour
+    # out: the best factor runs from 1.0 down to 0.5.
+    truth = np.interp(np.arange(horizon), [0, 20, 40, 59], [1.0, 1.0, 0.5, 0.5])
+    base = np.full((n, horizon), 10.0)
+    actual = base + truth * residual + rng.normal(0.0, 0.05, (n, horizon))
+    outputs = np.concatenate([residual, residual - 1.0, residual + 1.0], axis=1)
+
+    class Fixed:
+        """Stands in for a Keras model: its outputs are given (the choice is pure logic)."""
+
+        def predict(self, x: np.ndarray, **_: object) -> np.ndarray:
+            return outputs
+
+    val = neural._Data(
+        x=np.zeros((n, 1), dtype=np.float32),
+        residual=residual,
+        baseline_kw=base,
+        actual_kw=actual,
+        origins=np.arange(n),
+    )
+    factors, _ = neural._choose_shrink(Fixed(), val, Scaling(0.0, 1.0), horizon)
+    assert factors.shape == (horizon,)
+    assert factors[:12] == pytest.approx(1.0, abs=0.02)
+    assert factors[-5:] == pytest.approx(0.5, abs=0.02)
+    assert np.all(np.diff(factors) <= 1e-9)
+
+    # Applied inside a real network: each step of the point head scales by its factor and the
+    # P10/P90 heads keep their widths around it.
+    model = neural._make_model(8, neural.Candidate("t", FeatureConfig(), hidden_units=8), 4, 0)
+    x = rng.normal(size=(5, 8)).astype(np.float32)
+    before = model.predict(x, verbose=0)
+    step_factors = np.array([1.0, 0.5, 0.0, 1.1])
+    neural._apply_shrink(model, step_factors)
+    after = model.predict(x, verbose=0)
+    np.testing.assert_allclose(after[:, :4], before[:, :4] * step_factors, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        after[:, 4:] - np.tile(after[:, :4], 2),
+        before[:, 4:] - np.tile(before[:, :4], 2),
+        atol=1e-4,
+    )

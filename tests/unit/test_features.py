@@ -314,16 +314,18 @@ def test_model_meta_round_trip_and_old_artifacts() -> None:
         holdout_days=6,
         train_s=40.0,
         band=BandCalibration((-0.5,) * 60, (0.4,) * 60, 0.8),
+        shrink_steps=(1.0,) * 30 + (0.9,) * 30,
     )
     assert ModelMeta.from_dict(meta.to_dict()) == meta
     old = meta.to_dict()
     old["version"] = 1
-    for key in ("band", "day_ahead", "notes"):
+    for key in ("band", "day_ahead", "notes", "shrink_steps"):
         del old[key]
     del old["scaling"]["center_air"], old["scaling"]["scale_air"]
     del old["features"]["outdoor_air"]
     parsed = ModelMeta.from_dict(old)
     assert parsed.band.p10_shift_kw == () and parsed.day_ahead is None
+    assert parsed.shrink_steps == ()
     assert not parsed.features.outdoor_air
     with pytest.raises(MetaError):
         ModelMeta.from_dict({**old, "version": 99})
