@@ -53,10 +53,21 @@ async def _session(service: ServiceProcess) -> dict[str, Any]:
             await asyncio.sleep(0.4)
         await asyncio.sleep(1.5)  # a snapshot with the plan
         async with httpx.AsyncClient() as http:
-            seen["plan"] = (await http.get(f"{service.base_url}/api/v1/dispatch/plan")).json()
+            # The live layer moves the setpoint within the interval and a snapshot runs every
+            # second: compare REST with BACnet reads taken around it that agree with each other
+            # (no snapshot in between).
+            for _ in range(20):
+                before = (
+                    float(await read("analog-value,20")),
+                    float(await read("analog-value,22")),
+                )
+                plan = (await http.get(f"{service.base_url}/api/v1/dispatch/plan")).json()
+                after = (float(await read("analog-value,20")), float(await read("analog-value,22")))
+                if before == after:
+                    break
+            seen["plan"] = plan
+            seen["setpoint"], seen["planned_peak"] = after
             seen["day_ahead"] = await http.get(f"{service.base_url}/api/v1/forecast/day-ahead")
-        seen["setpoint"] = float(await read("analog-value,20"))
-        seen["planned_peak"] = float(await read("analog-value,22"))
         seen["setpoint_reliability"] = str(await read("analog-value,20", "reliability"))
         seen["units"] = str(await read("analog-value,20", "units"))
     finally:
