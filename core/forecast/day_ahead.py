@@ -18,12 +18,16 @@ import numpy.typing as npt
 
 from core.forecast.base import DAY_AHEAD_STEP_MINUTES, DAY_AHEAD_STEPS
 from core.forecast.features import (
+    NO_GROUPS,
     FloatArray,
     IntArray,
     Scaling,
+    WeekdayGroups,
     _moving_mean,
     _quiet,
     calendar_features,
+    has_groups,
+    local_weekday,
     scaled_weather,
     weather_features,
     window_means,
@@ -55,8 +59,6 @@ GROUP_PAIR_DAYS = 14
 GROUP_FACTOR = 1.25
 # A day with more than this share of its steps unknown takes no part in finding groups.
 GROUP_MAX_MISSING = 0.2
-WeekdayGroups = tuple[int, int, int, int, int, int, int]
-NO_GROUPS: WeekdayGroups = (0, 1, 2, 3, 4, 5, 6)
 
 
 def step_start(origins: IntArray) -> IntArray:
@@ -123,7 +125,7 @@ def day_ahead_blocks(
     for week in range(1, WEEKS + 1):
         lagged = same_wall_clock_days_ago(targets.reshape(-1), 7 * week, tz).reshape(n, STEPS)
         weeks.append(window_means(start_minute, values_kw, lagged, STEP))
-    if groups is None or tuple(groups) == NO_GROUPS:
+    if groups is None or not has_groups(groups):
         with _quiet():
             baseline = np.nanmean(np.stack(weeks, axis=0), axis=0)
     else:
@@ -144,22 +146,6 @@ def day_ahead_blocks(
             else np.zeros((n, 0))
         ),
     )
-
-
-def local_weekday(minutes: IntArray, tz: ZoneInfo) -> IntArray:
-    """Site-local weekday (Monday = 0) of UTC minutes."""
-    local = np.asarray(minutes, dtype=np.int64) + utc_offsets(np.asarray(minutes, np.int64), tz)
-    # 1970-01-01 was a Thursday (weekday 3 with Monday = 0).
-    return np.asarray(np.mod(np.floor_divide(local, MINUTES_PER_DAY) + 3, 7), dtype=np.int64)
-
-
-def as_groups(labels: tuple[int, ...] | None) -> WeekdayGroups | None:
-    """Seven weekday labels as ``WeekdayGroups`` (None stays None)."""
-    if labels is None:
-        return None
-    if len(labels) != 7:
-        raise ValueError("weekday groups need 7 labels")
-    return (labels[0], labels[1], labels[2], labels[3], labels[4], labels[5], labels[6])
 
 
 def grouped_base(

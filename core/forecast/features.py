@@ -124,12 +124,43 @@ def local_minutes(minutes: IntArray, tz: ZoneInfo) -> IntArray:
     return minutes + utc_offsets(minutes, tz)
 
 
+def _weekday_of_local(local: IntArray) -> IntArray:
+    # 1970-01-01 was a Thursday (weekday 3 with Monday = 0).
+    return np.asarray(np.mod(np.floor_divide(local, MINUTES_PER_DAY) + 3, 7), dtype=np.int64)
+
+
+def local_weekday(minutes: IntArray, tz: ZoneInfo) -> IntArray:
+    """Site-local weekday (Monday = 0) of UTC minutes."""
+    return _weekday_of_local(local_minutes(np.asarray(minutes, dtype=np.int64), tz))
+
+
+# Weekday groups: one label per site-local weekday (Monday first), weekdays that run alike
+# sharing one (see day_ahead.weekday_groups). NO_GROUPS: every weekday alone.
+WeekdayGroups = tuple[int, int, int, int, int, int, int]
+NO_GROUPS: WeekdayGroups = (0, 1, 2, 3, 4, 5, 6)
+
+
+def has_groups(groups: WeekdayGroups | None) -> bool:
+    """Whether ``groups`` puts any two weekdays together."""
+    return groups is not None and len(set(groups)) < 7
+
+
+def parse_weekday_groups(value: Any) -> WeekdayGroups | None:
+    """Weekday groups read from an artifact (None stays None); ValueError unless 7 labels in
+    0..6."""
+    if value is None:
+        return None
+    labels = tuple(int(v) for v in value)
+    if len(labels) != 7 or any(not 0 <= g <= 6 for g in labels):
+        raise ValueError(f"weekday_groups must be 7 labels in 0..6, got {value!r}")
+    return (labels[0], labels[1], labels[2], labels[3], labels[4], labels[5], labels[6])
+
+
 def calendar_features(minutes: IntArray, tz: ZoneInfo) -> FloatArray:
     """Local minute-of-day sin/cos and day-of-week one-hot (Monday first): shape (n, 9)."""
     local = local_minutes(minutes, tz)
     minute_of_day = np.mod(local, MINUTES_PER_DAY)
-    # 1970-01-01 was a Thursday (weekday 3 with Monday = 0).
-    weekday = np.mod(np.floor_divide(local, MINUTES_PER_DAY) + 3, 7)
+    weekday = _weekday_of_local(local)
     angle = 2.0 * np.pi * minute_of_day / MINUTES_PER_DAY
     out = np.zeros((len(minutes), 9), dtype=np.float64)
     out[:, 0] = np.sin(angle)
@@ -576,7 +607,7 @@ class FeatureConfig:
     # day_ahead.weekday_groups): the residual base is the mean over every day of the last
     # baseline_weeks weeks whose weekday is in the origin weekday's group, not over the same
     # weekday only. None: the same weekday (artifacts without the field).
-    weekday_groups: tuple[int, ...] | None = None
+    weekday_groups: WeekdayGroups | None = None
 
     @property
     def history_minutes(self) -> int:
@@ -607,12 +638,7 @@ class FeatureConfig:
         data = dict(data)
         data["seasonal_days"] = tuple(int(x) for x in data["seasonal_days"])
         data["level_minutes"] = tuple(int(x) for x in data.get("level_minutes", ()))
-        groups = data.get("weekday_groups")
-        if groups is not None:
-            groups = tuple(int(x) for x in groups)
-            if len(groups) != 7 or any(not 0 <= g <= 6 for g in groups):
-                raise ValueError(f"weekday_groups must be 7 labels in 0..6, got {groups!r}")
-        data["weekday_groups"] = groups
+        data["weekday_groups"] = parse_weekday_groups(data.get("weekday_groups"))
         return cls(**data)
 
 
@@ -713,7 +739,7 @@ def feature_blocks(
     seasonal_parts: list[FloatArray] = []
     week_windows: list[FloatArray] = []
     groups = config.weekday_groups
-    grouped = groups is not None and len(set(groups)) < 7
+    grouped = has_groups(groups)
     base_days = 7 * config.baseline_weeks
     lag_days = sorted(
         set(config.seasonal_days)
@@ -723,7 +749,7 @@ def feature_blocks(
     if grouped:
         assert groups is not None
         label = np.asarray(groups, dtype=np.int64)
-        weekday = np.mod(np.floor_divide(local_minutes(origins, tz), MINUTES_PER_DAY) + 3, 7)
+        weekday = local_weekday(origins, tz)
         group_sum = np.zeros((len(origins), h))
         group_count = np.zeros((len(origins), h))
     for days in lag_days:

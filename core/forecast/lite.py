@@ -245,7 +245,7 @@ class LiteForecaster:
             outdoor_air,
             meta.outdoor_air,
             meta.baseline_smooth_steps,
-            da.as_groups(meta.weekday_groups),
+            meta.weekday_groups,
         )
         out = self.predict_day_ahead_raw(da.day_ahead_matrix(blocks, self._scaling))
         h, s = da.STEPS, self._scaling.scale_kw

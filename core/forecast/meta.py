@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.forecast.features import FeatureConfig, Scaling
+from core.forecast.features import FeatureConfig, Scaling, WeekdayGroups, parse_weekday_groups
 
 ARTIFACT_FORMAT = "open-dsm-forecaster"
 # 1: the 60-minute model only; 2: + band calibration, outdoor air, the day-ahead model.
@@ -66,7 +66,7 @@ class DayAheadMeta:
     baseline_smooth_steps: int = 1
     # Weekday groups of the seasonal base (see day_ahead.weekday_groups); None: the same weekday
     # one and two weeks back (mean-2-weeks; older artifacts).
-    weekday_groups: tuple[int, ...] | None = None
+    weekday_groups: WeekdayGroups | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -92,17 +92,8 @@ class DayAheadMeta:
             band=BandCalibration.from_dict(data.get("band")),
             holdout_metrics=dict(data.get("holdout_metrics", {})),
             baseline_smooth_steps=int(data.get("baseline_smooth_steps", 1)),
-            weekday_groups=_weekday_groups(data.get("weekday_groups")),
+            weekday_groups=parse_weekday_groups(data.get("weekday_groups")),
         )
-
-
-def _weekday_groups(value: Any) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    groups = tuple(int(v) for v in value)
-    if len(groups) != 7 or any(not 0 <= g <= 6 for g in groups):
-        raise ValueError(f"weekday_groups must be 7 labels in 0..6, got {value!r}")
-    return groups
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,10 +46,12 @@ import numpy.typing as npt
 from core.forecast import day_ahead as da
 from core.forecast.base import HORIZON_MINUTES
 from core.forecast.features import (
+    NO_GROUPS,
     FeatureConfig,
     FloatArray,
     IntArray,
     Scaling,
+    WeekdayGroups,
     _moving_mean,
     design_matrix,
     feature_blocks,
@@ -442,7 +444,7 @@ def _build_day_ahead(
     outdoor_air: FloatArray | None,
     use_air: bool,
     smooth_steps: int = 1,
-    groups: da.WeekdayGroups | None = None,
+    groups: WeekdayGroups | None = None,
 ) -> _Data:
     parts: list[_Data] = []
     for lo in range(0, max(len(origins), 1), _CHUNK):
@@ -531,10 +533,10 @@ def _train_day_ahead(
         val_start - BASE_CHOICE_WEEKS * MINUTES_PER_WEEK, start_minute + da.HISTORY_MINUTES
     )
     choice_o = np.concatenate([fit_o[fit_o >= choice_lo], val_o])
-    bases: dict[da.WeekdayGroups | None, FloatArray] = {
+    bases: dict[WeekdayGroups | None, FloatArray] = {
         None: da.day_ahead_blocks(start_minute, values_kw, choice_o, tz).baseline_kw
     }
-    if found != da.NO_GROUPS:
+    if found != NO_GROUPS:
         bases[found] = da.day_ahead_blocks(
             start_minute, values_kw, choice_o, tz, groups=found
         ).baseline_kw
@@ -688,14 +690,14 @@ def _choose_base_groups(
     first_origin: int,
     val_start: int,
     holdout_start: int,
-) -> da.WeekdayGroups | None:
+) -> WeekdayGroups | None:
     """Weekday groups for the 60-minute model's residual base, or None (same weekday).
 
     The two bases fit nothing, so they are compared on every 7th origin of the last
     BASE_CHOICE_WEEKS weeks before H (fit part and V), by the RMSE over the whole hour.
     """
     found = da.weekday_groups(start_minute, values_kw, tz, val_start - 1)
-    if found == da.NO_GROUPS:
+    if found == NO_GROUPS:
         return None
     horizon = config.horizon_minutes
     lo = max(first_origin, val_start - BASE_CHOICE_WEEKS * MINUTES_PER_WEEK)

@@ -1,8 +1,9 @@
-"""The day-ahead seasonal base's smoothing: the moving mean and its choice on validation days."""
+"""The day-ahead seasonal base's smoothing: the moving mean, its choice, and the artifact field."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from core.forecast import day_ahead as da
 from core.forecast.meta import BandCalibration, DayAheadMeta
@@ -40,7 +41,7 @@ def test_no_smoothing_when_the_profile_is_exact() -> None:
     assert groups is None and width == 1 and scores["weeks/1"] == 0.0
 
 
-def test_day_ahead_meta_keeps_the_smoothing_and_reads_old_artifacts() -> None:
+def test_day_ahead_meta_keeps_the_base_choice_and_reads_old_artifacts() -> None:
     meta = DayAheadMeta(
         input_dim=49,
         outdoor_air=False,
@@ -48,8 +49,13 @@ def test_day_ahead_meta_keeps_the_smoothing_and_reads_old_artifacts() -> None:
         epochs=3,
         band=BandCalibration(),
         baseline_smooth_steps=3,
+        weekday_groups=(0, 1, 0, 1, 0, 0, 6),
     )
     assert DayAheadMeta.from_dict(meta.to_dict()) == meta
     old = meta.to_dict()
     del old["baseline_smooth_steps"]
     assert DayAheadMeta.from_dict(old).baseline_smooth_steps == 1
+    del old["weekday_groups"]
+    assert DayAheadMeta.from_dict(old).weekday_groups is None
+    with pytest.raises(ValueError, match="weekday_groups"):
+        DayAheadMeta.from_dict({**meta.to_dict(), "weekday_groups": [0, 1, 9]})

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from core.forecast import day_ahead as da
-from core.forecast.features import local_minutes, minute_of_local
-from core.forecast.meta import BandCalibration, DayAheadMeta
+from core.forecast.features import NO_GROUPS, local_minutes, minute_of_local
 
 TZ = ZoneInfo("America/Chicago")
 # Schedules by weekday (Monday first): (start hour, stop hour, kW while open); None: closed.
@@ -52,9 +51,9 @@ def test_weekdays_that_all_differ_stay_apart_and_short_histories_find_nothing() 
         (6 + d, 12 + d, 10.0 + 3 * d) for d in range(7)
     ]
     start, kw = _site(schedules, 28, "2022-07-04 00:00")
-    assert da.weekday_groups(start, kw, TZ, start + len(kw) - 1) == da.NO_GROUPS
+    assert da.weekday_groups(start, kw, TZ, start + len(kw) - 1) == NO_GROUPS
     start, kw = _site(SHARED_FILE_LIKE, 6, "2022-07-04 00:00")
-    assert da.weekday_groups(start, kw, TZ, start + len(kw) - 1) == da.NO_GROUPS
+    assert da.weekday_groups(start, kw, TZ, start + len(kw) - 1) == NO_GROUPS
 
 
 def test_a_dead_week_does_not_split_the_groups() -> None:
@@ -103,23 +102,6 @@ def test_choose_base_prefers_groups_only_when_they_score_better() -> None:
     # A tie keeps mean-2-weeks.
     chosen, _, _ = da.choose_base({None: close, groups: close}, actual)
     assert chosen is None
-
-
-def test_day_ahead_meta_keeps_the_groups_and_reads_old_artifacts() -> None:
-    meta = DayAheadMeta(
-        input_dim=49,
-        outdoor_air=False,
-        history_minutes=da.HISTORY_MINUTES,
-        epochs=3,
-        band=BandCalibration(),
-        weekday_groups=(0, 1, 0, 1, 0, 0, 6),
-    )
-    assert DayAheadMeta.from_dict(meta.to_dict()) == meta
-    old = meta.to_dict()
-    del old["weekday_groups"]
-    assert DayAheadMeta.from_dict(old).weekday_groups is None
-    with pytest.raises(ValueError, match="weekday_groups"):
-        DayAheadMeta.from_dict({**meta.to_dict(), "weekday_groups": [0, 1, 9]})
 
 
 def test_the_hour_ahead_base_averages_the_origin_weekday_group() -> None:
