@@ -215,6 +215,18 @@ class ModelOut(BaseModel):
     heldout_rmse_kw: float | None
     live_rmse_kw: float | None
     live_rmse_samples: int
+    band_scale: float = Field(
+        description="How much the 60-minute P10-P90 band is widened (>1) or narrowed (<1) from "
+        "its training calibration, adapted online so that it keeps covering 80 % of outcomes."
+    )
+    band_coverage: float | None = Field(
+        description="Share of the 60-minute outcomes inside the band as served, since this "
+        "forecaster started serving (null before the first)."
+    )
+    day_ahead_band_scale: float = Field(description="The same scale for the day-ahead band.")
+    day_ahead_band_coverage: float | None = Field(
+        description="Share of the day-ahead 15-minute outcomes inside the band as served."
+    )
     training_minutes: float | None
     trained_at: datetime | None
     training_run_in_progress: int | None

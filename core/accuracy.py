@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
+
+# How fast the served bands adapt (log-scale step per outcome, see BandAdapter). The 60-minute
+# band is scored once a minute (1,440 outcomes a day); the day-ahead band on every step of one
+# forecast per 15 minutes (96 x 96 = 9,216 a day): the same drift per day for both.
+BAND_GAMMA = 0.002
+DAY_AHEAD_BAND_GAMMA = BAND_GAMMA * 1440 / 9216
 
 
 class LiveErrorTracker:
@@ -40,3 +47,128 @@ class LiveErrorTracker:
         if len(self._errors) < self._min_samples:
             return None
         return math.sqrt(sum(e * e for _, e in self._errors) / len(self._errors))
+
+
+class BandAdapter:
+    """Keeps a served P10-P90 band honest after training: adaptive conformal inference.
+
+    The band is calibrated on the days before the model was accepted; the days after drift (a
+    season, a new schedule), and a band that covered 80 % there may cover 74 % or 86 % now. Each
+    outcome that arrives moves a width scale: a miss widens the band by ``gamma * 0.8`` in log
+    scale, a hit narrows it by ``gamma * 0.2``. The scale then settles where one outcome in five
+    falls outside, whatever the drift, and over ``n`` outcomes the realised coverage is within
+    ``log(scale range) / (gamma * n)`` of the target (Gibbs and Candès, "Adaptive conformal
+    inference under distribution shift", 2021; here on the width, not the quantile level).
+
+    ``step_minutes`` is the band's step: 1 for the 60-minute forecast (each forecast is scored at
+    its last minute), 15 for the day-ahead (every step of one forecast per block is scored on the
+    block's mean load; later forecasts in the same block are not recorded again). One adapter
+    serves one forecaster: a new model starts again from its own calibration, scale 1.
+    """
+
+    def __init__(
+        self,
+        *,
+        step_minutes: int = 1,
+        gamma: float = 0.002,
+        target: float = 0.8,
+        min_scale: float = 0.5,
+        max_scale: float = 3.0,
+    ) -> None:
+        self._step = max(1, step_minutes)
+        self._gamma = gamma
+        self._target = target
+        self._log_min = math.log(min_scale)
+        self._log_max = math.log(max_scale)
+        self._log_scale = 0.0
+        self._pending: dict[int, list[tuple[float, float]]] = {}
+        self._issued_block: int | None = None
+        self._block: int | None = None
+        self._block_sum = 0.0
+        self._block_count = 0
+        self.outcomes = 0
+        self.inside = 0
+
+    @property
+    def scale(self) -> float:
+        """The factor the calibrated band's half-widths are multiplied by (1: as trained)."""
+        return math.exp(self._log_scale)
+
+    def coverage(self) -> float | None:
+        """The share of scored outcomes inside the band as served (None before the first)."""
+        return self.inside / self.outcomes if self.outcomes else None
+
+    def widen(
+        self, point: Sequence[float], p10: Sequence[float], p90: Sequence[float]
+    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The band to serve: each side's distance from the point forecast times the scale."""
+        s = self.scale
+        low = tuple(p - s * max(0.0, p - lo) for p, lo in zip(point, p10, strict=True))
+        high = tuple(p + s * max(0.0, hi - p) for p, hi in zip(point, p90, strict=True))
+        return low, high
+
+    def issued(
+        self,
+        made_minute: int,
+        first_minute: int,
+        low: Sequence[float],
+        high: Sequence[float],
+    ) -> None:
+        """Remember a served band whose first step starts at ``first_minute``."""
+        if self._step == 1:
+            # The newest forecast for a minute wins (one outcome per minute).
+            self._pending[first_minute] = [(float(low[0]), float(high[0]))]
+            return
+        block = made_minute // self._step
+        if block == self._issued_block:
+            return
+        self._issued_block = block
+        for k, (lo, hi) in enumerate(zip(low, high, strict=True)):
+            self._pending.setdefault(first_minute + k * self._step, []).append(
+                (float(lo), float(hi))
+            )
+
+    def observed(self, minute: int, kw: float) -> None:
+        """A minute of load completed (NaN: unknown). Scores the bands it closes."""
+        if self._step == 1:
+            if not math.isnan(kw):
+                for band in self._pending.pop(minute, []):
+                    self._score(band, kw)
+            self._drop_before(minute)
+            return
+        block = minute - minute % self._step
+        if self._block is not None and block < self._block:
+            return  # a late minute of a block already scored or abandoned
+        if self._block is not None and block != self._block:
+            self._close_block()
+        if self._block != block:
+            self._block, self._block_sum, self._block_count = block, 0.0, 0
+        if not math.isnan(kw):
+            self._block_sum += kw
+            self._block_count += 1
+        if minute == block + self._step - 1:
+            self._close_block()
+
+    def _close_block(self) -> None:
+        block, total, count = self._block, self._block_sum, self._block_count
+        self._block, self._block_sum, self._block_count = None, 0.0, 0
+        if block is None:
+            return
+        bands = self._pending.pop(block, [])
+        # A block is scored on its mean when most of its minutes are known.
+        if count * 2 >= self._step:
+            for band in bands:
+                self._score(band, total / count)
+        self._drop_before(block)
+
+    def _drop_before(self, minute: int) -> None:
+        for old in [m for m in self._pending if m < minute]:
+            del self._pending[old]
+
+    def _score(self, band: tuple[float, float], kw: float) -> None:
+        hit = band[0] <= kw <= band[1]
+        self.outcomes += 1
+        self.inside += hit
+        miss = 0.0 if hit else 1.0
+        step = self._gamma * (miss - (1.0 - self._target))
+        self._log_scale = min(self._log_max, max(self._log_min, self._log_scale + step))

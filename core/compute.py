@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from core.accuracy import LiveErrorTracker
+from core.accuracy import BAND_GAMMA, DAY_AHEAD_BAND_GAMMA, BandAdapter, LiveErrorTracker
 from core.demand import (
     ClosedInterval,
     DemandSnapshot,
@@ -107,6 +107,31 @@ class SnapshotComputer:
         self._tz = tz
         self._window_minutes = percentile_window_minutes
         self._baseline = SeasonalMeanForecaster(weeks=2)
+        # The served bands, kept at 80 % coverage after training by the outcomes that arrive:
+        # one adapter per forecaster and output (the baseline standing in for a failed model
+        # does not move the model's scale).
+        self._bands: dict[tuple[str, bool], BandAdapter] = {}
+
+    def band(self, forecaster: str, day_ahead: bool = False) -> BandAdapter:
+        """The band adapter of one forecaster's 60-minute or day-ahead output."""
+        key = (forecaster, day_ahead)
+        adapter = self._bands.get(key)
+        if adapter is None:
+            adapter = BandAdapter(
+                step_minutes=DAY_AHEAD_STEP_MINUTES if day_ahead else 1,
+                gamma=DAY_AHEAD_BAND_GAMMA if day_ahead else BAND_GAMMA,
+            )
+            self._bands[key] = adapter
+        return adapter
+
+    def reset_bands(self) -> None:
+        """A new model serves: its bands start from its own calibration."""
+        self._bands.clear()
+
+    def observed(self, minute: int, base_kw: float) -> None:
+        """A minute of base load completed: score the bands it closes."""
+        for adapter in self._bands.values():
+            adapter.observed(minute, base_kw)
 
     def compute(
         self,
@@ -143,6 +168,8 @@ class SnapshotComputer:
 
         history = self._history(origin, forecaster.history_minutes)
         forecast = self._run_forecaster(forecaster, history, now)
+        if forecast is not None and fresh:
+            forecast = self._adapted(forecast)
         forecast_quality = _quality(fresh, input_quality, forecast is not None)
         logged = None
         if forecast is not None and fresh:
@@ -154,16 +181,29 @@ class SnapshotComputer:
             forecaster=forecaster.name,
             live_rmse_kw=self._errors.rmse_kw(),
             live_rmse_samples=self._errors.samples,
+            band_scale=self.band(forecaster.name).scale,
+            band_coverage=self.band(forecaster.name).coverage(),
         )
         closed = demand.close_due(now)
         setpoint = previous.dispatch.setpoint_kw if previous.dispatch is not None else None
         demand_snapshot = demand.evaluate(now, forecast, inputs, battery_setpoint_kw=setpoint)
         day_ahead = self._run_day_ahead(forecaster, origin, now) if fresh else None
+        # The plan makes its own pessimistic path from the forecast as the model gives it (the
+        # replay bench feeds it the same); what is published carries the adapted band.
         dispatch = (
             self._plan_dispatch(origin, now, demand_snapshot, day_ahead, inputs, setpoint)
             if fresh
             else None
         )
+        if day_ahead is not None:
+            day_ahead = self._adapted_day_ahead(day_ahead, origin)
+            # The day-ahead served may be the baseline's (a model without one): show its band.
+            served = self.band(day_ahead.forecaster, day_ahead=True)
+            model = dataclasses.replace(
+                model,
+                day_ahead_band_scale=served.scale,
+                day_ahead_band_coverage=served.coverage(),
+            )
         snapshot = dataclasses.replace(
             previous,
             computed_at=now,
@@ -187,6 +227,30 @@ class SnapshotComputer:
             demand_target_kw=demand.target_kw,
         )
         return Computed(snapshot, logged, closed)
+
+    def _adapted(self, forecast: Forecast) -> Forecast:
+        """The 60-minute forecast with its band widened or narrowed by the live adaptation."""
+        if forecast.p10_kw is None or forecast.p90_kw is None:
+            return forecast
+        band = self.band(forecast.forecaster)
+        low, high = band.widen(forecast.kw, forecast.p10_kw, forecast.p90_kw)
+        last = HORIZON_MINUTES - 1
+        band.issued(
+            forecast.origin_minute,
+            forecast.origin_minute + HORIZON_MINUTES,
+            low[last:],
+            high[last:],
+        )
+        return dataclasses.replace(forecast, p10_kw=low, p90_kw=high)
+
+    def _adapted_day_ahead(self, day_ahead: DayAheadForecast, origin: int) -> DayAheadForecast:
+        """The day-ahead with its band adapted the same way (one forecast per 15 minutes scored)."""
+        if day_ahead.p10_kw is None or day_ahead.p90_kw is None:
+            return day_ahead
+        band = self.band(day_ahead.forecaster, day_ahead=True)
+        low, high = band.widen(day_ahead.p50_kw, day_ahead.p10_kw, day_ahead.p90_kw)
+        band.issued(origin, day_ahead.start_minute, low, high)
+        return dataclasses.replace(day_ahead, p10_kw=low, p90_kw=high)
 
     def _plan_dispatch(
         self,

@@ -736,6 +736,7 @@ class DsmCore:
                 f"the cache holds {self._series.capacity_minutes}"
             )
         self._forecaster = forecaster
+        self._computer.reset_bands()
         self._snapshot = dataclasses.replace(
             self._snapshot,
             model=dataclasses.replace(
@@ -792,6 +793,7 @@ class DsmCore:
                 self._dispatched.set(item.minute, own)
             # The forecasts are of the base load: so is what they are scored against.
             self._errors.observed(item.minute, item.kw - (own or 0.0))
+            self._computer.observed(item.minute, item.kw - (own or 0.0))
             closed.extend(self._demand.observe_minute(item.minute, item.kw))
         minutes = [item.minute for item in completed]
         self._writer.enqueue(

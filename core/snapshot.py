@@ -35,6 +35,12 @@ class ModelStatus:
     heldout_rmse_kw: float | None = None  # from the training run of a served trained model
     live_rmse_kw: float | None = None  # 60-minute-ahead error of what was served, trailing 24 h
     live_rmse_samples: int = 0
+    # The online band adaptation (core.accuracy.BandAdapter) of the 60-minute and day-ahead
+    # P10-P90 bands: the width scale in force and the coverage of the bands served so far.
+    band_scale: float = 1.0
+    band_coverage: float | None = None
+    day_ahead_band_scale: float = 1.0
+    day_ahead_band_coverage: float | None = None
     training_minutes: float | None = None  # wall time of the last finished training run
     trained_at: datetime | None = None
 
@@ -149,6 +155,10 @@ class Snapshot:
             heldout_rmse_kw=m.get("heldout_rmse_kw"),
             live_rmse_kw=m.get("live_rmse_kw"),
             live_rmse_samples=int(m.get("live_rmse_samples", 0)),
+            band_scale=float(m.get("band_scale", 1.0)),
+            band_coverage=m.get("band_coverage"),
+            day_ahead_band_scale=float(m.get("day_ahead_band_scale", 1.0)),
+            day_ahead_band_coverage=m.get("day_ahead_band_coverage"),
             training_minutes=m.get("training_minutes"),
             trained_at=dt(m.get("trained_at")),
         )

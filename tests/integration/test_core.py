@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import bindparam, update
 
+from core.accuracy import DAY_AHEAD_BAND_GAMMA
 from core.clock import FakeClock
 from core.errors import InvalidReading
 from core.service import Reading
@@ -152,6 +153,17 @@ async def test_forecast_uses_two_weeks_of_history_and_scores_itself(make_core, c
     # Ten forecasts have matured; the live RMSE needs 60 before it reports.
     assert snapshot.model.live_rmse_samples == 10
     assert snapshot.model.rmse_kw is None
+    # The 15-minute blocks that closed scored the day-ahead bands served before them (one
+    # forecast per block); each outcome moved the band's scale by the stated step.
+    band = core._computer.band("mean-2-weeks", day_ahead=True)
+    assert band.outcomes > 0 and snapshot.model.day_ahead_band_coverage == band.coverage()
+    drift = band.outcomes - band.inside - 0.2 * band.outcomes
+    assert snapshot.model.day_ahead_band_scale == pytest.approx(
+        math.exp(DAY_AHEAD_BAND_GAMMA * drift)
+    )
+    served = snapshot.day_ahead
+    assert served is not None and served.p10_kw is not None
+    assert min(np.subtract(served.p50_kw, served.p10_kw)) >= 0.0
     await core.stop()
 
 
