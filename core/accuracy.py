@@ -11,6 +11,10 @@ from collections.abc import Sequence
 # forecast per 15 minutes (96 x 96 = 9,216 a day): the same drift per day for both.
 BAND_GAMMA = 0.002
 DAY_AHEAD_BAND_GAMMA = BAND_GAMMA * 1440 / 9216
+# No served band is narrower than this share of its point forecast on either side: a width scale
+# cannot open a band of zero width (the seasonal baseline's day-ahead range where its two days
+# agree), and no building repeats itself closer than that.
+MIN_HALF_WIDTH_SHARE = 0.1
 
 
 class LiveErrorTracker:
@@ -74,8 +78,10 @@ class BandAdapter:
         target: float = 0.8,
         min_scale: float = 0.5,
         max_scale: float = 3.0,
+        min_half_width_share: float = MIN_HALF_WIDTH_SHARE,
     ) -> None:
         self._step = max(1, step_minutes)
+        self._min_share = min_half_width_share
         self._gamma = gamma
         self._target = target
         self._log_min = math.log(min_scale)
@@ -101,10 +107,15 @@ class BandAdapter:
     def widen(
         self, point: Sequence[float], p10: Sequence[float], p90: Sequence[float]
     ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """The band to serve: each side's distance from the point forecast times the scale."""
-        s = self.scale
-        low = tuple(p - s * max(0.0, p - lo) for p, lo in zip(point, p10, strict=True))
-        high = tuple(p + s * max(0.0, hi - p) for p, hi in zip(point, p90, strict=True))
+        """The band to serve: each side's distance from the point forecast (at least
+        ``min_half_width_share`` of the point) times the scale."""
+        s, share = self.scale, self._min_share
+        low = tuple(
+            p - s * max(p - lo, share * abs(p), 0.0) for p, lo in zip(point, p10, strict=True)
+        )
+        high = tuple(
+            p + s * max(hi - p, share * abs(p), 0.0) for p, hi in zip(point, p90, strict=True)
+        )
         return low, high
 
     def issued(

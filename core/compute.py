@@ -168,8 +168,9 @@ class SnapshotComputer:
 
         history = self._history(origin, forecaster.history_minutes)
         forecast = self._run_forecaster(forecaster, history, now)
-        if forecast is not None and fresh:
-            forecast = self._adapted(forecast)
+        if forecast is not None:
+            # Served with the adapted band; scored later only when made on a fresh reading.
+            forecast = self._adapted(forecast, record=fresh)
         forecast_quality = _quality(fresh, input_quality, forecast is not None)
         logged = None
         if forecast is not None and fresh:
@@ -228,19 +229,20 @@ class SnapshotComputer:
         )
         return Computed(snapshot, logged, closed)
 
-    def _adapted(self, forecast: Forecast) -> Forecast:
+    def _adapted(self, forecast: Forecast, record: bool) -> Forecast:
         """The 60-minute forecast with its band widened or narrowed by the live adaptation."""
         if forecast.p10_kw is None or forecast.p90_kw is None:
             return forecast
         band = self.band(forecast.forecaster)
         low, high = band.widen(forecast.kw, forecast.p10_kw, forecast.p90_kw)
-        last = HORIZON_MINUTES - 1
-        band.issued(
-            forecast.origin_minute,
-            forecast.origin_minute + HORIZON_MINUTES,
-            low[last:],
-            high[last:],
-        )
+        if record:
+            last = HORIZON_MINUTES - 1
+            band.issued(
+                forecast.origin_minute,
+                forecast.origin_minute + HORIZON_MINUTES,
+                low[last:],
+                high[last:],
+            )
         return dataclasses.replace(forecast, p10_kw=low, p90_kw=high)
 
     def _adapted_day_ahead(self, day_ahead: DayAheadForecast, origin: int) -> DayAheadForecast:

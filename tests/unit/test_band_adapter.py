@@ -62,7 +62,7 @@ def test_the_newest_band_for_a_minute_is_the_one_scored_and_unknown_minutes_scor
 
 
 def test_widen_scales_each_side_around_the_point_forecast() -> None:
-    adapter = BandAdapter(gamma=1.0, max_scale=3.0)
+    adapter = BandAdapter(gamma=1.0, max_scale=3.0, min_half_width_share=0.0)
     adapter.issued(0, 60, [0.0], [0.0])
     adapter.observed(60, 1.0)  # a miss: log scale + 0.8
     scale = math.exp(0.8)
@@ -70,6 +70,15 @@ def test_widen_scales_each_side_around_the_point_forecast() -> None:
     assert low == pytest.approx((10.0 - scale * 1.0, 5.0))
     # A P90 under the point (never served, but possible in a raw band) gives no upper width.
     assert high == pytest.approx((10.0 + scale * 2.0, 5.0))
+
+
+def test_no_side_is_narrower_than_the_share_of_the_point() -> None:
+    adapter = BandAdapter(min_half_width_share=0.1)
+    # A zero-width band (the baseline's range where its two days agree) gets +-10 % of the
+    # point; a wider side keeps its own width; a negative point (export) its magnitude's share.
+    low, high = adapter.widen([20.0, 20.0, -4.0], [20.0, 15.0, -4.0], [20.0, 21.0, -4.0])
+    assert low == pytest.approx((18.0, 15.0, -4.4))
+    assert high == pytest.approx((22.0, 22.0, -3.6))
 
 
 def test_the_scale_stays_inside_its_limits() -> None:
