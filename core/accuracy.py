@@ -11,9 +11,9 @@ from collections.abc import Sequence
 # forecast per 15 minutes (96 x 96 = 9,216 a day): the same drift per day for both.
 BAND_GAMMA = 0.002
 DAY_AHEAD_BAND_GAMMA = BAND_GAMMA * 1440 / 9216
-# No served band is narrower than this share of its point forecast on either side: a width scale
-# cannot open a band of zero width (the seasonal baseline's day-ahead range where its two days
-# agree), and no building repeats itself closer than that.
+# Before the scale applies, each side of a band is at least this share of its point forecast: a
+# width scale cannot open a band of zero width (the seasonal baseline's day-ahead range where its
+# two days agree), and no building repeats itself closer than that.
 MIN_HALF_WIDTH_SHARE = 0.1
 
 
@@ -61,13 +61,17 @@ class BandAdapter:
     outcome that arrives moves a width scale: a miss widens the band by ``gamma * 0.8`` in log
     scale, a hit narrows it by ``gamma * 0.2``. The scale then settles where one outcome in five
     falls outside, whatever the drift, and over ``n`` outcomes the realised coverage is within
-    ``log(scale range) / (gamma * n)`` of the target (Gibbs and Candès, "Adaptive conformal
-    inference under distribution shift", 2021; here on the width, not the quantile level).
+    ``log(scale range) / (gamma * n)`` of the target while the scale stays inside its limits
+    (Gibbs and Candès, "Adaptive conformal inference under distribution shift", 2021; here on the
+    width, not the quantile level). A band that needs more than ``max_scale`` keeps missing more
+    often than that, and says so in ``coverage()``.
 
     ``step_minutes`` is the band's step: 1 for the 60-minute forecast (each forecast is scored at
-    its last minute), 15 for the day-ahead (every step of one forecast per block is scored on the
-    block's mean load; later forecasts in the same block are not recorded again). One adapter
-    serves one forecaster: a new model starts again from its own calibration, scale 1.
+    its last minute), 15 for the day-ahead (every step of the forecast made just before a block
+    starts is scored on each block's mean load, when at least two thirds of its minutes are
+    known; forecasts made once a block is under way are not recorded, their first step being
+    partly measured). One adapter serves one forecaster: a new model starts again from its own
+    calibration, scale 1.
     """
 
     def __init__(
@@ -126,12 +130,14 @@ class BandAdapter:
         high: Sequence[float],
     ) -> None:
         """Remember a served band whose first step starts at ``first_minute``."""
+        if not low or len(low) != len(high):
+            return
         if self._step == 1:
             # The newest forecast for a minute wins (one outcome per minute).
             self._pending[first_minute] = [(float(low[0]), float(high[0]))]
             return
-        block = made_minute // self._step
-        if block == self._issued_block:
+        block = first_minute // self._step
+        if first_minute <= made_minute or block == self._issued_block:
             return
         self._issued_block = block
         for k, (lo, hi) in enumerate(zip(low, high, strict=True)):
@@ -166,8 +172,9 @@ class BandAdapter:
         if block is None:
             return
         bands = self._pending.pop(block, [])
-        # A block is scored on its mean when most of its minutes are known.
-        if count * 2 >= self._step:
+        # A block is scored on its mean when two thirds of its minutes are known (as the bench's
+        # day-ahead targets are).
+        if count * 3 >= self._step * 2:
             for band in bands:
                 self._score(band, total / count)
         self._drop_before(block)
@@ -177,6 +184,8 @@ class BandAdapter:
             del self._pending[old]
 
     def _score(self, band: tuple[float, float], kw: float) -> None:
+        if not (math.isfinite(band[0]) and math.isfinite(band[1])):
+            return  # a forecast without a usable band scores nothing
         hit = band[0] <= kw <= band[1]
         self.outcomes += 1
         self.inside += hit

@@ -168,9 +168,9 @@ class SnapshotComputer:
 
         history = self._history(origin, forecaster.history_minutes)
         forecast = self._run_forecaster(forecaster, history, now)
-        if forecast is not None:
-            # Served with the adapted band; scored later only when made on a fresh reading.
-            forecast = self._adapted(forecast, record=fresh)
+        # Published with the adapted band (scored later when made on a fresh reading); the demand
+        # logic keeps the band as the model gives it, as the demand bench measures it.
+        served = self._adapted(forecast, record=fresh) if forecast is not None else None
         forecast_quality = _quality(fresh, input_quality, forecast is not None)
         logged = None
         if forecast is not None and fresh:
@@ -182,8 +182,8 @@ class SnapshotComputer:
             forecaster=forecaster.name,
             live_rmse_kw=self._errors.rmse_kw(),
             live_rmse_samples=self._errors.samples,
-            band_scale=self.band(forecaster.name).scale,
-            band_coverage=self.band(forecaster.name).coverage(),
+            band_scale=self.band(served.forecaster if served else forecaster.name).scale,
+            band_coverage=self.band(served.forecaster if served else forecaster.name).coverage(),
         )
         closed = demand.close_due(now)
         setpoint = previous.dispatch.setpoint_kw if previous.dispatch is not None else None
@@ -199,11 +199,11 @@ class SnapshotComputer:
         if day_ahead is not None:
             day_ahead = self._adapted_day_ahead(day_ahead, origin)
             # The day-ahead served may be the baseline's (a model without one): show its band.
-            served = self.band(day_ahead.forecaster, day_ahead=True)
+            day_band = self.band(day_ahead.forecaster, day_ahead=True)
             model = dataclasses.replace(
                 model,
-                day_ahead_band_scale=served.scale,
-                day_ahead_band_coverage=served.coverage(),
+                day_ahead_band_scale=day_band.scale,
+                day_ahead_band_coverage=day_band.coverage(),
             )
         snapshot = dataclasses.replace(
             previous,
@@ -219,7 +219,7 @@ class SnapshotComputer:
             high_threshold_kw=flags.high_threshold_kw,
             low_threshold_kw=flags.low_threshold_kw,
             load_quality=load_quality,
-            forecast=forecast,
+            forecast=served,
             forecast_quality=forecast_quality,
             day_ahead=day_ahead,
             dispatch=dispatch,
@@ -231,10 +231,11 @@ class SnapshotComputer:
 
     def _adapted(self, forecast: Forecast, record: bool) -> Forecast:
         """The 60-minute forecast with its band widened or narrowed by the live adaptation."""
-        if forecast.p10_kw is None or forecast.p90_kw is None:
+        p10, p90 = forecast.p10_kw, forecast.p90_kw
+        if p10 is None or p90 is None or not _band_usable(forecast.kw, p10, p90):
             return forecast
         band = self.band(forecast.forecaster)
-        low, high = band.widen(forecast.kw, forecast.p10_kw, forecast.p90_kw)
+        low, high = band.widen(forecast.kw, p10, p90)
         if record:
             last = HORIZON_MINUTES - 1
             band.issued(
@@ -247,10 +248,11 @@ class SnapshotComputer:
 
     def _adapted_day_ahead(self, day_ahead: DayAheadForecast, origin: int) -> DayAheadForecast:
         """The day-ahead with its band adapted the same way (one forecast per 15 minutes scored)."""
-        if day_ahead.p10_kw is None or day_ahead.p90_kw is None:
+        p10, p90 = day_ahead.p10_kw, day_ahead.p90_kw
+        if p10 is None or p90 is None or not _band_usable(day_ahead.p50_kw, p10, p90):
             return day_ahead
         band = self.band(day_ahead.forecaster, day_ahead=True)
-        low, high = band.widen(day_ahead.p50_kw, day_ahead.p10_kw, day_ahead.p90_kw)
+        low, high = band.widen(day_ahead.p50_kw, p10, p90)
         band.issued(origin, day_ahead.start_minute, low, high)
         return dataclasses.replace(day_ahead, p10_kw=low, p90_kw=high)
 
@@ -372,6 +374,13 @@ class SnapshotComputer:
             if not np.all(np.isnan(window)):
                 air = window
         return MinuteHistory(origin - minutes + 1, values, outdoor_air=air)
+
+
+def _band_usable(point: tuple[float, ...], p10: tuple[float, ...], p90: tuple[float, ...]) -> bool:
+    """A band the adaptation can widen: both edges as long as the point, all finite."""
+    if not point or not len(point) == len(p10) == len(p90):
+        return False
+    return all(bool(np.all(np.isfinite(values))) for values in (point, p10, p90))
 
 
 def _quality(fresh: bool, input_quality: Quality, has_value: bool) -> Quality:

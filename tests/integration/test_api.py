@@ -304,6 +304,7 @@ def test_model_and_runs(api: LiveApi, storage: Storage) -> None:
     assert model["forecaster"] == "mean-2-weeks" and model["heldout_rmse_kw"] is None
     assert model["rmse_source"].startswith("live")
     assert 0.5 <= model["band_scale"] <= 3.0 and 0.5 <= model["day_ahead_band_scale"] <= 3.0
+    assert {"band_coverage", "day_ahead_band_coverage"} <= set(model)
     runs = httpx.get(f"{api.base_url}/api/v1/model/runs").json()
     assert [(r["id"], r["status"], r["rmse_kw"]) for r in runs] == [(run_id, "rejected", 3.3)]
     assert runs[0]["baseline_metrics"] == {"mean-2-weeks": {"rmse_60": 3.1}}

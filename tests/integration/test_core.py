@@ -161,9 +161,15 @@ async def test_forecast_uses_two_weeks_of_history_and_scores_itself(make_core, c
     assert snapshot.model.day_ahead_band_scale == pytest.approx(
         math.exp(DAY_AHEAD_BAND_GAMMA * drift)
     )
+    # The published band: each side at least 10 % of the point, times the scale (the daily
+    # sine repeats exactly, so the seasonal range itself has zero width).
     served = snapshot.day_ahead
-    assert served is not None and served.p10_kw is not None
-    assert min(np.subtract(served.p50_kw, served.p10_kw)) >= 0.0
+    assert served is not None and served.p10_kw is not None and served.p90_kw is not None
+    scale = snapshot.model.day_ahead_band_scale
+    floor = 0.1 * scale * np.abs(served.p50_kw)
+    assert np.all(np.subtract(served.p50_kw, served.p10_kw) >= floor - 1e-9)
+    assert np.all(np.subtract(served.p90_kw, served.p50_kw) >= floor - 1e-9)
+    assert np.all(np.subtract(served.p90_kw, served.p10_kw) > 0.0)
     await core.stop()
 
 

@@ -94,26 +94,51 @@ def test_the_scale_stays_inside_its_limits() -> None:
 
 
 def test_day_ahead_bands_are_scored_on_each_blocks_mean_once_per_block() -> None:
-    adapter = BandAdapter(step_minutes=15, gamma=0.01)
-    # Two forecasts in the same 15-minute block: only the first is recorded.
+    adapter = BandAdapter(step_minutes=15, gamma=0.01, min_half_width_share=0.0)
+    # Two forecasts made before block 900 starts: only the first is recorded; one made once the
+    # block is under way (its first step partly measured) is not recorded at all.
     adapter.issued(885, 900, [9.0, 0.0], [11.0, 1.0])
-    adapter.issued(890, 900, [100.0, 100.0], [101.0, 101.0])
+    adapter.issued(899, 900, [100.0, 100.0], [101.0, 101.0])
+    adapter.issued(901, 900, [100.0, 100.0], [101.0, 101.0])
     # Block 900-914: minutes alternate 8 and 12 kW (mean 10: inside, though no minute is).
     for minute in range(900, 915):
         adapter.observed(minute, 8.0 if minute % 2 else 12.0)
     assert (adapter.outcomes, adapter.inside) == (1, 1)
-    # Block 915-929: only 7 of 15 minutes known -> not scored; the next block closes it.
-    for minute in range(915, 922):
+    # Block 915-929 (the first forecast's step 1, band 0-1 kW): 9 of 15 minutes known, fewer
+    # than the 10 the bench's targets need -> not scored; the next block's minute closes it.
+    for minute in range(915, 924):
         adapter.observed(minute, 5.0)
     adapter.observed(930, 5.0)
     assert adapter.outcomes == 1
-    # A late minute of a block already closed does not disturb the block in progress.
-    adapter.observed(916, 5.0)
+
+
+def test_a_late_minute_does_not_disturb_the_block_in_progress() -> None:
+    adapter = BandAdapter(step_minutes=15, gamma=0.01, min_half_width_share=0.0)
+    adapter.issued(929, 930, [9.0], [11.0])
+    for minute in range(930, 937):
+        adapter.observed(minute, 10.0)
+    adapter.observed(916, 50.0)  # a late minute of an earlier block
+    for minute in range(937, 945):
+        adapter.observed(minute, 10.0)
+    # Block 930 was scored on its own 15 minutes (mean 10: inside), the late minute left out.
+    assert (adapter.outcomes, adapter.inside) == (1, 1)
+    # A late minute right after a block closed at its last minute changes nothing either.
+    adapter.observed(931, 50.0)
+    adapter.observed(946, 10.0)
     assert adapter.outcomes == 1
 
 
+def test_a_band_that_is_not_finite_scores_nothing() -> None:
+    adapter = BandAdapter(gamma=0.01)
+    adapter.issued(0, 60, [math.nan], [1.0])
+    adapter.observed(60, 0.5)
+    adapter.issued(1, 61, [], [])  # nothing to record
+    adapter.observed(61, 0.5)
+    assert adapter.outcomes == 0 and adapter.scale == 1.0
+
+
 def test_day_ahead_misses_widen_the_band() -> None:
-    adapter = BandAdapter(step_minutes=15, gamma=0.01)
+    adapter = BandAdapter(step_minutes=15, gamma=0.01, min_half_width_share=0.0)
     adapter.issued(899, 900, [9.0] * 4, [11.0] * 4)
     for minute in range(900, 960):
         adapter.observed(minute, 20.0)

@@ -50,3 +50,17 @@ def test_day_ahead_bands_adapt_on_the_blocks_that_have_happened() -> None:
     width = high - low
     assert abs(width[0, 0] - 0.1) < 1e-9  # nothing had happened yet: as calibrated
     assert width[-1, 0] > 2 * width[0, 0]  # widened by the misses seen so far
+
+
+def test_a_served_day_ahead_band_depends_only_on_what_was_known_at_its_origin() -> None:
+    start, values, _, _ = _case(days=4)
+    origins = np.arange(start + 1440 - 1, start + 3 * 1440 - 1, 15, dtype=np.int64)
+    point = np.zeros((len(origins), 96))
+    p10, p90 = point - 0.05, point + 0.05
+    low, _ = _served_bands(start, values, origins, point, p10, p90, day_ahead=True)
+    cut = len(origins) // 2
+    changed = values.copy()
+    changed[origins[cut] - start + 1 :] += 50.0
+    low2, _ = _served_bands(start, changed, origins, point, p10, p90, day_ahead=True)
+    np.testing.assert_array_equal(low[: cut + 1], low2[: cut + 1])
+    assert not np.array_equal(low[cut + 2 :], low2[cut + 2 :])
