@@ -177,13 +177,14 @@ class SnapshotComputer:
             target = forecast.origin_minute + HORIZON_MINUTES
             self._errors.predicted(target, forecast.one_hour_kw)
             logged = ForecastLogEntry(target, forecast.forecaster, forecast.one_hour_kw, now)
+        band = self.band(served.forecaster if served else forecaster.name)
         model = dataclasses.replace(
             previous.model,
             forecaster=forecaster.name,
             live_rmse_kw=self._errors.rmse_kw(),
             live_rmse_samples=self._errors.samples,
-            band_scale=self.band(served.forecaster if served else forecaster.name).scale,
-            band_coverage=self.band(served.forecaster if served else forecaster.name).coverage(),
+            band_scale=band.scale,
+            band_coverage=band.coverage(),
         )
         closed = demand.close_due(now)
         setpoint = previous.dispatch.setpoint_kw if previous.dispatch is not None else None

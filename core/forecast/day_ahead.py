@@ -28,6 +28,7 @@ from core.forecast.features import (
     calendar_features,
     has_groups,
     local_weekday,
+    same_group,
     scaled_weather,
     weather_features,
     window_means,
@@ -161,12 +162,11 @@ def grouped_base(
     none is known). Lags 7 and 14 always qualify, so this is never thinner than mean-2-weeks."""
     shape = targets.shape
     flat = targets.reshape(-1)
-    label = np.asarray(groups, dtype=np.int64)
     weekday = local_weekday(flat, tz).reshape(shape)
     sums = np.zeros(shape)
     counts = np.zeros(shape)
     for lag in range(1, GROUP_LAG_DAYS + 1):
-        same = label[np.mod(weekday - lag, 7)] == label[weekday]
+        same = same_group(groups, weekday, lag)
         if not same.any():
             continue
         lagged = same_wall_clock_days_ago(flat, lag, tz).reshape(shape)

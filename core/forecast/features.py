@@ -145,6 +145,13 @@ def has_groups(groups: WeekdayGroups | None) -> bool:
     return groups is not None and len(set(groups)) < 7
 
 
+def same_group(groups: WeekdayGroups, weekday: IntArray, days: int) -> npt.NDArray[np.bool_]:
+    """Whether the day ``days`` before each of ``weekday`` (Monday = 0) is in its group."""
+    label = np.asarray(groups, dtype=np.int64)
+    same: npt.NDArray[np.bool_] = label[np.mod(weekday - days, 7)] == label[weekday]
+    return same
+
+
 def parse_weekday_groups(value: Any) -> WeekdayGroups | None:
     """Weekday groups read from an artifact (None stays None); ValueError unless 7 labels in
     0..6."""
@@ -748,15 +755,15 @@ def feature_blocks(
     )
     if grouped:
         assert groups is not None
-        label = np.asarray(groups, dtype=np.int64)
         weekday = local_weekday(origins, tz)
         group_sum = np.zeros((len(origins), h))
         group_count = np.zeros((len(origins), h))
     for days in lag_days:
         use = None
         if grouped and days <= base_days:
+            assert groups is not None
             # The origin's weekday decides the group for the whole hour ahead.
-            use = (label[np.mod(weekday - days, 7)] == label[weekday])[:, None]
+            use = same_group(groups, weekday, days)[:, None]
             if not use.any() and days not in config.seasonal_days:
                 continue  # no origin of the batch reads this day
         base = same_wall_clock_days_ago(origins, days, tz) - start_minute

@@ -500,9 +500,11 @@ def _train_day_ahead(
     max_epochs: int,
     seed: int,
     deadline: float,
+    found: WeekdayGroups = NO_GROUPS,
 ) -> _DayAheadResult | None:
     """Choose epochs and shrink on V, calibrate on V, score on H; the served band is calibrated
-    on V and H together. ``air_ok``: use outdoor air (the 60-minute validation chose it)."""
+    on V and H together. ``air_ok``: use outdoor air (the 60-minute validation chose it);
+    ``found``: the weekday groups found on the days before V, a candidate base."""
     import keras
 
     fit_lo, val_start, holdout_start = bounds
@@ -528,7 +530,6 @@ def _train_day_ahead(
     # fit nothing, so they are scored on the fit origins of the last BASE_CHOICE_WEEKS weeks
     # before V as well as on V: a few V days alone swing the choice (on the shared file the 6 V days
     # favour the same weekday while every other stretch of 6 days or more favours the groups).
-    found = da.weekday_groups(start_minute, values_kw, tz, val_start - 1)
     choice_lo = max(
         val_start - BASE_CHOICE_WEEKS * MINUTES_PER_WEEK, start_minute + da.HISTORY_MINUTES
     )
@@ -690,13 +691,14 @@ def _choose_base_groups(
     first_origin: int,
     val_start: int,
     holdout_start: int,
+    found: WeekdayGroups,
 ) -> WeekdayGroups | None:
-    """Weekday groups for the 60-minute model's residual base, or None (same weekday).
+    """The weekday groups ``found`` for the 60-minute model's residual base, or None (same
+    weekday).
 
     The two bases fit nothing, so they are compared on every 7th origin of the last
     BASE_CHOICE_WEEKS weeks before H (fit part and V), by the RMSE over the whole hour.
     """
-    found = da.weekday_groups(start_minute, values_kw, tz, val_start - 1)
     if found == NO_GROUPS:
         return None
     horizon = config.horizon_minutes
@@ -793,8 +795,17 @@ def train(
     results: list[dict[str, Any]] = []
     # The residual base: same weekday, or every day of the weekday's group (found on the days
     # before V), chosen by the base's own error before any network.
+    # Found once, on the days before V, for both models' bases.
+    found = da.weekday_groups(start_minute, values_kw, tz, val_start - 1)
     groups = _choose_base_groups(
-        start_minute, values_kw, tz, candidates[0].features, first_origin, val_start, holdout_start
+        start_minute,
+        values_kw,
+        tz,
+        candidates[0].features,
+        first_origin,
+        val_start,
+        holdout_start,
+        found,
     )
     if groups is not None:
         candidates = [with_features(c, weekday_groups=groups) for c in candidates]
@@ -983,6 +994,7 @@ def train(
             max_epochs,
             seed,
             t0 + 0.87 * time_budget_s,
+            found,
         )
         if day_ahead_result is not None:
             results.extend(day_ahead_result.validation)
