@@ -193,13 +193,7 @@ def _build(
                 origins=chunk,
             )
         )
-    return _Data(
-        x=np.concatenate([p.x for p in parts]),
-        residual=np.concatenate([p.residual for p in parts]),
-        baseline_kw=np.concatenate([p.baseline_kw for p in parts]),
-        actual_kw=np.concatenate([p.actual_kw for p in parts]),
-        origins=np.concatenate([p.origins for p in parts]),
-    )
+    return _concat(parts)
 
 
 def _make_model(input_dim: int, candidate: Candidate, horizon: int, seed: int) -> Any:
@@ -463,13 +457,7 @@ def _build_day_ahead(
                 origins=chunk,
             )
         )
-    return _Data(
-        x=np.concatenate([p.x for p in parts]),
-        residual=np.concatenate([p.residual for p in parts]),
-        baseline_kw=np.concatenate([p.baseline_kw for p in parts]),
-        actual_kw=np.concatenate([p.actual_kw for p in parts]),
-        origins=np.concatenate([p.origins for p in parts]),
-    )
+    return _concat(parts)
 
 
 # Few distinct days to learn from: a small network, small batches, a faster learning rate.
