@@ -25,6 +25,7 @@ from core.forecast.features import (
     WeekdayGroups,
     _moving_mean,
     _quiet,
+    as_weekday_groups,
     calendar_features,
     has_groups,
     local_weekday,
@@ -239,7 +240,7 @@ def weekday_groups(
             if all(_alike(dist, a, c, floor) for c in members):
                 labels[a] = b
                 break
-    return (labels[0], labels[1], labels[2], labels[3], labels[4], labels[5], labels[6])
+    return as_weekday_groups(labels)
 
 
 def _alike(dist: FloatArray, a: int, b: int, floor: float) -> bool:

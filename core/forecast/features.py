@@ -160,6 +160,13 @@ def parse_weekday_groups(value: Any) -> WeekdayGroups | None:
     labels = tuple(int(v) for v in value)
     if len(labels) != 7 or any(not 0 <= g <= 6 for g in labels):
         raise ValueError(f"weekday_groups must be 7 labels in 0..6, got {value!r}")
+    return as_weekday_groups(labels)
+
+
+def as_weekday_groups(labels: Sequence[int]) -> WeekdayGroups:
+    """Seven group labels (Monday first) as the fixed-size tuple the models store."""
+    if len(labels) != 7:
+        raise ValueError(f"weekday groups need 7 labels, got {len(labels)}")
     return (labels[0], labels[1], labels[2], labels[3], labels[4], labels[5], labels[6])
 
 
