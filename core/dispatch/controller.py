@@ -39,8 +39,11 @@ from core.timegrid import minute_start
 
 log = logging.getLogger(__name__)
 
-# Keep the interval average this far under the cap when charging (kW).
-CHARGE_MARGIN_KW = 0.5
+# When charging, keep the rest of the interval this share of the battery's charge limit under the
+# ceiling (0.5 kW for a 10 kW battery). A share, not kW, so that the same building and battery
+# scaled up together dispatch the same way: with a fixed 0.5 kW, the shared minute file and its
+# battery scaled 40 times got 88 / 70 % of the optimum's cut in July / August against 91 / 72 %.
+CHARGE_MARGIN_SHARE = 0.05
 
 
 def with_seasonal_stress(
@@ -100,7 +103,7 @@ class DispatchSettings:
     # The load the plan assumes: p50 + band_weight * (p90 - p50) of the day-ahead forecast.
     band_weight: float = 1.0
     replan_every_minutes: int = 1
-    charge_margin_kw: float = CHARGE_MARGIN_KW
+    charge_margin_share: float = CHARGE_MARGIN_SHARE
     # While the meter asks for a discharge (or would after a recent-sized rise), discharge at
     # least what the plan does in the current step.
     follow_plan: bool = True
@@ -480,7 +483,8 @@ class DispatchController:
         if plan is not None:
             ceiling = max(ceiling, self._settings.sure_share_of_planned * plan.planned_peak_kw)
         charge_allowance = (step * ceiling - elapsed_sum) / remaining
-        headroom = charge_allowance - load - self._settings.charge_margin_kw
+        margin = self._settings.charge_margin_share * battery.charge_kw
+        headroom = charge_allowance - load - margin
         if headroom <= 0:
             return 0.0
         wanted = battery.charge_kw

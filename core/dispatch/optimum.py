@@ -2,7 +2,8 @@
 
 The load is known minute by minute; the battery is planned per demand interval (the billed
 quantity is the interval's average grid import, and within one interval only the interval's
-energy matters). Discharge in an interval is bounded by the load so the site never exports.
+energy matters). Discharge in an interval is bounded by the load so the battery never makes the
+site export (a site with PV may export on its own: that is not forced into the battery).
 """
 
 from __future__ import annotations
@@ -80,10 +81,11 @@ def optimum_peak(
             cols.append(e0 + k - 1)
             coefs.append(-1.0)
         row(cols, coefs, rhs, rhs)
-        # Peak: load + c - d <= P, and no export: load + c - d >= 0.
+        # Peak: load + c - d <= P. No export by the battery: load + c - d >= min(load, 0), so a
+        # site already exporting (PV over the load) is not forced to charge, only not discharged.
         load = float(interval_load_kw[k])
         row([c0 + k, d0 + k, p_index], [1.0, -1.0, -1.0], -inf, -load)
-        row([c0 + k, d0 + k], [1.0, -1.0], -load, inf)
+        row([c0 + k, d0 + k], [1.0, -1.0], -max(load, 0.0), inf)
     rows.add_to(h)
     h.run()
     status = h.getModelStatus()

@@ -171,7 +171,9 @@ def solve_plan(request: PlanRequest, battery: Battery, tariff: Tariff) -> PlanRe
             row([c0, d0, p], [share, -share, -1.0], -inf, -(past + share * load))
         else:
             row([c0 + k, d0 + k, p], [1.0, -1.0, -1.0], -inf, -load)
-        row([c0 + k, d0 + k], [1.0, -1.0], -load, inf)  # never export
+        # The battery never makes the site export; a site exporting on its own (PV over the
+        # load) is not forced to charge.
+        row([c0 + k, d0 + k], [1.0, -1.0], -max(load, 0.0), inf)
 
     h = new_highs()
     h.addVars(count, lower, upper)

@@ -327,6 +327,7 @@ def month_optimum(
         parts.append(np.full(step_minutes, segment[-tail:].mean()))
     minutes = np.concatenate(parts).reshape(-1, step_minutes)
     loads = minutes.mean(axis=1)
-    max_discharge = np.minimum(minutes, battery.discharge_kw).mean(axis=1)
+    # Minutes with a negative load (PV exporting) allow no discharge.
+    max_discharge = np.clip(minutes, 0.0, battery.discharge_kw).mean(axis=1)
     result = optimum_peak(loads, max_discharge, battery, battery.kwh(start_soc_pct), step_minutes)
     return MonthResult("optimum", month, result.billed_kw, result.throughput_kwh, 0)

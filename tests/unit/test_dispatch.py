@@ -3,6 +3,7 @@ closed-loop replay."""
 
 from __future__ import annotations
 
+import logging
 import math
 import subprocess
 import sys
@@ -456,6 +457,89 @@ def test_closed_loop_replay_never_bills_more_than_no_battery_and_respects_limits
     assert planned.solve_ms and max(planned.solve_ms) < 1000
 
 
+def test_a_site_exporting_pv_is_planned_not_forced_to_charge() -> None:
+    # A full battery and a forecast that exports at midday (PV over the load): the plan must
+    # still solve (no forced charging into a full battery) and must not discharge into export.
+    load = [10.0] * 96
+    load[40:56] = [-6.0] * 16
+    request = _request(
+        load, floor=10.0, start_kwh=BATTERY.max_kwh, max_discharge_kw=np.clip(load, 0.0, 10.0)
+    )
+    plan = solve_plan(request, BATTERY, TARIFF)
+    assert np.all(plan.battery_kw[40:56] >= -1e-6)
+    assert plan.planned_peak_kw == pytest.approx(10.0)
+
+
+def test_the_optimum_and_the_replay_take_a_pv_site_that_exports(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The optimum with negative intervals solves, and a closed-loop replay of a PV site (the
+    # synthetic days less a midday PV bell that takes the net load below zero) plans every time,
+    # never bills more than no battery and keeps every limit.
+    result = optimum_peak(
+        np.array([10.0, -5.0, 20.0]),
+        np.array([10.0, 0.0, 10.0]),
+        BATTERY,
+        start_kwh=BATTERY.max_kwh,
+        end_at_least_kwh=0.0,
+    )
+    assert result.billed_kw == pytest.approx(10.0)
+    assert result.battery_kw[1] >= -1e-6
+    load = _synthetic_days(10)
+    minute_of_day = np.arange(len(load)) % 1440
+    hours = minute_of_day / 60.0
+    load = load - np.where((hours > 7) & (hours < 19), 22.0 * np.sin(np.pi * (hours - 7) / 12), 0)
+    assert load.min() < -5.0
+    start = 28_000_000
+    span = (8 * 1440, len(load))
+    baseline = SeasonalMeanForecaster(weeks=2)
+    planner = PlannerController(
+        "baseline",
+        DispatchController(
+            BATTERY, TARIFF, UTC, settings=DispatchSettings(replan_every_minutes=15)
+        ),
+        lambda history, at: baseline.day_ahead(history, UTC, at),
+        baseline.day_ahead_history_minutes,
+        start,
+        UTC,
+    )
+    with caplog.at_level(logging.WARNING, logger="core.dispatch.controller"):
+        planned = simulate_month(planner, load, start, *span, BATTERY, 50.0, 15, "pv")
+    assert not [r for r in caplog.records if "not solved" in r.getMessage()]
+    none = simulate_month(NoBattery(), load, start, *span, None, 50.0, 15, "pv")
+    best = month_optimum(load, start, *span, BATTERY, 50.0, 15, "pv")
+    assert planned.violations == 0
+    assert best.billed_kw <= planned.billed_kw + 1e-6 <= none.billed_kw + 1e-6
+
+
+def test_a_building_and_battery_scaled_together_dispatch_the_same_way() -> None:
+    # Nothing in the controller is in absolute kW: forty times the load with forty times the
+    # battery bills forty times the kW and moves forty times the energy.
+    rng = np.random.default_rng(7)
+    base = _synthetic_days(10) + rng.choice([0.0, 6.0, 12.0], size=10 * 1440)  # cycling
+    start = 28_000_000
+    span = (8 * 1440, len(base))
+    results = []
+    for scale in (1.0, 40.0):
+        battery = Battery(20.0 * scale, 10.0 * scale, 10.0 * scale, efficiency=0.92)
+        seasonal = SeasonalMeanForecaster(weeks=2)
+        planner = PlannerController(
+            "baseline",
+            DispatchController(
+                battery, TARIFF, UTC, settings=DispatchSettings(replan_every_minutes=15)
+            ),
+            lambda history, at, f=seasonal: f.day_ahead(history, UTC, at),
+            seasonal.day_ahead_history_minutes,
+            start,
+            UTC,
+        )
+        load = base * scale
+        results.append(simulate_month(planner, load, start, *span, battery, 50.0, 15, "scaled"))
+    small, large = results
+    assert large.billed_kw == pytest.approx(40.0 * small.billed_kw, rel=1e-6)
+    assert large.throughput_kwh == pytest.approx(40.0 * small.throughput_kwh, rel=1e-6)
+
+
 def test_a_hold_value_makes_the_plan_charge_as_early_as_it_can() -> None:
     # An empty battery, flat prices, a 30 kW interval at step 8: charging in any of steps 0-7
     # costs the same, so only the hold value says when. With it the plan charges at full power
@@ -546,10 +630,16 @@ def test_the_service_has_a_seasonal_day_ahead_to_stress_the_plan_with() -> None:
 
 
 def _service_decision(
-    end: int, tz: ZoneInfo, interval: int, sliding: bool = False, gaps: tuple[int, ...] = ()
+    end: int,
+    tz: ZoneInfo,
+    interval: int,
+    sliding: bool = False,
+    gaps: tuple[int, ...] = (),
+    load: np.ndarray | None = None,
 ) -> tuple[Any, DispatchInputs, Any]:
     """The service's dispatch decision for the minute after ``end`` over three weeks of the
-    synthetic days (``gaps``: minutes with no reading), with the inputs the controller got."""
+    synthetic days or ``load`` (``gaps``: minutes with no reading), with the inputs the
+    controller got."""
     from core.accuracy import LiveErrorTracker
     from core.compute import SnapshotComputer
     from core.demand import OptionalInputs
@@ -559,7 +649,7 @@ def _service_decision(
 
     series = MinuteSeries(3 * 7 * 1440)
     minutes = np.arange(end - 3 * 7 * 1440 + 1, end + 1, dtype=np.int64)
-    series.set_many(minutes, _synthetic_days(21))
+    series.set_many(minutes, _synthetic_days(21) if load is None else load)
     for minute in gaps:
         series.set(minute, math.nan)
     controller = DispatchController(BATTERY, TARIFF, tz)
@@ -602,6 +692,20 @@ def test_the_service_plans_on_the_billed_interval_across_a_meter_gap() -> None:
     fill = sum(measured) / len(measured)
     assert given.interval_grid_kw == pytest.approx([fill if math.isnan(v) else v for v in values])
     assert not given.sliding
+
+
+def test_the_service_plans_for_a_site_that_exports_pv() -> None:
+    # Three weeks of a net meter that exports around noon: the day ahead forecasts export, and
+    # the plan solves on it (no fallback to the safe rule) without discharging into it.
+    load = _synthetic_days(21)
+    hours = (np.arange(len(load)) % 1440) / 60.0
+    load = load - np.where((hours > 7) & (hours < 19), 22.0 * np.sin(np.pi * (hours - 7) / 12), 0)
+    end = 28_000_000 + 3 * 7 * 1440 - 1
+    decision, given, _ = _service_decision(end, UTC, 15, load=load)
+    assert given.forecast_p50_kw is not None and min(given.forecast_p50_kw) < -3.0
+    assert decision.fallback is None
+    exporting = np.asarray(decision.plan_load_p90_kw) < 0
+    assert exporting.any() and np.all(decision.plan.battery_kw[exporting] >= -1e-6)
 
 
 def test_the_service_plans_a_sliding_window_on_the_minutes_before() -> None:
