@@ -706,7 +706,10 @@ class DemandTracker:
         target = self._target_kw
         effective = target
         if cfg.ratchet_to_period_peak and peak_kw is not None:
-            effective = peak_kw if effective is None else max(effective, peak_kw)
+            # Billed demand is never below zero: a period whose intervals so far all exported
+            # (PV over the load) ratchets to 0, so load that still exports is never shed.
+            ratchet = max(peak_kw, 0.0)
+            effective = ratchet if effective is None else max(effective, ratchet)
         if effective is None:
             notes.append("no demand target and no period peak yet: no shedding decisions")
 

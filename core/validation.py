@@ -13,9 +13,12 @@ from core.errors import InvalidReading
 MAX_FUTURE_SKEW_S = 60.0
 # Older than this is not a meter reading but a mistake (year 1, a Unix time read as seconds...).
 EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
+# PV inverters draw a little from the grid at night and many report it as a small negative
+# output; refusing it would leave the BAS with a write error every minute and the input stale.
+PV_STANDBY_KW = 1.0
 # Plausible ranges of the optional BAS inputs (unit, low, high); None means the meter's range.
 INPUT_RANGES: dict[str, tuple[str, float | None, float | None]] = {
-    InputKey.PV_POWER_KW: ("kW", 0.0, None),
+    InputKey.PV_POWER_KW: ("kW", -PV_STANDBY_KW, None),
     InputKey.BATTERY_SOC_PCT: ("%", 0.0, 100.0),
     InputKey.BATTERY_POWER_KW: ("kW", None, None),
     InputKey.EV_CHARGING_POWER_KW: ("kW", 0.0, None),

@@ -371,5 +371,9 @@ def day_ahead_origins(
 
 
 def cvrmse_pct(predicted: FloatArray, actual: FloatArray) -> float:
-    """CV(RMSE) in percent over every origin and step pooled."""
-    return float(100.0 * np.sqrt(np.mean((predicted - actual) ** 2)) / np.mean(actual))
+    """CV(RMSE) in percent over every origin and step pooled.
+
+    Divided by the magnitude of the mean: a site whose net load exports on average (PV) has a
+    negative mean, and dividing by it would rank the worse of two forecasts as the better one.
+    """
+    return float(100.0 * np.sqrt(np.mean((predicted - actual) ** 2)) / abs(np.mean(actual)))

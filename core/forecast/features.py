@@ -557,9 +557,14 @@ def load_meter_csv(
     grid = np.full(int(slots[-1]) + 1 if aligned else 0, np.nan)
     if aligned:
         grid[slots] = means
+    # A zero run is at least two samples: one 15-minute or hourly reading of exactly 0 is a
+    # reading. A net meter that exports (PV) reads exactly 0 when a zero-export limiter holds
+    # it there, so on such a meter zeros are judged like any flat run (kept where nearby days
+    # are as flat, dropped once the meter has not moved for ``dead_meter_minutes``).
+    exports = bool(np.any(means < 0.0))
     masked, zero_dropped, flat_dropped = mask_dead_meter(
         grid if aligned else means,
-        zero_run_minutes=max(1, -(-zero_run_minutes // step)),
+        zero_run_minutes=0 if exports else max(2, -(-zero_run_minutes // step)),
         flatline_minutes=max(2, -(-flatline_minutes // step)),
         samples_per_day=MINUTES_PER_DAY // step if aligned else 0,
         dead_samples=-(-dead_meter_minutes // step),
@@ -1038,7 +1043,7 @@ def forecast_metrics(
         "mae_60": float(np.mean(np.abs(last))),
         "rmse_1_60": float(np.sqrt(np.mean(err**2))),
         "cvrmse_15min_60": float(
-            100.0 * np.sqrt(np.mean((avg_pred - avg_actual) ** 2)) / np.mean(avg_actual)
+            100.0 * np.sqrt(np.mean((avg_pred - avg_actual) ** 2)) / abs(np.mean(avg_actual))
         ),
         "peak_rmse": float(np.sqrt(np.mean((predicted_kw.max(1) - actual_kw.max(1)) ** 2))),
         "origins": float(len(actual_kw)),

@@ -236,6 +236,9 @@ def test_demand_target_inputs_and_intervals(secured: LiveApi) -> None:
         headers=auth,
     )
     assert out_of_range.status_code == 422 and "battery_soc_pct" in out_of_range.json()["detail"]
+    # An inverter's night standby draw (a little below 0) is a reading; -5 kW of PV is not.
+    standby = httpx.post(f"{base}/api/v1/demand/inputs", json={"pv_power_kw": -5.0}, headers=auth)
+    assert standby.status_code == 422 and "pv_power_kw -5 kW" in standby.json()["detail"]
     unknown = httpx.post(f"{base}/api/v1/demand/inputs", json={"wind_kw": 1}, headers=auth)
     assert unknown.status_code == 422
     assert secured.core.snapshot.inputs == {}  # nothing of the refused batch was kept
@@ -245,6 +248,12 @@ def test_demand_target_inputs_and_intervals(secured: LiveApi) -> None:
         headers=auth,
     )
     assert posted.status_code == 204
+    night = httpx.post(f"{base}/api/v1/demand/inputs", json={"pv_power_kw": -0.02}, headers=auth)
+    assert night.status_code == 204
+    points = {p["name"]: p for p in httpx.get(f"{base}/api/v1/points").json()}
+    assert points["pv-power"]["present_value"] == -0.02
+    again = httpx.post(f"{base}/api/v1/demand/inputs", json={"pv_power_kw": 2.0}, headers=auth)
+    assert again.status_code == 204
     points = {p["name"]: p for p in httpx.get(f"{base}/api/v1/points").json()}
     assert points["demand-target"]["present_value"] == 30.0
     assert points["pv-power"]["present_value"] == 2.0

@@ -677,3 +677,15 @@ def test_an_input_is_in_force_while_a_number_written_within_the_age_limit() -> N
     assert value_if_fresh(5.0, at, at + timedelta(seconds=300), 300.0) == 5.0
     assert value_if_fresh(5.0, at, at + timedelta(seconds=301), 300.0) is None
     assert value_if_fresh(math.nan, at, at, 300.0) is None
+
+
+def test_a_period_that_has_only_exported_ratchets_to_zero_not_below() -> None:
+    # A PV site started during export hours: the only closed interval averaged -20 kW. Billed
+    # demand is never below 0, so the ratchet is 0, and a load that still exports is not shed.
+    tracker = DemandTracker(DemandConfig(ratchet_to_period_peak=True))
+    feed(tracker, S, [-20.0] * 15 + [-10.0] * 5)
+    snap = tracker.evaluate(at(S + 20), forecast(S + 19, -10.0), NO_INPUTS)
+    assert tracker.period_peak_kw == pytest.approx(-20.0)
+    assert snap.effective_target_kw == 0.0
+    assert snap.decisions.kw_to_shed == 0.0
+    assert not snap.decisions.battery_discharge_request

@@ -73,3 +73,40 @@ def test_import_of_a_quantised_15_minute_file_keeps_nights(tmp_path: Path) -> No
     assert series.report.flatline_minutes_dropped == 20 * 15
     night = series.values_kw[: 4 * 60]
     assert not np.isnan(night).any()
+
+
+def _write(tmp_path: Path, kw: np.ndarray, minutes: int) -> Path:
+    stamps = np.datetime64("2022-01-03T00:00") + np.arange(len(kw)) * np.timedelta64(minutes, "m")
+    lines = ["time,kw"] + [
+        f"{str(t).replace('T', ' ')},{v:.2f}" for t, v in zip(stamps, kw, strict=True)
+    ]
+    path = tmp_path / "m.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_one_coarse_reading_of_zero_is_a_reading_a_run_of_them_is_not(tmp_path: Path) -> None:
+    kw = _quantised_site(21) + 3.0
+    kw[500] = 0.0  # one 15-minute reading of exactly 0
+    kw[900:903] = 0.0  # three in a row: 45 minutes at 0, a meter that stopped
+    series = load_meter_csv(_write(tmp_path, kw, 15), ZoneInfo("UTC"))
+    assert series.values_kw[500 * 15] == 0.0
+    assert series.report.zero_run_minutes_dropped == 3 * 15
+    assert np.isnan(series.values_kw[900 * 15 : 903 * 15]).all()
+
+
+def test_a_net_meter_that_exports_keeps_its_zeros(tmp_path: Path) -> None:
+    # PV with a zero-export limiter: the net meter exports in the morning and sits at exactly 0
+    # from 10:00 to 14:00 every day. Those zeros are readings (every day does it); a meter that
+    # stops for half a day is still dead.
+    kw = _quantised_site(21) + 3.0
+    slot = np.arange(len(kw)) % PER_DAY
+    kw[(slot >= 32) & (slot < 40)] = -4.0
+    kw[(slot >= 40) & (slot < 56)] = 0.0
+    dead_lo = 15 * PER_DAY + 60
+    kw[dead_lo : dead_lo + 60] = kw[dead_lo]
+    series = load_meter_csv(_write(tmp_path, kw, 15), ZoneInfo("UTC"))
+    assert series.report.zero_run_minutes_dropped == 0
+    midday = series.values_kw[(10 * PER_DAY + 40) * 15 : (10 * PER_DAY + 56) * 15]
+    assert not np.isnan(midday).any() and (midday == 0.0).all()
+    assert np.isnan(series.values_kw[dead_lo * 15 : (dead_lo + 60) * 15]).all()

@@ -59,3 +59,15 @@ def test_day_ahead_meta_keeps_the_base_choice_and_reads_old_artifacts() -> None:
     assert DayAheadMeta.from_dict(old).weekday_groups is None
     with pytest.raises(ValueError, match="weekday_groups"):
         DayAheadMeta.from_dict({**meta.to_dict(), "weekday_groups": [0, 1, 9]})
+
+
+def test_cvrmse_ranks_forecasts_the_same_way_on_a_site_that_exports() -> None:
+    # A net load that exports on average: the closer forecast must score lower, as on any site.
+    from core.forecast.day_ahead import cvrmse_pct
+
+    rng = np.random.default_rng(3)
+    actual = rng.normal(-5.0, 10.0, 2000)
+    close = actual + rng.normal(0, 1.0, 2000)
+    far = actual + rng.normal(0, 8.0, 2000)
+    assert 0 < cvrmse_pct(close, actual) < cvrmse_pct(far, actual)
+    assert cvrmse_pct(close, actual) == pytest.approx(cvrmse_pct(-close, -actual))
