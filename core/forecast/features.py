@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -187,11 +187,26 @@ def calendar_features(minutes: IntArray, tz: ZoneInfo) -> FloatArray:
 # CSV import
 
 
-def _parse_float(text: str) -> float:
+def _parse_float(text: str, decimal_comma: bool = False) -> float:
+    if decimal_comma and "," in text:
+        # '2,88' and '1.234,5' (a thousands point) as written by European exports.
+        text = text.replace(".", "").replace(",", ".")
     try:
         return float(text)
     except ValueError:
         return float("nan")
+
+
+def csv_reader(handle: TextIO) -> tuple[Iterator[list[str]], bool]:
+    """A CSV reader for the file's delimiter, and whether its numbers use a decimal comma.
+
+    Comma-separated unless the header line holds more semicolons or tabs than commas: many
+    European building systems export ';'-separated files with decimal commas ('2,88').
+    """
+    first = handle.readline()
+    handle.seek(0)
+    delimiter = max((",", ";", "\t"), key=lambda d: (first.count(d), d == ","))
+    return csv.reader(handle, delimiter=delimiter), delimiter != ","
 
 
 def _detect_columns(
@@ -199,6 +214,7 @@ def _detect_columns(
     rows: Sequence[Sequence[str]],
     time_column: str | None,
     kw_column: str | None,
+    decimal_comma: bool = False,
 ) -> tuple[int, int]:
     names = [h.strip() for h in header]
     lowered = [n.lower() for n in names]
@@ -224,7 +240,9 @@ def _detect_columns(
             for i in range(len(names)):
                 if i == t_idx:
                     continue
-                parsed = [_parse_float(r[i]) for r in sample if len(r) > i and r[i].strip()]
+                parsed = [
+                    _parse_float(r[i], decimal_comma) for r in sample if len(r) > i and r[i].strip()
+                ]
                 if parsed and np.isfinite(parsed).mean() > 0.9:
                     candidates.append(i)
                     break
@@ -469,14 +487,14 @@ def load_meter_csv(
         raise ValueError("stamp must be 'start' or 'end'")
     report = ImportReport()
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
+        reader, decimal_comma = csv_reader(handle)
         try:
             header = next(reader)
         except StopIteration as exc:
             raise MeterImportError("empty CSV") from exc
         rows = [r for r in reader if any(cell.strip() for cell in r)]
     blank_rows = 0
-    t_idx, k_idx = _detect_columns(header, rows, time_column, kw_column)
+    t_idx, k_idx = _detect_columns(header, rows, time_column, kw_column, decimal_comma)
     report.time_column = header[t_idx].strip()
     report.kw_column = header[k_idx].strip()
     report.rows_read = len(rows)
@@ -484,7 +502,9 @@ def load_meter_csv(
     stamps = [r[t_idx].strip() if len(r) > t_idx else "" for r in rows]
     kw_text = [r[k_idx].strip() if len(r) > k_idx else "" for r in rows]
     del rows
-    kw = np.array([_parse_float(t) if t else np.nan for t in kw_text], dtype=np.float64)
+    kw = np.array(
+        [_parse_float(t, decimal_comma) if t else np.nan for t in kw_text], dtype=np.float64
+    )
     del kw_text
 
     # Parse each distinct date part and time part once: far fewer than rows.

@@ -9,7 +9,6 @@ hour has none); ``clock='auto'`` detects that and converts with the zone's stand
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +28,7 @@ from core.forecast.features import (
     _parse_float,
     _parse_time,
     _split_stamp,
+    csv_reader,
 )
 from core.timegrid import MINUTES_PER_DAY
 
@@ -149,7 +149,7 @@ def load_weather_csv(
     """
     report = WeatherReport()
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
+        reader, decimal_comma = csv_reader(handle)
         try:
             header = next(reader)
         except StopIteration as exc:
@@ -165,7 +165,7 @@ def load_weather_csv(
             report.rows_read += 1
             text = row[v_idx].strip() if len(row) > v_idx else ""
             # NOAA marks suspect values with a trailing 's'; the number is still the report.
-            value = _parse_float(text.rstrip("sS*")) if text else float("nan")
+            value = _parse_float(text.rstrip("sS*"), decimal_comma) if text else float("nan")
             if np.isnan(value):
                 report.rows_without_value += 1
                 continue

@@ -48,6 +48,24 @@ def test_load_minute_csv_us_dates(tmp_path: Path) -> None:
     assert series.report.resolution_minutes == 1
 
 
+def test_load_european_export_semicolons_and_decimal_commas(tmp_path: Path) -> None:
+    # A ';'-separated export with decimal commas, day-first dates and a thousands point.
+    lines = ["Zeitstempel;Wirkleistung kW;Zählerstand kWh"] + [
+        f"01.07.2022 00:{m:02d};{m},5;1.234,{m}" for m in range(10)
+    ]
+    series = load_meter_csv(_write(tmp_path / "eu.csv", lines), TZ)
+    assert series.start_minute == _local_minute("2022-07-01 00:00")
+    assert series.report.kw_column == "Wirkleistung kW"
+    assert np.allclose(series.values_kw, np.arange(10) + 0.5)
+    tabbed = ["time\tpower"] + [f"2022-07-01 00:{m:02d}\t{m * 2.0}" for m in range(10)]
+    series = load_meter_csv(_write(tmp_path / "tab.csv", tabbed), TZ)
+    assert np.allclose(series.values_kw, np.arange(10) * 2.0)
+    # A comma file whose header names hold a semicolon is still comma-separated.
+    commas = ["Date,Usage; kW"] + [f"7/1/2022 0:{m:02d},{m}.25" for m in range(10)]
+    series = load_meter_csv(_write(tmp_path / "c.csv", commas), TZ)
+    assert np.allclose(series.values_kw, np.arange(10) + 0.25)
+
+
 def test_load_handles_newest_first_and_blank_rows(tmp_path: Path) -> None:
     lines = (
         ["Timestamp,Power kW"]

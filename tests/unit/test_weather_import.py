@@ -51,6 +51,15 @@ def test_noaa_style_file_with_empty_rows_is_interpolated(tmp_path: Path) -> None
     assert report.minutes_interpolated == 114 - 3
 
 
+def test_semicolon_file_with_decimal_commas(tmp_path: Path) -> None:
+    path = tmp_path / "w.csv"
+    path.write_text("Datum;Außentemperatur °C\n01.08.2022 00:00;20,5\n01.08.2022 01:00;21,5\n")
+    series = load_weather_csv(path, ZoneInfo("UTC"))
+    assert series.report.temp_column == "Außentemperatur °C"
+    assert series.values[0] == pytest.approx(20.5)
+    assert series.values[30] == pytest.approx(21.0)
+
+
 def test_long_gaps_stay_unknown(tmp_path: Path) -> None:
     path = tmp_path / "w.csv"
     path.write_text("time,temp_c\n2022-08-01 00:00,20\n2022-08-01 06:00,26\n2022-08-01 07:00,27\n")
