@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import queue as queue_module
 import resource
 import sys
 import tempfile
@@ -258,13 +259,17 @@ def _child_ours(args: dict[str, Any], queue: Any) -> None:
     train_values = series.values_kw[: args["split"] - series.start_minute]
     air = _weather(args["weather"], tz, series.start_minute, len(train_values))
     t0 = time.monotonic()
-    result = neural.train(
-        series.start_minute,
-        train_values,
-        tz,
-        outdoor_air=air,
-        time_budget_s=args["time_budget_s"],
-    )
+    try:
+        result = neural.train(
+            series.start_minute,
+            train_values,
+            tz,
+            outdoor_air=air,
+            time_budget_s=args["time_budget_s"],
+        )
+    except neural.InsufficientHistoryError as exc:
+        queue.put({"not_run": str(exc)})
+        return
     train_s = time.monotonic() - t0
     write_artifact(args["artifact"], result.tflite_model, result.meta, result.day_ahead_model)
     queue.put(
@@ -380,12 +385,24 @@ def _in_child(target: Any, args: dict[str, Any]) -> dict[str, Any]:
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(args, queue))
     proc.start()
+    result: dict[str, Any] | None = None
     try:
-        result: dict[str, Any] = queue.get()
+        # Poll, so a child that dies without a result (a crash, the OOM killer) is an error
+        # here rather than a wait for ever.
+        while result is None:
+            try:
+                result = queue.get(timeout=1.0)
+            except queue_module.Empty:
+                if proc.is_alive():
+                    continue
+                try:
+                    result = queue.get(timeout=1.0)  # put just before it exited
+                except queue_module.Empty:
+                    break
     finally:
         proc.join()
-    if proc.exitcode not in (0, None):
-        raise RuntimeError(f"{target.__name__} exited with {proc.exitcode}")
+    if result is None or proc.exitcode not in (0, None):
+        raise RuntimeError(f"{target.__name__} exited with {proc.exitcode} and no result")
     return result
 
 
@@ -514,6 +531,9 @@ def _bench_ours(
         trained = _in_child(
             _child_ours, {**common, "artifact": artifact, "time_budget_s": args.time_budget_s}
         )
+        if "not_run" in trained:
+            sys.stdout.write(f"ours: not run: {trained['not_run']}\n")
+            return _row("ours", None)
         sys.stdout.write(
             f"ours: chose {trained['candidate']}; inner holdout "
             f"{json.dumps(trained['holdout'].get('ours', {}))}\n"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+import time
+
 import numpy as np
+import pytest
 
 from bench.forecast import _served_bands
 
@@ -64,3 +68,13 @@ def test_a_served_day_ahead_band_depends_only_on_what_was_known_at_its_origin() 
     low2, _ = _served_bands(start, changed, origins, point, p10, p90, day_ahead=True)
     np.testing.assert_array_equal(low[: cut + 1], low2[: cut + 1])
     assert not np.array_equal(low[cut + 2 :], low2[cut + 2 :])
+
+
+def test_a_child_that_dies_without_a_result_is_an_error_not_a_hang() -> None:
+    # sys.exit(args, queue) raises TypeError in the child: it exits 1 and never puts a result.
+    from bench.forecast import _in_child
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="exited with 1 and no result"):
+        _in_child(sys.exit, {})
+    assert time.monotonic() - started < 60
