@@ -427,24 +427,29 @@ def _synthetic_days(days: int, seed: int = 4) -> np.ndarray:
     return load + rng.normal(0, 0.3, len(t))
 
 
-def test_closed_loop_replay_never_bills_more_than_no_battery_and_respects_limits() -> None:
-    # Eight days of history, then two days replayed (the forecast has a week-ago day to go on).
-    load = _synthetic_days(10)
-    start = 28_000_000  # a UTC minute (2023-03-28 10:40: the replay starts mid-interval)
-    first = 8 * 1440
-    span = (first, len(load))
+def _seasonal_planner(battery: Battery, start: int) -> PlannerController:
+    """The service's controller on the seasonal baseline, re-planning every 15 minutes."""
     baseline = SeasonalMeanForecaster(weeks=2)
-    none = simulate_month(NoBattery(), load, start, *span, None, 50.0, 15, "synthetic")
-    planner = PlannerController(
+    return PlannerController(
         "baseline",
         DispatchController(
-            BATTERY, TARIFF, UTC, settings=DispatchSettings(replan_every_minutes=15)
+            battery, TARIFF, UTC, settings=DispatchSettings(replan_every_minutes=15)
         ),
         lambda history, at: baseline.day_ahead(history, UTC, at),
         baseline.day_ahead_history_minutes,
         start,
         UTC,
     )
+
+
+def test_closed_loop_replay_never_bills_more_than_no_battery_and_respects_limits() -> None:
+    # Eight days of history, then two days replayed (the forecast has a week-ago day to go on).
+    load = _synthetic_days(10)
+    start = 28_000_000  # a UTC minute (2023-03-28 10:40: the replay starts mid-interval)
+    first = 8 * 1440
+    span = (first, len(load))
+    none = simulate_month(NoBattery(), load, start, *span, None, 50.0, 15, "synthetic")
+    planner = _seasonal_planner(BATTERY, start)
     planned = simulate_month(planner, load, start, *span, BATTERY, 50.0, 15, "synthetic")
     threshold = simulate_month(
         Threshold(20.0, BATTERY), load, start, *span, BATTERY, 50.0, 15, "synthetic"
@@ -492,17 +497,7 @@ def test_the_optimum_and_the_replay_take_a_pv_site_that_exports(
     assert load.min() < -5.0
     start = 28_000_000
     span = (8 * 1440, len(load))
-    baseline = SeasonalMeanForecaster(weeks=2)
-    planner = PlannerController(
-        "baseline",
-        DispatchController(
-            BATTERY, TARIFF, UTC, settings=DispatchSettings(replan_every_minutes=15)
-        ),
-        lambda history, at: baseline.day_ahead(history, UTC, at),
-        baseline.day_ahead_history_minutes,
-        start,
-        UTC,
-    )
+    planner = _seasonal_planner(BATTERY, start)
     with caplog.at_level(logging.WARNING, logger="core.dispatch.controller"):
         planned = simulate_month(planner, load, start, *span, BATTERY, 50.0, 15, "pv")
     assert not [r for r in caplog.records if "not solved" in r.getMessage()]
@@ -522,17 +517,7 @@ def test_a_building_and_battery_scaled_together_dispatch_the_same_way() -> None:
     results = []
     for scale in (1.0, 40.0):
         battery = Battery(20.0 * scale, 10.0 * scale, 10.0 * scale, efficiency=0.92)
-        seasonal = SeasonalMeanForecaster(weeks=2)
-        planner = PlannerController(
-            "baseline",
-            DispatchController(
-                battery, TARIFF, UTC, settings=DispatchSettings(replan_every_minutes=15)
-            ),
-            lambda history, at, f=seasonal: f.day_ahead(history, UTC, at),
-            seasonal.day_ahead_history_minutes,
-            start,
-            UTC,
-        )
+        planner = _seasonal_planner(battery, start)
         load = base * scale
         results.append(simulate_month(planner, load, start, *span, battery, 50.0, 15, "scaled"))
     small, large = results
