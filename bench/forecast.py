@@ -34,6 +34,7 @@ from core.forecast.baseline import SeasonalMeanForecaster
 from core.forecast.features import (
     FloatArray,
     IntArray,
+    cvrmse_pct,
     forecast_metrics,
     load_meter_csv,
     local_minutes,
@@ -145,7 +146,7 @@ def _day_ahead_scores(
 ) -> dict[str, float]:
     """Pooled CV(RMSE) % of the steps that have an outcome, and the band's coverage."""
     ok = ~np.isnan(actual)
-    out = {"cvrmse_15min_day_ahead": da.cvrmse_pct(p50[ok], actual[ok])}
+    out = {"cvrmse_15min_day_ahead": cvrmse_pct(p50[ok], actual[ok])}
     if p10 is not None and p90 is not None:
         inside = (actual[ok] >= p10[ok]) & (actual[ok] <= p90[ok])
         out["coverage_p10_p90_day_ahead"] = float(np.mean(inside))

@@ -27,6 +27,7 @@ from core.forecast.features import (
     _quiet,
     as_weekday_groups,
     calendar_features,
+    cvrmse_pct,
     has_groups,
     local_weekday,
     same_group,
@@ -368,12 +369,3 @@ def day_ahead_origins(
     recent = window_means(start_minute, values_kw, origins - 59, 60)
     keep = ~np.isnan(targets).any(axis=1) & ~np.isnan(recent)
     return np.asarray(origins[keep], dtype=np.int64)
-
-
-def cvrmse_pct(predicted: FloatArray, actual: FloatArray) -> float:
-    """CV(RMSE) in percent over every origin and step pooled.
-
-    Divided by the magnitude of the mean: a site whose net load exports on average (PV) has a
-    negative mean, and dividing by it would rank the worse of two forecasts as the better one.
-    """
-    return float(100.0 * np.sqrt(np.mean((predicted - actual) ** 2)) / abs(np.mean(actual)))

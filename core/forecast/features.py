@@ -1045,6 +1045,15 @@ def persistence_windows(
     return np.repeat(last[:, None], horizon, axis=1)
 
 
+def cvrmse_pct(predicted: FloatArray, actual: FloatArray) -> float:
+    """CV(RMSE) in percent over every value pooled.
+
+    Divided by the magnitude of the mean: a site whose net load exports on average (PV) has a
+    negative mean, and dividing by it would rank the worse of two forecasts as the better one.
+    """
+    return float(100.0 * np.sqrt(np.mean((predicted - actual) ** 2)) / abs(np.mean(actual)))
+
+
 def forecast_metrics(
     predicted_kw: FloatArray,
     actual_kw: FloatArray,
@@ -1062,9 +1071,7 @@ def forecast_metrics(
         "rmse_60": float(np.sqrt(np.mean(last**2))),
         "mae_60": float(np.mean(np.abs(last))),
         "rmse_1_60": float(np.sqrt(np.mean(err**2))),
-        "cvrmse_15min_60": float(
-            100.0 * np.sqrt(np.mean((avg_pred - avg_actual) ** 2)) / abs(np.mean(avg_actual))
-        ),
+        "cvrmse_15min_60": cvrmse_pct(avg_pred, avg_actual),
         "peak_rmse": float(np.sqrt(np.mean((predicted_kw.max(1) - actual_kw.max(1)) ** 2))),
         "origins": float(len(actual_kw)),
     }

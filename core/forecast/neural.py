@@ -53,6 +53,7 @@ from core.forecast.features import (
     Scaling,
     WeekdayGroups,
     _moving_mean,
+    cvrmse_pct,
     design_matrix,
     feature_blocks,
     forecast_metrics,
@@ -577,8 +578,8 @@ def _train_day_ahead(
                 "best_epoch": epoch,
                 "score": score,
                 "curve": [round(x, 4) for x in curve],
-                "cvrmse_15min_day_ahead": da.cvrmse_pct(kw, val.actual_kw),
-                "baseline_cvrmse": da.cvrmse_pct(val.baseline_kw, val.actual_kw),
+                "cvrmse_15min_day_ahead": cvrmse_pct(kw, val.actual_kw),
+                "baseline_cvrmse": cvrmse_pct(val.baseline_kw, val.actual_kw),
             }
         )
         logger.info("day-ahead candidate %s", results[-1])
@@ -624,19 +625,19 @@ def _train_day_ahead(
         c10_h, c90_h = _calibrated(kw_h, p10_h, p90_h, band)
         actual = hold.actual_kw.astype(np.float64)
         holdout["ours"] = {
-            "cvrmse_15min_day_ahead": da.cvrmse_pct(kw_h, actual),
+            "cvrmse_15min_day_ahead": cvrmse_pct(kw_h, actual),
             "coverage_p10_p90": float(np.mean((actual >= c10_h) & (actual <= c90_h))),
             "origins": float(len(hold_o)),
             "shrink": shrink,
         }
         holdout["mean-2-weeks"] = {
-            "cvrmse_15min_day_ahead": da.cvrmse_pct(seasonal_h, actual),
+            "cvrmse_15min_day_ahead": cvrmse_pct(seasonal_h, actual),
             "origins": float(len(hold_o)),
         }
         # The base the network corrects (weekday groups or mean-2-weeks, smoothed or not, as
         # chosen before the network).
         holdout["base"] = {
-            "cvrmse_15min_day_ahead": da.cvrmse_pct(hold.baseline_kw.astype(np.float64), actual),
+            "cvrmse_15min_day_ahead": cvrmse_pct(hold.baseline_kw.astype(np.float64), actual),
             "origins": float(len(hold_o)),
             "smooth_steps": float(smooth),
             "weekday_groups": float(groups is not None),
