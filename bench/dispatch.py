@@ -74,9 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--replan-minutes",
         type=int,
-        default=5,
-        help="re-plan every N minutes (the service plans every minute; the live layer acts "
-        "every minute either way)",
+        default=1,
+        help="re-plan every N minutes (1, the default, is what the service does; the live layer "
+        "acts every minute either way)",
     )
     parser.add_argument(
         "--no-trained", action="store_true", help="skip the trained controller (no training)"

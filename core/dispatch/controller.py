@@ -2,7 +2,7 @@
 
 Two layers:
 
-* the **plan** (``planner.solve_plan``): a linear program over the next 24 h on the day-ahead
+* the **plan** (``planner.PlanSolver``): a linear program over the next 24 h on the day-ahead
   forecast. Its planned billing peak is the cap the live layer defends; its charging keeps the
   battery ready for the next expected peak.
 * the **live layer**: inside each demand interval, every minute, the battery discharges just
@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.dispatch.assets import Battery, EvChargers, Tariff
-from core.dispatch.planner import PlanInfeasible, PlanRequest, PlanResult, solve_plan
+from core.dispatch.planner import PlanInfeasible, PlanRequest, PlanResult, PlanSolver
 from core.forecast.base import DAY_AHEAD_STEP_MINUTES, DayAheadForecast
 from core.timegrid import minute_start
 
@@ -207,6 +207,9 @@ class DispatchController:
         self._tz = tz
         self._ev = ev
         self._settings = settings or DispatchSettings()
+        self._solver = PlanSolver(battery, tariff)
+        self._price_key: tuple[int, int, int] | None = None
+        self._price_cache: npt.NDArray[np.float64] = np.zeros(0)
         self._plan: PlanResult | None = None
         self._plan_start: int | None = None
         self._plan_p50: tuple[float, ...] = ()
@@ -352,13 +355,7 @@ class DispatchController:
         if elapsed and not self._settings.follow_plan_only:
             load[0] = max(load[0], inputs.load_now_kw)
         max_discharge = np.minimum(self._battery.discharge_kw, np.maximum(p50, 0.0) * 0.9)
-        hours = np.array(
-            [
-                minute_start(interval_start + k * step).astimezone(self._tz).hour
-                for k in range(len(load))
-            ]
-        )
-        prices = np.array([self._tariff.energy_price(int(h)) for h in hours])
+        prices = self._prices(interval_start, step, len(load))
         request = PlanRequest(
             load_kw=load,
             max_discharge_kw=max_discharge,
@@ -372,7 +369,7 @@ class DispatchController:
             hold_value_per_kwh_step=self._settings.hold_value_per_kwh_step,
         )
         try:
-            plan = solve_plan(request, self._battery, self._tariff)
+            plan = self._solver.solve(request)
         except PlanInfeasible as exc:
             log.warning("dispatch plan not solved (%s); the safe rule applies", exc)
             self._plan = None
@@ -383,6 +380,19 @@ class DispatchController:
         self._plan_p50 = tuple(float(v) for v in p50)
         self._plan_p90 = tuple(float(v) for v in p90)
         return plan
+
+    def _prices(self, interval_start: int, step: int, count: int) -> npt.NDArray[np.float64]:
+        """The energy price of each step, by its local hour; the same for every re-plan within
+        one interval, so worked out once per interval."""
+        key = (interval_start, step, count)
+        if self._price_key != key:
+            hours = [
+                minute_start(interval_start + k * step).astimezone(self._tz).hour
+                for k in range(count)
+            ]
+            self._price_cache = np.array([self._tariff.energy_price(h) for h in hours])
+            self._price_key = key
+        return self._price_cache
 
     def _track_bias(self, interval_start: int, load_now_kw: float, step_minutes: int) -> None:
         """Follow how far the load of each closed interval ran above its P50 forecast.

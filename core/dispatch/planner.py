@@ -122,77 +122,136 @@ class PlanInfeasible(RuntimeError):
 
 
 def solve_plan(request: PlanRequest, battery: Battery, tariff: Tariff) -> PlanResult:
-    """Solve the plan LP; raise PlanInfeasible when HiGHS does not return an optimum."""
-    started = time.perf_counter()
-    n = len(request.load_kw)
-    step_h = request.step_minutes / 60.0
-    remaining0 = request.step_minutes - request.elapsed_minutes
-    dt_h = np.full(n, step_h)
-    dt_h[0] = remaining0 / 60.0
-    eff = battery.efficiency
-    c0, d0, e0, p = 0, n, 2 * n, 3 * n
-    count = 3 * n + 1
+    """Solve the plan LP once; raise PlanInfeasible when HiGHS does not return an optimum."""
+    return PlanSolver(battery, tariff).solve(request)
 
-    # Cost: demand charge on the peak, energy on every kWh imported, throughput, terminal value.
-    # grid_k * dt_k = (load_k + c_k - d_k) * dt_k; only the c and d parts depend on the plan.
-    cost = np.zeros(count)
-    cost[p] = tariff.demand_charge_per_kw
-    cost[c0 : c0 + n] = (request.energy_price + tariff.throughput_cost_per_kwh) * dt_h
-    cost[d0 : d0 + n] = (-request.energy_price + tariff.throughput_cost_per_kwh) * dt_h
-    cost[e0 : e0 + n] = -request.hold_value_per_kwh_step
-    cost[e0 + n - 1] -= request.terminal_value_per_kwh
 
-    lower = np.zeros(count)
-    upper = np.empty(count)
-    upper[c0 : c0 + n] = battery.charge_kw
-    upper[d0 : d0 + n] = np.minimum(battery.discharge_kw, request.max_discharge_kw)
-    start_kwh = min(max(request.start_kwh, 0.0), battery.capacity_kwh)
-    # A start outside the SOC window (a stale or odd reading) must not make the plan infeasible.
-    lower[e0 : e0 + n] = min(battery.min_kwh, start_kwh)
-    upper[e0 : e0 + n] = max(battery.max_kwh, start_kwh)
-    lower[p] = request.floor_kw
-    upper[p] = highspy.kHighsInf
+class PlanSolver:
+    """The plan LP kept in one HiGHS model between solves.
 
-    inf = highspy.kHighsInf
-    rows = SparseRows()
-    row = rows.add
-    for k in range(n):
-        cols = [e0 + k, c0 + k, d0 + k]
-        coefs = [1.0, -eff * dt_h[k], dt_h[k] / eff]
-        if k == 0:
-            row(cols, coefs, start_kwh, start_kwh)
-        else:
-            row([*cols, e0 + k - 1], [*coefs, -1.0], 0.0, 0.0)
-        load = float(request.load_kw[k])
-        if k == 0:
-            # (elapsed + remaining * (load + c - d)) / step <= P
-            share = remaining0 / request.step_minutes
-            past = request.elapsed_grid_kwmin / request.step_minutes
-            row([c0, d0, p], [share, -share, -1.0], -inf, -(past + share * load))
-        else:
-            row([c0 + k, d0 + k, p], [1.0, -1.0, -1.0], -inf, -load)
+    The controller re-plans every minute with the same shape (96 steps): only the loads, prices,
+    bounds and the interval in progress's share change. Building the model once and changing
+    those in place lets HiGHS start from the last optimal basis, instead of a model built row by
+    row in Python and solved from scratch each minute. A request of another length rebuilds it.
+    """
+
+    def __init__(self, battery: Battery, tariff: Tariff) -> None:
+        self._battery = battery
+        self._tariff = tariff
+        self._highs: highspy.Highs | None = None
+        self._shape: tuple[int, int] = (0, 0)
+
+    def _build(self, n: int, step_minutes: int) -> highspy.Highs:
+        """The model's structure for ``n`` steps of ``step_minutes``; the values that change
+        from request to request are set by ``solve``."""
+        eff = self._battery.efficiency
+        step_h = step_minutes / 60.0
+        c0, d0, e0, p = 0, n, 2 * n, 3 * n
+        count = 3 * n + 1
+        inf = highspy.kHighsInf
+        h = new_highs()
+        h.addVars(count, np.zeros(count), np.full(count, inf))
+        rows = SparseRows()
+        # Rows 0..n-1: energy balance e_k - e_{k-1} - eff*dt*c_k + dt/eff*d_k = (start or 0).
+        for k in range(n):
+            cols = [e0 + k, c0 + k, d0 + k]
+            coefs = [1.0, -eff * step_h, step_h / eff]  # step 0's set per request
+            if k:
+                cols.append(e0 + k - 1)
+                coefs.append(-1.0)
+            rows.add(cols, coefs, 0.0, 0.0)
+        # Rows n..2n-1: the step's average grid under the peak: share*(c - d) - P <= -(...).
+        for k in range(n):
+            rows.add([c0 + k, d0 + k, p], [1.0, -1.0, -1.0], -inf, 0.0)
+        # Rows 2n..3n-1: the battery never makes the site export: c - d >= -max(load, 0).
+        for k in range(n):
+            rows.add([c0 + k, d0 + k], [1.0, -1.0], 0.0, inf)
+        rows.add_to(h)
+        return h
+
+    def solve(self, request: PlanRequest) -> PlanResult:
+        """Solve ``request``; raise PlanInfeasible when HiGHS does not return an optimum."""
+        started = time.perf_counter()
+        battery, tariff = self._battery, self._tariff
+        n = len(request.load_kw)
+        shape = (n, request.step_minutes)
+        if self._highs is None or self._shape != shape:
+            self._highs, self._shape = self._build(*shape), shape
+        h = self._highs
+        step_h = request.step_minutes / 60.0
+        remaining0 = request.step_minutes - request.elapsed_minutes
+        dt_h = np.full(n, step_h)
+        dt_h[0] = remaining0 / 60.0
+        eff = battery.efficiency
+        c0, d0, e0, p = 0, n, 2 * n, 3 * n
+        count = 3 * n + 1
+        inf = highspy.kHighsInf
+        load = np.asarray(request.load_kw, dtype=np.float64)
+
+        # Cost: demand charge on the peak, energy on every kWh imported, throughput, terminal
+        # value. grid_k * dt_k = (load_k + c_k - d_k) * dt_k; only c and d depend on the plan.
+        cost = np.zeros(count)
+        cost[p] = tariff.demand_charge_per_kw
+        cost[c0 : c0 + n] = (request.energy_price + tariff.throughput_cost_per_kwh) * dt_h
+        cost[d0 : d0 + n] = (-request.energy_price + tariff.throughput_cost_per_kwh) * dt_h
+        cost[e0 : e0 + n] = -request.hold_value_per_kwh_step
+        cost[e0 + n - 1] -= request.terminal_value_per_kwh
+
+        lower = np.zeros(count)
+        upper = np.empty(count)
+        upper[c0 : c0 + n] = battery.charge_kw
+        upper[d0 : d0 + n] = np.minimum(battery.discharge_kw, request.max_discharge_kw)
+        start_kwh = min(max(request.start_kwh, 0.0), battery.capacity_kwh)
+        # A start outside the SOC window (a stale or odd reading) must not make the plan
+        # infeasible.
+        lower[e0 : e0 + n] = min(battery.min_kwh, start_kwh)
+        upper[e0 : e0 + n] = max(battery.max_kwh, start_kwh)
+        lower[p] = request.floor_kw
+        upper[p] = inf
+
+        # Step 0 is the interval in progress: its energy row counts only the remaining minutes,
+        # and its average grid is (elapsed + remaining * (load + c - d)) / step <= P.
+        share = remaining0 / request.step_minutes
+        past = request.elapsed_grid_kwmin / request.step_minutes
+        h.changeCoeff(0, c0, -eff * dt_h[0])
+        h.changeCoeff(0, d0, dt_h[0] / eff)
+        h.changeCoeff(n, c0, share)
+        h.changeCoeff(n, d0, -share)
+        row_lower = np.empty(3 * n)
+        row_upper = np.empty(3 * n)
+        row_lower[:n] = 0.0
+        row_upper[:n] = 0.0
+        row_lower[0] = row_upper[0] = start_kwh
+        row_lower[n : 2 * n] = -inf
+        row_upper[n : 2 * n] = -load
+        row_upper[n] = -(past + share * load[0])
         # The battery never makes the site export; a site exporting on its own (PV over the
         # load) is not forced to charge.
-        row([c0 + k, d0 + k], [1.0, -1.0], -max(load, 0.0), inf)
+        row_lower[2 * n :] = -np.maximum(load, 0.0)
+        row_upper[2 * n :] = inf
 
-    h = new_highs()
-    h.addVars(count, lower, upper)
-    h.changeColsCost(count, np.arange(count, dtype=np.int32), cost)
-    rows.add_to(h)
-    h.run()
-    status = h.getModelStatus()
-    if status != highspy.HighsModelStatus.kOptimal:
-        raise PlanInfeasible(h.modelStatusToString(status))
-    x = np.array(h.getSolution().col_value)
-    battery_kw = x[c0 : c0 + n] - x[d0 : d0 + n]
-    grid = request.load_kw + battery_kw
-    grid[0] = (
-        request.elapsed_grid_kwmin + remaining0 * (request.load_kw[0] + battery_kw[0])
-    ) / request.step_minutes
-    return PlanResult(
-        battery_kw=battery_kw,
-        soc_kwh=x[e0 : e0 + n],
-        grid_kw=grid,
-        planned_peak_kw=float(x[p]),
-        solve_ms=(time.perf_counter() - started) * 1000.0,
-    )
+        all_cols = np.arange(count, dtype=np.int32)
+        h.changeColsCost(count, all_cols, cost)
+        h.changeColsBounds(count, all_cols, lower, upper)
+        rows_index = np.arange(3 * n, dtype=np.int32)
+        # In highspy's extension module; its type stub leaves it out.
+        h.changeRowsBounds(3 * n, rows_index, row_lower, row_upper)  # type: ignore[attr-defined]
+        h.run()
+        status = h.getModelStatus()
+        if status != highspy.HighsModelStatus.kOptimal:
+            # Start the next request from a model without this one's basis.
+            self._highs = None
+            raise PlanInfeasible(h.modelStatusToString(status))
+        x = np.array(h.getSolution().col_value)
+        battery_kw = x[c0 : c0 + n] - x[d0 : d0 + n]
+        grid = load + battery_kw
+        grid[0] = (request.elapsed_grid_kwmin + remaining0 * (load[0] + battery_kw[0])) / (
+            request.step_minutes
+        )
+        return PlanResult(
+            battery_kw=battery_kw,
+            soc_kwh=x[e0 : e0 + n],
+            grid_kw=grid,
+            planned_peak_kw=float(x[p]),
+            solve_ms=(time.perf_counter() - started) * 1000.0,
+        )

@@ -25,7 +25,7 @@ from core.dispatch.controller import (
     with_seasonal_stress,
 )
 from core.dispatch.optimum import optimum_peak
-from core.dispatch.planner import PlanRequest, PlanResult, solve_plan
+from core.dispatch.planner import PlanInfeasible, PlanRequest, PlanResult, PlanSolver, solve_plan
 from core.dispatch.replay import (
     NoBattery,
     PerfectDayAhead,
@@ -96,12 +96,83 @@ def test_the_partial_interval_is_respected() -> None:
     assert plan.grid_kw[0] == pytest.approx(190.0 / 15.0)
 
 
+def test_charging_in_the_partial_interval_counts_only_its_remaining_minutes() -> None:
+    # Ten minutes at 12 kW measured, a 10 kW peak paid, energy cheap now and dear later: the
+    # plan charges what the last five minutes can take without lifting the interval over 10 kW:
+    # (120 + 5 * (5 + c)) / 15 <= 10, so c = 1 kW.
+    prices = np.full(96, 0.30)
+    prices[0] = 0.05
+    request = _request(
+        [5.0] * 96,
+        floor=10.0,
+        elapsed_minutes=10,
+        elapsed_grid_kwmin=120.0,
+        start_kwh=0.0,
+        energy_price=prices,
+        terminal_value_per_kwh=0.5,
+    )
+    plan = solve_plan(request, BATTERY, TARIFF)
+    assert plan.planned_peak_kw == pytest.approx(10.0)
+    assert plan.battery_kw[0] == pytest.approx(1.0, abs=1e-6)
+    assert plan.grid_kw[0] == pytest.approx(10.0, abs=1e-6)
+
+
 def test_soc_dynamics_follow_the_efficiency() -> None:
     load = [10.0] * 8
     load[2] = 14.0
     plan = solve_plan(_request(load, floor=10.0, start_kwh=10.0), BATTERY, TARIFF)
     # 4 kW for 15 minutes delivered at 92 % one way takes 1 / 0.92 kWh from storage.
     assert plan.soc_kwh[2] == pytest.approx(plan.soc_kwh[1] - 1.0 / 0.92, abs=1e-6)
+
+
+def _plan_cost(plan: PlanResult, request: PlanRequest) -> float:
+    """The plan LP's objective, from its solution."""
+    dt_h = np.full(len(plan.battery_kw), request.step_minutes / 60.0)
+    dt_h[0] = (request.step_minutes - request.elapsed_minutes) / 60.0
+    energy = float(np.sum(request.energy_price * plan.battery_kw * dt_h))
+    throughput = TARIFF.throughput_cost_per_kwh * float(np.sum(np.abs(plan.battery_kw) * dt_h))
+    hold = request.hold_value_per_kwh_step * float(np.sum(plan.soc_kwh))
+    terminal = request.terminal_value_per_kwh * float(plan.soc_kwh[-1])
+    peak = TARIFF.demand_charge_per_kw * plan.planned_peak_kw
+    return peak + energy + throughput - hold - terminal
+
+
+def test_a_kept_model_solves_each_request_as_a_fresh_one_would() -> None:
+    # The controller keeps one HiGHS model and changes it in place each minute; every request in
+    # a sequence (the interval in progress advancing, the load and floor moving, another length,
+    # another step, an infeasible one in between) gets the plan a model built for it alone gets.
+    solver = PlanSolver(BATTERY, TARIFF)
+    rng = np.random.default_rng(7)
+    requests = []
+    for minute in range(40):
+        load = 12.0 + 6.0 * np.sin(np.arange(96) / 8.0 + minute / 5.0) + rng.normal(0.0, 1.0, 96)
+        requests.append(
+            _request(
+                list(load),
+                floor=14.0 + minute % 3,
+                elapsed_minutes=minute % 15,
+                elapsed_grid_kwmin=float(minute % 15) * 15.0,
+                start_kwh=4.0 + minute % 12,
+                max_discharge_kw=np.minimum(np.maximum(load, 0.0) * 0.9, 10.0),
+            )
+        )
+    requests.insert(10, _request([10.0] * 8, floor=10.0))  # another length: rebuilt
+    requests.insert(20, _request([10.0] * 48, floor=10.0, step_minutes=30))  # another step
+    for index, request in enumerate(requests):
+        kept = solver.solve(request)
+        fresh = solve_plan(request, BATTERY, TARIFF)
+        # The LP has ties (when to charge on a flat price), so the schedules may differ; the
+        # peak and the cost may not.
+        assert kept.planned_peak_kw == pytest.approx(fresh.planned_peak_kw, abs=1e-6), index
+        assert _plan_cost(kept, request) == pytest.approx(_plan_cost(fresh, request), abs=1e-6)
+    # A negative discharge bound (upper below lower) cannot be solved; the next request still is.
+    bad = _request([10.0] * 96, floor=10.0, max_discharge_kw=np.full(96, -1.0))
+    with pytest.raises(PlanInfeasible):
+        solver.solve(bad)
+    again = solver.solve(requests[0])
+    assert again.planned_peak_kw == pytest.approx(
+        solve_plan(requests[0], BATTERY, TARIFF).planned_peak_kw, abs=1e-6
+    )
 
 
 def _inputs(**overrides: object) -> DispatchInputs:
