@@ -15,6 +15,11 @@ DAY_AHEAD_BAND_GAMMA = BAND_GAMMA * 1440 / 9216
 # width scale cannot open a band of zero width (the seasonal baseline's day-ahead range where its
 # two days agree), and no building repeats itself closer than that.
 MIN_HALF_WIDTH_SHARE = 0.1
+# ... and of at least this share of the forecast's mean magnitude, so a point near zero (a site
+# whose PV meets its load at noon) still gets a band the scale can open. A quarter of the mean is
+# under this building's night load (2.9 kW against a daily mean of about 10), so a site whose
+# load never nears zero keeps its bands as they were.
+MIN_LEVEL_SHARE_OF_MEAN = 0.25
 
 
 class LiveErrorTracker:
@@ -112,13 +117,18 @@ class BandAdapter:
         self, point: Sequence[float], p10: Sequence[float], p90: Sequence[float]
     ) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """The band to serve: each side's distance from the point forecast (at least
-        ``min_half_width_share`` of the point) times the scale."""
+        ``min_half_width_share`` of the point, or of a quarter of the forecast's mean magnitude
+        where the point is nearer zero) times the scale."""
         s, share = self.scale, self._min_share
+        magnitudes = [abs(p) for p in point if math.isfinite(p)]
+        level = MIN_LEVEL_SHARE_OF_MEAN * sum(magnitudes) / len(magnitudes) if magnitudes else 0.0
         low = tuple(
-            p - s * max(p - lo, share * abs(p), 0.0) for p, lo in zip(point, p10, strict=True)
+            p - s * max(p - lo, share * max(abs(p), level), 0.0)
+            for p, lo in zip(point, p10, strict=True)
         )
         high = tuple(
-            p + s * max(hi - p, share * abs(p), 0.0) for p, hi in zip(point, p90, strict=True)
+            p + s * max(hi - p, share * max(abs(p), level), 0.0)
+            for p, hi in zip(point, p90, strict=True)
         )
         return low, high
 

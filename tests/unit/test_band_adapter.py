@@ -81,6 +81,23 @@ def test_no_side_is_narrower_than_the_share_of_the_point() -> None:
     assert high == pytest.approx((22.0, 22.0, -3.6))
 
 
+def test_a_point_near_zero_gets_a_band_from_the_forecasts_level() -> None:
+    # A PV site's net load crosses zero at noon; the baseline's range is zero-width where its two
+    # days agree. 10 % of a zero point would be no band at all, which no scale can open: the
+    # floor is 10 % of a quarter of the forecast's mean magnitude there (mean 8 kW: 0.2 kW).
+    adapter = BandAdapter(min_half_width_share=0.1)
+    point = [20.0, 10.0, 0.0, -0.5, 9.5]
+    low, high = adapter.widen(point, point, point)
+    assert low == pytest.approx((18.0, 9.0, -0.2, -0.7, 8.55))
+    assert high == pytest.approx((22.0, 11.0, 0.2, -0.3, 10.45))
+    # Misses then widen it like any other band.
+    for minute in range(50):
+        adapter.issued(minute, minute + 60, [-0.2], [0.2])
+        adapter.observed(minute + 60, 1.0)
+    low, high = adapter.widen(point, point, point)
+    assert high[2] > 0.2 and low[2] < -0.2
+
+
 def test_the_scale_stays_inside_its_limits() -> None:
     adapter = BandAdapter(gamma=1.0, min_scale=0.5, max_scale=3.0)
     for minute in range(20):
