@@ -33,7 +33,13 @@ import numpy as np
 import numpy.typing as npt
 
 from core.dispatch.assets import Battery, EvChargers, Tariff
-from core.dispatch.planner import PlanInfeasible, PlanRequest, PlanResult, PlanSolver
+from core.dispatch.planner import (
+    PLAN_TIME_LIMIT_S,
+    PlanInfeasible,
+    PlanRequest,
+    PlanResult,
+    PlanSolver,
+)
 from core.forecast.base import DAY_AHEAD_STEP_MINUTES, DayAheadForecast
 from core.timegrid import minute_start
 
@@ -145,6 +151,8 @@ class DispatchSettings:
     # for the worse (5 kW / 10 kWh, August: 23.78 -> 23.96 kW). Following the plan on the true
     # load needs it (July: 72 -> 96.5 % of the optimum's cut).
     hold_value_per_kwh_step: float = 0.0
+    # A plan not solved within this many seconds is given up for the minute (the safe rule).
+    plan_time_limit_s: float = PLAN_TIME_LIMIT_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +215,8 @@ class DispatchController:
         self._tz = tz
         self._ev = ev
         self._settings = settings or DispatchSettings()
-        self._solver = PlanSolver(battery, tariff)
+        self._solver = PlanSolver(battery, tariff, self._settings.plan_time_limit_s)
+        self._plan_failure = "no day-ahead forecast"
         self._price_key: tuple[int, int, int] | None = None
         self._price_cache: npt.NDArray[np.float64] = np.zeros(0)
         self._plan: PlanResult | None = None
@@ -254,7 +263,7 @@ class DispatchController:
             self._recent_minute = inputs.minute
         plan = self._replan(inputs, energy, floor, elapsed, elapsed_sum)
         if plan is None:
-            fallback = fallback or "no plan: no day-ahead forecast or the solver failed"
+            fallback = fallback or f"no plan: {self._plan_failure}"
             planned_peak = floor
         else:
             planned_peak = plan.planned_peak_kw
@@ -320,6 +329,7 @@ class DispatchController:
         self._planned_at = inputs.minute
         if inputs.forecast_p50_kw is None or inputs.forecast_start_minute is None:
             self._plan = None
+            self._plan_failure = "no day-ahead forecast"
             return None
         step = inputs.step_minutes
         interval_start = inputs.minute - elapsed
@@ -337,6 +347,7 @@ class DispatchController:
         )
         if len(p50) == 0 or not np.all(np.isfinite(p50)):
             self._plan = None
+            self._plan_failure = "the day-ahead forecast has no usable step"
             return None
         if self._bias_forecast is None:
             self._bias_forecast = float(p50[0])
@@ -373,6 +384,7 @@ class DispatchController:
         except PlanInfeasible as exc:
             log.warning("dispatch plan not solved (%s); the safe rule applies", exc)
             self._plan = None
+            self._plan_failure = f"the solver gave no plan ({exc})"
             return None
         self.solve_ms.append(plan.solve_ms)
         self._plan = plan

@@ -118,7 +118,13 @@ class SparseRows:
 
 
 class PlanInfeasible(RuntimeError):
-    """HiGHS found no optimal plan."""
+    """HiGHS found no optimal plan (infeasible, or not solved within the time limit)."""
+
+
+# The longest one plan may take. A plan solves in about 1 ms here (the dispatch bench's p99) and
+# runs on the event loop's thread every minute; one that HiGHS has not finished by then is given
+# up, and the controller's safe rule applies for that minute and says so.
+PLAN_TIME_LIMIT_S = 0.25
 
 
 def solve_plan(request: PlanRequest, battery: Battery, tariff: Tariff) -> PlanResult:
@@ -135,9 +141,12 @@ class PlanSolver:
     row in Python and solved from scratch each minute. A request of another length rebuilds it.
     """
 
-    def __init__(self, battery: Battery, tariff: Tariff) -> None:
+    def __init__(
+        self, battery: Battery, tariff: Tariff, time_limit_s: float = PLAN_TIME_LIMIT_S
+    ) -> None:
         self._battery = battery
         self._tariff = tariff
+        self._time_limit_s = max(0.0, time_limit_s)
         self._highs: highspy.Highs | None = None
         self._shape: tuple[int, int] = (0, 0)
 
@@ -236,12 +245,18 @@ class PlanSolver:
         rows_index = np.arange(3 * n, dtype=np.int32)
         # In highspy's extension module; its type stub leaves it out.
         h.changeRowsBounds(3 * n, rows_index, row_lower, row_upper)  # type: ignore[attr-defined]
+        # HiGHS's time limit counts the model's run time over all its solves: this solve's
+        # limit is the time run so far plus the allowance.
+        h.setOptionValue("time_limit", h.getRunTime() + self._time_limit_s)
         h.run()
         status = h.getModelStatus()
         if status != highspy.HighsModelStatus.kOptimal:
             # Start the next request from a model without this one's basis.
             self._highs = None
-            raise PlanInfeasible(h.modelStatusToString(status))
+            reason = h.modelStatusToString(status)
+            if status == highspy.HighsModelStatus.kTimeLimit:
+                reason = f"not solved within {self._time_limit_s:g} s"
+            raise PlanInfeasible(reason)
         x = np.array(h.getSolution().col_value)
         battery_kw = x[c0 : c0 + n] - x[d0 : d0 + n]
         grid = load + battery_kw

@@ -175,6 +175,18 @@ def test_a_kept_model_solves_each_request_as_a_fresh_one_would() -> None:
     )
 
 
+def test_a_plan_not_solved_in_time_is_given_up() -> None:
+    request = _request([10.0 + (k % 7) for k in range(96)], floor=12.0)
+    with pytest.raises(PlanInfeasible, match="not solved within 0 s"):
+        PlanSolver(BATTERY, TARIFF, time_limit_s=0.0).solve(request)
+    # HiGHS counts a kept model's run time over all its solves: the limit is per solve, so a
+    # model that has run many plans still solves the next one.
+    solver = PlanSolver(BATTERY, TARIFF, time_limit_s=0.05)
+    for minute in range(150):
+        solver.solve(_request([10.0 + ((k + minute) % 7) for k in range(96)], floor=12.0))
+    assert solver.solve(request).planned_peak_kw >= 12.0
+
+
 def _inputs(**overrides: object) -> DispatchInputs:
     fields: dict[str, object] = {
         "minute": 1_000_005,
@@ -452,6 +464,22 @@ def test_stale_soc_assumes_the_reserve_flags_and_never_discharges() -> None:
     assert not decision.reliable and "stale" in str(decision.fallback)
     assert decision.soc_assumed_pct == 20.0
     assert decision.setpoint_kw >= 0.0
+
+
+def test_a_plan_not_solved_in_time_falls_back_to_the_safe_rule_and_says_why() -> None:
+    settings = DispatchSettings(plan_time_limit_s=0.0)
+    controller = DispatchController(BATTERY, TARIFF, UTC, settings=settings)
+    decision = controller.decide(_inputs(load_now_kw=30.0, paid_peak_kw=20.0))
+    assert decision.plan is None and not decision.reliable
+    assert "not solved within 0 s" in str(decision.fallback)
+    # The safe rule defends the peak already paid: five minutes at 10 kW measured, ten to come
+    # at 30 kW, so (50 + 10 * (30 - 5)) / 15 = 20 kW.
+    assert decision.cap_kw == pytest.approx(20.0)
+    assert decision.setpoint_kw == pytest.approx(-5.0)
+    without_forecast = DispatchController(BATTERY, TARIFF, UTC).decide(
+        _inputs(forecast_p50_kw=None, forecast_start_minute=None)
+    )
+    assert without_forecast.fallback == "no plan: no day-ahead forecast"
 
 
 def test_a_missing_meter_reading_holds_the_battery_and_says_so() -> None:
