@@ -15,11 +15,14 @@ DAY_AHEAD_BAND_GAMMA = BAND_GAMMA * 1440 / 9216
 # width scale cannot open a band of zero width (the seasonal baseline's day-ahead range where its
 # two days agree), and no building repeats itself closer than that.
 MIN_HALF_WIDTH_SHARE = 0.1
-# ... and of at least this share of the forecast's mean magnitude, so a point near zero (a site
-# whose PV meets its load at noon) still gets a band the scale can open. A quarter of the mean is
-# under this building's night load (2.9 kW against a daily mean of about 10), so a site whose
-# load never nears zero keeps its bands as they were.
+# ... and of at least this share of the site's level (the mean magnitude of the forecast, or of
+# the load over about the last day, whichever is larger), so a point near zero (a site whose PV
+# meets its load at noon) still gets a band the scale can open. A quarter of the level is under
+# this building's night load (2.4-2.9 kW against a mean of about 8), so a site whose load never
+# nears zero keeps its bands as they were.
 MIN_LEVEL_SHARE_OF_MEAN = 0.25
+# The load's level is followed with this time constant (in outcomes, one a minute).
+LEVEL_MINUTES = 1440
 
 
 class LiveErrorTracker:
@@ -103,6 +106,8 @@ class BandAdapter:
         self._block_count = 0
         self.outcomes = 0
         self.inside = 0
+        self._level = 0.0  # the load's recent mean magnitude, kW
+        self._level_count = 0
 
     @property
     def scale(self) -> float:
@@ -117,11 +122,12 @@ class BandAdapter:
         self, point: Sequence[float], p10: Sequence[float], p90: Sequence[float]
     ) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """The band to serve: each side's distance from the point forecast (at least
-        ``min_half_width_share`` of the point, or of a quarter of the forecast's mean magnitude
-        where the point is nearer zero) times the scale."""
+        ``min_half_width_share`` of the point, or of a quarter of the site's level where the
+        point is nearer zero) times the scale."""
         s, share = self.scale, self._min_share
         magnitudes = [abs(p) for p in point if math.isfinite(p)]
-        level = MIN_LEVEL_SHARE_OF_MEAN * sum(magnitudes) / len(magnitudes) if magnitudes else 0.0
+        mean = sum(magnitudes) / len(magnitudes) if magnitudes else 0.0
+        level = MIN_LEVEL_SHARE_OF_MEAN * max(mean, self._level)
         low = tuple(
             p - s * max(p - lo, share * max(abs(p), level), 0.0)
             for p, lo in zip(point, p10, strict=True)
@@ -157,6 +163,10 @@ class BandAdapter:
 
     def observed(self, minute: int, kw: float) -> None:
         """A minute of load completed (NaN: unknown). Scores the bands it closes."""
+        if math.isfinite(kw):
+            self._level_count += 1
+            weight = 1.0 / min(self._level_count, LEVEL_MINUTES)
+            self._level += weight * (abs(kw) - self._level)
         if self._step == 1:
             if not math.isnan(kw):
                 for band in self._pending.pop(minute, []):

@@ -349,6 +349,7 @@ class DispatchController:
             self._plan = None
             self._plan_failure = "the day-ahead forecast has no usable step"
             return None
+        p90 = np.where(np.isfinite(p90), p90, p50)  # a step without a band plans on its P50
         if self._bias_forecast is None:
             self._bias_forecast = float(p50[0])
         load = p50 + self._settings.band_weight * (p90 - p50)
@@ -403,6 +404,7 @@ class DispatchController:
                 for k in range(count)
             ]
             self._price_cache = np.array([self._tariff.energy_price(h) for h in hours])
+            self._price_cache.setflags(write=False)  # shared by every plan of the interval
             self._price_key = key
         return self._price_cache
 

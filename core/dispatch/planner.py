@@ -132,6 +132,27 @@ def solve_plan(request: PlanRequest, battery: Battery, tariff: Tariff) -> PlanRe
     return PlanSolver(battery, tariff).solve(request)
 
 
+def _check_finite(request: PlanRequest) -> None:
+    """Raise PlanInfeasible when a value of the request is NaN or infinite (HiGHS would refuse it
+    and, on a kept model, keep the previous request's value)."""
+    arrays = {
+        "load_kw": request.load_kw,
+        "max_discharge_kw": request.max_discharge_kw,
+        "energy_price": request.energy_price,
+    }
+    scalars = {
+        "elapsed_grid_kwmin": request.elapsed_grid_kwmin,
+        "start_kwh": request.start_kwh,
+        "floor_kw": request.floor_kw,
+        "terminal_value_per_kwh": request.terminal_value_per_kwh,
+        "hold_value_per_kwh_step": request.hold_value_per_kwh_step,
+    }
+    bad = [name for name, values in arrays.items() if not np.all(np.isfinite(values))]
+    bad += [name for name, value in scalars.items() if not np.isfinite(value)]
+    if bad:
+        raise PlanInfeasible("not a finite number: " + ", ".join(bad))
+
+
 class PlanSolver:
     """The plan LP kept in one HiGHS model between solves.
 
@@ -182,6 +203,7 @@ class PlanSolver:
         """Solve ``request``; raise PlanInfeasible when HiGHS does not return an optimum."""
         started = time.perf_counter()
         battery, tariff = self._battery, self._tariff
+        _check_finite(request)
         n = len(request.load_kw)
         shape = (n, request.step_minutes)
         if self._highs is None or self._shape != shape:
@@ -240,11 +262,18 @@ class PlanSolver:
         row_upper[2 * n :] = inf
 
         all_cols = np.arange(count, dtype=np.int32)
-        h.changeColsCost(count, all_cols, cost)
-        h.changeColsBounds(count, all_cols, lower, upper)
         rows_index = np.arange(3 * n, dtype=np.int32)
-        # In highspy's extension module; its type stub leaves it out.
-        h.changeRowsBounds(3 * n, rows_index, row_lower, row_upper)  # type: ignore[attr-defined]
+        statuses = (
+            h.changeColsCost(count, all_cols, cost),
+            h.changeColsBounds(count, all_cols, lower, upper),
+            # In highspy's extension module; its type stub leaves it out.
+            h.changeRowsBounds(3 * n, rows_index, row_lower, row_upper),  # type: ignore[attr-defined]
+        )
+        if any(status == highspy.HighsStatus.kError for status in statuses):
+            # HiGHS keeps the old values when it refuses new ones: solving now would answer the
+            # previous request.
+            self._highs = None
+            raise PlanInfeasible("HiGHS refused the plan's bounds or costs")
         # HiGHS's time limit counts the model's run time over all its solves: this solve's
         # limit is the time run so far plus the allowance.
         h.setOptionValue("time_limit", h.getRunTime() + self._time_limit_s)

@@ -90,6 +90,13 @@ def test_a_point_near_zero_gets_a_band_from_the_forecasts_level() -> None:
     low, high = adapter.widen(point, point, point)
     assert low == pytest.approx((18.0, 9.0, -0.2, -0.7, 8.55))
     assert high == pytest.approx((22.0, 11.0, 0.2, -0.3, 10.45))
+    # The 60-minute forecast at a PV site's noon is near zero all hour: the load's level over the
+    # last day (here 8 kW, from the outcomes seen) gives the floor instead.
+    hour = BandAdapter(min_half_width_share=0.1)
+    for minute in range(1440):
+        hour.observed(minute, 8.0 if minute % 2 else -8.0)
+    low, high = hour.widen([0.0, 0.5], [0.0, 0.5], [0.0, 0.5])
+    assert low == pytest.approx((-0.2, 0.3)) and high == pytest.approx((0.2, 0.7))
     # Misses then widen it like any other band.
     for minute in range(50):
         adapter.issued(minute, minute + 60, [-0.2], [0.2])

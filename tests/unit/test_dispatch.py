@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+import highspy
 import numpy as np
 import pytest
 
@@ -125,6 +126,53 @@ def test_soc_dynamics_follow_the_efficiency() -> None:
     assert plan.soc_kwh[2] == pytest.approx(plan.soc_kwh[1] - 1.0 / 0.92, abs=1e-6)
 
 
+def _reference_plan(request: PlanRequest) -> tuple[float, float]:
+    """(planned peak, objective) of the plan LP built row by row in a fresh HiGHS model, as the
+    planner did before it kept its model: an oracle independent of PlanSolver's in-place edits."""
+    n = len(request.load_kw)
+    dt = np.full(n, request.step_minutes / 60.0)
+    dt[0] = (request.step_minutes - request.elapsed_minutes) / 60.0
+    eff, inf = BATTERY.efficiency, highspy.kHighsInf
+    c0, d0, e0, p = 0, n, 2 * n, 3 * n
+    cost = np.zeros(3 * n + 1)
+    cost[p] = TARIFF.demand_charge_per_kw
+    cost[c0:d0] = (request.energy_price + TARIFF.throughput_cost_per_kwh) * dt
+    cost[d0:e0] = (-request.energy_price + TARIFF.throughput_cost_per_kwh) * dt
+    cost[e0:p] = -request.hold_value_per_kwh_step
+    cost[p - 1] -= request.terminal_value_per_kwh
+    start = min(max(request.start_kwh, 0.0), BATTERY.capacity_kwh)
+    lower = np.zeros(3 * n + 1)
+    upper = np.full(3 * n + 1, inf)
+    upper[c0:d0] = BATTERY.charge_kw
+    upper[d0:e0] = np.minimum(BATTERY.discharge_kw, request.max_discharge_kw)
+    lower[e0:p] = min(BATTERY.min_kwh, start)
+    upper[e0:p] = max(BATTERY.max_kwh, start)
+    lower[p] = request.floor_kw
+    h = highspy.Highs()  # type: ignore[no-untyped-call]
+    h.setOptionValue("output_flag", False)
+    h.addVars(3 * n + 1, lower, upper)
+    h.changeColsCost(3 * n + 1, np.arange(3 * n + 1, dtype=np.int32), cost)
+    share = dt[0] * 60.0 / request.step_minutes
+    for k in range(n):
+        load = float(request.load_kw[k])
+        cols, coefs = [e0 + k, c0 + k, d0 + k], [1.0, -eff * dt[k], dt[k] / eff]
+        if k:
+            h.addRow(0.0, 0.0, 4, np.array([*cols, e0 + k - 1]), np.array([*coefs, -1.0]))
+        else:
+            h.addRow(start, start, 3, np.array(cols), np.array(coefs))
+        if k:
+            h.addRow(-inf, -load, 3, np.array([c0 + k, d0 + k, p]), np.array([1.0, -1.0, -1.0]))
+        else:
+            past = request.elapsed_grid_kwmin / request.step_minutes
+            rhs = -(past + share * load)
+            h.addRow(-inf, rhs, 3, np.array([c0, d0, p]), np.array([share, -share, -1.0]))
+        h.addRow(-max(load, 0.0), inf, 2, np.array([c0 + k, d0 + k]), np.array([1.0, -1.0]))
+    h.run()
+    assert h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+    x = h.getSolution().col_value
+    return float(x[p]), float(h.getInfo().objective_function_value)
+
+
 def _plan_cost(plan: PlanResult, request: PlanRequest) -> float:
     """The plan LP's objective, from its solution."""
     dt_h = np.full(len(plan.battery_kw), request.step_minutes / 60.0)
@@ -161,10 +209,13 @@ def test_a_kept_model_solves_each_request_as_a_fresh_one_would() -> None:
     for index, request in enumerate(requests):
         kept = solver.solve(request)
         fresh = solve_plan(request, BATTERY, TARIFF)
+        peak, objective = _reference_plan(request)
         # The LP has ties (when to charge on a flat price), so the schedules may differ; the
         # peak and the cost may not.
-        assert kept.planned_peak_kw == pytest.approx(fresh.planned_peak_kw, abs=1e-6), index
-        assert _plan_cost(kept, request) == pytest.approx(_plan_cost(fresh, request), abs=1e-6)
+        assert kept.planned_peak_kw == pytest.approx(peak, abs=1e-6), index
+        assert fresh.planned_peak_kw == pytest.approx(peak, abs=1e-6), index
+        assert _plan_cost(kept, request) == pytest.approx(objective, abs=1e-6), index
+        assert _plan_cost(fresh, request) == pytest.approx(objective, abs=1e-6), index
     # A negative discharge bound (upper below lower) cannot be solved; the next request still is.
     bad = _request([10.0] * 96, floor=10.0, max_discharge_kw=np.full(96, -1.0))
     with pytest.raises(PlanInfeasible):
@@ -175,14 +226,31 @@ def test_a_kept_model_solves_each_request_as_a_fresh_one_would() -> None:
     )
 
 
+def test_a_request_that_is_not_finite_is_refused_and_the_next_one_solved() -> None:
+    solver = PlanSolver(BATTERY, TARIFF)
+    good = _request([10.0 + (k % 5) for k in range(96)], floor=12.0)
+    solver.solve(_request([20.0] * 96, floor=15.0))
+    load = np.array([10.0] * 96)
+    load[3] = math.nan
+    for bad in (
+        _request(list(load), floor=12.0),
+        _request([10.0] * 96, floor=math.nan),
+        _request([10.0] * 96, floor=12.0, elapsed_grid_kwmin=math.inf),
+    ):
+        # HiGHS would refuse the value and keep the previous request's: no stale plan.
+        with pytest.raises(PlanInfeasible, match="not a finite number"):
+            solver.solve(bad)
+    assert solver.solve(good).planned_peak_kw == pytest.approx(_reference_plan(good)[0], abs=1e-6)
+
+
 def test_a_plan_not_solved_in_time_is_given_up() -> None:
     request = _request([10.0 + (k % 7) for k in range(96)], floor=12.0)
     with pytest.raises(PlanInfeasible, match="not solved within 0 s"):
         PlanSolver(BATTERY, TARIFF, time_limit_s=0.0).solve(request)
     # HiGHS counts a kept model's run time over all its solves: the limit is per solve, so a
     # model that has run many plans still solves the next one.
-    solver = PlanSolver(BATTERY, TARIFF, time_limit_s=0.05)
-    for minute in range(150):
+    solver = PlanSolver(BATTERY, TARIFF, time_limit_s=0.02)
+    for minute in range(200):
         solver.solve(_request([10.0 + ((k + minute) % 7) for k in range(96)], floor=12.0))
     assert solver.solve(request).planned_peak_kw >= 12.0
 
