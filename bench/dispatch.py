@@ -4,7 +4,7 @@ Minute by minute, each controller decides the battery setpoint from what it has 
 meter it sees next is the building's load plus the battery power it commanded (the simulated
 battery follows within its power limits, SOC window and the load: it never exports). SOC starts
 each billing month at 50 %. Billed demand is the highest clock-aligned 15-minute average of grid
-import in the local calendar month.
+import in the local calendar month (``--interval-minutes`` for a tariff with another interval).
 
 Controllers: ``no-battery``; ``threshold-<kW>`` (discharge above it, recharge below it minus
 2 kW); ``baseline`` (the service's dispatch controller on the seasonal baseline's day-ahead);
@@ -77,6 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="re-plan every N minutes (1, the default, is what the service does; the live layer "
         "acts every minute either way)",
+    )
+    parser.add_argument(
+        "--interval-minutes",
+        type=int,
+        default=STEP_MINUTES,
+        choices=(5, 10, 15, 20, 30, 60),
+        help="the tariff's demand interval, clock-aligned (the service's setting of that name)",
     )
     parser.add_argument(
         "--no-trained", action="store_true", help="skip the trained controller (no training)"
@@ -266,14 +273,13 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     for month, first, end in months:
         logger.info("month %s: %d minutes", month, end - first)
-        optimum = month_optimum(
-            load, start, first, end, battery, START_SOC_PCT, STEP_MINUTES, month
-        )
+        interval = args.interval_minutes
+        optimum = month_optimum(load, start, first, end, battery, START_SOC_PCT, interval, month)
         results: list[tuple[MonthResult, str]] = []
-        replay = _MonthReplay(load, start, first, end, month, battery, results)
+        replay = _MonthReplay(load, start, first, end, month, battery, results, interval)
 
         no_battery = simulate_month(
-            NoBattery(), load, start, first, end, None, START_SOC_PCT, STEP_MINUTES, month
+            NoBattery(), load, start, first, end, None, START_SOC_PCT, interval, month
         )
         results.append((no_battery, ""))
         for threshold in thresholds:
@@ -345,6 +351,7 @@ class _MonthReplay:
     month: str
     battery: Battery
     results: list[tuple[MonthResult, str]]
+    interval_minutes: int = STEP_MINUTES
 
     def __call__(self, controller: MinuteController, note: str = "") -> None:
         t0 = time.monotonic()
@@ -356,7 +363,7 @@ class _MonthReplay:
             self.end,
             self.battery,
             START_SOC_PCT,
-            STEP_MINUTES,
+            self.interval_minutes,
             self.month,
         )
         logger.info(
@@ -404,7 +411,8 @@ def _print(rows: list[Row], args: argparse.Namespace, elapsed_s: float) -> None:
     out(
         f"\nbench dispatch: {args.data.name}, battery {args.battery_kw:g} kW / "
         f"{args.battery_kwh:g} kWh, {args.efficiency:.0%} one way, SOC 50 % at each month start, "
-        f"re-plan every {args.replan_minutes} min ({elapsed_s:.0f} s)\n\n"
+        f"{args.interval_minutes}-minute demand intervals, re-plan every {args.replan_minutes} min "
+        f"({elapsed_s:.0f} s)\n\n"
     )
     header = (
         f"{'month':8} {'controller':16} {'billed kW':>9} {'share':>6} {'kWh thru':>8} "

@@ -20,7 +20,8 @@ import resource
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -86,6 +87,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--time-budget-s", type=float, default=50.0, help="training time budget of ours"
     )
+    parser.add_argument(
+        "--skip-days",
+        default="",
+        help=(
+            "comma list of local dates (YYYY-MM-DD) among the test days whose outcomes the scores "
+            "leave out, e.g. a known schedule exception; the days stay in the history every "
+            "forecast reads and in the online band adaptation"
+        ),
+    )
 
 
 def _peak_rss_mb() -> float:
@@ -110,6 +120,32 @@ def _split(
     last = values_kw[origins - start_minute]
     keep = ~np.isnan(actual[:, -1]) & ~np.isnan(last)
     return split, origins[keep]
+
+
+def parse_skip_days(text: str) -> set[int]:
+    """Local day numbers (days since 1970-01-01) of a comma list of ISO dates."""
+    days: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            day = date.fromisoformat(part)
+        except ValueError:
+            raise ValueError(f"--skip-days: {part!r} is not a date (YYYY-MM-DD)") from None
+        days.add((day - date(1970, 1, 1)).days)
+    return days
+
+
+def skip_outcomes(actual: FloatArray, first_minutes: IntArray, tz: ZoneInfo, skip: set[int]) -> int:
+    """Blank (NaN) in place each outcome whose first UTC minute (``first_minutes``, the shape of
+    ``actual``) falls on a skipped local day; returns how many were blanked."""
+    if not skip:
+        return 0
+    day = np.floor_divide(local_minutes(first_minutes.ravel(), tz), MINUTES_PER_DAY)
+    hit = np.isin(day, np.fromiter(skip, dtype=np.int64)).reshape(actual.shape)
+    hit &= ~np.isnan(actual)
+    actual[hit] = np.nan
+    return int(hit.sum())
 
 
 def _weather(path: str | None, tz: ZoneInfo, start: int, length: int) -> FloatArray | None:
@@ -421,12 +457,63 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True, slots=True)
+class Outcomes:
+    """What a table is scored on: the 60-minute windows and the day-ahead steps (NaN: left out)."""
+
+    label: str
+    actual: FloatArray
+    day_actual: FloatArray
+
+
+def _outcome_sets(
+    args: argparse.Namespace,
+    tz: ZoneInfo,
+    origins: IntArray,
+    actual: FloatArray,
+    day_origins: IntArray,
+    day_actual: FloatArray,
+) -> list[Outcomes]:
+    """All test days, and with ``--skip-days`` the same outcomes without those days."""
+    sets = [Outcomes("all test days", actual, day_actual)]
+    skip = parse_skip_days(args.skip_days)
+    if not skip:
+        return sets
+    window = origins[:, None] + 1 + np.arange(HORIZON_MINUTES, dtype=np.int64)[None, :]
+    steps = da.step_start(day_origins)[:, None] + da.STEP * np.arange(da.STEPS)[None, :]
+    kept, kept_day = actual.copy(), day_actual.copy()
+    blanked = skip_outcomes(kept, window, tz, skip)
+    blanked_day = skip_outcomes(kept_day, steps, tz, skip)
+    test_days = set(np.floor_divide(local_minutes(origins + 1, tz), MINUTES_PER_DAY).tolist())
+    names = {d: str(date(1970, 1, 1) + timedelta(days=d)) for d in skip}
+    outside = sorted(skip - test_days)
+    if outside:
+        text = ", ".join(names[d] for d in outside)
+        sys.stdout.write(f"--skip-days: not a test day, nothing left out: {text}\n")
+    inside = sorted(skip & test_days)
+    if not inside:
+        return sets
+    sys.stdout.write(
+        f"scores leave out {len(inside)} day(s): {blanked} minute outcomes of the 60-minute "
+        f"windows, {blanked_day} day-ahead steps\n"
+    )
+    label = "without " + ", ".join(names[d] for d in inside)
+    sets.append(Outcomes(label, kept, kept_day))
+    return sets
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmark; writes one table to stdout (and JSON rows with --json)."""
+    """Run the benchmark; writes one table to stdout (and JSON rows with --json), and with
+    ``--skip-days`` a second table scored without those days (the same forecasts)."""
     models = [m.strip() for m in str(args.models).split(",") if m.strip()]
     unknown = [m for m in models if m not in ALL_MODELS]
     if unknown:
         sys.stderr.write(f"unknown models: {', '.join(unknown)} (choose from {ALL_MODELS})\n")
+        return 2
+    try:
+        parse_skip_days(args.skip_days)
+    except ValueError as exc:
+        sys.stderr.write(f"{exc}\n")
         return 2
     tz = ZoneInfo(args.tz)
     series = load_meter_csv(args.data, tz, time_column=args.time_column, kw_column=args.kw_column)
@@ -449,67 +536,66 @@ def run(args: argparse.Namespace) -> int:
     }
     day_origins = _day_ahead_origins(start, values, split)
     day_actual = da.day_ahead_targets(start, values, day_origins)
+    sets = _outcome_sets(args, tz, origins, actual, day_origins, day_actual)
     # The test part's values are visible only as history before each origin (as in service).
-    rows: list[dict[str, Any]] = []
+    tables: list[list[dict[str, Any]]] = [[] for _ in sets]
     for model in models:
         logger.info("bench: %s", model)
+        rows: list[dict[str, Any]]
         if model == "persistence":
             pred = persistence_windows(start, values, origins, HORIZON_MINUTES)
-            rows.append(
-                _row(
-                    model,
-                    _scored_metrics(pred, actual),
-                    infer_ms=_baseline_latency_ms(None, start, values, origins, tz),
-                )
-            )
+            infer = _baseline_latency_ms(None, start, values, origins, tz)
+            rows = [_row(model, _scored_metrics(pred, o.actual), infer_ms=infer) for o in sets]
         elif model in ("last-week", "mean-2-weeks"):
             weeks = 1 if model == "last-week" else 2
             pred = seasonal_mean_windows(start, values, origins, tz, weeks, HORIZON_MINUTES)
-            day: dict[str, float] = {}
+            infer = _baseline_latency_ms(weeks, start, values, origins, tz)
+            rows = []
             if weeks == 2:
                 p50, p10, p90 = _seasonal_day_ahead(start, values, day_origins, tz)
-                raw = _day_ahead_scores(p50, day_actual, p10, p90)["coverage_p10_p90_day_ahead"]
                 # Its band as the service serves it (adapted online), and as it comes.
-                p10, p90 = _served_bands(start, values, day_origins, p50, p10, p90, day_ahead=True)
-                day = _day_ahead_scores(p50, day_actual, p10, p90)
-                day["coverage_p10_p90_day_ahead_unadapted"] = raw
-                served = day["coverage_p10_p90_day_ahead"]
-                sys.stdout.write(
-                    f"mean-2-weeks: day-ahead P10-P90 coverage {served:.1%} as served, "
-                    f"adapted online ({raw:.1%} unadapted)\n"
-                )
-            rows.append(
-                _row(
-                    model,
-                    _scored_metrics(pred, actual),
-                    infer_ms=_baseline_latency_ms(weeks, start, values, origins, tz),
-                    **day,
-                )
-            )
+                s10, s90 = _served_bands(start, values, day_origins, p50, p10, p90, day_ahead=True)
+            for o in sets:
+                day: dict[str, float] = {}
+                if weeks == 2:
+                    raw = _day_ahead_scores(p50, o.day_actual, p10, p90)
+                    day = _day_ahead_scores(p50, o.day_actual, s10, s90)
+                    day["coverage_p10_p90_day_ahead_unadapted"] = raw["coverage_p10_p90_day_ahead"]
+                    sys.stdout.write(
+                        f"mean-2-weeks ({o.label}): day-ahead P10-P90 coverage "
+                        f"{day['coverage_p10_p90_day_ahead']:.1%} as served, adapted online "
+                        f"({day['coverage_p10_p90_day_ahead_unadapted']:.1%} unadapted)\n"
+                    )
+                rows.append(_row(model, _scored_metrics(pred, o.actual), infer_ms=infer, **day))
         elif model == "seed-lstm":
             res = _in_child(
                 _child_seed_lstm,
                 {**common, "cap_s": args.seed_lstm_cap_s, "origins": origins.tolist()},
             )
-            rows.append(
+            rows = [
                 _row(
                     model,
-                    _scored_metrics(res["pred"], actual),
+                    _scored_metrics(res["pred"], o.actual),
                     train_s=res["train_s"],
                     infer_ms=res["infer_ms"],
                     peak_rss_mb=res["peak_rss_mb"],
                 )
-            )
+                for o in sets
+            ]
             sys.stdout.write(f"seed-lstm: trained with a {args.seed_lstm_cap_s:.0f} s cap\n")
-        elif model == "ours":
-            rows.append(
-                _bench_ours(
-                    args, common, start, values, origins, actual, tz, day_origins, day_actual
-                )
-            )
-    sys.stdout.write(_format_table(rows))
+        else:  # ours
+            rows = _bench_ours(args, common, start, values, origins, tz, day_origins, sets)
+        for table, row in zip(tables, rows, strict=True):
+            table.append(row)
+    for o, table in zip(sets, tables, strict=True):
+        if len(sets) > 1:
+            sys.stdout.write(f"scores, {o.label}:\n")
+        sys.stdout.write(_format_table(table))
     if args.json is not None:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        out = list(tables[0])
+        for o, table in zip(sets[1:], tables[1:], strict=True):
+            out += [{**row, "scored": o.label} for row in table]
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 
@@ -519,11 +605,11 @@ def _bench_ours(
     start: int,
     values: FloatArray,
     origins: IntArray,
-    actual: FloatArray,
     tz: ZoneInfo,
     day_origins: IntArray,
-    day_actual: FloatArray,
-) -> dict[str, Any]:
+    sets: list[Outcomes],
+) -> list[dict[str, Any]]:
+    """Train once, forecast every origin once, and score the forecasts on each outcome set."""
     from core.forecast.lite import LiteForecaster
 
     air = _weather(common["weather"], tz, start, len(values))
@@ -534,53 +620,66 @@ def _bench_ours(
         )
         if "not_run" in trained:
             sys.stdout.write(f"ours: not run: {trained['not_run']}\n")
-            return _row("ours", None)
+            return [_row("ours", None) for _ in sets]
         sys.stdout.write(
             f"ours: chose {trained['candidate']}; inner holdout "
             f"{json.dumps(trained['holdout'].get('ours', {}))}\n"
         )
         forecaster = LiteForecaster.load(artifact)
         kw, p10, p90 = forecaster.predict_origins(start, values, origins, tz, air)
-        static = _scored_metrics(kw, actual, p10_kw=p10, p90_kw=p90)["coverage_p10_p90_60"]
-        p10, p90 = _served_bands(start, values, origins, kw, p10, p90, day_ahead=False)
-        metrics = _scored_metrics(kw, actual, p10_kw=p10, p90_kw=p90)
-        day: dict[str, float] = {}
-        static_day = None
+        s10, s90 = _served_bands(start, values, origins, kw, p10, p90, day_ahead=False)
+        day_ahead = None
         if forecaster.has_day_ahead:
             d50, d10, d90 = forecaster.predict_day_ahead(start, values, day_origins, tz, air)
-            static_day = _day_ahead_scores(d50, day_actual, d10, d90)["coverage_p10_p90_day_ahead"]
-            d10, d90 = _served_bands(start, values, day_origins, d50, d10, d90, day_ahead=True)
-            day = _day_ahead_scores(d50, day_actual, d10, d90)
+            e10, e90 = _served_bands(start, values, day_origins, d50, d10, d90, day_ahead=True)
+            day_ahead = (d50, d10, d90, e10, e90)
             sys.stdout.write(f"ours: day-ahead {json.dumps(trained['day_ahead'])}\n")
         sample = origins[:: max(1, len(origins) // LATENCY_SAMPLES)][:LATENCY_SAMPLES]
         serving = _in_child(
             _child_serving, {**common, "artifact": artifact, "origins": sample.tolist()}
         )
-    day_text = (
-        ""
-        if static_day is None
-        else f"; day-ahead {day['coverage_p10_p90_day_ahead']:.1%} ({static_day:.1%} as trained)"
-    )
+    rows = []
+    for o in sets:
+        static = _scored_metrics(kw, o.actual, p10_kw=p10, p90_kw=p90)["coverage_p10_p90_60"]
+        metrics = _scored_metrics(kw, o.actual, p10_kw=s10, p90_kw=s90)
+        day: dict[str, float] = {}
+        static_day = None
+        day_text = ""
+        if day_ahead is not None:
+            d50, d10, d90, e10, e90 = day_ahead
+            static_day = _day_ahead_scores(d50, o.day_actual, d10, d90)[
+                "coverage_p10_p90_day_ahead"
+            ]
+            day = _day_ahead_scores(d50, o.day_actual, e10, e90)
+            day_text = (
+                f"; day-ahead {day['coverage_p10_p90_day_ahead']:.1%} ({static_day:.1%} as trained)"
+            )
+        sys.stdout.write(
+            f"ours ({o.label}): P10-P90 coverage at 60 min {metrics['coverage_p10_p90_60']:.1%} "
+            f"as served, adapted online ({static:.1%} with the band as trained){day_text}\n"
+        )
+        sys.stdout.write(
+            f"ours ({o.label}): peak RMSE {metrics['peak_rmse']:.2f} kW "
+            f"(P90 peak {metrics['peak_p90_rmse']:.2f})\n"
+        )
+        rows.append(
+            _row(
+                "ours",
+                metrics,
+                train_s=trained["train_s"],
+                infer_ms=serving["infer_ms"],
+                peak_rss_mb=trained["peak_rss_mb"],
+                coverage_p10_p90_60_unadapted=static,
+                coverage_p10_p90_day_ahead_unadapted=static_day,
+                **day,
+            )
+        )
     sys.stdout.write(
-        f"ours: P10-P90 coverage at 60 min {metrics['coverage_p10_p90_60']:.1%} as served, "
-        f"adapted online ({static:.1%} with the band as trained){day_text}\n"
-    )
-    sys.stdout.write(
-        f"ours: peak RMSE {metrics['peak_rmse']:.2f} kW (P90 peak {metrics['peak_p90_rmse']:.2f}); "
-        f"serving process (lite only) peak RSS {serving['serving_rss_mb']:.0f} MB, "
+        f"ours: serving process (lite only) peak RSS {serving['serving_rss_mb']:.0f} MB, "
         f"median {serving['infer_ms']:.2f} ms / p95 {serving['infer_ms_p95']:.2f} ms per "
         f"forecast, tensorflow imported: {serving['tensorflow_imported']}\n"
     )
-    return _row(
-        "ours",
-        metrics,
-        train_s=trained["train_s"],
-        infer_ms=serving["infer_ms"],
-        peak_rss_mb=trained["peak_rss_mb"],
-        coverage_p10_p90_60_unadapted=static,
-        coverage_p10_p90_day_ahead_unadapted=static_day,
-        **day,
-    )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

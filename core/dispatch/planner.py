@@ -279,13 +279,15 @@ class PlanSolver:
         h.setOptionValue("time_limit", h.getRunTime() + self._time_limit_s)
         h.run()
         status = h.getModelStatus()
+        if status == highspy.HighsModelStatus.kTimeLimit:
+            # The model is kept: the next request starts from where this solve stopped. A model
+            # dropped here would be solved cold next time, the slowest solve there is, and a
+            # plan that once missed the limit would miss it again every minute.
+            raise PlanInfeasible(f"not solved within {self._time_limit_s:g} s")
         if status != highspy.HighsModelStatus.kOptimal:
             # Start the next request from a model without this one's basis.
             self._highs = None
-            reason = h.modelStatusToString(status)
-            if status == highspy.HighsModelStatus.kTimeLimit:
-                reason = f"not solved within {self._time_limit_s:g} s"
-            raise PlanInfeasible(reason)
+            raise PlanInfeasible(h.modelStatusToString(status))
         x = np.array(h.getSolution().col_value)
         battery_kw = x[c0 : c0 + n] - x[d0 : d0 + n]
         grid = load + battery_kw

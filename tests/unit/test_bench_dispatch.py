@@ -69,3 +69,32 @@ def test_the_perfect_forecast_row_sits_between_the_optimum_and_no_battery(
     assert perfect["share_of_optimum"] > 0.95
     assert perfect["violations"] == 0 and perfect["solve_ms_p99"] is not None
     assert "perfect-forecast" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("interval", "billed"), [(15, 10.0 + 14.0 / 3), (5, 24.0)])
+def test_the_tariffs_interval_sets_what_is_billed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], interval: int, billed: float
+) -> None:
+    # Five minutes at 24 kW on a 10 kW day: a 15-minute tariff bills 14.67 kW, a 5-minute one 24.
+    minutes = np.arange(DAYS * 1440)
+    kw = np.where((minutes % 1440 >= 8 * 60) & (minutes % 1440 < 18 * 60), 10.0, 4.0)
+    for day in range(DAYS):
+        kw[day * 1440 + 14 * 60 : day * 1440 + 14 * 60 + 5] = 24.0
+    data = tmp_path / "meter.csv"
+    write_minute_csv(data, START, kw.tolist())
+    out = tmp_path / "dispatch.json"
+    parser = argparse.ArgumentParser()
+    dispatch.add_arguments(parser)
+    argv = ["--data", str(data), "--tz", "UTC", "--battery-kw", "10", "--battery-kwh", "10"]
+    argv += ["--thresholds", "15", "--no-trained", "--interval-minutes", str(interval)]
+    assert dispatch.run(parser.parse_args([*argv, "--json", str(out)])) == 0
+    rows = {row["controller"]: row for row in json.loads(out.read_text())}
+    assert rows["no-battery"]["billed_kw"] == pytest.approx(billed, abs=0.01)
+    # On 5-minute intervals the spike's own interval needs 24 - 10 kW at the power limit; on
+    # 15-minute ones the battery can go lower (the whole day). The planner sits in between, never
+    # above no battery, and breaks no limit, whatever the interval.
+    best = rows["optimum"]["billed_kw"]
+    assert best == pytest.approx(14.0, abs=0.05) if interval == 5 else best < 10.0
+    assert best - 1e-6 <= rows["baseline"]["billed_kw"] <= rows["no-battery"]["billed_kw"] + 1e-6
+    assert rows["baseline"]["violations"] == 0
+    assert f"{interval}-minute demand intervals" in capsys.readouterr().out

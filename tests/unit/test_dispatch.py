@@ -23,6 +23,7 @@ from core.dispatch.controller import (
     DispatchController,
     DispatchInputs,
     DispatchSettings,
+    plan_horizon_steps,
     with_seasonal_stress,
 )
 from core.dispatch.optimum import optimum_peak
@@ -255,6 +256,66 @@ def test_a_plan_not_solved_in_time_is_given_up() -> None:
     assert solver.solve(request).planned_peak_kw >= 12.0
 
 
+def test_a_plan_that_missed_its_time_limit_keeps_its_model_and_finishes_next_time() -> None:
+    # A dropped model would be solved cold next time, the slowest solve there is: a plan that
+    # missed the limit once would miss it every minute after.
+    request = _request([10.0 + (k % 7) for k in range(96)], floor=12.0)
+    solver = PlanSolver(BATTERY, TARIFF, time_limit_s=0.0)
+    with pytest.raises(PlanInfeasible, match="not solved within 0 s"):
+        solver.solve(request)
+    solver._time_limit_s = 10.0  # the next minute has its time
+    plan = solver.solve(request)
+    assert plan.planned_peak_kw == pytest.approx(_reference_plan(request)[0], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("interval", "sliding", "steps"),
+    [
+        (5, False, 286),
+        (10, False, 143),
+        (15, False, 96),
+        (20, False, 71),
+        (30, False, 48),
+        (60, False, 24),
+        (15, True, 95),
+        (5, True, 285),
+    ],
+)
+def test_the_plan_horizon_is_what_the_forecast_covers_from_any_interval_start(
+    interval: int, sliding: bool, steps: int
+) -> None:
+    assert plan_horizon_steps(96, 15, interval, sliding) == steps
+    # Every interval start a fresh 24 h forecast can meet (it starts at its quarter hour in
+    # progress) covers at least that many whole intervals, and one of them no more.
+    alignment = 1 if sliding else interval
+    offsets = {(k * alignment) % 15 for k in range(15)}
+    assert min((1440 - offset) // interval for offset in offsets) == steps
+
+
+def test_a_five_minute_tariff_plans_the_same_length_every_interval() -> None:
+    # The kept HiGHS model is rebuilt (and solved cold) whenever the plan's length changes; on
+    # 15-minute forecast steps a 5-minute interval starts 0, 5 or 10 minutes into one.
+    controller = DispatchController(BATTERY, TARIFF, UTC)
+    start = 1_000_800
+    lengths = set()
+    for offset in range(60):
+        minute = start + offset
+        decision = controller.decide(
+            _inputs(
+                minute=minute,
+                step_minutes=5,
+                interval_grid_kw=[12.0] * (offset % 5),
+                load_now_kw=12.0,
+                forecast_start_minute=minute - offset % 15,
+                forecast_p50_kw=[10.0 + (k % 5) for k in range(96)],
+                forecast_p90_kw=[12.0 + (k % 5) for k in range(96)],
+            )
+        )
+        assert decision.plan is not None
+        lengths.add(len(decision.plan.battery_kw))
+    assert lengths == {286}
+
+
 def _inputs(**overrides: object) -> DispatchInputs:
     fields: dict[str, object] = {
         "minute": 1_000_005,
@@ -373,11 +434,21 @@ def test_a_day_running_above_its_forecast_for_an_hour_lifts_the_rest_of_the_plan
 
 
 def _path_after_spike(step: int, spike_minutes: int) -> np.ndarray:
-    """The plan's path right after ``spike_minutes`` at 13 kW over a flat 10 kW forecast."""
+    """The plan's path right after ``spike_minutes`` at 13 kW over a flat 10 kW forecast.
+
+    The forecast is the service's: 24 h in 15-minute steps, issued afresh each minute from the
+    quarter hour in progress."""
     controller = DispatchController(BATTERY, TARIFF, UTC)
     start = 1_000_800  # on the hour: every interval length lines up
-    forecast = {"forecast_start_minute": start, "forecast_p50_kw": [10.0] * 200}
-    forecast["forecast_p90_kw"] = forecast["forecast_p50_kw"]
+
+    def forecast(minute: int) -> dict[str, Any]:
+        flat = [10.0] * 96
+        return {
+            "forecast_start_minute": minute - (minute - start) % 15,
+            "forecast_p50_kw": flat,
+            "forecast_p90_kw": flat,
+        }
+
     for offset in range(spike_minutes):
         grid = [13.0] * (offset % step)
         controller.decide(
@@ -386,7 +457,7 @@ def _path_after_spike(step: int, spike_minutes: int) -> np.ndarray:
                 step_minutes=step,
                 interval_grid_kw=grid,
                 load_now_kw=13.0,
-                **forecast,
+                **forecast(start + offset),
             )
         )
     decision = controller.decide(
@@ -395,7 +466,7 @@ def _path_after_spike(step: int, spike_minutes: int) -> np.ndarray:
             step_minutes=step,
             interval_grid_kw=[],
             load_now_kw=10.0,
-            **forecast,
+            **forecast(start + spike_minutes),
         )
     )
     assert decision.plan is not None
@@ -482,8 +553,11 @@ def test_a_tariff_interval_other_than_15_minutes_plans_on_its_own_intervals(inte
     )
     assert decision.plan is not None and decision.plan_start_minute == start
     plan = decision.plan
-    assert len(plan.grid_kw) == 1440 // interval  # still 24 h, in the tariff's steps
-    expected = np.full(1440 // interval, 10.0)
+    # Still 24 h in the tariff's steps, less the minutes an interval can start into a forecast
+    # step (5- and 10-minute intervals: 10 minutes), so every plan has the same length.
+    steps = {5: 286, 10: 143, 30: 48, 60: 24}[interval]
+    assert len(plan.grid_kw) == steps
+    expected = np.full(steps, 10.0)
     # The 20 kW half hour sits 60-90 minutes ahead whatever the step; a 60-minute interval
     # averages it with the 10 kW half hour beside it.
     expected[60 // interval : max(90 // interval, 60 // interval + 1)] = (
