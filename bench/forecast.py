@@ -467,16 +467,16 @@ class Outcomes:
 
 
 def _outcome_sets(
-    args: argparse.Namespace,
+    skip: set[int],
     tz: ZoneInfo,
     origins: IntArray,
     actual: FloatArray,
     day_origins: IntArray,
     day_actual: FloatArray,
 ) -> list[Outcomes]:
-    """All test days, and with ``--skip-days`` the same outcomes without those days."""
+    """All test days, and with ``--skip-days`` (local day numbers) the same outcomes without
+    those days."""
     sets = [Outcomes("all test days", actual, day_actual)]
-    skip = parse_skip_days(args.skip_days)
     if not skip:
         return sets
     window = origins[:, None] + 1 + np.arange(HORIZON_MINUTES, dtype=np.int64)[None, :]
@@ -511,7 +511,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"unknown models: {', '.join(unknown)} (choose from {ALL_MODELS})\n")
         return 2
     try:
-        parse_skip_days(args.skip_days)
+        skip = parse_skip_days(args.skip_days)
     except ValueError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
@@ -536,7 +536,7 @@ def run(args: argparse.Namespace) -> int:
     }
     day_origins = _day_ahead_origins(start, values, split)
     day_actual = da.day_ahead_targets(start, values, day_origins)
-    sets = _outcome_sets(args, tz, origins, actual, day_origins, day_actual)
+    sets = _outcome_sets(skip, tz, origins, actual, day_origins, day_actual)
     # The test part's values are visible only as history before each origin (as in service).
     tables: list[list[dict[str, Any]]] = [[] for _ in sets]
     for model in models:
