@@ -14,7 +14,7 @@ RUN groupadd --system --gid 10001 opendsm \
     && mkdir -p /data /app && chown opendsm:opendsm /data
 
 WORKDIR /app
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt README.md LICENSE ./
 COPY api ./api
 COPY bacnet ./bacnet
 COPY bench ./bench

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install legacy-venv run demo test lint bench bench-service bench-forecast bench-demand bench-dispatch clean
+.PHONY: install legacy-venv run demo test lint docs bench bench-service bench-forecast bench-demand bench-dispatch clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The documentation site (mkdocs.yml, docs/): strict, so a broken link or anchor fails the build.
+docs: install
+	$(BIN)/mkdocs build --strict --site-dir build/site
 
 bench: bench-service bench-forecast bench-demand bench-dispatch
 
