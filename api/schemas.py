@@ -311,7 +311,7 @@ class BillingPeriodOut(BaseModel):
 
 
 class DemandDecisionsOut(BaseModel):
-    """The recommendations for the building (see the README's sequences section)."""
+    """The recommendations for the building (see docs/controls.md, Sequences)."""
 
     kw_to_shed: float
     chiller_capacity_limit_pct: float
@@ -323,7 +323,7 @@ class DemandDecisionsOut(BaseModel):
 
 
 class DemandOut(BaseModel):
-    """The demand-charge picture now (see the README's sequences section)."""
+    """The demand-charge picture now (see docs/controls.md, Sequences)."""
 
     at: datetime
     interval: DemandIntervalNow

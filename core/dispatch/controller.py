@@ -13,7 +13,7 @@ Two layers:
   a charge in a trough followed by a rise can still lift the interval over the paid peak (replay
   of the shared minute file, 1 August: 22.14 kW against the load's own 21.71). Charging on a
   pessimistic projection of the rest of the interval instead held 1 August lower and left
-  2 August to defend a level the battery could not hold (see the README's dispatch benchmark).
+  2 August to defend a level the battery could not hold (see docs/benchmarks.md, Dispatch).
 
 When the plan cannot be solved (or the battery's SOC is stale) the controller falls back to a safe
 rule (defend the floor, no charging above it; with a stale SOC the reserve is assumed, so it does
