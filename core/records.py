@@ -44,3 +44,12 @@ class ModelRunRecord:
     baseline_metrics: dict[str, Any] | None
     training_minutes: float | None
     error_text: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldMinute:
+    """What the core holds in memory for one minute (NaN where it holds nothing)."""
+
+    meter_kw: float
+    base_load_kw: float  # the meter less the battery and EV kW dispatched
+    outdoor_air_temp: float  # in the site's configured unit

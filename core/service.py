@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
-from core.accuracy import LiveErrorTracker
+from core.accuracy import BandAdapter, LiveErrorTracker
 from core.clock import Clock
 from core.commands import REST_PRIORITY, CommandState, InputKey, check_priority
 from core.compute import SnapshotComputer
@@ -36,7 +36,7 @@ from core.forecast.base import (
     Forecaster,
 )
 from core.readings import CompletedMinute, ReadingGrid
-from core.records import ModelRunRecord
+from core.records import HeldMinute, ModelRunRecord
 from core.series import MinuteSeries
 from core.signals import (
     LoadClassifier,
@@ -256,6 +256,21 @@ class DsmCore:
     def writer(self) -> DatabaseWriter:
         """The single database writer (its fault state feeds /readyz and the metrics)."""
         return self._writer
+
+    def held_minute(self, minute: int) -> HeldMinute:
+        """The meter, base load and outdoor air the core holds for ``minute``."""
+        return HeldMinute(
+            self._series.get(minute), self._base_load(minute), self._outdoor.get(minute)
+        )
+
+    def band(self, forecaster: str, day_ahead: bool = False) -> BandAdapter:
+        """The served band adapter of one forecaster's 60-minute or day-ahead output."""
+        return self._computer.band(forecaster, day_ahead)
+
+    @property
+    def live_errors_kw(self) -> tuple[float, ...]:
+        """The 60-minute-ahead errors (actual - forecast) in the live RMSE window."""
+        return self._errors.errors_kw
 
     def subscribe(self, listener: SnapshotListener) -> None:
         """Call ``listener`` with every new snapshot (on the event loop)."""

@@ -150,7 +150,9 @@ class TrainResult:
 
 
 @dataclass(slots=True)
-class _Data:
+class SampleSet:
+    """Training samples: one row per origin, the residual to learn and what it is added to."""
+
     x: npt.NDArray[np.float32]
     residual: FloatArray
     baseline_kw: FloatArray
@@ -177,16 +179,16 @@ def _build(
     config: FeatureConfig,
     scaling: Scaling,
     outdoor_air: FloatArray | None = None,
-) -> _Data:
+) -> SampleSet:
     # Chunks bound the temporary windows' memory (the training process must stay small).
-    parts: list[_Data] = []
+    parts: list[SampleSet] = []
     for lo in range(0, max(len(origins), 1), _CHUNK):
         chunk = origins[lo : lo + _CHUNK]
         blocks = feature_blocks(start_minute, values_kw, chunk, tz, config, outdoor_air)
         actual = target_windows(start_minute, values_kw, chunk, config.horizon_minutes)
         residual = (actual - blocks.baseline_kw) / scaling.scale_kw
         parts.append(
-            _Data(
+            SampleSet(
                 x=design_matrix(blocks, scaling),
                 residual=residual.astype(np.float32),
                 baseline_kw=blocks.baseline_kw.astype(np.float32),
@@ -197,7 +199,8 @@ def _build(
     return _concat(parts)
 
 
-def _make_model(input_dim: int, candidate: Candidate, horizon: int, seed: int) -> Any:
+def make_model(input_dim: int, candidate: Candidate, horizon: int, seed: int) -> Any:
+    """The untrained network of ``candidate``: ``horizon`` point outputs, then P10 and P90."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -243,7 +246,7 @@ def _make_loss(horizon: int) -> Callable[[Any, Any], Any]:
 
 
 def _predict_kw(
-    model: Any, data: _Data, scaling: Scaling, horizon: int
+    model: Any, data: SampleSet, scaling: Scaling, horizon: int
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     out = np.asarray(model.predict(data.x, batch_size=4096, verbose=0), dtype=np.float64)
     kw = data.baseline_kw + scaling.scale_kw * out[:, :horizon]
@@ -272,9 +275,9 @@ def _smoothed(scores: list[float]) -> list[float]:
 
 def _fit(
     model: Any,
-    train: _Data,
+    train: SampleSet,
     epochs: int,
-    val: _Data | None,
+    val: SampleSet | None,
     scaling: Scaling,
     horizon: int,
     deadline: float,
@@ -314,8 +317,8 @@ SHRINK_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
 SHRINK_SMOOTH_STEPS = 9
 
 
-def _choose_shrink(
-    model: Any, val: _Data, scaling: Scaling, horizon: int
+def choose_step_shrink(
+    model: Any, val: SampleSet, scaling: Scaling, horizon: int
 ) -> tuple[FloatArray, float]:
     """Per-step factors on the predicted residual (toward the seasonal base), chosen on V: for
     each step the factor of SHRINK_GRID with the lowest RMSE at that step, then smoothed over
@@ -339,7 +342,7 @@ def _choose_shrink(
     return factors, score
 
 
-def _apply_shrink(model: Any, factor: float | FloatArray) -> None:
+def apply_shrink(model: Any, factor: float | FloatArray) -> None:
     """Scale the point head (P10/P90 keep their widths around it) inside the model itself: one
     factor, or one per output step."""
     factors = np.asarray(factor, dtype=np.float32)
@@ -440,8 +443,8 @@ def _build_day_ahead(
     use_air: bool,
     smooth_steps: int = 1,
     groups: WeekdayGroups | None = None,
-) -> _Data:
-    parts: list[_Data] = []
+) -> SampleSet:
+    parts: list[SampleSet] = []
     for lo in range(0, max(len(origins), 1), _CHUNK):
         chunk = origins[lo : lo + _CHUNK]
         blocks = da.day_ahead_blocks(
@@ -450,7 +453,7 @@ def _build_day_ahead(
         actual = da.day_ahead_targets(start_minute, values_kw, chunk)
         residual = (actual - blocks.baseline_kw) / scaling.scale_kw
         parts.append(
-            _Data(
+            SampleSet(
                 x=da.day_ahead_matrix(blocks, scaling),
                 residual=residual.astype(np.float32),
                 baseline_kw=blocks.baseline_kw.astype(np.float32),
@@ -559,7 +562,7 @@ def _train_day_ahead(
         val = _build_day_ahead(
             start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth, groups
         )
-        model = _make_model(fit.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
+        model = make_model(fit.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
         epoch, score, curve = _fit(
             model,
             fit,
@@ -593,13 +596,13 @@ def _train_day_ahead(
     val = _build_day_ahead(
         start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth, groups
     )
-    model = _make_model(val.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
+    model = make_model(val.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
 
     def shrunk(factor: float) -> None:
         model.set_weights(weights)
-        _apply_shrink(model, factor)
+        apply_shrink(model, factor)
 
-    def choose_shrink(data: _Data) -> float:
+    def choose_shrink(data: SampleSet) -> float:
         shrunk(1.0)
         residual = _predict_kw(model, data, scaling, horizon)[0] - data.baseline_kw
         scored = [
@@ -801,7 +804,7 @@ def train(
     best: tuple[float, Candidate, Any, int] | None = None
     # Counted from when TensorFlow is loaded (its import time varies with the machine's load).
     search_deadline = min(time.monotonic() + 0.28 * time_budget_s, t0 + 0.4 * time_budget_s)
-    data_cache: dict[FeatureConfig, tuple[_Data, _Data]] = {}
+    data_cache: dict[FeatureConfig, tuple[SampleSet, SampleSet]] = {}
     fit_counts: dict[FeatureConfig, int] = {}
     fit_end = val_start - horizon  # fit-part targets end before V starts
 
@@ -836,7 +839,7 @@ def train(
         if len(fit.origins) < MINUTES_PER_DAY // TRAIN_STRIDE or len(val.origins) == 0:
             logger.info("candidate %s: too few samples", cand.name)
             return 0
-        model = _make_model(fit.x.shape[1], cand, horizon, seed)
+        model = make_model(fit.x.shape[1], cand, horizon, seed)
         epoch, score, curve = _fit(
             model, fit, epochs, val, scaling, horizon, min(deadline, deadline_all)
         )
@@ -906,11 +909,11 @@ def train(
         raise InsufficientHistoryError("no candidate could be trained on this history")
     _, chosen, chosen_weights, chosen_epochs = best
     val, hold = data_cache[chosen.features]
-    chosen_model = _make_model(val.x.shape[1], chosen, horizon, seed)
+    chosen_model = make_model(val.x.shape[1], chosen, horizon, seed)
     chosen_model.set_weights(chosen_weights)
     # Shrinkage of the residual toward the smoothed seasonal mean, chosen on V.
-    shrink_steps, shrink_score = _choose_shrink(chosen_model, val, scaling, horizon)
-    _apply_shrink(chosen_model, shrink_steps)
+    shrink_steps, shrink_score = choose_step_shrink(chosen_model, val, scaling, horizon)
+    apply_shrink(chosen_model, shrink_steps)
     shrink = float(shrink_steps[-1])
     logger.info(
         "shrink factors %s (steps 1, 15, 30, 45, 60; V score %.3f)",
@@ -1056,8 +1059,8 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _concat(parts: list[_Data]) -> _Data:
-    return _Data(
+def _concat(parts: list[SampleSet]) -> SampleSet:
+    return SampleSet(
         x=np.concatenate([p.x for p in parts]),
         residual=np.concatenate([p.residual for p in parts]),
         baseline_kw=np.concatenate([p.baseline_kw for p in parts]),
@@ -1066,8 +1069,8 @@ def _concat(parts: list[_Data]) -> _Data:
     )
 
 
-def _subset(data: _Data, mask: Any) -> _Data:
-    return _Data(
+def _subset(data: SampleSet, mask: Any) -> SampleSet:
+    return SampleSet(
         x=data.x[mask],
         residual=data.residual[mask],
         baseline_kw=data.baseline_kw[mask],
