@@ -32,17 +32,16 @@ from core.accuracy import BAND_GAMMA, DAY_AHEAD_BAND_GAMMA, BandAdapter
 from core.forecast import day_ahead as da
 from core.forecast.base import HORIZON_MINUTES, MinuteHistory
 from core.forecast.baseline import SeasonalMeanForecaster
+from core.forecast.evaluation import cvrmse_pct, forecast_metrics
 from core.forecast.features import (
     FloatArray,
     IntArray,
-    cvrmse_pct,
-    forecast_metrics,
-    load_meter_csv,
     local_minutes,
     persistence_windows,
     seasonal_mean_windows,
     target_windows,
 )
+from core.forecast.meter_csv import load_meter_csv
 from core.timegrid import MINUTES_PER_DAY
 
 logger = logging.getLogger(__name__)

@@ -45,6 +45,7 @@ import numpy.typing as npt
 
 from core.forecast import day_ahead as da
 from core.forecast.base import HORIZON_MINUTES
+from core.forecast.evaluation import cvrmse_pct, forecast_metrics
 from core.forecast.features import (
     NO_GROUPS,
     FeatureConfig,
@@ -53,10 +54,8 @@ from core.forecast.features import (
     Scaling,
     WeekdayGroups,
     _moving_mean,
-    cvrmse_pct,
     design_matrix,
     feature_blocks,
-    forecast_metrics,
     persistence_windows,
     seasonal_mean_windows,
     target_windows,

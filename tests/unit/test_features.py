@@ -9,21 +9,23 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
+from core.forecast.evaluation import forecast_metrics
 from core.forecast.features import (
     FeatureConfig,
-    MeterImportError,
     Scaling,
     calendar_features,
     design_matrix,
     feature_blocks,
-    fill_short_gaps,
-    forecast_metrics,
-    load_meter_csv,
-    mask_dead_meter,
     persistence_windows,
     seasonal_mean_windows,
     target_windows,
     training_origins,
+)
+from core.forecast.meter_csv import (
+    MeterImportError,
+    fill_short_gaps,
+    load_meter_csv,
+    mask_dead_meter,
 )
 from core.timegrid import minute_of, same_local_time_weeks_ago, same_wall_clock_days_ago
 
