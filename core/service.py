@@ -370,13 +370,7 @@ class DsmCore:
             else:
                 # The model fields describe what serves now (the baseline until the training
                 # manager loads an accepted model); keep the measured figures.
-                model = ModelStatus(
-                    forecaster=self._forecaster.name,
-                    live_rmse_kw=restored.model.live_rmse_kw,
-                    live_rmse_samples=restored.model.live_rmse_samples,
-                    training_minutes=restored.model.training_minutes,
-                    trained_at=restored.model.trained_at,
-                )
+                model = ModelStatus.serving(self._forecaster.name, restored.model)
                 self._snapshot = dataclasses.replace(
                     restored, input_quality=self._input_quality(now), model=model
                 )
@@ -743,8 +737,8 @@ class DsmCore:
             input_qualities=self._input_qualities(now),
         )
 
-    def use_forecaster(self, forecaster: Forecaster, status: ModelStatus) -> None:
-        """Serve ``forecaster`` from the next computation on (a newly accepted model)."""
+    def use_forecaster(self, forecaster: Forecaster, run: ModelRunRecord) -> None:
+        """Serve ``forecaster``, trained by ``run``, from the next computation on."""
         if forecaster.history_minutes + HORIZON_MINUTES > self._series.capacity_minutes:
             raise ValueError(
                 f"{forecaster.name} needs {forecaster.history_minutes} minutes of history; "
@@ -754,11 +748,7 @@ class DsmCore:
         self._computer.reset_bands()
         self._snapshot = dataclasses.replace(
             self._snapshot,
-            model=dataclasses.replace(
-                status,
-                live_rmse_kw=self._snapshot.model.live_rmse_kw,
-                live_rmse_samples=self._snapshot.model.live_rmse_samples,
-            ),
+            model=ModelStatus.serving(forecaster.name, self._snapshot.model, run),
         )
         self._wake.set()
 

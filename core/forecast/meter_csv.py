@@ -249,6 +249,38 @@ def split_stamp(text: str) -> tuple[str, str]:
     return text, ""
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedStamps:
+    """Timestamps parsed row by row (values of rows where ``ok`` is False are 0)."""
+
+    wall: IntArray  # the stamp's wall-clock minute since 1970-01-01 00:00 (its own clock)
+    explicit: npt.NDArray[np.bool_]  # the stamp states its UTC offset
+    offsets: IntArray  # that offset, minutes east of UTC
+    ok: npt.NDArray[np.bool_]  # the date and time parts both parsed
+
+
+def parse_stamps(stamps: Sequence[str]) -> ParsedStamps:
+    """Parse timestamp texts, each distinct date part and time part once (far fewer than rows)."""
+    parts = [split_stamp(s) for s in stamps]
+    date_map = parse_dates(sorted({p[0] for p in parts}))
+    time_map = {t: parse_time(t) for t in {p[1] for p in parts}}
+    n = len(parts)
+    wall = np.zeros(n, dtype=np.int64)
+    explicit = np.zeros(n, dtype=bool)
+    offsets = np.zeros(n, dtype=np.int64)
+    ok = np.ones(n, dtype=bool)
+    for i, (d, t) in enumerate(parts):
+        day, tm = date_map[d], time_map[t]
+        if day is None or tm is None:
+            ok[i] = False
+            continue
+        wall[i] = day * MINUTES_PER_DAY + tm[0]
+        if tm[1] is not None:
+            explicit[i] = True
+            offsets[i] = tm[1]
+    return ParsedStamps(wall, explicit, offsets, ok)
+
+
 def local_to_utc(
     local: IntArray, tz: ZoneInfo, report: ImportReport
 ) -> tuple[IntArray, npt.NDArray[np.bool_]]:
@@ -433,33 +465,13 @@ def load_meter_csv(
     )
     del kw_text
 
-    # Parse each distinct date part and time part once: far fewer than rows.
-    parts = [split_stamp(s) for s in stamps]
-    date_map = parse_dates(sorted({p[0] for p in parts}))
-    time_map = {t: parse_time(t) for t in {p[1] for p in parts}}
-    n = len(parts)
-    days = np.zeros(n, dtype=np.int64)
-    mods = np.zeros(n, dtype=np.int64)
-    explicit = np.zeros(n, dtype=bool)
-    offsets = np.zeros(n, dtype=np.int64)
-    ok = np.ones(n, dtype=bool)
-    for i, (d, t) in enumerate(parts):
-        day = date_map[d]
-        tm = time_map[t]
-        if day is None or tm is None:
-            ok[i] = False
-            continue
-        days[i] = day
-        mods[i] = tm[0]
-        if tm[1] is not None:
-            explicit[i] = True
-            offsets[i] = tm[1]
-    del parts, stamps
+    parsed = parse_stamps(stamps)
+    del stamps
+    ok = parsed.ok
     report.rows_blank_or_unparsable_time = int((~ok).sum()) + blank_rows
     if not ok.any():
         raise MeterImportError(f"no parsable timestamps in column {report.time_column!r}")
-    days, mods, explicit, offsets, kw = days[ok], mods[ok], explicit[ok], offsets[ok], kw[ok]
-    wall = days * MINUTES_PER_DAY + mods
+    wall, explicit, offsets, kw = parsed.wall[ok], parsed.explicit[ok], parsed.offsets[ok], kw[ok]
 
     # eGauge exports newest first; reverse so 'first occurrence' in a fall-back hour is earlier.
     if len(wall) > 1 and np.mean(np.diff(wall) < 0) > 0.5:

@@ -25,10 +25,8 @@ from core.forecast.meter_csv import (
     IntArray,
     csv_reader,
     local_to_utc,
-    parse_dates,
     parse_float,
-    parse_time,
-    split_stamp,
+    parse_stamps,
 )
 from core.timegrid import MINUTES_PER_DAY
 
@@ -175,26 +173,11 @@ def load_weather_csv(
             values.append(value)
     if not values:
         raise WeatherImportError(f"no numeric values in column {report.temp_column!r}")
-    parts = [split_stamp(s) for s in stamps]
-    date_map = parse_dates(sorted({p[0] for p in parts}))
-    time_map = {t: parse_time(t) for t in {p[1] for p in parts}}
-    n = len(parts)
-    wall = np.zeros(n, dtype=np.int64)
-    explicit = np.zeros(n, dtype=bool)
-    offsets = np.zeros(n, dtype=np.int64)
-    ok = np.ones(n, dtype=bool)
-    for i, (d, t) in enumerate(parts):
-        day, tm = date_map[d], time_map[t]
-        if day is None or tm is None:
-            ok[i] = False
-            continue
-        wall[i] = day * MINUTES_PER_DAY + tm[0]
-        if tm[1] is not None:
-            explicit[i] = True
-            offsets[i] = tm[1]
+    parsed = parse_stamps(stamps)
+    ok = parsed.ok
     report.rows_without_time = int((~ok).sum())
     temps = np.asarray(values, dtype=np.float64)[ok]
-    wall, explicit, offsets = wall[ok], explicit[ok], offsets[ok]
+    wall, explicit, offsets = parsed.wall[ok], parsed.explicit[ok], parsed.offsets[ok]
     if len(wall) == 0:
         raise WeatherImportError(f"no parsable timestamps in column {report.time_column!r}")
     utc = wall - offsets
