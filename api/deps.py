@@ -5,22 +5,43 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from core.records import FileRecord, PointRecord
 from core.service import DsmCore
+from core.snapshot import Snapshot
 from core.training import TrainingManager
+
+
+class PointTable(Protocol):
+    """The BACnet point list as plain records (``bacnet.table.BacnetPointTable``, handed in by
+    the composition root: the API does not import the BACnet adapter)."""
+
+    def records(self, snapshot: Snapshot) -> list[PointRecord]:
+        """Every point as a BACnet read would return it for ``snapshot``."""
+        ...
+
+    def ede_points_csv(self, snapshot: Snapshot) -> FileRecord:
+        """The EDE 2.3 main file."""
+        ...
+
+    def ede_zip(self, snapshot: Snapshot) -> FileRecord:
+        """The EDE files zipped."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class AppContext:
-    """What the routers need: the core, how to ask whether BACnet is bound, the metrics."""
+    """What the routers need: the core, the point table, how to ask whether BACnet is bound,
+    the metrics."""
 
     core: DsmCore
+    points: PointTable
     bacnet_bound: Callable[[], bool]
     registry: CollectorRegistry
     training: TrainingManager | None = None

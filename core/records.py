@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 
 class RunStatus(StrEnum):
@@ -53,3 +53,32 @@ class HeldMinute:
     meter_kw: float
     base_load_kw: float  # the meter less the battery and EV kW dispatched
     outdoor_air_temp: float  # in the site's configured unit
+
+
+ObjectTypeName = Literal["analog-value", "binary-value"]  # BACnet object types (bacpypes3 spelling)
+
+
+@dataclass(frozen=True, slots=True)
+class PointRecord:
+    """One BACnet point as a BACnet read returns it now, as plain data for the REST API and the
+    metrics (built by ``bacnet.table``; the API never imports the BACnet adapter)."""
+
+    name: str
+    object_type: ObjectTypeName
+    instance: int
+    object_identifier: str  # e.g. analog-value,1
+    present_value: float | bool
+    units: str | None
+    reliability: str  # bacpypes3 spelling: no-fault-detected, ...
+    fault: bool  # the reliability is not no-fault-detected
+    description: str
+    writable: bool
+    cov_increment: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """A file to download: its conventional name and content."""
+
+    name: str
+    content: bytes
