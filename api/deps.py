@@ -47,13 +47,13 @@ class AppContext:
     training: TrainingManager | None = None
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     """The context stored on the app by ``create_app``."""
     context: AppContext = request.app.state.context
     return context
 
 
-def get_core(context: Annotated[AppContext, Depends(get_context)]) -> DsmCore:
+async def get_core(context: Annotated[AppContext, Depends(get_context)]) -> DsmCore:
     """The core."""
     return context.core
 
@@ -75,7 +75,7 @@ def token_problem(expected: SecretStr | None, authorization: str | None) -> str 
     return None
 
 
-def require_token(
+async def require_token(
     request: Request,
     core: Annotated[DsmCore, Depends(get_core)],
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],

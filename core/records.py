@@ -82,3 +82,27 @@ class FileRecord:
 
     name: str
     content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DemandIntervalRecord:
+    """A closed demand interval as stored: its average kW and whether it could set the peak."""
+
+    start_minute: int
+    length_minutes: int
+    start_at: datetime
+    average_kw: float
+    observed_minutes: int
+    complete: bool
+    period_start_at: datetime
+    counted_for_peak: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedForecast:
+    """The 60-minute-ahead value logged for one target minute."""
+
+    target_minute: int
+    forecaster: str
+    kw: float
+    made_at: datetime  # about 60 minutes before the target minute

@@ -36,13 +36,12 @@ from core.forecast.base import (
     Forecaster,
 )
 from core.readings import CompletedMinute, ReadingGrid
-from core.records import HeldMinute, ModelRunRecord
+from core.records import DemandIntervalRecord, HeldMinute, LoggedForecast, ModelRunRecord
 from core.series import MinuteSeries
 from core.signals import (
     LoadClassifier,
 )
 from core.snapshot import ModelStatus, Quality, Snapshot
-from core.storage.models import DemandInterval
 from core.storage.repository import MinuteColumns, Storage, StoredMinute
 from core.timegrid import (
     MINUTES_PER_DAY,
@@ -649,7 +648,7 @@ class DsmCore:
 
     async def demand_intervals(
         self, start: datetime | None, end: datetime | None, limit: int
-    ) -> list[DemandInterval]:
+    ) -> list[DemandIntervalRecord]:
         """Closed demand intervals in [start, end), oldest first."""
         start_minute, end_minute = _minute_range(start, end)
         return await asyncio.to_thread(
@@ -677,8 +676,8 @@ class DsmCore:
 
     async def forecast_history(
         self, start: datetime | None, end: datetime | None, limit: int
-    ) -> list[tuple[int, str, float, datetime]]:
-        """Logged forecasts in [start, end): (target minute, forecaster, kW, made at)."""
+    ) -> list[LoggedForecast]:
+        """Logged 60-minute-ahead forecasts with target minutes in [start, end), oldest first."""
         if limit < 1:
             raise InvalidRequest("limit must be at least 1")
         start_minute, end_minute = _minute_range(start, end)

@@ -86,6 +86,6 @@ def build_registry(core: DsmCore, points: PointTable) -> CollectorRegistry:
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(context: ContextDep) -> Response:
+async def metrics(context: ContextDep) -> Response:
     """Prometheus text exposition of the core's snapshot and counters."""
     return Response(generate_latest(context.registry), media_type=CONTENT_TYPE)

@@ -12,7 +12,7 @@ router = APIRouter(prefix="/api/v1", tags=["points"])
 
 
 @router.get("/points", response_model=list[PointOut])
-def list_points(context: ContextDep) -> list[PointOut]:
+async def list_points(context: ContextDep) -> list[PointOut]:
     """Every BACnet point with the value, reliability and flags a BACnet read returns now."""
     snapshot = context.core.snapshot
     return [
@@ -49,7 +49,7 @@ def _download(file: FileRecord, media_type: str) -> Response:
     response_class=Response,
     responses={200: {"content": {"text/csv": {}}}},
 )
-def points_ede(context: ContextDep) -> Response:
+async def points_ede(context: ContextDep) -> Response:
     """The point list in EDE 2.3 format (the main file BAS engineering tools import)."""
     file = context.points.ede_points_csv(context.core.snapshot)
     return _download(file, "text/csv; charset=utf-8")
@@ -60,6 +60,6 @@ def points_ede(context: ContextDep) -> Response:
     response_class=Response,
     responses={200: {"content": {"application/zip": {}}}},
 )
-def points_ede_zip(context: ContextDep) -> Response:
+async def points_ede_zip(context: ContextDep) -> Response:
     """The EDE main file with its state-text and unit companion files, zipped."""
     return _download(context.points.ede_zip(context.core.snapshot), "application/zip")
