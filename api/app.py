@@ -7,7 +7,7 @@ from collections.abc import Callable
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
-from api.deps import AppContext
+from api.deps import AppContext, PointTable
 from api.errors import install_error_handlers
 from api.limits import RequestLimits
 from api.routers import (
@@ -39,11 +39,13 @@ Every error is JSON `{"detail": "what was wrong"}`; 422 and 400 add `errors`, at
 def create_app(
     core: DsmCore,
     *,
+    point_table: PointTable,
     bacnet_bound: Callable[[], bool],
     training: TrainingManager | None = None,
     version: str = "0",
 ) -> FastAPI:
-    """Build the app around a started core."""
+    """Build the app around a started core; ``point_table`` is the BACnet point list as
+    records (handed in by the composition root: the API does not import the BACnet adapter)."""
     app = FastAPI(
         title="open-dsm",
         version=version,
@@ -61,8 +63,9 @@ def create_app(
     )
     app.state.context = AppContext(
         core=core,
+        points=point_table,
         bacnet_bound=bacnet_bound,
-        registry=metrics.build_registry(core),
+        registry=metrics.build_registry(core, point_table),
         training=training,
     )
     install_error_handlers(app)

@@ -5,34 +5,55 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from core.records import FileRecord, PointRecord
 from core.service import DsmCore
+from core.snapshot import Snapshot
 from core.training import TrainingManager
+
+
+class PointTable(Protocol):
+    """The BACnet point list as plain records (``bacnet.table.BacnetPointTable``, handed in by
+    the composition root: the API does not import the BACnet adapter)."""
+
+    def records(self, snapshot: Snapshot) -> list[PointRecord]:
+        """Every point as a BACnet read would return it for ``snapshot``."""
+        ...
+
+    def ede_points_csv(self, snapshot: Snapshot) -> FileRecord:
+        """The EDE 2.3 main file."""
+        ...
+
+    def ede_zip(self, snapshot: Snapshot) -> FileRecord:
+        """The EDE files zipped."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class AppContext:
-    """What the routers need: the core, how to ask whether BACnet is bound, the metrics."""
+    """What the routers need: the core, the point table, how to ask whether BACnet is bound,
+    the metrics."""
 
     core: DsmCore
+    points: PointTable
     bacnet_bound: Callable[[], bool]
     registry: CollectorRegistry
     training: TrainingManager | None = None
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     """The context stored on the app by ``create_app``."""
     context: AppContext = request.app.state.context
     return context
 
 
-def get_core(context: Annotated[AppContext, Depends(get_context)]) -> DsmCore:
+async def get_core(context: Annotated[AppContext, Depends(get_context)]) -> DsmCore:
     """The core."""
     return context.core
 
@@ -54,7 +75,7 @@ def token_problem(expected: SecretStr | None, authorization: str | None) -> str 
     return None
 
 
-def require_token(
+async def require_token(
     request: Request,
     core: Annotated[DsmCore, Depends(get_core)],
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],

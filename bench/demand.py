@@ -36,7 +36,7 @@ import numpy as np
 from core.demand import ClosedInterval, DemandConfig, DemandTracker, OptionalInputs
 from core.forecast.base import Forecaster, MinuteHistory
 from core.forecast.baseline import SeasonalMeanForecaster
-from core.forecast.features import FloatArray, load_meter_csv
+from core.forecast.meter_csv import FloatArray, load_meter_csv
 from core.timegrid import minute_start
 
 logger = logging.getLogger(__name__)

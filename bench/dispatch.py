@@ -49,7 +49,7 @@ from core.dispatch.replay import (
 )
 from core.forecast.base import DayAheadForecast, DayAheadForecaster, Forecaster, MinuteHistory
 from core.forecast.baseline import SeasonalMeanForecaster
-from core.forecast.features import FloatArray, load_meter_csv
+from core.forecast.meter_csv import FloatArray, load_meter_csv
 
 logger = logging.getLogger(__name__)
 

@@ -32,17 +32,16 @@ from core.accuracy import BAND_GAMMA, DAY_AHEAD_BAND_GAMMA, BandAdapter
 from core.forecast import day_ahead as da
 from core.forecast.base import HORIZON_MINUTES, MinuteHistory
 from core.forecast.baseline import SeasonalMeanForecaster
+from core.forecast.evaluation import cvrmse_pct, forecast_metrics
 from core.forecast.features import (
     FloatArray,
     IntArray,
-    cvrmse_pct,
-    forecast_metrics,
-    load_meter_csv,
     local_minutes,
     persistence_windows,
     seasonal_mean_windows,
     target_windows,
 )
+from core.forecast.meter_csv import load_meter_csv
 from core.timegrid import MINUTES_PER_DAY
 
 logger = logging.getLogger(__name__)
@@ -249,7 +248,7 @@ def _baseline_latency_ms(
 # child processes (spawned: a fresh interpreter, so peak RSS is the child's own)
 
 
-def _served_bands(
+def served_bands(
     start: int,
     values: FloatArray,
     origins: IntArray,
@@ -417,7 +416,8 @@ def _child_seed_lstm(args: dict[str, Any], queue: Any) -> None:
     )
 
 
-def _in_child(target: Any, args: dict[str, Any]) -> dict[str, Any]:
+def in_child(target: Any, args: dict[str, Any]) -> dict[str, Any]:
+    """Run ``target(args, queue)`` in a spawned child and return what it put on the queue."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(args, queue))
@@ -554,7 +554,7 @@ def run(args: argparse.Namespace) -> int:
             if weeks == 2:
                 p50, p10, p90 = _seasonal_day_ahead(start, values, day_origins, tz)
                 # Its band as the service serves it (adapted online), and as it comes.
-                s10, s90 = _served_bands(start, values, day_origins, p50, p10, p90, day_ahead=True)
+                s10, s90 = served_bands(start, values, day_origins, p50, p10, p90, day_ahead=True)
             for o in sets:
                 day: dict[str, float] = {}
                 if weeks == 2:
@@ -568,7 +568,7 @@ def run(args: argparse.Namespace) -> int:
                     )
                 rows.append(_row(model, _scored_metrics(pred, o.actual), infer_ms=infer, **day))
         elif model == "seed-lstm":
-            res = _in_child(
+            res = in_child(
                 _child_seed_lstm,
                 {**common, "cap_s": args.seed_lstm_cap_s, "origins": origins.tolist()},
             )
@@ -615,7 +615,7 @@ def _bench_ours(
     air = _weather(common["weather"], tz, start, len(values))
     with tempfile.TemporaryDirectory(prefix="open-dsm-bench-") as tmp:
         artifact = str(Path(tmp) / "model")
-        trained = _in_child(
+        trained = in_child(
             _child_ours, {**common, "artifact": artifact, "time_budget_s": args.time_budget_s}
         )
         if "not_run" in trained:
@@ -627,15 +627,15 @@ def _bench_ours(
         )
         forecaster = LiteForecaster.load(artifact)
         kw, p10, p90 = forecaster.predict_origins(start, values, origins, tz, air)
-        s10, s90 = _served_bands(start, values, origins, kw, p10, p90, day_ahead=False)
+        s10, s90 = served_bands(start, values, origins, kw, p10, p90, day_ahead=False)
         day_ahead = None
         if forecaster.has_day_ahead:
             d50, d10, d90 = forecaster.predict_day_ahead(start, values, day_origins, tz, air)
-            e10, e90 = _served_bands(start, values, day_origins, d50, d10, d90, day_ahead=True)
+            e10, e90 = served_bands(start, values, day_origins, d50, d10, d90, day_ahead=True)
             day_ahead = (d50, d10, d90, e10, e90)
             sys.stdout.write(f"ours: day-ahead {json.dumps(trained['day_ahead'])}\n")
         sample = origins[:: max(1, len(origins) // LATENCY_SAMPLES)][:LATENCY_SAMPLES]
-        serving = _in_child(
+        serving = in_child(
             _child_serving, {**common, "artifact": artifact, "origins": sample.tolist()}
         )
     rows = []

@@ -54,6 +54,11 @@ class LiveErrorTracker:
         """How many forecast/actual pairs are in the window."""
         return len(self._errors)
 
+    @property
+    def errors_kw(self) -> tuple[float, ...]:
+        """The errors (actual - forecast) in the window, oldest first."""
+        return tuple(error for _, error in self._errors)
+
     def rmse_kw(self) -> float | None:
         """Root-mean-square error over the window, None until ``min_samples`` pairs exist."""
         if len(self._errors) < self._min_samples:

@@ -193,7 +193,7 @@ class SnapshotComputer:
         # The plan makes its own pessimistic path from the forecast as the model gives it (the
         # replay bench feeds it the same); what is published carries the adapted band.
         dispatch = (
-            self._plan_dispatch(origin, now, demand_snapshot, day_ahead, inputs, setpoint)
+            self.plan_dispatch(origin, now, demand_snapshot, day_ahead, inputs, setpoint)
             if fresh
             else None
         )
@@ -257,7 +257,7 @@ class SnapshotComputer:
         band.issued(origin, day_ahead.start_minute, low, high)
         return dataclasses.replace(day_ahead, p10_kw=low, p90_kw=high)
 
-    def _plan_dispatch(
+    def plan_dispatch(
         self,
         origin: int,
         now: datetime,
@@ -293,7 +293,7 @@ class SnapshotComputer:
         soc = self._fresh(inputs.battery_soc_pct, now)
         if day_ahead is not None and day_ahead.forecaster != self._baseline.name:
             # The plan's pessimistic path: a trained model's P90 raised to the weeks' range.
-            day_ahead = with_seasonal_stress(day_ahead, self._seasonal_day_ahead(origin, now))
+            day_ahead = with_seasonal_stress(day_ahead, self.seasonal_day_ahead(origin, now))
         forecast_step = day_ahead.step_minutes if day_ahead else DAY_AHEAD_STEP_MINUTES
         return self._dispatch.decide(
             DispatchInputs(
@@ -342,7 +342,7 @@ class SnapshotComputer:
                 return result
         return None
 
-    def _seasonal_day_ahead(self, origin: int, now: datetime) -> DayAheadForecast | None:
+    def seasonal_day_ahead(self, origin: int, now: datetime) -> DayAheadForecast | None:
         """The seasonal baseline's day-ahead (None when it has none or fails)."""
         return self._day_ahead_of(self._baseline, origin, now)
 

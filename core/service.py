@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
-from core.accuracy import LiveErrorTracker
+from core.accuracy import BandAdapter, LiveErrorTracker
 from core.clock import Clock
 from core.commands import REST_PRIORITY, CommandState, InputKey, check_priority
 from core.compute import SnapshotComputer
@@ -36,13 +36,12 @@ from core.forecast.base import (
     Forecaster,
 )
 from core.readings import CompletedMinute, ReadingGrid
-from core.records import ModelRunRecord
+from core.records import DemandIntervalRecord, HeldMinute, LoggedForecast, ModelRunRecord
 from core.series import MinuteSeries
 from core.signals import (
     LoadClassifier,
 )
 from core.snapshot import ModelStatus, Quality, Snapshot
-from core.storage.models import DemandInterval
 from core.storage.repository import MinuteColumns, Storage, StoredMinute
 from core.timegrid import (
     MINUTES_PER_DAY,
@@ -257,6 +256,21 @@ class DsmCore:
         """The single database writer (its fault state feeds /readyz and the metrics)."""
         return self._writer
 
+    def held_minute(self, minute: int) -> HeldMinute:
+        """The meter, base load and outdoor air the core holds for ``minute``."""
+        return HeldMinute(
+            self._series.get(minute), self._base_load(minute), self._outdoor.get(minute)
+        )
+
+    def band(self, forecaster: str, day_ahead: bool = False) -> BandAdapter:
+        """The served band adapter of one forecaster's 60-minute or day-ahead output."""
+        return self._computer.band(forecaster, day_ahead)
+
+    @property
+    def live_errors_kw(self) -> tuple[float, ...]:
+        """The 60-minute-ahead errors (actual - forecast) in the live RMSE window."""
+        return self._errors.errors_kw
+
     def subscribe(self, listener: SnapshotListener) -> None:
         """Call ``listener`` with every new snapshot (on the event loop)."""
         self._listeners.append(listener)
@@ -355,13 +369,7 @@ class DsmCore:
             else:
                 # The model fields describe what serves now (the baseline until the training
                 # manager loads an accepted model); keep the measured figures.
-                model = ModelStatus(
-                    forecaster=self._forecaster.name,
-                    live_rmse_kw=restored.model.live_rmse_kw,
-                    live_rmse_samples=restored.model.live_rmse_samples,
-                    training_minutes=restored.model.training_minutes,
-                    trained_at=restored.model.trained_at,
-                )
+                model = ModelStatus.serving(self._forecaster.name, restored.model)
                 self._snapshot = dataclasses.replace(
                     restored, input_quality=self._input_quality(now), model=model
                 )
@@ -640,7 +648,7 @@ class DsmCore:
 
     async def demand_intervals(
         self, start: datetime | None, end: datetime | None, limit: int
-    ) -> list[DemandInterval]:
+    ) -> list[DemandIntervalRecord]:
         """Closed demand intervals in [start, end), oldest first."""
         start_minute, end_minute = _minute_range(start, end)
         return await asyncio.to_thread(
@@ -668,8 +676,8 @@ class DsmCore:
 
     async def forecast_history(
         self, start: datetime | None, end: datetime | None, limit: int
-    ) -> list[tuple[int, str, float, datetime]]:
-        """Logged forecasts in [start, end): (target minute, forecaster, kW, made at)."""
+    ) -> list[LoggedForecast]:
+        """Logged 60-minute-ahead forecasts with target minutes in [start, end), oldest first."""
         if limit < 1:
             raise InvalidRequest("limit must be at least 1")
         start_minute, end_minute = _minute_range(start, end)
@@ -728,8 +736,8 @@ class DsmCore:
             input_qualities=self._input_qualities(now),
         )
 
-    def use_forecaster(self, forecaster: Forecaster, status: ModelStatus) -> None:
-        """Serve ``forecaster`` from the next computation on (a newly accepted model)."""
+    def use_forecaster(self, forecaster: Forecaster, run: ModelRunRecord) -> None:
+        """Serve ``forecaster``, trained by ``run``, from the next computation on."""
         if forecaster.history_minutes + HORIZON_MINUTES > self._series.capacity_minutes:
             raise ValueError(
                 f"{forecaster.name} needs {forecaster.history_minutes} minutes of history; "
@@ -739,11 +747,7 @@ class DsmCore:
         self._computer.reset_bands()
         self._snapshot = dataclasses.replace(
             self._snapshot,
-            model=dataclasses.replace(
-                status,
-                live_rmse_kw=self._snapshot.model.live_rmse_kw,
-                live_rmse_samples=self._snapshot.model.live_rmse_samples,
-            ),
+            model=ModelStatus.serving(forecaster.name, self._snapshot.model, run),
         )
         self._wake.set()
 

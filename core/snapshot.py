@@ -11,6 +11,7 @@ from core.commands import CommandState
 from core.demand import DemandSnapshot
 from core.dispatch.controller import DispatchDecision
 from core.forecast.base import DayAheadForecast, Forecast
+from core.records import ModelRunRecord
 
 OPTIONAL_INPUTS = ("pv_power_kw", "battery_soc_pct", "battery_power_kw", "ev_charging_power_kw")
 
@@ -55,6 +56,23 @@ class ModelStatus:
         if self.heldout_rmse_kw is not None:
             return "held-out data at training"
         return "live 60-minute-ahead error, trailing 24 h"
+
+    @classmethod
+    def serving(
+        cls, forecaster: str, measured: ModelStatus, run: ModelRunRecord | None = None
+    ) -> ModelStatus:
+        """The status of the forecaster that serves now: its training run's figures (a trained
+        model; None for the baseline) and what was measured before (the live RMSE, and the last
+        training's time when no run is given)."""
+        return cls(
+            forecaster=forecaster,
+            version=run.model_version if run is not None else None,
+            heldout_rmse_kw=run.rmse_kw if run is not None else None,
+            live_rmse_kw=measured.live_rmse_kw,
+            live_rmse_samples=measured.live_rmse_samples,
+            training_minutes=run.training_minutes if run is not None else measured.training_minutes,
+            trained_at=run.finished_at if run is not None else measured.trained_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,6 @@ from core.errors import Busy
 from core.forecast.base import Forecaster
 from core.records import ModelRunRecord, RunStatus
 from core.service import DsmCore
-from core.snapshot import ModelStatus
 from core.storage.repository import Storage
 from core.trainer import TrainingOutcome, run_training
 
@@ -69,17 +68,6 @@ def load_model(run: ModelRunRecord) -> Forecaster:
     if not run.artifact_path:
         raise FileNotFoundError(f"run {run.id} has no artifact")
     return LiteForecaster.load(run.artifact_path)
-
-
-def model_status(run: ModelRunRecord, forecaster: Forecaster) -> ModelStatus:
-    """What the snapshot says about a served trained model."""
-    return ModelStatus(
-        forecaster=forecaster.name,
-        version=run.model_version,
-        heldout_rmse_kw=run.rmse_kw,
-        training_minutes=run.training_minutes,
-        trained_at=run.finished_at,
-    )
 
 
 class TrainingManager:
@@ -138,7 +126,7 @@ class TrainingManager:
             except Exception:
                 log.exception("cannot load the model of run %d; trying an older one", run.id)
                 continue
-            self._core.use_forecaster(forecaster, model_status(run, forecaster))
+            self._core.use_forecaster(forecaster, run)
             self._served_run_id = run.id
             log.info("serving model %s (run %d)", run.model_version, run.id)
             return

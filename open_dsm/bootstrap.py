@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 
 from api.app import create_app
 from bacnet.device import BacnetFace, Writer
+from bacnet.table import BacnetPointTable
 from core.clock import SystemClock
 from core.commands import InputKey
 from core.config import Settings
@@ -179,7 +180,13 @@ async def serve(settings: Settings) -> None:
     # After the device is up: loading a trained model (LiteRT) must not delay the first I-Am;
     # the baseline serves until it is loaded.
     training_start = asyncio.create_task(training.start(), name="open-dsm-model-load")
-    app = create_app(core, bacnet_bound=lambda: face.bound, training=training, version=version)
+    app = create_app(
+        core,
+        point_table=BacnetPointTable(settings),
+        bacnet_bound=lambda: face.bound,
+        training=training,
+        version=version,
+    )
     server = _Server(uvicorn_config(app, settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -209,7 +209,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
         configure(settings.log_level)
         return _cmd_import_weather(args, settings)
-    from core.forecast.features import MeterImportError, load_meter_csv
+    from core.forecast.meter_csv import MeterImportError, load_meter_csv
     from open_dsm.bootstrap import StartupError, configure_logging
 
     configure_logging(settings.log_level)

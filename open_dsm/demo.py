@@ -119,7 +119,7 @@ def shifted_demo_data(
 
 def import_demo_history(settings: Any, now: datetime) -> DemoData:
     """Load the bundled CSV with the `open-dsm import` loader and store it shifted to end now."""
-    from core.forecast.features import load_meter_csv
+    from core.forecast.meter_csv import load_meter_csv
     from core.storage.migrate import upgrade_to_head
     from core.storage.repository import Storage, create_db_engine
     from core.timegrid import minute_of

@@ -1,4 +1,4 @@
-"""Shared fixtures: settings, a migrated SQLite file, a core on a fake clock."""
+"""Shared fixtures: settings, a migrated SQLite file, a core on a fake clock; the layer markers."""
 
 from __future__ import annotations
 
@@ -88,3 +88,20 @@ def make_core(settings: Settings, storage: Storage, clock: FakeClock):  # type: 
 def anyio_backend() -> str:
     """Async tests run on asyncio (the service's loop)."""
     return "asyncio"
+
+
+_LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its layer from its folder (tests/unit -> ``unit``, ...), unless the
+    test names a layer itself (one e2e test lives beside the integration tests it shares helpers
+    with); ``pytest -m unit`` then runs exactly the fast layer."""
+    for item in items:
+        if any(item.get_closest_marker(layer) for layer in _LAYERS):
+            continue
+        parts = item.path.parts
+        for layer in _LAYERS:
+            if "tests" in parts and layer in parts[parts.index("tests") :]:
+                item.add_marker(getattr(pytest.mark, layer))
+                break

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api/v1/demand", tags=["demand"])
 
 
 @router.get("", response_model=DemandOut, responses=error_responses(503, e503="Not computed yet."))
-def get_demand(core: CoreDep) -> DemandOut:
+async def get_demand(core: CoreDep) -> DemandOut:
     """Current interval, period peak with time, target, allowance, projection and decisions."""
     snapshot = core.snapshot
     if snapshot.demand is None:

@@ -37,7 +37,7 @@ class ForecastHistoryOut(BaseModel):
     response_model=ForecastOut,
     responses=error_responses(503, e503="No forecast yet (no completed minute of readings)."),
 )
-def get_forecast(core: CoreDep) -> ForecastOut:
+async def get_forecast(core: CoreDep) -> ForecastOut:
     """The next 60 minutes, minute by minute, with the forecaster's name and when it was made."""
     snapshot = core.snapshot
     forecast = snapshot.forecast
@@ -85,7 +85,12 @@ async def get_forecast_history(
     rows = await core.forecast_history(start, end, limit)
     return ForecastHistoryOut(
         items=[
-            ForecastLogEntry(at=minute_start(minute), kw=kw, forecaster=name, made_at=made)
-            for minute, name, kw, made in rows
+            ForecastLogEntry(
+                at=minute_start(row.target_minute),
+                kw=row.kw,
+                forecaster=row.forecaster,
+                made_at=row.made_at,
+            )
+            for row in rows
         ]
     )

@@ -9,8 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from api.deps import ContextDep
-from bacnet.points import POINTS, Reliability
+from api.deps import ContextDep, PointTable
 from core.service import DsmCore
 
 router = APIRouter(tags=["metrics"])
@@ -20,8 +19,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class SnapshotCollector(Collector):
     """Turns the current snapshot into gauges at scrape time (nothing computed twice)."""
 
-    def __init__(self, core: DsmCore) -> None:
+    def __init__(self, core: DsmCore, points: PointTable) -> None:
         self._core = core
+        self._points = points
 
     def collect(self) -> Iterator[Metric]:
         """Yield one family per figure."""
@@ -34,13 +34,9 @@ class SnapshotCollector(Collector):
             "1 when the point's reliability is not no-fault-detected",
             labels=["point", "reliability"],
         )
-        for point in POINTS:
-            values.add_metric([point.name], float(point.present_value(snapshot)))
-            reliability = point.reliability(snapshot)
-            faults.add_metric(
-                [point.name, reliability.value],
-                0.0 if reliability is Reliability.NO_FAULT_DETECTED else 1.0,
-            )
+        for point in self._points.records(snapshot):
+            values.add_metric([point.name], float(point.present_value))
+            faults.add_metric([point.name, point.reliability], 1.0 if point.fault else 0.0)
         yield values
         yield faults
         age = self._core.snapshot_age_s()
@@ -82,14 +78,14 @@ class SnapshotCollector(Collector):
         )
 
 
-def build_registry(core: DsmCore) -> CollectorRegistry:
+def build_registry(core: DsmCore, points: PointTable) -> CollectorRegistry:
     """A registry for this app only (no process-global state)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(core))
+    registry.register(SnapshotCollector(core, points))
     return registry
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(context: ContextDep) -> Response:
+async def metrics(context: ContextDep) -> Response:
     """Prometheus text exposition of the core's snapshot and counters."""
     return Response(generate_latest(context.registry), media_type=CONTENT_TYPE)

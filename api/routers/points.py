@@ -4,44 +4,44 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from api.deps import CoreDep
+from api.deps import ContextDep
 from api.schemas import PointOut, StatusFlags
-from bacnet.ede import ede_file_names, ede_files, ede_zip
-from bacnet.points import POINTS, Reliability
+from core.records import FileRecord
 
 router = APIRouter(prefix="/api/v1", tags=["points"])
 
 
 @router.get("/points", response_model=list[PointOut])
-def list_points(core: CoreDep) -> list[PointOut]:
+async def list_points(context: ContextDep) -> list[PointOut]:
     """Every BACnet point with the value, reliability and flags a BACnet read returns now."""
-    snapshot = core.snapshot
-    out = []
-    for point in POINTS:
-        reliability = point.reliability(snapshot)
-        updated = snapshot.input_observed_at if point.writable else snapshot.computed_at
-        out.append(
-            PointOut(
-                name=point.name,
-                object_type=point.object_type.value,
-                instance=point.instance,
-                object_identifier=point.object_identifier,
-                present_value=point.present_value(snapshot),
-                units=point.units_for(core.settings),
-                reliability=reliability.value,
-                status_flags=StatusFlags(
-                    in_alarm=False,
-                    fault=reliability is not Reliability.NO_FAULT_DETECTED,
-                    overridden=False,
-                    out_of_service=False,
-                ),
-                description=point.describe(snapshot, core.settings),
-                writable=point.writable,
-                cov_increment=point.cov_increment,
-                updated_at=updated,
-            )
+    snapshot = context.core.snapshot
+    return [
+        PointOut(
+            name=point.name,
+            object_type=point.object_type,
+            instance=point.instance,
+            object_identifier=point.object_identifier,
+            present_value=point.present_value,
+            units=point.units,
+            reliability=point.reliability,
+            status_flags=StatusFlags(
+                in_alarm=False, fault=point.fault, overridden=False, out_of_service=False
+            ),
+            description=point.description,
+            writable=point.writable,
+            cov_increment=point.cov_increment,
+            updated_at=snapshot.input_observed_at if point.writable else snapshot.computed_at,
         )
-    return out
+        for point in context.points.records(snapshot)
+    ]
+
+
+def _download(file: FileRecord, media_type: str) -> Response:
+    return Response(
+        file.content,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{file.name}"'},
+    )
 
 
 @router.get(
@@ -49,15 +49,10 @@ def list_points(core: CoreDep) -> list[PointOut]:
     response_class=Response,
     responses={200: {"content": {"text/csv": {}}}},
 )
-def points_ede(core: CoreDep) -> Response:
+async def points_ede(context: ContextDep) -> Response:
     """The point list in EDE 2.3 format (the main file BAS engineering tools import)."""
-    names = ede_file_names(core.settings)
-    text = ede_files(core.settings, snapshot=core.snapshot)["points"]
-    return Response(
-        text,
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{names["points"]}"'},
-    )
+    file = context.points.ede_points_csv(context.core.snapshot)
+    return _download(file, "text/csv; charset=utf-8")
 
 
 @router.get(
@@ -65,11 +60,6 @@ def points_ede(core: CoreDep) -> Response:
     response_class=Response,
     responses={200: {"content": {"application/zip": {}}}},
 )
-def points_ede_zip(core: CoreDep) -> Response:
+async def points_ede_zip(context: ContextDep) -> Response:
     """The EDE main file with its state-text and unit companion files, zipped."""
-    stem = ede_file_names(core.settings)["points"].removesuffix(".csv")
-    return Response(
-        ede_zip(core.settings, snapshot=core.snapshot),
-        media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{stem}.zip"'},
-    )
+    return _download(context.points.ede_zip(context.core.snapshot), "application/zip")

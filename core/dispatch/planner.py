@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import highspy
@@ -163,13 +164,27 @@ class PlanSolver:
     """
 
     def __init__(
-        self, battery: Battery, tariff: Tariff, time_limit_s: float = PLAN_TIME_LIMIT_S
+        self,
+        battery: Battery,
+        tariff: Tariff,
+        time_limit_s: float = PLAN_TIME_LIMIT_S,
+        new_model: Callable[[], highspy.Highs] = new_highs,
     ) -> None:
         self._battery = battery
         self._tariff = tariff
         self._time_limit_s = max(0.0, time_limit_s)
+        self._new_model = new_model  # a test keeps the model to read the limit each solve sets
         self._highs: highspy.Highs | None = None
         self._shape: tuple[int, int] = (0, 0)
+
+    @property
+    def time_limit_s(self) -> float:
+        """The longest one solve may take."""
+        return self._time_limit_s
+
+    @time_limit_s.setter
+    def time_limit_s(self, value: float) -> None:
+        self._time_limit_s = max(0.0, value)
 
     def _build(self, n: int, step_minutes: int) -> highspy.Highs:
         """The model's structure for ``n`` steps of ``step_minutes``; the values that change
@@ -179,7 +194,7 @@ class PlanSolver:
         c0, d0, e0, p = 0, n, 2 * n, 3 * n
         count = 3 * n + 1
         inf = highspy.kHighsInf
-        h = new_highs()
+        h = self._new_model()
         h.addVars(count, np.zeros(count), np.full(count, inf))
         rows = SparseRows()
         # Rows 0..n-1: energy balance e_k - e_{k-1} - eff*dt*c_k + dt/eff*d_k = (start or 0).

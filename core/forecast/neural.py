@@ -45,6 +45,7 @@ import numpy.typing as npt
 
 from core.forecast import day_ahead as da
 from core.forecast.base import HORIZON_MINUTES
+from core.forecast.evaluation import cvrmse_pct, forecast_metrics
 from core.forecast.features import (
     NO_GROUPS,
     FeatureConfig,
@@ -53,10 +54,8 @@ from core.forecast.features import (
     Scaling,
     WeekdayGroups,
     _moving_mean,
-    cvrmse_pct,
     design_matrix,
     feature_blocks,
-    forecast_metrics,
     persistence_windows,
     seasonal_mean_windows,
     target_windows,
@@ -150,7 +149,9 @@ class TrainResult:
 
 
 @dataclass(slots=True)
-class _Data:
+class SampleSet:
+    """Training samples: one row per origin, the residual to learn and what it is added to."""
+
     x: npt.NDArray[np.float32]
     residual: FloatArray
     baseline_kw: FloatArray
@@ -177,16 +178,16 @@ def _build(
     config: FeatureConfig,
     scaling: Scaling,
     outdoor_air: FloatArray | None = None,
-) -> _Data:
+) -> SampleSet:
     # Chunks bound the temporary windows' memory (the training process must stay small).
-    parts: list[_Data] = []
+    parts: list[SampleSet] = []
     for lo in range(0, max(len(origins), 1), _CHUNK):
         chunk = origins[lo : lo + _CHUNK]
         blocks = feature_blocks(start_minute, values_kw, chunk, tz, config, outdoor_air)
         actual = target_windows(start_minute, values_kw, chunk, config.horizon_minutes)
         residual = (actual - blocks.baseline_kw) / scaling.scale_kw
         parts.append(
-            _Data(
+            SampleSet(
                 x=design_matrix(blocks, scaling),
                 residual=residual.astype(np.float32),
                 baseline_kw=blocks.baseline_kw.astype(np.float32),
@@ -197,7 +198,8 @@ def _build(
     return _concat(parts)
 
 
-def _make_model(input_dim: int, candidate: Candidate, horizon: int, seed: int) -> Any:
+def make_model(input_dim: int, candidate: Candidate, horizon: int, seed: int) -> Any:
+    """The untrained network of ``candidate``: ``horizon`` point outputs, then P10 and P90."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -243,7 +245,7 @@ def _make_loss(horizon: int) -> Callable[[Any, Any], Any]:
 
 
 def _predict_kw(
-    model: Any, data: _Data, scaling: Scaling, horizon: int
+    model: Any, data: SampleSet, scaling: Scaling, horizon: int
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     out = np.asarray(model.predict(data.x, batch_size=4096, verbose=0), dtype=np.float64)
     kw = data.baseline_kw + scaling.scale_kw * out[:, :horizon]
@@ -272,9 +274,9 @@ def _smoothed(scores: list[float]) -> list[float]:
 
 def _fit(
     model: Any,
-    train: _Data,
+    train: SampleSet,
     epochs: int,
-    val: _Data | None,
+    val: SampleSet | None,
     scaling: Scaling,
     horizon: int,
     deadline: float,
@@ -314,8 +316,8 @@ SHRINK_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
 SHRINK_SMOOTH_STEPS = 9
 
 
-def _choose_shrink(
-    model: Any, val: _Data, scaling: Scaling, horizon: int
+def choose_step_shrink(
+    model: Any, val: SampleSet, scaling: Scaling, horizon: int
 ) -> tuple[FloatArray, float]:
     """Per-step factors on the predicted residual (toward the seasonal base), chosen on V: for
     each step the factor of SHRINK_GRID with the lowest RMSE at that step, then smoothed over
@@ -339,7 +341,7 @@ def _choose_shrink(
     return factors, score
 
 
-def _apply_shrink(model: Any, factor: float | FloatArray) -> None:
+def apply_shrink(model: Any, factor: float | FloatArray) -> None:
     """Scale the point head (P10/P90 keep their widths around it) inside the model itself: one
     factor, or one per output step."""
     factors = np.asarray(factor, dtype=np.float32)
@@ -440,8 +442,8 @@ def _build_day_ahead(
     use_air: bool,
     smooth_steps: int = 1,
     groups: WeekdayGroups | None = None,
-) -> _Data:
-    parts: list[_Data] = []
+) -> SampleSet:
+    parts: list[SampleSet] = []
     for lo in range(0, max(len(origins), 1), _CHUNK):
         chunk = origins[lo : lo + _CHUNK]
         blocks = da.day_ahead_blocks(
@@ -450,7 +452,7 @@ def _build_day_ahead(
         actual = da.day_ahead_targets(start_minute, values_kw, chunk)
         residual = (actual - blocks.baseline_kw) / scaling.scale_kw
         parts.append(
-            _Data(
+            SampleSet(
                 x=da.day_ahead_matrix(blocks, scaling),
                 residual=residual.astype(np.float32),
                 baseline_kw=blocks.baseline_kw.astype(np.float32),
@@ -559,7 +561,7 @@ def _train_day_ahead(
         val = _build_day_ahead(
             start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth, groups
         )
-        model = _make_model(fit.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
+        model = make_model(fit.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
         epoch, score, curve = _fit(
             model,
             fit,
@@ -593,13 +595,13 @@ def _train_day_ahead(
     val = _build_day_ahead(
         start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth, groups
     )
-    model = _make_model(val.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
+    model = make_model(val.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
 
     def shrunk(factor: float) -> None:
         model.set_weights(weights)
-        _apply_shrink(model, factor)
+        apply_shrink(model, factor)
 
-    def choose_shrink(data: _Data) -> float:
+    def choose_shrink(data: SampleSet) -> float:
         shrunk(1.0)
         residual = _predict_kw(model, data, scaling, horizon)[0] - data.baseline_kw
         scored = [
@@ -718,56 +720,41 @@ def _choose_base_groups(
     return chosen
 
 
-def train(
-    start_minute: int,
-    values_kw: FloatArray,
-    tz: ZoneInfo,
-    *,
-    outdoor_air: FloatArray | None = None,
-    progress: ProgressFn | None = None,
-    time_budget_s: float = 50.0,
-    max_epochs: int = 12,
-    candidates: list[Candidate] | None = None,
-    seed: int = 0,
-    day_ahead: bool = True,
-    notes: tuple[str, ...] = (),
-) -> TrainResult:
-    """Choose, evaluate (honest holdout) and export the forecasters as TFLite + metadata.
+@dataclass(frozen=True, slots=True)
+class _Split:
+    """Where the origins of the fit part, the inner validation V and the holdout H lie."""
 
-    Needs MIN_HISTORY_DAYS (28) days of minutes with >= 70 % valid; raises
-    InsufficientHistoryError otherwise. ``outdoor_air`` (aligned with ``values_kw``, NaN where
-    unknown) is offered to the models when it covers enough of the history; validation decides.
-    ``time_budget_s`` bounds the whole call (roughly: the searches stop early and the final fits
-    are shortened when it runs out).
-    """
-    t0 = time.monotonic()
-    deadline_all = t0 + time_budget_s
-    values_kw = np.asarray(values_kw, dtype=np.float64)
-    if outdoor_air is not None:
-        outdoor_air = np.asarray(outdoor_air, dtype=np.float64)
-        if len(outdoor_air) != len(values_kw):
-            raise ValueError("outdoor_air must be aligned with values_kw")
-    _check_history(values_kw)
+    first_origin: int  # the first origin with the seasonal windows it needs
+    last_origin: int  # the last origin whose targets the history holds
+    val_start: int
+    holdout_start: int
+    days: int  # the length of V, and of H
+
+    @classmethod
+    def of(cls, start_minute: int, end_minute: int, horizon: int) -> _Split:
+        """V and H: a fifth of the sampled days each, between one and seven days."""
+        first_origin = start_minute + FIRST_ORIGIN_DAYS * MINUTES_PER_DAY
+        last_origin = end_minute - horizon
+        sample_days = (last_origin - first_origin) / MINUTES_PER_DAY
+        days = int(min(7, max(1, sample_days // 5)))
+        holdout_start = last_origin - days * MINUTES_PER_DAY + 1
+        val_start = holdout_start - days * MINUTES_PER_DAY
+        return cls(first_origin, last_origin, val_start, holdout_start, days)
+
+
+def _reporter(progress: ProgressFn | None) -> ProgressFn:
+    """Log each step of a training run (with the peak RSS) and pass it to ``progress``."""
 
     def report(fraction: float, message: str) -> None:
         logger.info("train %3.0f%%: %s (peak RSS %.0f MB)", 100 * fraction, message, _peak_rss_mb())
         if progress is not None:
             progress(fraction, message)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _limit_malloc_arenas()
-    report(0.0, "importing TensorFlow")
-    import keras  # imported here so the module import stays cheap
+    return report
 
-    horizon = HORIZON_MINUTES
-    end_minute = start_minute + len(values_kw) - 1
-    first_origin = start_minute + FIRST_ORIGIN_DAYS * MINUTES_PER_DAY
-    last_origin = end_minute - horizon
-    sample_days = (last_origin - first_origin) / MINUTES_PER_DAY
-    split_days = int(min(7, max(1, sample_days // 5)))
-    holdout_start = last_origin - split_days * MINUTES_PER_DAY + 1
-    val_start = holdout_start - split_days * MINUTES_PER_DAY
-    candidates = candidates or default_candidates()
+
+def _air_usable(start_minute: int, outdoor_air: FloatArray | None, val_start: int) -> bool:
+    """Whether outdoor air covers enough of the fit part and of V and H to offer it."""
     fit_slice = slice(0, val_start - start_minute)
     air_ok = (
         outdoor_air is not None
@@ -776,73 +763,129 @@ def train(
     )
     if outdoor_air is not None and not air_ok:
         logger.info("outdoor air covers too little of the history; not offered to the models")
+    return air_ok
 
-    # Scaling from the part the candidates are trained on (no look at V or H).
-    scaling = Scaling.fit(
-        values_kw[fit_slice], outdoor_air[fit_slice] if outdoor_air is not None else None
-    )
-    results: list[dict[str, Any]] = []
-    # The residual base: same weekday, or every day of the weekday's group (found on the days
-    # before V), chosen by the base's own error before any network.
-    # Found once, on the days before V, for both models' bases.
-    found = da.weekday_groups(start_minute, values_kw, tz, val_start - 1)
-    groups = _choose_base_groups(
-        start_minute,
-        values_kw,
-        tz,
-        candidates[0].features,
-        first_origin,
-        val_start,
-        holdout_start,
-        found,
-    )
-    if groups is not None:
-        candidates = [with_features(c, weekday_groups=groups) for c in candidates]
-    best: tuple[float, Candidate, Any, int] | None = None
-    # Counted from when TensorFlow is loaded (its import time varies with the machine's load).
-    search_deadline = min(time.monotonic() + 0.28 * time_budget_s, t0 + 0.4 * time_budget_s)
-    data_cache: dict[FeatureConfig, tuple[_Data, _Data]] = {}
-    fit_counts: dict[FeatureConfig, int] = {}
-    fit_end = val_start - horizon  # fit-part targets end before V starts
 
-    def evaluate(cand: Candidate, deadline: float, epochs: int = max_epochs) -> int:
+class _CandidateSearch:
+    """Trains candidates on the fit part and scores them on V, keeping the best one's weights.
+
+    V and H samples are kept per feature configuration (small); a candidate's fit part is built
+    for it and dropped after it, so at most one fit part is in memory.
+    """
+
+    def __init__(
+        self,
+        start_minute: int,
+        values_kw: FloatArray,
+        tz: ZoneInfo,
+        outdoor_air: FloatArray | None,
+        split: _Split,
+        scaling: Scaling,
+        max_epochs: int,
+        seed: int,
+        deadline_all: float,
+    ) -> None:
+        self._start_minute = start_minute
+        self._values_kw = values_kw
+        self._tz = tz
+        self._outdoor_air = outdoor_air
+        self._split = split
+        self._scaling = scaling
+        self._max_epochs = max_epochs
+        self._seed = seed
+        self._deadline_all = deadline_all
+        self._horizon = HORIZON_MINUTES
+        self._fit_end = split.val_start - self._horizon  # fit-part targets end before V starts
+        self._data: dict[FeatureConfig, tuple[SampleSet, SampleSet]] = {}
+        self.fit_counts: dict[FeatureConfig, int] = {}
+        self.results: list[dict[str, Any]] = []
+        # (V score, candidate, weights, best epoch) of the best candidate so far.
+        self.best: tuple[float, Candidate, Any, int] | None = None
+
+    def run(
+        self,
+        candidates: list[Candidate],
+        air_ok: bool,
+        search_deadline: float,
+        air_deadline_cap: float,
+        report: ProgressFn,
+    ) -> None:
+        """Each candidate in turn until ``search_deadline``; the first one again with outdoor
+        air (where ``air_ok``), and the later ones with it only if it validated better."""
+        use_air = False
+        for i, cand in enumerate(candidates):
+            if self.best is not None and time.monotonic() > search_deadline:
+                logger.info("skipping candidate %s: search time used up", cand.name)
+                continue
+            if use_air:
+                cand = replace(
+                    cand,
+                    name=f"{cand.name}+air",
+                    features=replace(cand.features, outdoor_air=True),
+                )
+            report(0.05 + 0.4 * i / len(candidates), f"candidate {cand.name}")
+            began = time.monotonic()
+            ran = self.evaluate(cand, search_deadline)
+            if i == 0 and air_ok and self.best is not None:
+                # As much time as the first took, so both see about as many epochs.
+                air_deadline = min(
+                    time.monotonic() + 1.5 * (time.monotonic() - began), air_deadline_cap
+                )
+                # The first configuration again with outdoor air, given as many epochs; the
+                # later candidates use outdoor air only if it validated better here.
+                first = self.best[1]
+                with_air = replace(
+                    first,
+                    name=f"{first.name}+air",
+                    features=replace(first.features, outdoor_air=True),
+                )
+                report(0.05 + 0.4 * (i + 0.5) / len(candidates), f"candidate {with_air.name}")
+                # The same number of epochs as the first got: a fair comparison.
+                self.evaluate(with_air, air_deadline, max(1, ran))
+                use_air = self.best[1].features.outdoor_air
+
+    def evaluate(self, cand: Candidate, deadline: float, epochs: int | None = None) -> int:
         """Train and score one candidate on V; returns how many epochs it ran (0: none)."""
-        nonlocal best
+        import keras
+
+        split, horizon, scaling = self._split, self._horizon, self._scaling
+        start_minute, values_kw = self._start_minute, self._values_kw
         cfg = cand.features
         all_origins = training_origins(
             start_minute,
             values_kw,
-            first_origin,
-            last_origin,
+            split.first_origin,
+            split.last_origin,
             horizon,
             recent_minutes=cfg.recent_minutes,
         )
-        if cfg not in data_cache:
-            # V and H are kept per configuration (small); the fit part is built per candidate
-            # and dropped after it, so at most one fit part is in memory.
-            v_o = all_origins[(all_origins >= val_start) & (all_origins < holdout_start)]
-            h_o = all_origins[all_origins >= holdout_start]
-            data_cache[cfg] = (
-                _build(start_minute, values_kw, v_o, tz, cfg, scaling, outdoor_air),
-                _build(start_minute, values_kw, h_o, tz, cfg, scaling, outdoor_air),
-            )
-        val, _ = data_cache[cfg]
-        lo = _window_start(fit_end, first_origin, cand.train_weeks)
-        fit_o = all_origins[(all_origins >= lo) & (all_origins < fit_end)]
+        if cfg not in self._data:
+            in_v = (all_origins >= split.val_start) & (all_origins < split.holdout_start)
+            v_o, h_o = all_origins[in_v], all_origins[all_origins >= split.holdout_start]
+            self._data[cfg] = (self._samples(v_o, cfg), self._samples(h_o, cfg))
+        val, _ = self._data[cfg]
+        lo = _window_start(self._fit_end, split.first_origin, cand.train_weeks)
+        fit_o = all_origins[(all_origins >= lo) & (all_origins < self._fit_end)]
         # A fixed ceiling on samples: a long window is thinned more, not held whole.
         fit_o = fit_o[:: max(TRAIN_STRIDE, -(-len(fit_o) // MAX_FIT_SAMPLES))]
-        fit_counts[cfg] = len(fit_o)
-        fit = _build(start_minute, values_kw, fit_o, tz, cfg, scaling, outdoor_air)
+        self.fit_counts[cfg] = len(fit_o)
+        fit = self._samples(fit_o, cfg)
         if len(fit.origins) < MINUTES_PER_DAY // TRAIN_STRIDE or len(val.origins) == 0:
             logger.info("candidate %s: too few samples", cand.name)
             return 0
-        model = _make_model(fit.x.shape[1], cand, horizon, seed)
+        model = make_model(fit.x.shape[1], cand, horizon, self._seed)
         epoch, score, curve = _fit(
-            model, fit, epochs, val, scaling, horizon, min(deadline, deadline_all)
+            model,
+            fit,
+            self._max_epochs if epochs is None else epochs,
+            val,
+            scaling,
+            horizon,
+            min(deadline, self._deadline_all),
         )
         kw, _, _ = _predict_kw(model, val, scaling, horizon)
         metrics = forecast_metrics(kw, val.actual_kw)
-        results.append(
+        self.results.append(
             {
                 "candidate": cand.name,
                 "best_epoch": epoch,
@@ -861,12 +904,13 @@ def train(
             metrics["rmse_1_60"],
             metrics["cvrmse_15min_60"],
         )
+        best = self.best
         if best is None or score < best[0]:
             if best is not None and best[1].features != cfg:
-                data_cache.pop(best[1].features, None)
-            best = (score, cand, model.get_weights(), epoch)
+                self._data.pop(best[1].features, None)
+            self.best = (score, cand, model.get_weights(), epoch)
         elif best is not None and cfg != best[1].features:
-            data_cache.pop(cfg, None)
+            self._data.pop(cfg, None)
         # Only the weights are kept: dropping the graphs keeps the process small.
         del fit, model
         keras.backend.clear_session()
@@ -874,44 +918,63 @@ def train(
         _trim_malloc()
         return len(curve)
 
-    use_air = False
-    for i, cand in enumerate(candidates):
-        if best is not None and time.monotonic() > search_deadline:
-            logger.info("skipping candidate %s: search time used up", cand.name)
-            continue
-        if use_air:
-            cand = replace(
-                cand, name=f"{cand.name}+air", features=replace(cand.features, outdoor_air=True)
-            )
-        report(0.05 + 0.4 * i / len(candidates), f"candidate {cand.name}")
-        began = time.monotonic()
-        ran = evaluate(cand, search_deadline)
-        if i == 0 and air_ok and best is not None:
-            # As much time as the first took, so both see about as many epochs.
-            air_deadline = min(
-                time.monotonic() + 1.5 * (time.monotonic() - began), t0 + 0.6 * time_budget_s
-            )
-            # The first configuration again with outdoor air, given as many epochs; the later
-            # candidates use outdoor air only if it validated better here.
-            with_air = replace(
-                best[1],
-                name=f"{best[1].name}+air",
-                features=replace(best[1].features, outdoor_air=True),
-            )
-            report(0.05 + 0.4 * (i + 0.5) / len(candidates), f"candidate {with_air.name}")
-            # The same number of epochs as the first got: a fair comparison.
-            evaluate(with_air, air_deadline, max(1, ran))
-            use_air = best[1].features.outdoor_air
-    if best is None:
+    def val_and_holdout(self, cfg: FeatureConfig) -> tuple[SampleSet, SampleSet]:
+        """The V and H samples of a configuration that was evaluated."""
+        return self._data[cfg]
+
+    def release(self) -> None:
+        """Drop the samples and the best weights (the chosen model has been built)."""
+        self._data.clear()
+        self.best = None
+
+    def _samples(self, origins: IntArray, cfg: FeatureConfig) -> SampleSet:
+        return _build(
+            self._start_minute,
+            self._values_kw,
+            origins,
+            self._tz,
+            cfg,
+            self._scaling,
+            self._outdoor_air,
+        )
+
+
+@dataclass(slots=True)
+class _Chosen:
+    """The candidate chosen on V, shrunk, scored on H and with its served band calibrated."""
+
+    candidate: Candidate
+    epochs: int
+    model: Any
+    shrink_steps: FloatArray
+    band: BandCalibration
+    holdout: dict[str, dict[str, float]]
+    input_dim: int
+    train_origins: int
+
+
+def _choose_and_score(
+    search: _CandidateSearch,
+    start_minute: int,
+    values_kw: FloatArray,
+    tz: ZoneInfo,
+    split: _Split,
+    scaling: Scaling,
+    seed: int,
+    report: ProgressFn,
+) -> _Chosen:
+    """Rebuild the best candidate, choose its shrinkage and band on V, score it on H beside
+    persistence and mean-2-weeks, and calibrate the served band on V and H."""
+    horizon = HORIZON_MINUTES
+    if search.best is None:
         raise InsufficientHistoryError("no candidate could be trained on this history")
-    _, chosen, chosen_weights, chosen_epochs = best
-    val, hold = data_cache[chosen.features]
-    chosen_model = _make_model(val.x.shape[1], chosen, horizon, seed)
+    _, chosen, chosen_weights, chosen_epochs = search.best
+    val, hold = search.val_and_holdout(chosen.features)
+    chosen_model = make_model(val.x.shape[1], chosen, horizon, seed)
     chosen_model.set_weights(chosen_weights)
     # Shrinkage of the residual toward the smoothed seasonal mean, chosen on V.
-    shrink_steps, shrink_score = _choose_shrink(chosen_model, val, scaling, horizon)
-    _apply_shrink(chosen_model, shrink_steps)
-    shrink = float(shrink_steps[-1])
+    shrink_steps, shrink_score = choose_step_shrink(chosen_model, val, scaling, horizon)
+    apply_shrink(chosen_model, shrink_steps)
     logger.info(
         "shrink factors %s (steps 1, 15, 30, 45, 60; V score %.3f)",
         [round(float(shrink_steps[i]), 2) for i in (0, 14, 29, 44, horizon - 1)],
@@ -935,7 +998,7 @@ def train(
             seasonal_mean_windows(start_minute, values_kw, hold.origins, tz, 2, horizon),
             hold.actual_kw,
         )
-        logger.info("holdout (%d days): %s", split_days, holdout)
+        logger.info("holdout (%d days): %s", split.days, holdout)
         # The served band is calibrated on V and H together (more outcomes than V alone). The
         # band calibrated on V covered this much less on the later days of H: days after
         # training drift the same way, so the served band aims that much wider.
@@ -955,14 +1018,102 @@ def train(
             100 * aim,
             100 * (nominal - drop),
         )
+    return _Chosen(
+        candidate=chosen,
+        epochs=chosen_epochs,
+        model=chosen_model,
+        shrink_steps=shrink_steps,
+        band=band,
+        holdout=holdout,
+        input_dim=int(val.x.shape[1]),
+        train_origins=search.fit_counts[chosen.features],
+    )
 
+
+def train(
+    start_minute: int,
+    values_kw: FloatArray,
+    tz: ZoneInfo,
+    *,
+    outdoor_air: FloatArray | None = None,
+    progress: ProgressFn | None = None,
+    time_budget_s: float = 50.0,
+    max_epochs: int = 12,
+    candidates: list[Candidate] | None = None,
+    seed: int = 0,
+    day_ahead: bool = True,
+    notes: tuple[str, ...] = (),
+) -> TrainResult:
+    """Choose, evaluate (honest holdout) and export the forecasters as TFLite + metadata.
+
+    Needs MIN_HISTORY_DAYS (28) days of minutes with >= 70 % valid; raises
+    InsufficientHistoryError otherwise. ``outdoor_air`` (aligned with ``values_kw``, NaN where
+    unknown) is offered to the models when it covers enough of the history; validation decides.
+    ``time_budget_s`` bounds the whole call (roughly: the searches stop early and the final fits
+    are shortened when it runs out).
+
+    The steps: split the history (fit | V | H), scale on the fit part, choose the residual
+    base, search the candidates on V, shrink and calibrate the chosen one and score it on H,
+    train the day-ahead model, export both.
+    """
+    t0 = time.monotonic()
+    values_kw = np.asarray(values_kw, dtype=np.float64)
+    if outdoor_air is not None:
+        outdoor_air = np.asarray(outdoor_air, dtype=np.float64)
+        if len(outdoor_air) != len(values_kw):
+            raise ValueError("outdoor_air must be aligned with values_kw")
+    _check_history(values_kw)
+    report = _reporter(progress)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _limit_malloc_arenas()
+    report(0.0, "importing TensorFlow")
+    # Here, so the module import stays cheap; the search's time is counted after it.
+    import keras  # noqa: F401
+
+    horizon = HORIZON_MINUTES
+    end_minute = start_minute + len(values_kw) - 1
+    split = _Split.of(start_minute, end_minute, horizon)
+    air_ok = _air_usable(start_minute, outdoor_air, split.val_start)
+    # Scaling from the part the candidates are trained on (no look at V or H).
+    fit_slice = slice(0, split.val_start - start_minute)
+    scaling = Scaling.fit(
+        values_kw[fit_slice], outdoor_air[fit_slice] if outdoor_air is not None else None
+    )
+    # The residual base: same weekday, or every day of the weekday's group (found once, on the
+    # days before V, for both models' bases), chosen by the base's own error before any network.
+    found = da.weekday_groups(start_minute, values_kw, tz, split.val_start - 1)
+    candidates = candidates or default_candidates()
+    groups = _choose_base_groups(
+        start_minute,
+        values_kw,
+        tz,
+        candidates[0].features,
+        split.first_origin,
+        split.val_start,
+        split.holdout_start,
+        found,
+    )
+    if groups is not None:
+        candidates = [with_features(c, weekday_groups=groups) for c in candidates]
+
+    search = _CandidateSearch(
+        start_minute,
+        values_kw,
+        tz,
+        outdoor_air,
+        split,
+        scaling,
+        max_epochs,
+        seed,
+        deadline_all=t0 + time_budget_s,
+    )
+    # Counted from when TensorFlow is loaded (its import time varies with the machine's load).
+    search_deadline = min(time.monotonic() + 0.28 * time_budget_s, t0 + 0.4 * time_budget_s)
+    search.run(candidates, air_ok, search_deadline, t0 + 0.6 * time_budget_s, report)
     # The exported model is the one chosen on V, scored on H and calibrated on V and H: a refit
     # or fine-tune on everything would leave its band and its holdout figures unchecked.
-    final_model = chosen_model
-    input_dim = int(val.x.shape[1])
-    final_origins = fit_counts[chosen.features]
-    data_cache.clear()
-    del hold, val, best, chosen_weights
+    chosen = _choose_and_score(search, start_minute, values_kw, tz, split, scaling, seed, report)
+    search.release()
     gc.collect()
 
     day_ahead_result: _DayAheadResult | None = None
@@ -971,14 +1122,16 @@ def train(
         day_ahead = False
     if day_ahead:
         report(0.7, "day-ahead model")
-        fit_lo = _window_start(val_start - da.STEPS * da.STEP, first_origin, MAX_TRAIN_WEEKS)
+        fit_lo = _window_start(
+            split.val_start - da.STEPS * da.STEP, split.first_origin, MAX_TRAIN_WEEKS
+        )
         day_ahead_result = _train_day_ahead(
             start_minute,
             values_kw,
             tz,
             outdoor_air,
-            chosen.features.outdoor_air,
-            (fit_lo, val_start, holdout_start),
+            chosen.candidate.features.outdoor_air,
+            (fit_lo, split.val_start, split.holdout_start),
             scaling,
             max_epochs,
             seed,
@@ -986,48 +1139,49 @@ def train(
             found,
         )
         if day_ahead_result is not None:
-            results.extend(day_ahead_result.validation)
+            search.results.extend(day_ahead_result.validation)
     report(0.95, "exporting TFLite")
-    tflite = export_tflite(final_model)
+    tflite = export_tflite(chosen.model)
     train_s = time.monotonic() - t0
     valid_kw = values_kw[~np.isnan(values_kw)]
+    features = chosen.candidate.features
     meta = ModelMeta(
         model=MODEL_NAME,
-        candidate=chosen.name,
+        candidate=chosen.candidate.name,
         created_at=datetime.now(UTC).isoformat(),
         timezone=str(tz),
         horizon_minutes=horizon,
-        input_dim=input_dim,
-        features=chosen.features,
-        history_minutes=chosen.features.history_minutes,
+        input_dim=chosen.input_dim,
+        features=features,
+        history_minutes=features.history_minutes,
         # Forecasts are clipped here: 0 for a consumer meter, lower where the site's meter went
         # negative (PV export), so a net meter is not forced to look like a consumer.
         floor_kw=min(0.0, float(valid_kw.min())),
         scaling=scaling,
         quantiles=QUANTILES,
-        epochs=chosen_epochs,
-        shrink=shrink,
-        shrink_steps=tuple(round(float(v), 4) for v in shrink_steps),
-        train_weeks=chosen.train_weeks or MAX_TRAIN_WEEKS,
-        train_origins=final_origins,
+        epochs=chosen.epochs,
+        shrink=float(chosen.shrink_steps[-1]),
+        shrink_steps=tuple(round(float(v), 4) for v in chosen.shrink_steps),
+        train_weeks=chosen.candidate.train_weeks or MAX_TRAIN_WEEKS,
+        train_origins=chosen.train_origins,
         trained_until_minute=int(end_minute),
-        holdout_days=split_days,
+        holdout_days=split.days,
         train_s=train_s,
-        band=band,
+        band=chosen.band,
         day_ahead=None if day_ahead_result is None else day_ahead_result.meta,
-        holdout_metrics=holdout,
-        validation=results,
+        holdout_metrics=chosen.holdout,
+        validation=search.results,
         notes=notes,
     )
     report(1.0, f"done in {train_s:.1f} s")
     return TrainResult(
         tflite_model=tflite,
         meta=meta,
-        holdout_metrics=holdout,
-        validation=results,
+        holdout_metrics=chosen.holdout,
+        validation=search.results,
         train_s=train_s,
         day_ahead_model=None if day_ahead_result is None else day_ahead_result.tflite,
-        keras_model=final_model,
+        keras_model=chosen.model,
         keras_day_ahead=None if day_ahead_result is None else day_ahead_result.keras_model,
     )
 
@@ -1056,8 +1210,8 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _concat(parts: list[_Data]) -> _Data:
-    return _Data(
+def _concat(parts: list[SampleSet]) -> SampleSet:
+    return SampleSet(
         x=np.concatenate([p.x for p in parts]),
         residual=np.concatenate([p.residual for p in parts]),
         baseline_kw=np.concatenate([p.baseline_kw for p in parts]),
@@ -1066,8 +1220,8 @@ def _concat(parts: list[_Data]) -> _Data:
     )
 
 
-def _subset(data: _Data, mask: Any) -> _Data:
-    return _Data(
+def _subset(data: SampleSet, mask: Any) -> SampleSet:
+    return SampleSet(
         x=data.x[mask],
         residual=data.residual[mask],
         baseline_kw=data.baseline_kw[mask],

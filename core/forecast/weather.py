@@ -18,17 +18,15 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from core.forecast.features import (
-    _TIME_NAMES,
+from core.forecast.meter_csv import (
+    TIME_COLUMN_NAMES,
     FloatArray,
     ImportReport,
     IntArray,
-    _local_to_utc,
-    _parse_dates,
-    _parse_float,
-    _parse_time,
-    _split_stamp,
     csv_reader,
+    local_to_utc,
+    parse_float,
+    parse_stamps,
 )
 from core.timegrid import MINUTES_PER_DAY
 
@@ -112,7 +110,9 @@ def _detect(header: list[str], time_column: str | None, temp_column: str | None)
     if time_column is not None:
         t_idx = index_of(time_column)
     else:
-        t_idx = next((i for i, n in enumerate(lowered) if any(k in n for k in _TIME_NAMES)), 0)
+        t_idx = next(
+            (i for i, n in enumerate(lowered) if any(k in n for k in TIME_COLUMN_NAMES)), 0
+        )
     if temp_column is not None:
         return t_idx, index_of(temp_column)
     for key in _TEMP_PREFERRED:
@@ -165,7 +165,7 @@ def load_weather_csv(
             report.rows_read += 1
             text = row[v_idx].strip() if len(row) > v_idx else ""
             # NOAA marks suspect values with a trailing 's'; the number is still the report.
-            value = _parse_float(text.rstrip("sS*"), decimal_comma) if text else float("nan")
+            value = parse_float(text.rstrip("sS*"), decimal_comma) if text else float("nan")
             if np.isnan(value):
                 report.rows_without_value += 1
                 continue
@@ -173,26 +173,11 @@ def load_weather_csv(
             values.append(value)
     if not values:
         raise WeatherImportError(f"no numeric values in column {report.temp_column!r}")
-    parts = [_split_stamp(s) for s in stamps]
-    date_map = _parse_dates(sorted({p[0] for p in parts}))
-    time_map = {t: _parse_time(t) for t in {p[1] for p in parts}}
-    n = len(parts)
-    wall = np.zeros(n, dtype=np.int64)
-    explicit = np.zeros(n, dtype=bool)
-    offsets = np.zeros(n, dtype=np.int64)
-    ok = np.ones(n, dtype=bool)
-    for i, (d, t) in enumerate(parts):
-        day, tm = date_map[d], time_map[t]
-        if day is None or tm is None:
-            ok[i] = False
-            continue
-        wall[i] = day * MINUTES_PER_DAY + tm[0]
-        if tm[1] is not None:
-            explicit[i] = True
-            offsets[i] = tm[1]
+    parsed = parse_stamps(stamps)
+    ok = parsed.ok
     report.rows_without_time = int((~ok).sum())
     temps = np.asarray(values, dtype=np.float64)[ok]
-    wall, explicit, offsets = wall[ok], explicit[ok], offsets[ok]
+    wall, explicit, offsets = parsed.wall[ok], parsed.explicit[ok], parsed.offsets[ok]
     if len(wall) == 0:
         raise WeatherImportError(f"no parsable timestamps in column {report.time_column!r}")
     utc = wall - offsets
@@ -200,7 +185,7 @@ def load_weather_csv(
     keep = np.ones(len(utc), dtype=bool)
     if local.any():
         scratch = ImportReport()
-        converted, exists = _local_to_utc(wall[local], tz, scratch)
+        converted, exists = local_to_utc(wall[local], tz, scratch)
         mode = clock
         if mode == "auto":
             mode = "standard" if (~exists).any() else "local"

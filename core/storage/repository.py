@@ -28,7 +28,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from core.demand import ClosedInterval
 from core.readings import CompletedMinute
-from core.records import ModelRunRecord, RunStatus
+from core.records import DemandIntervalRecord, LoggedForecast, ModelRunRecord, RunStatus
 from core.storage.models import DemandInterval, ForecastLog, MinuteReading, ModelRun, ServiceState
 from core.timegrid import minute_start
 
@@ -370,7 +370,7 @@ class Storage:
 
     def list_intervals(
         self, start_minute: int | None, end_minute: int | None, limit: int
-    ) -> list[DemandInterval]:
+    ) -> list[DemandIntervalRecord]:
         """Closed intervals starting in [start, end), oldest first."""
         query = select(DemandInterval).order_by(
             DemandInterval.start_minute, DemandInterval.length_minutes
@@ -380,7 +380,19 @@ class Storage:
         if end_minute is not None:
             query = query.where(DemandInterval.start_minute < end_minute)
         with self.session() as session:
-            return list(session.scalars(query.limit(limit)))
+            return [
+                DemandIntervalRecord(
+                    start_minute=row.start_minute,
+                    length_minutes=row.length_minutes,
+                    start_at=row.start_at,
+                    average_kw=row.average_kw,
+                    observed_minutes=row.observed_minutes,
+                    complete=row.complete,
+                    period_start_at=row.period_start_at,
+                    counted_for_peak=row.counted_for_peak,
+                )
+                for row in session.scalars(query.limit(limit))
+            ]
 
     # -- forecast log --------------------------------------------------------------------------
 
@@ -407,8 +419,8 @@ class Storage:
 
     def forecasts_between(
         self, start_minute: int | None, end_minute: int | None, limit: int
-    ) -> list[tuple[int, str, float, datetime]]:
-        """(target minute, forecaster, kW, made at) of logged forecasts in [start, end)."""
+    ) -> list[LoggedForecast]:
+        """The logged forecasts with target minutes in [start, end), oldest first."""
         query = select(
             ForecastLog.target_minute, ForecastLog.forecaster, ForecastLog.kw, ForecastLog.made_at
         )
@@ -418,7 +430,7 @@ class Storage:
             query = query.where(ForecastLog.target_minute < end_minute)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(ForecastLog.target_minute).limit(limit)).all()
-        return [(int(m), str(name), float(kw), made) for m, name, kw, made in rows]
+        return [LoggedForecast(int(m), str(name), float(kw), made) for m, name, kw, made in rows]
 
     def prune_forecasts(self, before_minute: int) -> None:
         """Drop forecast-log rows older than ``before_minute`` (the log is only for live RMSE)."""

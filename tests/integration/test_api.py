@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from bacnet.points import POINTS
+from bacnet.table import BacnetPointTable
 from core.clock import SystemClock
 from core.config import Settings
 from core.forecast.baseline import SeasonalMeanForecaster
@@ -49,7 +50,12 @@ def serve_app(settings: Settings, storage: Storage) -> Iterator[LiveApi]:
 
     async def main() -> None:
         await core.start()
-        app = create_app(core, bacnet_bound=lambda: False, version="test")
+        app = create_app(
+            core,
+            point_table=BacnetPointTable(core.settings),
+            bacnet_bound=lambda: False,
+            version="test",
+        )
         server = uvicorn.Server(
             uvicorn.Config(app, log_config=None, lifespan="off", access_log=False)
         )

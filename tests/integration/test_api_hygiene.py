@@ -29,6 +29,7 @@ from pydantic import SecretStr
 from api.app import create_app
 from api.errors import MAX_ERRORS
 from api.schemas import DemandOut, ErrorOut
+from bacnet.table import BacnetPointTable
 from core.clock import SystemClock
 from core.config import Settings
 from core.forecast.baseline import SeasonalMeanForecaster
@@ -74,7 +75,12 @@ def serve(settings: Settings, storage: Storage) -> Iterator[Live]:
 
     async def main() -> None:
         await core.start()
-        app = create_app(core, bacnet_bound=lambda: False, version="test")
+        app = create_app(
+            core,
+            point_table=BacnetPointTable(core.settings),
+            bacnet_bound=lambda: False,
+            version="test",
+        )
         server = uvicorn.Server(uvicorn_config(app, settings))
         holder["server"] = server
         runner = asyncio.create_task(core.run())

@@ -117,7 +117,7 @@ async def test_restart_restores_cache_snapshot_and_flag_dwell(make_core, clock, 
     restored = again.snapshot
     assert restored.high_load and restored.input_kw == 50.0
     assert restored.computed_at == before.computed_at
-    assert again._series.get(minute_of(START)) == 1.0
+    assert again.held_minute(minute_of(START)).meter_kw == 1.0
     # The high flag was set less than 15 minutes ago: it may not drop yet.
     await again.submit_reading(1.0)
     clock.advance(60)
@@ -155,7 +155,7 @@ async def test_forecast_uses_two_weeks_of_history_and_scores_itself(make_core, c
     assert snapshot.model.rmse_kw is None
     # The 15-minute blocks that closed scored the day-ahead bands served before them (one
     # forecast per block); each outcome moved the band's scale by the stated step.
-    band = core._computer.band("mean-2-weeks", day_ahead=True)
+    band = core.band("mean-2-weeks", day_ahead=True)
     assert band.outcomes > 0 and snapshot.model.day_ahead_band_coverage == band.coverage()
     drift = band.outcomes - band.inside - 0.2 * band.outcomes
     assert snapshot.model.day_ahead_band_scale == pytest.approx(
@@ -274,7 +274,7 @@ async def test_the_forecasters_see_the_meter_less_the_battery_it_dispatched(
     assert dict(zip(minutes.tolist(), own_kw.tolist(), strict=True)) == pytest.approx(expected)
     # The live score compares the forecast with the building, so it is exact here.
     assert snapshot.model.live_rmse_samples == 10
-    assert max(abs(error) for _, error in core._errors._errors) < 1e-6
+    assert max(abs(error) for error in core.live_errors_kw) < 1e-6
     # Training reads the same base load.
     minutes, values = base_load_series(storage, first, origin)
     assert np.allclose(values, [base(m) for m in minutes.tolist()])
@@ -294,7 +294,7 @@ async def test_the_forecasters_see_the_meter_less_the_battery_it_dispatched(
     # A restart restores what was dispatched along with the meter.
     again = make_core(has_battery=True, battery_capacity_kwh=20.0, battery_charge_kw=10.0)
     await again.start()
-    assert again._base_load(minutes[-1]) == pytest.approx(12.0 - setpoint)
+    assert again.held_minute(minutes[-1]).base_load_kw == pytest.approx(12.0 - setpoint)
     await again.stop()
 
 
@@ -328,9 +328,9 @@ async def test_a_running_service_picks_up_an_import(make_core, clock, storage) -
     storage.upsert_weather({first: 70.0, first + 1: 71.0})
     assert core.snapshot.forecast is None or core.snapshot.forecast.one_hour_kw != 7.0
     assert await core.pick_up_imports() == 14 * 1440
-    assert core._series.get(first) == 7.0
-    assert core._series.get(live) == 10.0  # the live minute wins
-    assert core._outdoor.get(first + 1) == 71.0
+    assert core.held_minute(first).meter_kw == 7.0
+    assert core.held_minute(live).meter_kw == 10.0  # the live minute wins
+    assert core.held_minute(first + 1).outdoor_air_temp == 71.0
     await core.submit_reading(10.0)
     clock.advance(60)
     snapshot = await core.tick()

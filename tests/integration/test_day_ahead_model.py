@@ -15,7 +15,8 @@ import pytest
 from core.forecast import day_ahead as da
 from core.forecast.base import DayAheadForecaster, MinuteHistory
 from core.forecast.baseline import SeasonalMeanForecaster
-from core.forecast.features import FeatureConfig, cvrmse_pct, local_minutes, minute_of_local
+from core.forecast.evaluation import cvrmse_pct
+from core.forecast.features import FeatureConfig, local_minutes, minute_of_local
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

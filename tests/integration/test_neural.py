@@ -260,14 +260,14 @@ def test_shrink_is_chosen_and_applied_per_step() -> None:
         def predict(self, x: np.ndarray, **_: object) -> np.ndarray:
             return outputs
 
-    val = neural._Data(
+    val = neural.SampleSet(
         x=np.zeros((n, 1), dtype=np.float32),
         residual=residual,
         baseline_kw=base,
         actual_kw=actual,
         origins=np.arange(n),
     )
-    factors, _ = neural._choose_shrink(Fixed(), val, Scaling(0.0, 1.0), horizon)
+    factors, _ = neural.choose_step_shrink(Fixed(), val, Scaling(0.0, 1.0), horizon)
     assert factors.shape == (horizon,)
     assert factors[:12] == pytest.approx(1.0, abs=0.02)
     assert factors[-5:] == pytest.approx(0.5, abs=0.02)
@@ -275,11 +275,11 @@ def test_shrink_is_chosen_and_applied_per_step() -> None:
 
     # Applied inside a real network: each step of the point head scales by its factor and the
     # P10/P90 heads keep their widths around it.
-    model = neural._make_model(8, neural.Candidate("t", FeatureConfig(), hidden_units=8), 4, 0)
+    model = neural.make_model(8, neural.Candidate("t", FeatureConfig(), hidden_units=8), 4, 0)
     x = rng.normal(size=(5, 8)).astype(np.float32)
     before = model.predict(x, verbose=0)
     step_factors = np.array([1.0, 0.5, 0.0, 1.1])
-    neural._apply_shrink(model, step_factors)
+    neural.apply_shrink(model, step_factors)
     after = model.predict(x, verbose=0)
     np.testing.assert_allclose(after[:, :4], before[:, :4] * step_factors, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(

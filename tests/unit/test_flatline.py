@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from core.forecast.features import load_meter_csv, mask_dead_meter, meter_quantum
+from core.forecast.meter_csv import load_meter_csv, mask_dead_meter, meter_quantum
 
 STEP_KW = 0.32
 PER_DAY = 96  # 15-minute samples

@@ -63,7 +63,7 @@ def test_day_ahead_meta_keeps_the_base_choice_and_reads_old_artifacts() -> None:
 
 def test_cvrmse_ranks_forecasts_the_same_way_on_a_site_that_exports() -> None:
     # A net load that exports on average: the closer forecast must score lower, as on any site.
-    from core.forecast.features import cvrmse_pct
+    from core.forecast.evaluation import cvrmse_pct
 
     rng = np.random.default_rng(3)
     actual = rng.normal(-5.0, 10.0, 2000)
