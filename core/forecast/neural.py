@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from core.calendar import SiteCalendar
 from core.forecast import day_ahead as da
 from core.forecast.base import HORIZON_MINUTES
 from core.forecast.features import (
@@ -177,12 +178,13 @@ def _build(
     config: FeatureConfig,
     scaling: Scaling,
     outdoor_air: FloatArray | None = None,
+    calendar: SiteCalendar | None = None,
 ) -> _Data:
     # Chunks bound the temporary windows' memory (the training process must stay small).
     parts: list[_Data] = []
     for lo in range(0, max(len(origins), 1), _CHUNK):
         chunk = origins[lo : lo + _CHUNK]
-        blocks = feature_blocks(start_minute, values_kw, chunk, tz, config, outdoor_air)
+        blocks = feature_blocks(start_minute, values_kw, chunk, tz, config, outdoor_air, calendar)
         actual = target_windows(start_minute, values_kw, chunk, config.horizon_minutes)
         residual = (actual - blocks.baseline_kw) / scaling.scale_kw
         parts.append(
@@ -440,12 +442,13 @@ def _build_day_ahead(
     use_air: bool,
     smooth_steps: int = 1,
     groups: WeekdayGroups | None = None,
+    calendar: SiteCalendar | None = None,
 ) -> _Data:
     parts: list[_Data] = []
     for lo in range(0, max(len(origins), 1), _CHUNK):
         chunk = origins[lo : lo + _CHUNK]
         blocks = da.day_ahead_blocks(
-            start_minute, values_kw, chunk, tz, outdoor_air, use_air, smooth_steps, groups
+            start_minute, values_kw, chunk, tz, outdoor_air, use_air, smooth_steps, groups, calendar
         )
         actual = da.day_ahead_targets(start_minute, values_kw, chunk)
         residual = (actual - blocks.baseline_kw) / scaling.scale_kw
@@ -490,6 +493,7 @@ def _train_day_ahead(
     seed: int,
     deadline: float,
     found: WeekdayGroups = NO_GROUPS,
+    calendar: SiteCalendar | None = None,
 ) -> _DayAheadResult | None:
     """Choose epochs and shrink on V, calibrate on V, score on H; the served band is calibrated
     on V and H together. ``air_ok``: use outdoor air (the 60-minute validation chose it);
@@ -524,11 +528,13 @@ def _train_day_ahead(
     )
     choice_o = np.concatenate([fit_o[fit_o >= choice_lo], val_o])
     bases: dict[WeekdayGroups | None, FloatArray] = {
-        None: da.day_ahead_blocks(start_minute, values_kw, choice_o, tz).baseline_kw
+        None: da.day_ahead_blocks(
+            start_minute, values_kw, choice_o, tz, calendar=calendar
+        ).baseline_kw
     }
     if found != NO_GROUPS:
         bases[found] = da.day_ahead_blocks(
-            start_minute, values_kw, choice_o, tz, groups=found
+            start_minute, values_kw, choice_o, tz, groups=found, calendar=calendar
         ).baseline_kw
     groups, smooth, base_scores = da.choose_base(
         bases, da.day_ahead_targets(start_minute, values_kw, choice_o)
@@ -554,10 +560,28 @@ def _train_day_ahead(
         # Each option gets an equal share of the time left.
         share = time.monotonic() + (deadline - time.monotonic()) / (len(options) - k)
         fit = _build_day_ahead(
-            start_minute, values_kw, fit_o, tz, scaling, outdoor_air, use_air, smooth, groups
+            start_minute,
+            values_kw,
+            fit_o,
+            tz,
+            scaling,
+            outdoor_air,
+            use_air,
+            smooth,
+            groups,
+            calendar,
         )
         val = _build_day_ahead(
-            start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth, groups
+            start_minute,
+            values_kw,
+            val_o,
+            tz,
+            scaling,
+            outdoor_air,
+            use_air,
+            smooth,
+            groups,
+            calendar,
         )
         model = _make_model(fit.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
         epoch, score, curve = _fit(
@@ -591,7 +615,7 @@ def _train_day_ahead(
     assert best is not None
     _, use_air, weights, epochs = best
     val = _build_day_ahead(
-        start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth, groups
+        start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth, groups, calendar
     )
     model = _make_model(val.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
 
@@ -618,8 +642,18 @@ def _train_day_ahead(
     holdout: dict[str, dict[str, float]] = {}
     if len(hold_o):
         hold = _build_day_ahead(
-            start_minute, values_kw, hold_o, tz, scaling, outdoor_air, use_air, smooth, groups
+            start_minute,
+            values_kw,
+            hold_o,
+            tz,
+            scaling,
+            outdoor_air,
+            use_air,
+            smooth,
+            groups,
+            calendar,
         )
+        # The reference mean-2-weeks: plain weekdays, as the benchmarks score it.
         seasonal_h = da.day_ahead_blocks(start_minute, values_kw, hold_o, tz).baseline_kw
         kw_h, p10_h, p90_h = _predict_kw(model, hold, scaling, horizon)
         c10_h, c90_h = _calibrated(kw_h, p10_h, p90_h, band)
@@ -681,6 +715,7 @@ def _choose_base_groups(
     val_start: int,
     holdout_start: int,
     found: WeekdayGroups,
+    calendar: SiteCalendar | None = None,
 ) -> WeekdayGroups | None:
     """The weekday groups ``found`` for the 60-minute model's residual base, or None (same
     weekday).
@@ -703,7 +738,7 @@ def _choose_base_groups(
         for lo_i in range(0, len(origins), _CHUNK):
             chunk = origins[lo_i : lo_i + _CHUNK]
             base[lo_i : lo_i + len(chunk)] = feature_blocks(
-                start_minute, values_kw, chunk, tz, cfg
+                start_minute, values_kw, chunk, tz, cfg, calendar=calendar
             ).baseline_kw
         ok = ~np.isnan(actual)
         scores[name] = float(np.sqrt(np.mean((base[ok] - actual[ok]) ** 2)))
@@ -731,6 +766,7 @@ def train(
     seed: int = 0,
     day_ahead: bool = True,
     notes: tuple[str, ...] = (),
+    calendar: SiteCalendar | None = None,
 ) -> TrainResult:
     """Choose, evaluate (honest holdout) and export the forecasters as TFLite + metadata.
 
@@ -738,7 +774,8 @@ def train(
     InsufficientHistoryError otherwise. ``outdoor_air`` (aligned with ``values_kw``, NaN where
     unknown) is offered to the models when it covers enough of the history; validation decides.
     ``time_budget_s`` bounds the whole call (roughly: the searches stop early and the final fits
-    are shortened when it runs out).
+    are shortened when it runs out). ``calendar``: past listed days are read as their day type
+    (weekday inputs, groups and the weekly lags), as forecasts will read them.
     """
     t0 = time.monotonic()
     deadline_all = t0 + time_budget_s
@@ -785,7 +822,7 @@ def train(
     # The residual base: same weekday, or every day of the weekday's group (found on the days
     # before V), chosen by the base's own error before any network.
     # Found once, on the days before V, for both models' bases.
-    found = da.weekday_groups(start_minute, values_kw, tz, val_start - 1)
+    found = da.weekday_groups(start_minute, values_kw, tz, val_start - 1, calendar)
     groups = _choose_base_groups(
         start_minute,
         values_kw,
@@ -795,6 +832,7 @@ def train(
         val_start,
         holdout_start,
         found,
+        calendar,
     )
     if groups is not None:
         candidates = [with_features(c, weekday_groups=groups) for c in candidates]
@@ -823,8 +861,8 @@ def train(
             v_o = all_origins[(all_origins >= val_start) & (all_origins < holdout_start)]
             h_o = all_origins[all_origins >= holdout_start]
             data_cache[cfg] = (
-                _build(start_minute, values_kw, v_o, tz, cfg, scaling, outdoor_air),
-                _build(start_minute, values_kw, h_o, tz, cfg, scaling, outdoor_air),
+                _build(start_minute, values_kw, v_o, tz, cfg, scaling, outdoor_air, calendar),
+                _build(start_minute, values_kw, h_o, tz, cfg, scaling, outdoor_air, calendar),
             )
         val, _ = data_cache[cfg]
         lo = _window_start(fit_end, first_origin, cand.train_weeks)
@@ -832,7 +870,7 @@ def train(
         # A fixed ceiling on samples: a long window is thinned more, not held whole.
         fit_o = fit_o[:: max(TRAIN_STRIDE, -(-len(fit_o) // MAX_FIT_SAMPLES))]
         fit_counts[cfg] = len(fit_o)
-        fit = _build(start_minute, values_kw, fit_o, tz, cfg, scaling, outdoor_air)
+        fit = _build(start_minute, values_kw, fit_o, tz, cfg, scaling, outdoor_air, calendar)
         if len(fit.origins) < MINUTES_PER_DAY // TRAIN_STRIDE or len(val.origins) == 0:
             logger.info("candidate %s: too few samples", cand.name)
             return 0
@@ -984,6 +1022,7 @@ def train(
             seed,
             t0 + 0.87 * time_budget_s,
             found,
+            calendar,
         )
         if day_ahead_result is not None:
             results.extend(day_ahead_result.validation)
