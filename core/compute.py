@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.accuracy import BAND_GAMMA, DAY_AHEAD_BAND_GAMMA, BandAdapter, LiveErrorTracker
+from core.calendar import SiteCalendar
 from core.demand import (
     ClosedInterval,
     DemandSnapshot,
@@ -107,6 +108,8 @@ class SnapshotComputer:
         self._tz = tz
         self._window_minutes = percentile_window_minutes
         self._baseline = SeasonalMeanForecaster(weeks=2)
+        # The site calendar the forecasts (and so the dispatch plan) read; None: plain weekdays.
+        self.calendar: SiteCalendar | None = None
         # The served bands, kept at 80 % coverage after training by the outcomes that arrive:
         # one adapter per forecaster and output (the baseline standing in for a failed model
         # does not move the model's scale).
@@ -374,7 +377,7 @@ class SnapshotComputer:
             window = self._outdoor.window(origin, minutes)
             if not np.all(np.isnan(window)):
                 air = window
-        return MinuteHistory(origin - minutes + 1, values, outdoor_air=air)
+        return MinuteHistory(origin - minutes + 1, values, outdoor_air=air, calendar=self.calendar)
 
 
 def _band_usable(point: tuple[float, ...], p10: tuple[float, ...], p90: tuple[float, ...]) -> bool:

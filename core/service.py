@@ -14,6 +14,8 @@ from datetime import datetime
 from functools import partial
 
 from core.accuracy import LiveErrorTracker
+from core.calendar import SiteCalendar
+from core.calendar_service import CalendarKeeper
 from core.clock import Clock
 from core.commands import REST_PRIORITY, CommandState, InputKey, check_priority
 from core.compute import SnapshotComputer
@@ -233,6 +235,8 @@ class DsmCore:
         self._writer.on_fault_change(self._storage_fault_changed)
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
+        self._calendar = CalendarKeeper(storage, self._writer, clock, self._tz)
+        self._calendar.subscribe(self._calendar_changed)
         self.stats = ReadingStats()
 
     # -- public state --------------------------------------------------------------------------
@@ -251,6 +255,15 @@ class DsmCore:
     def dispatch_battery(self) -> Battery | None:
         """The battery the dispatch planner runs, None without one."""
         return self._dispatch.battery if self._dispatch is not None else None
+
+    @property
+    def calendar(self) -> CalendarKeeper:
+        """The site calendar in force (REST and BACnet read and change it here)."""
+        return self._calendar
+
+    def _calendar_changed(self, calendar: SiteCalendar) -> None:
+        self._computer.calendar = None if calendar.empty else calendar
+        self._wake.set()
 
     @property
     def writer(self) -> DatabaseWriter:
@@ -289,6 +302,8 @@ class DsmCore:
         may still be on its way to the database). ``run`` calls it every CACHE_REFRESH_S.
         """
         self._assert_loop()
+        # The calendar too may have been imported (``open-dsm import --calendar``).
+        await self._calendar.reload()
         now_minute = minute_of(self._clock.now())
         lo = now_minute - self._series.capacity_minutes + 1
         length = self._series.capacity_minutes
@@ -312,6 +327,7 @@ class DsmCore:
         return added[0]
 
     def _restore(self, now: datetime) -> None:
+        self._calendar.load()
         now_minute = minute_of(now)
         columns = self._cache_columns(now_minute)
         for series, values in columns:
