@@ -61,7 +61,7 @@ class TodayOut(BaseModel):
     """What kind of day it is today at the site."""
 
     date: str
-    day_type: str | None = Field(description="None: an ordinary day")
+    day_type: str = Field(description="'closed', 'like <weekday>', or 'ordinary' (not listed)")
     runs_like: str = Field(description="the weekday today's forecasts and plan read it as")
 
 
@@ -81,13 +81,13 @@ def _out(calendar: SiteCalendar, today: Any) -> CalendarOut:
         entries=[CalendarEntryIn.model_validate(e) for e in document["entries"]],
         today=TodayOut(
             date=today.isoformat(),
-            day_type=None if kind is None else kind.name,
+            day_type="ordinary" if kind is None else kind.name,
             runs_like=WEEKDAYS[calendar.weekday_of(today)],
         ),
     )
 
 
-@router.get("/calendar", response_model=CalendarOut)
+@router.get("/calendar", response_model=CalendarOut, response_model_exclude_none=True)
 def get_calendar(core: CoreDep) -> CalendarOut:
     """The site calendar in force (the same one the BACnet Calendar objects show)."""
     keeper = core.calendar
@@ -97,6 +97,7 @@ def get_calendar(core: CoreDep) -> CalendarOut:
 @router.put(
     "/calendar",
     response_model=CalendarOut,
+    response_model_exclude_none=True,
     dependencies=[WriteAllowed],
     responses=error_responses(
         422,
