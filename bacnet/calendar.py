@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from bacpypes3.basetypes import CalendarEntry as BacnetCalendarEntry
@@ -22,9 +21,9 @@ from bacpypes3.errors import ExecutionError
 from bacpypes3.object import CalendarObject
 from bacpypes3.primitivedata import Boolean, Date
 
+from bacnet.calendar_table import CALENDARS, CalendarSpec
 from bacnet.device import _PropertyList
 from core.calendar import (
-    WEEKDAYS,
     CalendarEntry,
     CalendarError,
     DatePattern,
@@ -44,37 +43,6 @@ log = logging.getLogger(__name__)
 _refusals = RateLimitedLogger(log, interval_s=60.0)
 
 ANY = 255  # BACnet's 'unspecified' octet in dates and week-n-day
-
-
-@dataclass(frozen=True, slots=True)
-class CalendarSpec:
-    """One Calendar object: its instance, name and the day type its date-list holds."""
-
-    instance: int
-    name: str
-    day_type: DayType
-    description: str
-
-
-CALENDARS: tuple[CalendarSpec, ...] = (
-    CalendarSpec(
-        1,
-        "holidays-closed",
-        DayType(None),
-        "Days the site is closed: forecasts and the dispatch plan read them as the site's "
-        "closed weekday",
-    ),
-    *(
-        CalendarSpec(
-            2 + i,
-            f"runs-like-{name}",
-            DayType(i),
-            f"Days that run on the {name.title()} schedule: forecasts and the dispatch plan "
-            f"read them as a {name.title()}",
-        )
-        for i, name in enumerate(WEEKDAYS)
-    ),
-)
 
 
 def _bacnet_error(error_class: str, error_code: str) -> ExecutionError:
