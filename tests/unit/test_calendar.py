@@ -5,6 +5,7 @@ differ)."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -270,3 +271,26 @@ def test_the_day_ahead_base_and_calendar_inputs_follow_the_listed_day() -> None:
     minutes = np.array([_at("2022-08-23 09:00"), _at("2022-08-24 09:00")])
     features = calendar_features(minutes, TZ, LIKE_MONDAY)
     assert features[0, 2] == 1.0 and features[1, 4] == 1.0
+
+
+def test_the_bench_reads_a_calendar_file_as_json_or_ics(tmp_path: Path) -> None:
+    from bench.forecast import load_bench_calendar
+
+    start = minute_of_local("2022-07-01 00:00", TZ)
+    end = minute_of_local("2022-08-31 23:59", TZ)
+    assert load_bench_calendar(None, start, end) is None
+    body = tmp_path / "cal.json"
+    body.write_text('{"entries": [{"date": "2022-08-23", "day_type": "like monday"}]}')
+    got = load_bench_calendar(body, start, end)
+    assert got is not None and got.weekday_of(date(2022, 8, 23)) == 0
+    ics = tmp_path / "cal.ics"
+    ics.write_text(
+        "BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:-//t//EN\nBEGIN:VEVENT\nUID:a@t\n"
+        "DTSTART;VALUE=DATE:20220704\nDTEND;VALUE=DATE:20220705\nSUMMARY:Independence Day\n"
+        "END:VEVENT\nEND:VCALENDAR\n"
+    )
+    got = load_bench_calendar(ics, start, end)
+    assert got is not None and got.day_type(date(2022, 7, 4)) == DayType(None)
+    with pytest.raises(CalendarError, match=r"cal\.json"):
+        body.write_text('{"entries": [{"date": "2022-08-23", "day_type": "like noday"}]}')
+        load_bench_calendar(body, start, end)
