@@ -641,7 +641,7 @@ def run(args: argparse.Namespace) -> int:
             ]
             sys.stdout.write(f"seed-lstm: trained with a {args.seed_lstm_cap_s:.0f} s cap\n")
         else:  # ours
-            rows = _bench_ours(args, common, start, values, origins, tz, day_origins, sets)
+            rows, extra = _bench_ours(args, common, start, values, origins, tz, day_origins, sets)
         for table, row in zip(tables, rows, strict=True):
             table.append(row)
         for table, row in zip(tables, extra, strict=False):
@@ -690,8 +690,9 @@ def _bench_ours(
     tz: ZoneInfo,
     day_origins: IntArray,
     sets: list[Outcomes],
-) -> list[dict[str, Any]]:
-    """Train once, forecast every origin once, and score the forecasts on each outcome set."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Train once, forecast every origin once, and score the forecasts on each outcome set;
+    with a calendar, also the same model's forecasts without it (a second row per set)."""
     from core.forecast.lite import LiteForecaster
 
     air = _weather(common["weather"], tz, start, len(values))
@@ -702,7 +703,7 @@ def _bench_ours(
         )
         if "not_run" in trained:
             sys.stdout.write(f"ours: not run: {trained['not_run']}\n")
-            return [_row("ours", None) for _ in sets]
+            return [_row("ours", None) for _ in sets], []
         sys.stdout.write(
             f"ours: chose {trained['candidate']}; inner holdout "
             f"{json.dumps(trained['holdout'].get('ours', {}))}\n"
@@ -719,6 +720,13 @@ def _bench_ours(
             e10, e90 = _served_bands(start, values, day_origins, d50, d10, d90, day_ahead=True)
             day_ahead = (d50, d10, d90, e10, e90)
             sys.stdout.write(f"ours: day-ahead {json.dumps(trained['day_ahead'])}\n")
+        unread = (
+            []
+            if calendar is None
+            else _calendar_unread_rows(
+                forecaster, start, values, origins, tz, day_origins, sets, air
+            )
+        )
         sample = origins[:: max(1, len(origins) // LATENCY_SAMPLES)][:LATENCY_SAMPLES]
         serving = _in_child(
             _child_serving, {**common, "artifact": artifact, "origins": sample.tolist()}
@@ -764,6 +772,34 @@ def _bench_ours(
         f"median {serving['infer_ms']:.2f} ms / p95 {serving['infer_ms_p95']:.2f} ms per "
         f"forecast, tensorflow imported: {serving['tensorflow_imported']}\n"
     )
+    return rows, unread
+
+
+def _calendar_unread_rows(
+    forecaster: Any,
+    start: int,
+    values: FloatArray,
+    origins: IntArray,
+    tz: ZoneInfo,
+    day_origins: IntArray,
+    sets: list[Outcomes],
+    air: FloatArray | None,
+) -> list[dict[str, Any]]:
+    """The same trained model forecasting without the calendar (bands served the same way):
+    beside its row with the calendar, the calendar's own effect at inference."""
+    kw, p10, p90 = forecaster.predict_origins(start, values, origins, tz, air)
+    s10, s90 = _served_bands(start, values, origins, kw, p10, p90, day_ahead=False)
+    day_ahead = None
+    if forecaster.has_day_ahead:
+        d50, d10, d90 = forecaster.predict_day_ahead(start, values, day_origins, tz, air)
+        day_ahead = (d50, *_served_bands(start, values, day_origins, d50, d10, d90, True))
+    rows = []
+    for o in sets:
+        day: dict[str, float] = {}
+        if day_ahead is not None:
+            day = _day_ahead_scores(day_ahead[0], o.day_actual, day_ahead[1], day_ahead[2])
+        metrics = _scored_metrics(kw, o.actual, p10_kw=s10, p90_kw=s90)
+        rows.append(_row("ours, calendar not read", metrics, **day))
     return rows
 
 
