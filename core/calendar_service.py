@@ -55,9 +55,12 @@ class CalendarKeeper:
         """Today's day type, None for an ordinary day."""
         return self._calendar.day_type(self.today())
 
-    def load(self) -> None:
-        """Read the stored calendar (a blocking read: at start-up, off the loop)."""
-        self._set(self._storage.load_calendar())
+    async def load(self) -> None:
+        """Read the stored calendar (at start-up; the read runs off the loop)."""
+        try:
+            self._set(await asyncio.to_thread(self._storage.load_calendar))
+        except CalendarError as exc:  # edited by hand into something invalid: run without it
+            log.error("the stored site calendar is invalid and is not used: %s", exc)
 
     async def reload(self) -> bool:
         """Re-read the stored calendar (``open-dsm import --calendar`` wrote it behind the

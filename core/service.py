@@ -282,6 +282,7 @@ class DsmCore:
         self._writer.start()
         now = self._clock.now()
         # Reads at start-up, before anything writes: the writer owns writes, not reads.
+        await self._calendar.load()
         await asyncio.to_thread(self._restore, now)
         self._publish(self._with_inputs(now))
 
@@ -303,7 +304,10 @@ class DsmCore:
         """
         self._assert_loop()
         # The calendar too may have been imported (``open-dsm import --calendar``).
-        await self._calendar.reload()
+        try:
+            await self._calendar.reload()
+        except Exception:  # a database hiccup: the calendar in force stays, try again next time
+            log.exception("reading the stored calendar failed")
         now_minute = minute_of(self._clock.now())
         lo = now_minute - self._series.capacity_minutes + 1
         length = self._series.capacity_minutes
@@ -327,7 +331,6 @@ class DsmCore:
         return added[0]
 
     def _restore(self, now: datetime) -> None:
-        self._calendar.load()
         now_minute = minute_of(now)
         columns = self._cache_columns(now_minute)
         for series, values in columns:
