@@ -238,7 +238,15 @@ def parse_date_pattern(text: Any, weekday: Any = None) -> DatePattern:
     wd = None if weekday is None else parse_weekday(weekday)
     pattern = DatePattern(year, month, day, wd)
     if year is not None and month is not None and day is not None and month <= 12 and day <= 31:
-        _parse_date(full, "date")  # a full date must exist (no 2022-02-30)
+        actual = _parse_date(full, "date")  # a full date must exist (no 2022-02-30)
+        if wd is not None:
+            # A full date's day of week is redundant (BACnet clients often send it): dropped when
+            # right, so the same date compares equal with or without it; an error when wrong.
+            if wd != actual.weekday():
+                raise CalendarError(
+                    f"date: {full} is a {WEEKDAYS[actual.weekday()]}, not a {WEEKDAYS[wd]}"
+                )
+            pattern = DatePattern(year, month, day)
     elif (
         month is not None
         and month <= 12

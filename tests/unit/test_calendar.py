@@ -62,6 +62,13 @@ def test_single_dates_ranges_and_week_n_day_resolve_to_their_day_type() -> None:
     assert cal.day_type(date(2030, 7, 4)) == DayType(None)
     assert cal.day_type(date(2022, 2, 28)) == DayType(4)
     assert cal.day_type(date(2024, 2, 28)) is None  # 2024 is a leap year
+    # A full date's weekday is redundant: dropped when right, an error when wrong.
+    same = parse_calendar({"entries": [{"date": "2022-08-23", "weekday": 2, "day_type": "closed"}]})
+    assert same.to_dict()["entries"] == [{"day_type": "closed", "date": "2022-08-23"}]
+    with pytest.raises(CalendarError, match="is a tuesday, not a friday"):
+        parse_calendar(
+            {"entries": [{"date": "2022-08-23", "weekday": "fri", "day_type": "closed"}]}
+        )
     # The JSON form round-trips.
     assert parse_calendar(cal.to_dict()).to_dict() == cal.to_dict()
 
