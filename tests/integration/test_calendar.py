@@ -33,7 +33,8 @@ CALENDAR = 6  # BACnet object type
 DATE_LIST, PRESENT_VALUE, OBJECT_NAME = 23, 85, 77
 ADD_LIST_ELEMENT, REMOVE_LIST_ELEMENT = 8, 9
 HOLIDAYS, LIKE_MONDAY = 1, 2  # instances: holidays-closed, runs-like-monday
-PROPERTY, SERVICES = 2, 5  # error classes
+OBJECT, PROPERTY, SERVICES = 1, 2, 5  # error classes
+INVALID_DATA_TYPE, UNKNOWN_OBJECT, UNKNOWN_PROPERTY = 9, 31, 32
 VALUE_OUT_OF_RANGE, WRITE_ACCESS_DENIED, LIST_ELEMENT_NOT_FOUND = 37, 40, 81
 AUTH = {"Authorization": "Bearer s3cret"}
 
@@ -239,11 +240,20 @@ async def test_a_bad_date_or_day_type_is_a_clear_error_that_changes_nothing(
         reply = await client.ask(change_list(ADD_LIST_ELEMENT, HOLIDAYS, date_entry(2026, 2, 30)))
         assert reply.kind == wire.ERROR and reply.error == (PROPERTY, VALUE_OUT_OF_RANGE)
         # present-value is not writable.
-        reply = await client.ask(wire.write_property("analog-value", 1, 85, wire.real(1.0), None))
         not_writable = write_date_list(HOLIDAYS, b"").replace(
             wire.ctx(1, wire.unsigned(DATE_LIST)), wire.ctx(1, wire.unsigned(PRESENT_VALUE))
         )
         reply = await client.ask(not_writable)
         assert reply.kind == wire.ERROR and reply.error == (PROPERTY, WRITE_ACCESS_DENIED)
+        # AddListElement: garbage elements, a point that is not a list, an unknown object.
+        reply = await client.ask(change_list(ADD_LIST_ELEMENT, HOLIDAYS, wire.real(1.0)))
+        assert reply.kind == wire.ERROR and reply.error == (PROPERTY, INVALID_DATA_TYPE)
+        on_point = change_list(ADD_LIST_ELEMENT, HOLIDAYS, date_entry(2026, 7, 9)).replace(
+            wire.ctx(0, _calendar_id(HOLIDAYS)), wire.ctx(0, wire.object_id("analog-value", 1))
+        )
+        reply = await client.ask(on_point)  # an analog point has no date-list
+        assert reply.kind == wire.ERROR and reply.error == (PROPERTY, UNKNOWN_PROPERTY)
+        reply = await client.ask(change_list(ADD_LIST_ELEMENT, 99, date_entry(2026, 7, 9)))
+        assert reply.kind == wire.ERROR and reply.error == (OBJECT, UNKNOWN_OBJECT)
         assert core.calendar.calendar.to_dict() == before
         assert storage.load_calendar().to_dict() == before
