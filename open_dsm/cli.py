@@ -219,10 +219,13 @@ def _cmd_import_calendar(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write(f"open-dsm: --calendar-from/--calendar-to: {exc}\n")
         return 2
     try:
-        imported = load_calendar_file(args.file, first, last)
+        imported = load_calendar_file(args.file, first, last)  # errors name the file
         storage = _open_storage(settings)
         stored = storage.load_calendar()
-    except (StartupError, CalendarError, OSError) as exc:
+    except CalendarError as exc:
+        sys.stderr.write(f"open-dsm: cannot import the calendar {exc}\n")
+        return 1
+    except (StartupError, OSError) as exc:
         sys.stderr.write(f"open-dsm: cannot import {args.file}: {exc}\n")
         return 1
     if args.replace:
