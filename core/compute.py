@@ -79,6 +79,10 @@ class Computed:
     closed_intervals: list[ClosedInterval]
 
 
+# With a site calendar, how much further back a forecast's history reaches (weeks).
+CALENDAR_SLACK_WEEKS = 2
+
+
 class SnapshotComputer:
     """Turns the minute series and the trackers into the next snapshot."""
 
@@ -365,8 +369,12 @@ class SnapshotComputer:
         battery and EV kW dispatched, where known), with outdoor air where known.
 
         A battery that shaved last week's peaks must not teach the forecasters that the building
-        peaks lower; without a battery or EV the base load is the meter.
+        peaks lower; without a battery or EV the base load is the meter. With a calendar the
+        window reaches CALENDAR_SLACK_WEEKS further back (within the cache): a listed day skipped
+        pushes a same-type day that much further.
         """
+        if self.calendar is not None:
+            minutes = min(minutes + CALENDAR_SLACK_WEEKS * 7 * 1440, self._series.capacity_minutes)
         values = self._series.window(origin, minutes)
         if self._dispatched is not None:
             own = self._dispatched.window(origin, minutes)

@@ -257,3 +257,45 @@ async def test_a_bad_date_or_day_type_is_a_clear_error_that_changes_nothing(
         assert reply.kind == wire.ERROR and reply.error == (OBJECT, UNKNOWN_OBJECT)
         assert core.calendar.calendar.to_dict() == before
         assert storage.load_calendar().to_dict() == before
+
+
+async def test_the_served_forecasts_read_a_listed_day_as_its_type(
+    make_core: Any, clock: FakeClock, storage: Storage
+) -> None:
+    """A site whose Mondays (8-17 h, 30 kW) and Tuesdays (11-20 h, 12 kW) differ: on a Tuesday
+    listed 'like monday' the served forecast at 8:30 expects a Monday's 9:30."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from core.calendar import parse_calendar
+    from core.timegrid import minute_of
+
+    first = minute_of(datetime(2026, 6, 8, tzinfo=UTC))  # a Monday (site zone UTC)
+    now = datetime(2026, 7, 7, 8, 29, 30, tzinfo=UTC)  # a Tuesday
+    minutes = np.arange(first, minute_of(now), dtype=np.int64)
+    hour, weekday = (minutes % 1440) / 60, (minutes // 1440 + 3) % 7
+    kw = np.full(len(minutes), 5.0)
+    kw[(weekday == 0) & (hour >= 8) & (hour < 17)] = 30.0
+    kw[(weekday == 1) & (hour >= 11) & (hour < 20)] = 12.0
+    kw[(weekday >= 2) & (hour >= 8) & (hour < 17)] = 20.0
+    storage.insert_missing_minutes(first, kw, "import")
+    clock.set(now)
+    core = make_core()
+    await core.start()
+    try:
+
+        async def served() -> tuple[float, float]:
+            await core.submit_reading(5.0)
+            clock.advance(60)
+            snapshot = await core.tick()
+            assert snapshot.forecast is not None and snapshot.day_ahead is not None
+            ten = minute_of(datetime(2026, 7, 7, 10, tzinfo=UTC)) - snapshot.day_ahead.start_minute
+            return snapshot.forecast.one_hour_kw, snapshot.day_ahead.p50_kw[ten // 15]
+
+        assert await served() == (5.0, 5.0)  # an ordinary Tuesday: closed until 11 h
+        listed = parse_calendar({"entries": [{"date": "2026-07-07", "day_type": "like monday"}]})
+        await core.calendar.replace(listed, "test")
+        assert await served() == (30.0, 30.0)  # like a Monday: open since 8 h
+    finally:
+        await core.stop()
