@@ -88,8 +88,9 @@ def _out(calendar: SiteCalendar, today: Any) -> CalendarOut:
 
 
 @router.get("/calendar", response_model=CalendarOut, response_model_exclude_none=True)
-def get_calendar(core: CoreDep) -> CalendarOut:
+async def get_calendar(core: CoreDep) -> CalendarOut:
     """The site calendar in force (the same one the BACnet Calendar objects show)."""
+    # async: read on the loop thread, where the core changes it.
     keeper = core.calendar
     return _out(keeper.calendar, keeper.today())
 
