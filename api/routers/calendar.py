@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import date
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CoreDep, WriteAllowed
 from api.errors import error_responses
-from core.calendar import CalendarError, SiteCalendar, parse_calendar
+from core.calendar import WEEKDAYS, CalendarError, SiteCalendar, parse_calendar
 
 router = APIRouter(prefix="/api/v1", tags=["calendar"])
 
@@ -71,9 +71,7 @@ class CalendarOut(CalendarIn):
     today: TodayOut
 
 
-def _out(calendar: SiteCalendar, today: Any) -> CalendarOut:
-    from core.calendar import WEEKDAYS
-
+def _out(calendar: SiteCalendar, today: date) -> CalendarOut:
     kind = calendar.day_type(today)
     document = calendar.to_dict()
     return CalendarOut(
