@@ -11,6 +11,7 @@ from api.deps import AppContext, PointTable
 from api.errors import install_error_handlers
 from api.limits import RequestLimits
 from api.routers import (
+    calendar,
     dashboard,
     demand,
     dispatch,
@@ -75,7 +76,7 @@ def create_app(
         token=core.settings.api_token,
         max_body_bytes=core.settings.max_body_bytes,
     )
-    for module in (points, readings, forecast, dispatch, model, demand, health, metrics):
+    for module in (points, readings, forecast, dispatch, model, demand, calendar, health, metrics):
         _summaries_from_docstrings(module.router)
         app.include_router(module.router)
     app.include_router(dashboard.router)

@@ -74,6 +74,8 @@ CONFIRMED_EXECUTED = frozenset(
         "writeProperty",
         "writePropertyMultiple",
         "subscribeCOV",
+        "addListElement",
+        "removeListElement",
     }
 )
 # The protocol-services-supported names of what the device executes or initiates.
@@ -83,6 +85,8 @@ SERVICES_SUPPORTED = (
     "writeProperty",
     "writePropertyMultiple",
     "subscribeCOV",
+    "addListElement",
+    "removeListElement",
     "confirmedCOVNotification",
     "unconfirmedCOVNotification",
     "whoIs",
@@ -505,7 +509,8 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         if property_type is None:
             raise ExecutionError(errorClass="property", errorCode="unknownProperty")
         name = PropertyIdentifier(pid).attr if isinstance(pid, int) else str(pid)
-        if name != "presentValue" or not getattr(obj, "_writer", None):
+        writable = getattr(obj, "WRITABLE", ("presentValue",))  # Calendar: date-list
+        if name not in writable or not getattr(obj, "_writer", None):
             raise ExecutionError(errorClass="property", errorCode="writeAccessDenied")
         if issubclass(property_type, Array) and index is not None:
             property_type = Unsigned if index == 0 else property_type._subtype
@@ -565,6 +570,20 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         finally:
             self._expensive.release()
         await self.response(SimpleAckPDU(context=apdu))
+
+    async def do_AddListElementRequest(self, apdu: Any) -> None:
+        """AddListElement: a Calendar object's date-list (bacnet/calendar.py)."""
+        from bacnet.calendar import change_list
+
+        obj = self.get_object_id(self._resolve(apdu.objectIdentifier))
+        await change_list(self, obj, apdu, add=True)
+
+    async def do_RemoveListElementRequest(self, apdu: Any) -> None:
+        """RemoveListElement: a Calendar object's date-list (bacnet/calendar.py)."""
+        from bacnet.calendar import change_list
+
+        obj = self.get_object_id(self._resolve(apdu.objectIdentifier))
+        await change_list(self, obj, apdu, add=False)
 
     # ---- COV ------------------------------------------------------------------------------
 

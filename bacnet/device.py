@@ -56,7 +56,7 @@ _refusals = RateLimitedLogger(log, interval_s=60.0)
 # is derived by introspection and is wrong, so it is stated there.
 # BACnet/IP's largest APDU (network-port apdu-length, required below protocol revision 24).
 MAX_APDU_LENGTH = 1476
-OBJECT_TYPES_SUPPORTED = ("device", "analog-value", "binary-value", "network-port")
+OBJECT_TYPES_SUPPORTED = ("device", "analog-value", "binary-value", "network-port", "calendar")
 
 ValidateValue = Callable[[float], float]
 # Write ``value`` (None relinquishes) at ``priority`` into the core's priority array.
@@ -371,6 +371,7 @@ class BacnetFace:
         # touched (a bacpypes3 property read costs ~0.1 ms, statusFlags far more: reading every
         # object on each meter write stalled the loop for 40-100 ms on a 2-core box).
         self._synced: dict[str, tuple[object, ...]] = {}
+        self._calendar_mirror: Any = None  # bacnet.calendar.CalendarMirror when started with one
 
     @property
     def bound(self) -> bool:
@@ -398,14 +399,21 @@ class BacnetFace:
                 )
             await asyncio.sleep(0.01)
 
-    def start(self, snapshot: Snapshot, writers: Mapping[str, Writer]) -> None:
-        """Create the application and bind UDP (inside the running loop)."""
+    def start(
+        self, snapshot: Snapshot, writers: Mapping[str, Writer], calendar: Any = None
+    ) -> None:
+        """Create the application and bind UDP (inside the running loop); ``calendar`` (the
+        core's CalendarKeeper) adds the Calendar objects after every point."""
+        from bacnet.calendar import CalendarMirror, build_calendar_objects
+
         device, network_port, self._objects = build_objects(
             self._settings, snapshot, writers, self._version
         )
         self._synced.clear()  # new objects: the next sync copies every point
+        calendars = [] if calendar is None else build_calendar_objects(calendar)
+        self._calendar_mirror = None if calendar is None else CalendarMirror(calendar, calendars)
         self.app = OpenDsmApplication.from_object_list(
-            [device, network_port, *self._objects.values()]
+            [device, network_port, *self._objects.values(), *calendars]
         )
         if self._settings.bbmd_bdt:
             # Forward to each peer's configured port and broadcast mask (bacpypes3 drops the port
@@ -429,6 +437,8 @@ class BacnetFace:
 
     def sync(self, snapshot: Snapshot) -> None:
         """Copy a snapshot into present values, reliabilities and descriptions (drives COV)."""
+        if self._calendar_mirror is not None:
+            self._calendar_mirror.refresh()  # a new site-local day moves present-value
         for point in POINTS:
             obj = self._objects.get(point.name)
             if obj is None:

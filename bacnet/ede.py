@@ -22,6 +22,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
+from bacnet.calendar_table import CALENDAR_OBJECT_TYPE_CODE, CALENDARS, CalendarSpec
 from bacnet.points import (
     DATABASE_REVISION,
     POINT_LIST_CHANGED,
@@ -68,6 +69,7 @@ OBJECT_TYPE_CODES: dict[str, int] = {
     ObjectType.ANALOG_VALUE.value: 2,
     ObjectType.BINARY_VALUE.value: 5,
     "device": DEVICE_OBJECT_TYPE,
+    "calendar": CALENDAR_OBJECT_TYPE_CODE,
 }
 
 # BACnet engineering-unit codes (BACnetEngineeringUnits), keyed by bacpypes3's attribute name.
@@ -211,8 +213,11 @@ def ede_files(
     timestamp: datetime | None = None,
     snapshot: Snapshot | None = None,
     points: Sequence[PointSpec] = POINTS,
+    calendars: Sequence[CalendarSpec] = CALENDARS,
 ) -> dict[str, str]:
     """The EDE 2.3 texts keyed 'points', 'state-texts' and 'units' (semicolon-separated, CRLF).
+
+    The Calendar objects follow the points (present-value read-only, date-list writable).
 
     TIMESTAMP_OF_LAST_CHANGE is when the point list last changed (``POINT_LIST_CHANGED``) unless
     ``timestamp`` says otherwise; min/max present value are the limits the core enforces.
@@ -275,6 +280,24 @@ def ede_files(
                 reference,
                 code,
                 "",
+            ]
+        )
+
+    for spec in calendars:
+        rows.append(
+            [
+                f"{device_name}.{_text(spec.name)}",
+                device_instance,
+                _text(spec.name),
+                str(CALENDAR_OBJECT_TYPE_CODE),
+                str(spec.instance),
+                _text(spec.description),
+                "0",
+                "",
+                "",
+                "N",  # present-value is derived; the date-list is what a BAS writes
+                "N",
+                *([""] * 5),
             ]
         )
 

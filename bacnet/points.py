@@ -20,10 +20,10 @@ from core.snapshot import Quality, Snapshot
 from core.validation import INPUT_RANGES, OUTDOOR_AIR_RANGES
 
 # Bumped whenever the point list (names, types, instances, units) changes.
-DATABASE_REVISION = 3
+DATABASE_REVISION = 4
 # When the point list last changed (UTC): the EDE TIMESTAMP_OF_LAST_CHANGE. Update it together
-# with DATABASE_REVISION.
-POINT_LIST_CHANGED = datetime(2026, 11, 26, 19, 30, 0, tzinfo=UTC)
+# with DATABASE_REVISION. 4: the Calendar objects (bacnet/calendar_table.py) after the points.
+POINT_LIST_CHANGED = datetime(2026, 12, 6, 3, 0, 0, tzinfo=UTC)
 SENTINEL_KW = -1.0
 
 

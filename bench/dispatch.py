@@ -27,13 +27,15 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from core.calendar import CalendarError, SiteCalendar
+from core.calendar_ics import load_calendar_file
 from core.dispatch.assets import Battery, Tariff
 from core.dispatch.controller import DispatchController, DispatchSettings, with_seasonal_stress
 from core.dispatch.replay import (
@@ -50,6 +52,7 @@ from core.dispatch.replay import (
 from core.forecast.base import DayAheadForecast, DayAheadForecaster, Forecaster, MinuteHistory
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.forecast.meter_csv import FloatArray, load_meter_csv
+from core.timegrid import minute_start
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also replay the plan on the true future load (an upper bound for the planner; "
         "1-3 minutes more per month)",
     )
+    parser.add_argument(
+        "--calendar",
+        type=Path,
+        default=None,
+        help="site calendar (the REST body's JSON or an .ics of holidays): the planners' "
+        "forecasts and the trained model read listed days as their day type",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
 
 
@@ -136,7 +146,13 @@ def _day_minute(text: str | None, tz: ZoneInfo) -> int | None:
     return int(day.timestamp() // 60)
 
 
-def _train_before(load_kw: FloatArray, start_minute: int, end_index: int, tz: str) -> str | None:
+def _train_before(
+    load_kw: FloatArray,
+    start_minute: int,
+    end_index: int,
+    tz: str,
+    calendar: SiteCalendar | None = None,
+) -> str | None:
     """Train the project's model on the minutes before ``end_index`` in a child process.
 
     Returns the artifact directory of an accepted model, None when training failed or the model
@@ -151,6 +167,8 @@ def _train_before(load_kw: FloatArray, start_minute: int, end_index: int, tz: st
     engine = create_db_engine(url)
     upgrade_to_head(engine)
     Storage(engine).insert_missing_minutes(start_minute, load_kw[:end_index], "import")
+    if calendar is not None:
+        Storage(engine).save_calendar(calendar)  # training reads it as the service's does
     engine.dispose()
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         outcome = pool.submit(
@@ -216,7 +234,9 @@ class _TrainedDayAhead:
 def _tail(history: MinuteHistory, minutes: int) -> MinuteHistory:
     if len(history.values_kw) <= minutes:
         return history
-    return MinuteHistory(history.end_minute - minutes + 1, history.values_kw[-minutes:])
+    return MinuteHistory(
+        history.end_minute - minutes + 1, history.values_kw[-minutes:], calendar=history.calendar
+    )
 
 
 def _planner(
@@ -228,6 +248,7 @@ def _planner(
     history_minutes: int,
     replan_minutes: int,
     perfect: bool = False,
+    calendar: SiteCalendar | None = None,
 ) -> PlannerController:
     settings = DispatchSettings(
         replan_every_minutes=replan_minutes,
@@ -243,6 +264,7 @@ def _planner(
         start_minute,
         tz,
         refresh_every_minute=perfect,
+        calendar=calendar,
     )
 
 
@@ -260,6 +282,17 @@ def run(args: argparse.Namespace) -> int:
     series = load_meter_csv(args.data, tz)
     load = series.values_kw
     start = series.start_minute
+    calendar = None
+    if args.calendar is not None:
+        try:
+            calendar = load_calendar_file(
+                args.calendar,
+                minute_start(start).date() - timedelta(days=1),
+                minute_start(start + len(load)).date() + timedelta(days=1),
+            )
+        except CalendarError as exc:
+            sys.stderr.write(f"--calendar: {exc}\n")
+            return 2
     lo = _day_minute(args.date_from, tz)
     hi = _day_minute(args.date_to, tz)
     months = [
@@ -293,11 +326,12 @@ def run(args: argparse.Namespace) -> int:
                 lambda h, at: baseline.day_ahead(h, tz, at),
                 baseline.day_ahead_history_minutes,
                 args.replan_minutes,
+                calendar=calendar,
             )
         )
         if not args.no_trained:
             trained_note = _replay_trained(
-                load, start, first, battery, tz, args, baseline, replay, month
+                load, start, first, battery, tz, args, baseline, replay, month, calendar
             )
             if trained_note is not None:
                 results.append((MonthResult("trained", month, float("nan"), 0.0, 0), trained_note))
@@ -385,13 +419,14 @@ def _replay_trained(
     baseline: SeasonalMeanForecaster,
     replay: _MonthReplay,
     month: str,
+    calendar: SiteCalendar | None = None,
 ) -> str | None:
     """Replay the trained controller; a note (and no replay) when no model can be had."""
     from core.forecast.lite import LiteForecaster
 
     if first < 28 * 1440:
         return "not run: less than 28 days of data before the month to train on"
-    artifact = _train_before(load, start, first, args.tz)
+    artifact = _train_before(load, start, first, args.tz, calendar)
     if artifact is None:
         return "not run: no model trained on the data before the month beat the baselines"
     model = LiteForecaster.load(artifact)
@@ -399,7 +434,14 @@ def _replay_trained(
     note = "trained on data before " + month
     replay(
         _planner(
-            "trained", battery, tz, start, day_ahead, day_ahead.history_minutes, args.replan_minutes
+            "trained",
+            battery,
+            tz,
+            start,
+            day_ahead,
+            day_ahead.history_minutes,
+            args.replan_minutes,
+            calendar=calendar,
         ),
         note,
     )

@@ -29,6 +29,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from core.accuracy import BAND_GAMMA, DAY_AHEAD_BAND_GAMMA, BandAdapter
+from core.calendar import CalendarError, SiteCalendar, parse_calendar
+from core.calendar_ics import load_calendar_file
 from core.forecast import day_ahead as da
 from core.forecast.base import HORIZON_MINUTES, MinuteHistory
 from core.forecast.baseline import SeasonalMeanForecaster
@@ -95,6 +97,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "forecast reads and in the online band adaptation"
         ),
     )
+    parser.add_argument(
+        "--calendar",
+        type=Path,
+        default=None,
+        help=(
+            "site calendar (the REST body's JSON or an .ics of holidays): our model trains and "
+            "forecasts with it, and a 'mean-2-weeks+calendar' row is added (the plain baselines "
+            "stay the reference)"
+        ),
+    )
+
+
+def load_bench_calendar(
+    path: Path | None, start_minute: int, end_minute: int
+) -> SiteCalendar | None:
+    """The calendar of ``--calendar`` (an .ics expanded over the data's dates), None without."""
+    if path is None:
+        return None
+    first = datetime.fromtimestamp(start_minute * 60, UTC).date() - timedelta(days=1)
+    last = datetime.fromtimestamp(end_minute * 60, UTC).date() + timedelta(days=2)
+    return load_calendar_file(path, first, last)
+
+
+def _calendar_of(args: dict[str, Any]) -> SiteCalendar | None:
+    document = args.get("calendar")
+    return None if document is None else parse_calendar(document)
 
 
 def _peak_rss_mb() -> float:
@@ -189,7 +217,11 @@ def _day_ahead_scores(
 
 
 def _seasonal_day_ahead(
-    start: int, values: FloatArray, origins: IntArray, tz: ZoneInfo
+    start: int,
+    values: FloatArray,
+    origins: IntArray,
+    tz: ZoneInfo,
+    calendar: SiteCalendar | None = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """mean-2-weeks' day-ahead through its own forecaster, origin by origin."""
     forecaster = SeasonalMeanForecaster(weeks=2)
@@ -198,7 +230,7 @@ def _seasonal_day_ahead(
     rows = []
     for origin in origins.tolist():
         lo = max(0, origin - span + 1 - start)
-        history = MinuteHistory(start + lo, values[lo : origin - start + 1])
+        history = MinuteHistory(start + lo, values[lo : origin - start + 1], calendar=calendar)
         fc = forecaster.day_ahead(history, tz, now)
         assert fc is not None and fc.p10_kw is not None and fc.p90_kw is not None
         rows.append((fc.p50_kw, fc.p10_kw, fc.p90_kw))
@@ -302,6 +334,7 @@ def _child_ours(args: dict[str, Any], queue: Any) -> None:
             tz,
             outdoor_air=air,
             time_budget_s=args["time_budget_s"],
+            calendar=_calendar_of(args),
         )
     except neural.InsufficientHistoryError as exc:
         queue.put({"not_run": str(exc)})
@@ -334,9 +367,12 @@ def _child_serving(args: dict[str, Any], queue: Any) -> None:
     span = forecaster.history_minutes
     now = datetime.now(UTC)
     times: list[float] = []
+    calendar = _calendar_of(args)
     for origin in origins.tolist():
         history = MinuteHistory(
-            origin - span + 1, values[origin - span + 1 - start : origin - start + 1]
+            origin - span + 1,
+            values[origin - span + 1 - start : origin - start + 1],
+            calendar=calendar,
         )
         t0 = time.perf_counter()
         forecaster.forecast(history, tz, now)
@@ -519,6 +555,20 @@ def run(args: argparse.Namespace) -> int:
     series = load_meter_csv(args.data, tz, time_column=args.time_column, kw_column=args.kw_column)
     sys.stdout.write(f"import: {series.report.summary()}\n")
     values, start = series.values_kw, series.start_minute
+    try:
+        calendar = load_bench_calendar(args.calendar, start, start + len(values) - 1)
+    except CalendarError as exc:
+        sys.stderr.write(f"--calendar: {exc}\n")
+        return 2
+    if calendar is not None:
+        first = datetime.fromtimestamp(start * 60, UTC).astimezone(tz).date()
+        last = datetime.fromtimestamp((start + len(values) - 1) * 60, UTC).astimezone(tz).date()
+        listed = calendar.listed_dates(first, last)
+        sys.stdout.write(
+            "calendar: "
+            + (", ".join(f"{d} {t.name}" for d, t in listed) or "no listed day in the data")
+            + "\n"
+        )
     split, origins = _split(start, values, tz, args.test_days)
     actual = target_windows(start, values, origins, HORIZON_MINUTES)
     sys.stdout.write(
@@ -533,6 +583,7 @@ def run(args: argparse.Namespace) -> int:
         "kw_column": args.kw_column,
         "weather": str(args.weather) if args.weather else None,
         "log_level": logging.getLogger().getEffectiveLevel(),
+        "calendar": None if calendar is None else calendar.to_dict(),
     }
     day_origins = _day_ahead_origins(start, values, split)
     day_actual = da.day_ahead_targets(start, values, day_origins)
@@ -542,6 +593,7 @@ def run(args: argparse.Namespace) -> int:
     for model in models:
         logger.info("bench: %s", model)
         rows: list[dict[str, Any]]
+        extra: list[dict[str, Any]] = []
         if model == "persistence":
             pred = persistence_windows(start, values, origins, HORIZON_MINUTES)
             infer = _baseline_latency_ms(None, start, values, origins, tz)
@@ -567,6 +619,11 @@ def run(args: argparse.Namespace) -> int:
                         f"({day['coverage_p10_p90_day_ahead_unadapted']:.1%} unadapted)\n"
                     )
                 rows.append(_row(model, _scored_metrics(pred, o.actual), infer_ms=infer, **day))
+            if weeks == 2 and calendar is not None:
+                # The same baseline told the calendar (as the service's baseline is).
+                extra = _calendar_baseline_rows(
+                    start, values, origins, tz, day_origins, sets, calendar
+                )
         elif model == "seed-lstm":
             res = in_child(
                 _child_seed_lstm,
@@ -584,8 +641,10 @@ def run(args: argparse.Namespace) -> int:
             ]
             sys.stdout.write(f"seed-lstm: trained with a {args.seed_lstm_cap_s:.0f} s cap\n")
         else:  # ours
-            rows = _bench_ours(args, common, start, values, origins, tz, day_origins, sets)
+            rows, extra = _bench_ours(args, common, start, values, origins, tz, day_origins, sets)
         for table, row in zip(tables, rows, strict=True):
+            table.append(row)
+        for table, row in zip(tables, extra, strict=False):
             table.append(row)
     for o, table in zip(sets, tables, strict=True):
         if len(sets) > 1:
@@ -599,6 +658,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calendar_baseline_rows(
+    start: int,
+    values: FloatArray,
+    origins: IntArray,
+    tz: ZoneInfo,
+    day_origins: IntArray,
+    sets: list[Outcomes],
+    calendar: SiteCalendar,
+) -> list[dict[str, Any]]:
+    """mean-2-weeks read through the calendar (same-type days), one row per outcome set."""
+    pred = seasonal_mean_windows(start, values, origins, tz, 2, HORIZON_MINUTES, calendar)
+    p50, p10, p90 = _seasonal_day_ahead(start, values, day_origins, tz, calendar)
+    s10, s90 = served_bands(start, values, day_origins, p50, p10, p90, day_ahead=True)
+    return [
+        _row(
+            "mean-2-weeks+calendar",
+            _scored_metrics(pred, o.actual),
+            **_day_ahead_scores(p50, o.day_actual, s10, s90),
+        )
+        for o in sets
+    ]
+
+
 def _bench_ours(
     args: argparse.Namespace,
     common: dict[str, Any],
@@ -608,8 +690,9 @@ def _bench_ours(
     tz: ZoneInfo,
     day_origins: IntArray,
     sets: list[Outcomes],
-) -> list[dict[str, Any]]:
-    """Train once, forecast every origin once, and score the forecasts on each outcome set."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Train once, forecast every origin once, and score the forecasts on each outcome set;
+    with a calendar, also the same model's forecasts without it (a second row per set)."""
     from core.forecast.lite import LiteForecaster
 
     air = _weather(common["weather"], tz, start, len(values))
@@ -620,20 +703,30 @@ def _bench_ours(
         )
         if "not_run" in trained:
             sys.stdout.write(f"ours: not run: {trained['not_run']}\n")
-            return [_row("ours", None) for _ in sets]
+            return [_row("ours", None) for _ in sets], []
         sys.stdout.write(
             f"ours: chose {trained['candidate']}; inner holdout "
             f"{json.dumps(trained['holdout'].get('ours', {}))}\n"
         )
         forecaster = LiteForecaster.load(artifact)
-        kw, p10, p90 = forecaster.predict_origins(start, values, origins, tz, air)
+        calendar = _calendar_of(common)
+        kw, p10, p90 = forecaster.predict_origins(start, values, origins, tz, air, calendar)
         s10, s90 = served_bands(start, values, origins, kw, p10, p90, day_ahead=False)
         day_ahead = None
         if forecaster.has_day_ahead:
-            d50, d10, d90 = forecaster.predict_day_ahead(start, values, day_origins, tz, air)
+            d50, d10, d90 = forecaster.predict_day_ahead(
+                start, values, day_origins, tz, air, calendar
+            )
             e10, e90 = served_bands(start, values, day_origins, d50, d10, d90, day_ahead=True)
             day_ahead = (d50, d10, d90, e10, e90)
             sys.stdout.write(f"ours: day-ahead {json.dumps(trained['day_ahead'])}\n")
+        unread = (
+            []
+            if calendar is None
+            else _calendar_unread_rows(
+                forecaster, start, values, origins, tz, day_origins, sets, air
+            )
+        )
         sample = origins[:: max(1, len(origins) // LATENCY_SAMPLES)][:LATENCY_SAMPLES]
         serving = in_child(
             _child_serving, {**common, "artifact": artifact, "origins": sample.tolist()}
@@ -679,6 +772,34 @@ def _bench_ours(
         f"median {serving['infer_ms']:.2f} ms / p95 {serving['infer_ms_p95']:.2f} ms per "
         f"forecast, tensorflow imported: {serving['tensorflow_imported']}\n"
     )
+    return rows, unread
+
+
+def _calendar_unread_rows(
+    forecaster: Any,
+    start: int,
+    values: FloatArray,
+    origins: IntArray,
+    tz: ZoneInfo,
+    day_origins: IntArray,
+    sets: list[Outcomes],
+    air: FloatArray | None,
+) -> list[dict[str, Any]]:
+    """The same trained model forecasting without the calendar (bands served the same way):
+    beside its row with the calendar, the calendar's own effect at inference."""
+    kw, p10, p90 = forecaster.predict_origins(start, values, origins, tz, air)
+    s10, s90 = served_bands(start, values, origins, kw, p10, p90, day_ahead=False)
+    day_ahead = None
+    if forecaster.has_day_ahead:
+        d50, d10, d90 = forecaster.predict_day_ahead(start, values, day_origins, tz, air)
+        day_ahead = (d50, *served_bands(start, values, day_origins, d50, d10, d90, True))
+    rows = []
+    for o in sets:
+        day: dict[str, float] = {}
+        if day_ahead is not None:
+            day = _day_ahead_scores(day_ahead[0], o.day_actual, day_ahead[1], day_ahead[2])
+        metrics = _scored_metrics(kw, o.actual, p10_kw=s10, p90_kw=s90)
+        rows.append(_row("ours, calendar not read", metrics, **day))
     return rows
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.accuracy import BAND_GAMMA, DAY_AHEAD_BAND_GAMMA, BandAdapter, LiveErrorTracker
+from core.calendar import SiteCalendar
 from core.demand import (
     ClosedInterval,
     DemandSnapshot,
@@ -78,6 +79,10 @@ class Computed:
     closed_intervals: list[ClosedInterval]
 
 
+# With a site calendar, how much further back a forecast's history reaches (weeks).
+CALENDAR_SLACK_WEEKS = 2
+
+
 class SnapshotComputer:
     """Turns the minute series and the trackers into the next snapshot."""
 
@@ -107,6 +112,8 @@ class SnapshotComputer:
         self._tz = tz
         self._window_minutes = percentile_window_minutes
         self._baseline = SeasonalMeanForecaster(weeks=2)
+        # The site calendar the forecasts (and so the dispatch plan) read; None: plain weekdays.
+        self.calendar: SiteCalendar | None = None
         # The served bands, kept at 80 % coverage after training by the outcomes that arrive:
         # one adapter per forecaster and output (the baseline standing in for a failed model
         # does not move the model's scale).
@@ -362,8 +369,12 @@ class SnapshotComputer:
         battery and EV kW dispatched, where known), with outdoor air where known.
 
         A battery that shaved last week's peaks must not teach the forecasters that the building
-        peaks lower; without a battery or EV the base load is the meter.
+        peaks lower; without a battery or EV the base load is the meter. With a calendar the
+        window reaches CALENDAR_SLACK_WEEKS further back (within the cache): a listed day skipped
+        pushes a same-type day that much further.
         """
+        if self.calendar is not None:
+            minutes = min(minutes + CALENDAR_SLACK_WEEKS * 7 * 1440, self._series.capacity_minutes)
         values = self._series.window(origin, minutes)
         if self._dispatched is not None:
             own = self._dispatched.window(origin, minutes)
@@ -374,7 +385,7 @@ class SnapshotComputer:
             window = self._outdoor.window(origin, minutes)
             if not np.all(np.isnan(window)):
                 air = window
-        return MinuteHistory(origin - minutes + 1, values, outdoor_air=air)
+        return MinuteHistory(origin - minutes + 1, values, outdoor_air=air, calendar=self.calendar)
 
 
 def _band_usable(point: tuple[float, ...], p10: tuple[float, ...], p90: tuple[float, ...]) -> bool:

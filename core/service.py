@@ -14,6 +14,8 @@ from datetime import datetime
 from functools import partial
 
 from core.accuracy import BandAdapter, LiveErrorTracker
+from core.calendar import SiteCalendar
+from core.calendar_service import CalendarKeeper
 from core.clock import Clock
 from core.commands import REST_PRIORITY, CommandState, InputKey, check_priority
 from core.compute import SnapshotComputer
@@ -232,6 +234,8 @@ class DsmCore:
         self._writer.on_fault_change(self._storage_fault_changed)
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
+        self._calendar = CalendarKeeper(storage, self._writer, clock, self._tz)
+        self._calendar.subscribe(self._calendar_changed)
         self.stats = ReadingStats()
 
     # -- public state --------------------------------------------------------------------------
@@ -250,6 +254,15 @@ class DsmCore:
     def dispatch_battery(self) -> Battery | None:
         """The battery the dispatch planner runs, None without one."""
         return self._dispatch.battery if self._dispatch is not None else None
+
+    @property
+    def calendar(self) -> CalendarKeeper:
+        """The site calendar in force (REST and BACnet read and change it here)."""
+        return self._calendar
+
+    def _calendar_changed(self, calendar: SiteCalendar) -> None:
+        self._computer.calendar = None if calendar.empty else calendar
+        self._wake.set()
 
     @property
     def writer(self) -> DatabaseWriter:
@@ -283,6 +296,7 @@ class DsmCore:
         self._writer.start()
         now = self._clock.now()
         # Reads at start-up, before anything writes: the writer owns writes, not reads.
+        await self._calendar.load()
         await asyncio.to_thread(self._restore, now)
         self._publish(self._with_inputs(now))
 
@@ -303,6 +317,11 @@ class DsmCore:
         may still be on its way to the database). ``run`` calls it every CACHE_REFRESH_S.
         """
         self._assert_loop()
+        # The calendar too may have been imported (``open-dsm import --calendar``).
+        try:
+            await self._calendar.reload()
+        except Exception:  # a database hiccup: the calendar in force stays, try again next time
+            log.exception("reading the stored calendar failed")
         now_minute = minute_of(self._clock.now())
         lo = now_minute - self._series.capacity_minutes + 1
         length = self._series.capacity_minutes

@@ -44,14 +44,15 @@ def utc_offsets(minutes: npt.NDArray[np.int64], tz: ZoneInfo) -> npt.NDArray[np.
 
 
 def same_wall_clock_days_ago(
-    minutes: npt.NDArray[np.int64], days: int, tz: ZoneInfo
+    minutes: npt.NDArray[np.int64], days: int | npt.NDArray[np.int64], tz: ZoneInfo
 ) -> npt.NDArray[np.int64]:
-    """For each UTC minute, the UTC minute with the same site-local wall-clock time ``days`` ago.
+    """For each UTC minute, the UTC minute with the same site-local wall-clock time ``days`` ago
+    (one number, or one per minute).
 
     A plain ``minute - days * 1440`` is off by an hour across a daylight-saving change; this
     corrects by the difference of the two UTC offsets.
     """
-    then = minutes - days * MINUTES_PER_DAY
+    then: npt.NDArray[np.int64] = minutes - days * MINUTES_PER_DAY
     return then + utc_offsets(minutes, tz) - utc_offsets(then, tz)
 
 

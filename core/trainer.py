@@ -190,6 +190,8 @@ def _train(
     minutes, values = base_load_series(storage, lo, end)
     start, dense = dense_history(minutes, values)
     air = dense_outdoor_air(storage, start, len(dense))
+    # Past listed days are read as their day type, as the served forecasts will read them.
+    calendar = storage.load_calendar()
     for note in notes:
         log.warning("training: %s", note)
     log.info(
@@ -207,6 +209,7 @@ def _train(
         progress=progress,
         time_budget_s=time_budget_s,
         notes=tuple(notes),
+        calendar=None if calendar.empty else calendar,
     )
     metrics = result.holdout_metrics
     ours = metrics["ours"]

@@ -202,8 +202,63 @@ def _cmd_import_weather(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_import_calendar(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import date
+
+    from core.calendar import CalendarError
+    from core.calendar_ics import default_window, load_calendar_file
+    from open_dsm.bootstrap import StartupError
+
+    first, last = default_window(date.today())
+    try:
+        if args.calendar_from:
+            first = date.fromisoformat(args.calendar_from)
+        if args.calendar_to:
+            last = date.fromisoformat(args.calendar_to)
+    except ValueError as exc:
+        sys.stderr.write(f"open-dsm: --calendar-from/--calendar-to: {exc}\n")
+        return 2
+    try:
+        imported = load_calendar_file(args.file, first, last)  # errors name the file
+        storage = _open_storage(settings)
+        stored = storage.load_calendar()
+    except CalendarError as exc:
+        sys.stderr.write(f"open-dsm: cannot import the calendar {exc}\n")
+        return 1
+    except (StartupError, OSError) as exc:
+        sys.stderr.write(f"open-dsm: cannot import {args.file}: {exc}\n")
+        return 1
+    if args.replace:
+        merged = stored.with_entries(imported.entries)
+    else:
+        known = {(e.dates, e.day_type) for e in stored.entries}
+        new = [e for e in imported.entries if (e.dates, e.day_type) not in known]
+        merged = stored.with_entries([*stored.entries, *new])
+    try:
+        merged = type(merged)(merged.entries, merged.closed_like)  # checks the entry limit
+    except CalendarError as exc:
+        sys.stderr.write(f"open-dsm: cannot import {args.file}: {exc}\n")
+        return 1
+    storage.save_calendar(merged)
+    log.info(
+        "calendar: %d entries read from %s (%s to %s); %d entries stored (a running service "
+        "picks them up within a minute)",
+        len(imported.entries),
+        args.file,
+        first,
+        last,
+        len(merged.entries),
+    )
+    return 0
+
+
 def _cmd_import(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    if args.calendar:
+        from open_dsm.bootstrap import configure_logging as configure_calendar
+
+        configure_calendar(settings.log_level)
+        return _cmd_import_calendar(args, settings)
     if args.weather:
         from open_dsm.bootstrap import configure_logging as configure
 
@@ -320,8 +375,14 @@ def build_parser(bench_arguments: bool = True) -> argparse.ArgumentParser:
     add_settings_arguments(train)
     train.set_defaults(func=_cmd_train)
 
-    imp = sub.add_parser("import", help="load meter history from a CSV file into the database")
-    imp.add_argument("file", type=Path, help="CSV with a timestamp column and a kW column")
+    imp = sub.add_parser(
+        "import", help="load meter history (or weather, or the site calendar) into the database"
+    )
+    imp.add_argument(
+        "file",
+        type=Path,
+        help="CSV with a timestamp column and a kW column (or see --weather, --calendar)",
+    )
     imp.add_argument("--time-column", default=None, help="timestamp column (auto-detected)")
     imp.add_argument("--kw-column", default=None, help="kW column (auto-detected)")
     imp.add_argument("--tz", default=None, help="zone of naive timestamps (default --timezone)")
@@ -342,6 +403,29 @@ def build_parser(bench_arguments: bool = True) -> argparse.ArgumentParser:
         choices=("F", "C"),
         default=None,
         help="unit of the file's temperatures (default: the outdoor-air point's unit)",
+    )
+    imp.add_argument(
+        "--calendar",
+        action="store_true",
+        help=(
+            "the file is the site calendar: an iCalendar (.ics) of holidays (closed unless an "
+            "event says 'like <weekday>') or the JSON body of PUT /api/v1/calendar; added to "
+            "the stored calendar (see --replace)"
+        ),
+    )
+    imp.add_argument(
+        "--replace", action="store_true", help="with --calendar: replace the stored entries"
+    )
+    imp.add_argument(
+        "--calendar-from",
+        default=None,
+        help="with --calendar: first date recurring .ics events are expanded from (default: "
+        "1 January of last year)",
+    )
+    imp.add_argument(
+        "--calendar-to",
+        default=None,
+        help="with --calendar: last date (default: 31 December two years ahead)",
     )
     add_settings_arguments(imp)
     imp.set_defaults(func=_cmd_import)

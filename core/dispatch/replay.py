@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from core.calendar import SiteCalendar
 from core.dispatch.assets import Battery
 from core.dispatch.controller import DispatchController, DispatchInputs
 from core.dispatch.optimum import optimum_peak
@@ -208,8 +209,11 @@ class PlannerController:
         tz: ZoneInfo,
         target_kw: float | None = None,
         refresh_every_minute: bool = False,
+        calendar: SiteCalendar | None = None,
     ) -> None:
         self.name = name
+        # The site calendar the day-ahead forecasts read (None: plain weekdays).
+        self._calendar = calendar
         # A day-ahead is made at each interval's start, as the service's is; a perfect forecast
         # is made every minute (its interval in progress is the rest of that interval).
         self._refresh_every_minute = refresh_every_minute
@@ -240,7 +244,11 @@ class PlannerController:
             or self._refresh_every_minute
         ):
             lo = max(0, origin_index - self._history_minutes + 1)
-            history = MinuteHistory(self._start_minute + lo, state.load_kw[lo : origin_index + 1])
+            history = MinuteHistory(
+                self._start_minute + lo,
+                state.load_kw[lo : origin_index + 1],
+                calendar=self._calendar,
+            )
             self._forecast = self._day_ahead(history, minute_start(state.minute))
             self._forecast_at = state.minute
         forecast = self._forecast

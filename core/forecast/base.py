@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from core.calendar import SiteCalendar
 from core.timegrid import minute_start
 
 HORIZON_MINUTES = 60
@@ -24,11 +25,13 @@ class MinuteHistory:
     """Minute means (kW) on the UTC grid ending at the origin minute; NaN marks a gap.
 
     ``outdoor_air``, when given, is aligned with ``values_kw`` (NaN where unknown).
+    ``calendar``, when given, tells the forecasters what kind of day each local day is.
     """
 
     start_minute: int
     values_kw: npt.NDArray[np.float64]
     outdoor_air: npt.NDArray[np.float64] | None = None
+    calendar: SiteCalendar | None = None
 
     @property
     def end_minute(self) -> int:

@@ -15,15 +15,17 @@ from core.forecast.base import (
     Forecast,
     MinuteHistory,
 )
-from core.timegrid import MINUTES_PER_WEEK, same_local_time_weeks_ago
+from core.forecast.features import same_type_weeks_ago
+from core.timegrid import MINUTES_PER_WEEK
 
 
 class SeasonalMeanForecaster:
     """Mean of the same site-local minute of the week over the last ``weeks`` weeks.
 
     Each of the 60 target minutes takes the mean of the values at the same wall-clock minute 1..N
-    weeks earlier that exist; where none exists it falls back to persistence (the last valid
-    minute). On the shared meter data this is the 'mean-2-weeks' baseline (60-minute RMSE 3.19 kW).
+    weeks earlier (the same-type days when the history carries a calendar) that exist; where none
+    exists it falls back to persistence (the last valid minute). On the shared meter data this is
+    the 'mean-2-weeks' baseline (60-minute RMSE 3.19 kW).
     """
 
     def __init__(self, weeks: int = 2, horizon_minutes: int = HORIZON_MINUTES) -> None:
@@ -64,7 +66,7 @@ class SeasonalMeanForecaster:
         sums = np.zeros(self._horizon)
         counts = np.zeros(self._horizon)
         for week in range(1, self._weeks + 1):
-            lagged = same_local_time_weeks_ago(targets, week, tz) - history.start_minute
+            lagged = same_type_weeks_ago(targets, week, tz, history.calendar) - history.start_minute
             inside = (lagged >= 0) & (lagged < len(history.values_kw))
             values = np.full(self._horizon, np.nan)
             values[inside] = history.values_kw[lagged[inside]]
@@ -110,7 +112,7 @@ def seasonal_day_ahead(
     targets = np.arange(start, start + DAY_AHEAD_STEPS * step, dtype=np.int64)
     per_week = np.full((weeks, DAY_AHEAD_STEPS), np.nan)
     for week in range(1, weeks + 1):
-        lagged = same_local_time_weeks_ago(targets, week, tz) - history.start_minute
+        lagged = same_type_weeks_ago(targets, week, tz, history.calendar) - history.start_minute
         inside = (lagged >= 0) & (lagged < len(history.values_kw))
         values = np.full(len(targets), np.nan)
         values[inside] = history.values_kw[lagged[inside]]

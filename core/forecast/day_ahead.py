@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from core.calendar import SiteCalendar, day_numbers
 from core.forecast.base import DAY_AHEAD_STEP_MINUTES, DAY_AHEAD_STEPS
 from core.forecast.features import (
     NO_GROUPS,
@@ -25,12 +26,16 @@ from core.forecast.features import (
     WeekdayGroups,
     _moving_mean,
     _quiet,
+    active,
     as_weekday_groups,
     calendar_features,
     cvrmse_pct,
+    effective_weekday,
     has_groups,
-    local_weekday,
+    local_minutes,
     same_group,
+    same_group_days,
+    same_type_weeks_ago,
     scaled_weather,
     weather_features,
     window_means,
@@ -92,13 +97,16 @@ def day_ahead_blocks(
     use_outdoor_air: bool = False,
     smooth_steps: int = 1,
     groups: WeekdayGroups | None = None,
+    calendar: SiteCalendar | None = None,
 ) -> DayAheadBlocks:
     """Day-ahead inputs for each origin from one series (and its outdoor air).
 
     ``smooth_steps`` > 1 smooths the seasonal base over that many neighbouring steps (see
     ``smooth_profile``); ``groups`` (see ``weekday_groups``) makes the base the mean over the
     days of the last two weeks in the target weekday's group instead of the same weekday only.
+    ``calendar``: each step's day is the type it lists (weeks read the same-type days).
     """
+    cal = active(calendar)
     origins = np.asarray(origins, dtype=np.int64)
     n = len(origins)
     first = step_start(origins)
@@ -113,7 +121,7 @@ def day_ahead_blocks(
             window_means(
                 start_minute,
                 values_kw,
-                same_wall_clock_days_ago(origins + 1 - span, 7 * week, tz),
+                same_type_weeks_ago(origins + 1 - span, week, tz, cal),
                 span,
             )
             for week in range(1, WEEKS + 1)
@@ -126,13 +134,13 @@ def day_ahead_blocks(
     targets = first[:, None] + steps[None, :]
     weeks = []
     for week in range(1, WEEKS + 1):
-        lagged = same_wall_clock_days_ago(targets.reshape(-1), 7 * week, tz).reshape(n, STEPS)
+        lagged = same_type_weeks_ago(targets.reshape(-1), week, tz, cal).reshape(n, STEPS)
         weeks.append(window_means(start_minute, values_kw, lagged, STEP))
     if groups is None or not has_groups(groups):
         with _quiet():
             baseline = np.nanmean(np.stack(weeks, axis=0), axis=0)
     else:
-        baseline = grouped_base(start_minute, values_kw, origins, targets, tz, groups)
+        baseline = grouped_base(start_minute, values_kw, origins, targets, tz, groups, cal)
     last = _last_valid(recent, partial)
     baseline = smooth_profile(np.where(np.isnan(baseline), last[:, None], baseline), smooth_steps)
     return DayAheadBlocks(
@@ -142,7 +150,7 @@ def day_ahead_blocks(
         elapsed=elapsed_minutes / STEP,
         weeks_kw=np.concatenate(weeks, axis=1),
         baseline_kw=baseline,
-        calendar=calendar_features(first, tz),
+        calendar=calendar_features(first, tz, cal),
         weather=(
             weather_features(start_minute, outdoor_air, origins)
             if use_outdoor_air
@@ -158,17 +166,26 @@ def grouped_base(
     targets: IntArray,
     tz: ZoneInfo,
     groups: WeekdayGroups,
+    calendar: SiteCalendar | None = None,
 ) -> FloatArray:
     """Mean of each target step over the same local steps 1..GROUP_LAG_DAYS days earlier whose
     weekday is in the target weekday's group and that were measured by the origin (NaN where
-    none is known). Lags 7 and 14 always qualify, so this is never thinner than mean-2-weeks."""
+    none is known). Lags 7 and 14 always qualify, so this is never thinner than mean-2-weeks
+    (without a calendar; with one, weekdays are those the days run like)."""
+    cal = active(calendar)
     shape = targets.shape
     flat = targets.reshape(-1)
-    weekday = local_weekday(flat, tz).reshape(shape)
+    weekday = effective_weekday(flat, tz, cal).reshape(shape)
+    day = day_numbers(local_minutes(flat, tz)).reshape(shape) if cal is not None else None
     sums = np.zeros(shape)
     counts = np.zeros(shape)
     for lag in range(1, GROUP_LAG_DAYS + 1):
-        same = same_group(groups, weekday, lag)
+        if cal is None or day is None:
+            same = same_group(groups, weekday, lag)
+        else:
+            # Listed days are exceptions: no step's base reads them.
+            then = day - lag
+            same = same_group_days(groups, weekday, cal.weekdays(then)) & cal.ordinary(then)
         if not same.any():
             continue
         lagged = same_wall_clock_days_ago(flat, lag, tz).reshape(shape)
@@ -184,10 +201,15 @@ def grouped_base(
 
 
 def weekday_groups(
-    start_minute: int, values_kw: FloatArray, tz: ZoneInfo, end_minute: int
+    start_minute: int,
+    values_kw: FloatArray,
+    tz: ZoneInfo,
+    end_minute: int,
+    calendar: SiteCalendar | None = None,
 ) -> WeekdayGroups:
     """Which weekdays run alike, from the local days of the last GROUP_WEEKS weeks up to
-    ``end_minute``: one label per weekday (Monday first; a group's label is its first weekday).
+    ``end_minute``: one label per weekday (Monday first; a group's label is its first weekday;
+    with a calendar a listed day counts as the weekday it runs like).
 
     Many buildings run a few schedules (say Monday, Wednesday, Friday and Saturday 8-17, Tuesday
     and Thursday 11-20, closed Sunday); a base that averages every day of a schedule reads four
@@ -210,7 +232,11 @@ def weekday_groups(
     lows = midnight[:, None] + np.arange(STEPS, dtype=np.int64)[None, :] * STEP
     profiles = window_means(start_minute, values_kw, lows, STEP)
     usable = np.isnan(profiles).mean(axis=1) <= GROUP_MAX_MISSING
+    cal = active(calendar)
     weekday = np.mod(day_index + 3, 7)
+    if cal is not None:
+        # Listed days are exceptions: they take no part in finding which weekdays run alike.
+        usable &= cal.ordinary(day_index)
     pairs: list[list[list[float]]] = [[[] for _ in range(7)] for _ in range(7)]
     for i in range(days):
         if not usable[i]:

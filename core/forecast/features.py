@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from core.calendar import SiteCalendar, day_numbers
 from core.forecast.base import HORIZON_MINUTES
 
 # Re-exported for core.forecast.day_ahead only, which is being edited in parallel today: it
@@ -54,6 +55,43 @@ def local_weekday(minutes: IntArray, tz: ZoneInfo) -> IntArray:
     return _weekday_of_local(local_minutes(np.asarray(minutes, dtype=np.int64), tz))
 
 
+def active(calendar: SiteCalendar | None) -> SiteCalendar | None:
+    """The calendar when it lists anything, else None (then every path is the plain one)."""
+    return calendar if calendar is not None and not calendar.empty else None
+
+
+def effective_weekday(
+    minutes: IntArray, tz: ZoneInfo, calendar: SiteCalendar | None = None
+) -> IntArray:
+    """Site-local weekday (Monday = 0) of UTC minutes, or the weekday the calendar says their
+    day runs like."""
+    cal = active(calendar)
+    if cal is None:
+        return local_weekday(minutes, tz)
+    local = local_minutes(np.asarray(minutes, dtype=np.int64), tz)
+    return cal.weekdays(day_numbers(local))
+
+
+def week_lag_days(
+    minutes: IntArray, weeks: int, tz: ZoneInfo, calendar: SiteCalendar | None = None
+) -> int | IntArray:
+    """Days back to 'the same day ``weeks`` weeks ago' of each UTC minute's local day: 7 x
+    weeks, or with a calendar the ``weeks``-th earlier day of the same type (per minute)."""
+    cal = active(calendar)
+    if cal is None:
+        return 7 * weeks
+    local = local_minutes(np.asarray(minutes, dtype=np.int64), tz)
+    return cal.same_type_lags(day_numbers(local), weeks)
+
+
+def same_type_weeks_ago(
+    minutes: IntArray, weeks: int, tz: ZoneInfo, calendar: SiteCalendar | None = None
+) -> IntArray:
+    """The same local wall-clock minute on the same-type day ``weeks`` weeks back."""
+    minutes = np.asarray(minutes, dtype=np.int64)
+    return same_wall_clock_days_ago(minutes, week_lag_days(minutes, weeks, tz, calendar), tz)
+
+
 # Weekday groups: one label per site-local weekday (Monday first), weekdays that run alike
 # sharing one (see day_ahead.weekday_groups). NO_GROUPS: every weekday alone.
 WeekdayGroups = tuple[int, int, int, int, int, int, int]
@@ -69,6 +107,16 @@ def same_group(groups: WeekdayGroups, weekday: IntArray, days: int) -> npt.NDArr
     """Whether the day ``days`` before each of ``weekday`` (Monday = 0) is in its group."""
     label = np.asarray(groups, dtype=np.int64)
     same: npt.NDArray[np.bool_] = label[np.mod(weekday - days, 7)] == label[weekday]
+    return same
+
+
+def same_group_days(
+    groups: WeekdayGroups, weekday: IntArray, then_weekday: IntArray
+) -> npt.NDArray[np.bool_]:
+    """Whether ``then_weekday`` is in the group of ``weekday`` (element-wise; with a calendar
+    both are the weekdays the days run like)."""
+    label = np.asarray(groups, dtype=np.int64)
+    same: npt.NDArray[np.bool_] = label[then_weekday] == label[weekday]
     return same
 
 
@@ -90,11 +138,15 @@ def as_weekday_groups(labels: Sequence[int]) -> WeekdayGroups:
     return (labels[0], labels[1], labels[2], labels[3], labels[4], labels[5], labels[6])
 
 
-def calendar_features(minutes: IntArray, tz: ZoneInfo) -> FloatArray:
-    """Local minute-of-day sin/cos and day-of-week one-hot (Monday first): shape (n, 9)."""
+def calendar_features(
+    minutes: IntArray, tz: ZoneInfo, calendar: SiteCalendar | None = None
+) -> FloatArray:
+    """Local minute-of-day sin/cos and day-of-week one-hot (Monday first; the weekday the
+    calendar says the day runs like): shape (n, 9)."""
     local = local_minutes(minutes, tz)
     minute_of_day = np.mod(local, MINUTES_PER_DAY)
-    weekday = _weekday_of_local(local)
+    cal = active(calendar)
+    weekday = _weekday_of_local(local) if cal is None else cal.weekdays(day_numbers(local))
     angle = 2.0 * np.pi * minute_of_day / MINUTES_PER_DAY
     out = np.zeros((len(minutes), 9), dtype=np.float64)
     out[:, 0] = np.sin(angle)
@@ -236,11 +288,15 @@ def feature_blocks(
     tz: ZoneInfo,
     config: FeatureConfig,
     outdoor_air: FloatArray | None = None,
+    calendar: SiteCalendar | None = None,
 ) -> FeatureBlocks:
     """Build the raw feature blocks for each origin (UTC minute index) from one series.
 
     ``outdoor_air`` is aligned with ``values_kw`` (NaN where unknown); used when the config asks.
+    ``calendar``: the origin's day is the type it lists (weekday input, weekday group, and the
+    weekly lags read the same-type days before it); None or empty: plain weekdays.
     """
+    cal = active(calendar)
     origins = np.asarray(origins, dtype=np.int64)
     rel = origins - start_minute
     h = config.horizon_minutes
@@ -276,26 +332,43 @@ def feature_blocks(
         | {7 * (w + 1) for w in range(config.baseline_weeks)}
         | (set(range(1, base_days + 1)) if grouped else set())
     )
+    origin_day = day_numbers(local_minutes(origins, tz)) if cal is not None else origins
     if grouped:
         assert groups is not None
-        weekday = local_weekday(origins, tz)
+        weekday = effective_weekday(origins, tz, cal)
         group_sum = np.zeros((len(origins), h))
         group_count = np.zeros((len(origins), h))
+
+    def window_at(lag: int | IntArray) -> FloatArray:
+        base = same_wall_clock_days_ago(origins, lag, tz) - start_minute
+        raw = _gather(values_kw, base[:, None] + offsets[None, :])
+        return _moving_mean(raw, 2 * half + 1)[:, half : raw.shape[1] - half]
+
     for days in lag_days:
         use = None
         if grouped and days <= base_days:
             assert groups is not None
             # The origin's weekday decides the group for the whole hour ahead.
-            use = same_group(groups, weekday, days)[:, None]
+            if cal is None:
+                use = same_group(groups, weekday, days)[:, None]
+            else:
+                # Listed days are exceptions: no origin's base reads them.
+                then = origin_day - days
+                same = same_group_days(groups, weekday, cal.weekdays(then)) & cal.ordinary(then)
+                use = same[:, None]
             if not use.any() and days not in config.seasonal_days:
                 continue  # no origin of the batch reads this day
-        base = same_wall_clock_days_ago(origins, days, tz) - start_minute
-        raw = _gather(values_kw, base[:, None] + offsets[None, :])
-        window = _moving_mean(raw, 2 * half + 1)[:, half : raw.shape[1] - half]
+        # With a calendar the weekly lags read the same-type days (per origin).
+        lag: int | IntArray = days
+        if cal is not None and days % 7 == 0:
+            lag = cal.same_type_lags(origin_day, days // 7)
+            if np.all(lag == days):
+                lag = days
+        window = window_at(lag)
         if days in config.seasonal_days:
             seasonal_parts.append(_block_means(window, config.seasonal_step_minutes))
         if use is not None:
-            target = window[:, ctx:]
+            target = (window if isinstance(lag, int) else window_at(days))[:, ctx:]
             ok = use & ~np.isnan(target)
             group_sum += np.where(ok, target, 0.0)
             group_count += ok
@@ -311,7 +384,7 @@ def feature_blocks(
     last_pos = recent.shape[1] - 1 - np.argmax(valid[:, ::-1], axis=1)
     last = np.where(has, recent[np.arange(len(origins)), last_pos], np.nan)
 
-    level = _level_offsets(start_minute, values_kw, origins, tz, config)
+    level = _level_offsets(start_minute, values_kw, origins, tz, config, cal)
     if grouped:
         with np.errstate(invalid="ignore", divide="ignore"):
             baseline = np.where(group_count > 0, group_sum / np.maximum(group_count, 1), np.nan)
@@ -326,7 +399,7 @@ def feature_blocks(
         coarse_kw=coarse,
         seasonal_kw=seasonal,
         baseline_kw=baseline,
-        calendar=calendar_features(origins, tz),
+        calendar=calendar_features(origins, tz, cal),
         last_kw=last,
         level_kw=level,
         weather=(
@@ -373,9 +446,11 @@ def _level_offsets(
     origins: IntArray,
     tz: ZoneInfo,
     config: FeatureConfig,
+    calendar: SiteCalendar | None = None,
 ) -> FloatArray:
     """Mean of the last L minutes minus the mean of the same wall-clock minutes in the baseline
-    weeks, for each L of ``config.level_minutes`` (kW; NaN where either side has no value)."""
+    weeks (same-type days with a calendar), for each L of ``config.level_minutes`` (kW; NaN where
+    either side has no value)."""
     spans = config.level_minutes
     if not spans or config.baseline_weeks < 1:
         return np.zeros((len(origins), 0))
@@ -385,7 +460,7 @@ def _level_offsets(
     recent = _gather(values_kw, rel[:, None] + offsets[None, :])
     weeks = []
     for w in range(1, config.baseline_weeks + 1):
-        base = same_wall_clock_days_ago(origins, 7 * w, tz) - start_minute
+        base = same_type_weeks_ago(origins, w, tz, calendar) - start_minute
         weeks.append(_gather(values_kw, base[:, None] + offsets[None, :]))
     with _quiet():
         seasonal = np.nanmean(np.stack(weeks, axis=0), axis=0)
@@ -509,11 +584,13 @@ def seasonal_mean_windows(
     tz: ZoneInfo,
     weeks: int,
     horizon: int,
+    calendar: SiteCalendar | None = None,
 ) -> FloatArray:
-    """The 'mean-N-weeks' baseline for each origin (raw minutes), persistence where none."""
+    """The 'mean-N-weeks' baseline for each origin (raw minutes), persistence where none; with
+    a calendar the weeks are the same-type days of the origin's day."""
     windows = [
         target_windows(
-            start_minute, values_kw, same_wall_clock_days_ago(origins, 7 * w, tz), horizon
+            start_minute, values_kw, same_type_weeks_ago(origins, w, tz, calendar), horizon
         )
         for w in range(1, weeks + 1)
     ]

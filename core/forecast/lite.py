@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from core.calendar import SiteCalendar
 from core.forecast import day_ahead as da
 from core.forecast.base import DayAheadForecast, Forecast, MinuteHistory
 from core.forecast.features import FloatArray, design_matrix, feature_blocks
@@ -199,6 +200,7 @@ class LiteForecaster:
         origins: Any,
         tz: ZoneInfo,
         outdoor_air: FloatArray | None = None,
+        calendar: SiteCalendar | None = None,
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """(kw, p10, p90) arrays (origins x horizon) for many origins of one series."""
         blocks = feature_blocks(
@@ -208,6 +210,7 @@ class LiteForecaster:
             tz,
             self._config,
             outdoor_air,
+            calendar,
         )
         out = self.predict_raw(design_matrix(blocks, self._scaling))
         h, s = self._horizon, self._scaling.scale_kw
@@ -232,6 +235,7 @@ class LiteForecaster:
         origins: Any,
         tz: ZoneInfo,
         outdoor_air: FloatArray | None = None,
+        calendar: SiteCalendar | None = None,
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """(p50, p10, p90) arrays (origins x 96 steps) of the day-ahead model."""
         meta = self._meta.day_ahead
@@ -246,6 +250,7 @@ class LiteForecaster:
             meta.outdoor_air,
             meta.baseline_smooth_steps,
             meta.weekday_groups,
+            calendar,
         )
         out = self.predict_day_ahead_raw(da.day_ahead_matrix(blocks, self._scaling))
         h, s = da.STEPS, self._scaling.scale_kw
@@ -268,7 +273,12 @@ class LiteForecaster:
             return None
         origin = history.end_minute
         kw, p10, p90 = self.predict_origins(
-            history.start_minute, history.values_kw, np.array([origin]), tz, history.outdoor_air
+            history.start_minute,
+            history.values_kw,
+            np.array([origin]),
+            tz,
+            history.outdoor_air,
+            history.calendar,
         )
         if not np.isfinite(kw).all():
             return None
@@ -298,7 +308,12 @@ class LiteForecaster:
             return None
         origin = history.end_minute
         p50, p10, p90 = self.predict_day_ahead(
-            history.start_minute, history.values_kw, np.array([origin]), tz, history.outdoor_air
+            history.start_minute,
+            history.values_kw,
+            np.array([origin]),
+            tz,
+            history.outdoor_air,
+            history.calendar,
         )
         if not np.isfinite(p50).all():
             return None

@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from core.calendar import SiteCalendar
 from core.forecast import day_ahead as da
 from core.forecast.base import HORIZON_MINUTES
 from core.forecast.evaluation import cvrmse_pct, forecast_metrics
@@ -178,12 +179,13 @@ def _build(
     config: FeatureConfig,
     scaling: Scaling,
     outdoor_air: FloatArray | None = None,
+    calendar: SiteCalendar | None = None,
 ) -> SampleSet:
     # Chunks bound the temporary windows' memory (the training process must stay small).
     parts: list[SampleSet] = []
     for lo in range(0, max(len(origins), 1), _CHUNK):
         chunk = origins[lo : lo + _CHUNK]
-        blocks = feature_blocks(start_minute, values_kw, chunk, tz, config, outdoor_air)
+        blocks = feature_blocks(start_minute, values_kw, chunk, tz, config, outdoor_air, calendar)
         actual = target_windows(start_minute, values_kw, chunk, config.horizon_minutes)
         residual = (actual - blocks.baseline_kw) / scaling.scale_kw
         parts.append(
@@ -442,12 +444,13 @@ def _build_day_ahead(
     use_air: bool,
     smooth_steps: int = 1,
     groups: WeekdayGroups | None = None,
+    calendar: SiteCalendar | None = None,
 ) -> SampleSet:
     parts: list[SampleSet] = []
     for lo in range(0, max(len(origins), 1), _CHUNK):
         chunk = origins[lo : lo + _CHUNK]
         blocks = da.day_ahead_blocks(
-            start_minute, values_kw, chunk, tz, outdoor_air, use_air, smooth_steps, groups
+            start_minute, values_kw, chunk, tz, outdoor_air, use_air, smooth_steps, groups, calendar
         )
         actual = da.day_ahead_targets(start_minute, values_kw, chunk)
         residual = (actual - blocks.baseline_kw) / scaling.scale_kw
@@ -492,6 +495,7 @@ def _train_day_ahead(
     seed: int,
     deadline: float,
     found: WeekdayGroups = NO_GROUPS,
+    calendar: SiteCalendar | None = None,
 ) -> _DayAheadResult | None:
     """Choose epochs and shrink on V, calibrate on V, score on H; the served band is calibrated
     on V and H together. ``air_ok``: use outdoor air (the 60-minute validation chose it);
@@ -526,11 +530,13 @@ def _train_day_ahead(
     )
     choice_o = np.concatenate([fit_o[fit_o >= choice_lo], val_o])
     bases: dict[WeekdayGroups | None, FloatArray] = {
-        None: da.day_ahead_blocks(start_minute, values_kw, choice_o, tz).baseline_kw
+        None: da.day_ahead_blocks(
+            start_minute, values_kw, choice_o, tz, calendar=calendar
+        ).baseline_kw
     }
     if found != NO_GROUPS:
         bases[found] = da.day_ahead_blocks(
-            start_minute, values_kw, choice_o, tz, groups=found
+            start_minute, values_kw, choice_o, tz, groups=found, calendar=calendar
         ).baseline_kw
     groups, smooth, base_scores = da.choose_base(
         bases, da.day_ahead_targets(start_minute, values_kw, choice_o)
@@ -556,10 +562,28 @@ def _train_day_ahead(
         # Each option gets an equal share of the time left.
         share = time.monotonic() + (deadline - time.monotonic()) / (len(options) - k)
         fit = _build_day_ahead(
-            start_minute, values_kw, fit_o, tz, scaling, outdoor_air, use_air, smooth, groups
+            start_minute,
+            values_kw,
+            fit_o,
+            tz,
+            scaling,
+            outdoor_air,
+            use_air,
+            smooth,
+            groups,
+            calendar,
         )
         val = _build_day_ahead(
-            start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth, groups
+            start_minute,
+            values_kw,
+            val_o,
+            tz,
+            scaling,
+            outdoor_air,
+            use_air,
+            smooth,
+            groups,
+            calendar,
         )
         model = make_model(fit.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
         epoch, score, curve = _fit(
@@ -593,7 +617,7 @@ def _train_day_ahead(
     assert best is not None
     _, use_air, weights, epochs = best
     val = _build_day_ahead(
-        start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth, groups
+        start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth, groups, calendar
     )
     model = make_model(val.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
 
@@ -620,8 +644,18 @@ def _train_day_ahead(
     holdout: dict[str, dict[str, float]] = {}
     if len(hold_o):
         hold = _build_day_ahead(
-            start_minute, values_kw, hold_o, tz, scaling, outdoor_air, use_air, smooth, groups
+            start_minute,
+            values_kw,
+            hold_o,
+            tz,
+            scaling,
+            outdoor_air,
+            use_air,
+            smooth,
+            groups,
+            calendar,
         )
+        # The reference mean-2-weeks: plain weekdays, as the benchmarks score it.
         seasonal_h = da.day_ahead_blocks(start_minute, values_kw, hold_o, tz).baseline_kw
         kw_h, p10_h, p90_h = _predict_kw(model, hold, scaling, horizon)
         c10_h, c90_h = _calibrated(kw_h, p10_h, p90_h, band)
@@ -683,6 +717,7 @@ def _choose_base_groups(
     val_start: int,
     holdout_start: int,
     found: WeekdayGroups,
+    calendar: SiteCalendar | None = None,
 ) -> WeekdayGroups | None:
     """The weekday groups ``found`` for the 60-minute model's residual base, or None (same
     weekday).
@@ -705,7 +740,7 @@ def _choose_base_groups(
         for lo_i in range(0, len(origins), _CHUNK):
             chunk = origins[lo_i : lo_i + _CHUNK]
             base[lo_i : lo_i + len(chunk)] = feature_blocks(
-                start_minute, values_kw, chunk, tz, cfg
+                start_minute, values_kw, chunk, tz, cfg, calendar=calendar
             ).baseline_kw
         ok = ~np.isnan(actual)
         scores[name] = float(np.sqrt(np.mean((base[ok] - actual[ok]) ** 2)))
@@ -784,6 +819,7 @@ class _CandidateSearch:
         max_epochs: int,
         seed: int,
         deadline_all: float,
+        calendar: SiteCalendar | None = None,
     ) -> None:
         self._start_minute = start_minute
         self._values_kw = values_kw
@@ -794,6 +830,7 @@ class _CandidateSearch:
         self._max_epochs = max_epochs
         self._seed = seed
         self._deadline_all = deadline_all
+        self._calendar = calendar
         self._horizon = HORIZON_MINUTES
         self._fit_end = split.val_start - self._horizon  # fit-part targets end before V starts
         self._data: dict[FeatureConfig, tuple[SampleSet, SampleSet]] = {}
@@ -936,6 +973,7 @@ class _CandidateSearch:
             cfg,
             self._scaling,
             self._outdoor_air,
+            self._calendar,
         )
 
 
@@ -1043,6 +1081,7 @@ def train(
     seed: int = 0,
     day_ahead: bool = True,
     notes: tuple[str, ...] = (),
+    calendar: SiteCalendar | None = None,
 ) -> TrainResult:
     """Choose, evaluate (honest holdout) and export the forecasters as TFLite + metadata.
 
@@ -1050,7 +1089,8 @@ def train(
     InsufficientHistoryError otherwise. ``outdoor_air`` (aligned with ``values_kw``, NaN where
     unknown) is offered to the models when it covers enough of the history; validation decides.
     ``time_budget_s`` bounds the whole call (roughly: the searches stop early and the final fits
-    are shortened when it runs out).
+    are shortened when it runs out). ``calendar``: past listed days are read as their day type
+    (weekday inputs, groups and the weekly lags), as forecasts will read them.
 
     The steps: split the history (fit | V | H), scale on the fit part, choose the residual
     base, search the candidates on V, shrink and calibrate the chosen one and score it on H,
@@ -1081,7 +1121,7 @@ def train(
     )
     # The residual base: same weekday, or every day of the weekday's group (found once, on the
     # days before V, for both models' bases), chosen by the base's own error before any network.
-    found = da.weekday_groups(start_minute, values_kw, tz, split.val_start - 1)
+    found = da.weekday_groups(start_minute, values_kw, tz, split.val_start - 1, calendar)
     candidates = candidates or default_candidates()
     groups = _choose_base_groups(
         start_minute,
@@ -1092,6 +1132,7 @@ def train(
         split.val_start,
         split.holdout_start,
         found,
+        calendar,
     )
     if groups is not None:
         candidates = [with_features(c, weekday_groups=groups) for c in candidates]
@@ -1106,6 +1147,7 @@ def train(
         max_epochs,
         seed,
         deadline_all=t0 + time_budget_s,
+        calendar=calendar,
     )
     # Counted from when TensorFlow is loaded (its import time varies with the machine's load).
     search_deadline = min(time.monotonic() + 0.28 * time_budget_s, t0 + 0.4 * time_budget_s)
@@ -1137,6 +1179,7 @@ def train(
             seed,
             t0 + 0.87 * time_budget_s,
             found,
+            calendar,
         )
         if day_ahead_result is not None:
             search.results.extend(day_ahead_result.validation)

@@ -134,3 +134,17 @@ class DemandInterval(Base):
     complete: Mapped[bool] = mapped_column(Boolean, nullable=False)
     period_start_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     counted_for_peak: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+
+class CalendarEntryRow(Base):
+    """One entry of the site calendar (dates and their day type), in the calendar's order."""
+
+    __tablename__ = "calendar_entries"
+
+    # The entry's place in the calendar (0 first): the first entry that lists a date decides.
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # 'closed' or 'like <weekday>'.
+    day_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    # The entry's JSON form (core.calendar.CalendarEntry.to_dict).
+    entry: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)

@@ -26,16 +26,27 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
+from core.calendar import SiteCalendar, parse_calendar
 from core.demand import ClosedInterval
 from core.readings import CompletedMinute
 from core.records import DemandIntervalRecord, LoggedForecast, ModelRunRecord, RunStatus
-from core.storage.models import DemandInterval, ForecastLog, MinuteReading, ModelRun, ServiceState
+from core.storage.models import (
+    CalendarEntryRow,
+    DemandInterval,
+    ForecastLog,
+    MinuteReading,
+    ModelRun,
+    ServiceState,
+)
 from core.timegrid import minute_start
 
 # (minute indices, values) of stored minutes, oldest first.
 MinuteColumns = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
 log = logging.getLogger(__name__)
+
+# service_state key of the calendar's own settings (the weekday a closed day runs like).
+CALENDAR_STATE_KEY = "calendar"
 
 _CHUNK = 5000
 
@@ -449,6 +460,40 @@ class Storage:
         """Store a named JSON document."""
         with self.session() as session, session.begin():
             session.merge(ServiceState(key=key, value=value, updated_at=datetime.now(UTC)))
+
+    # -- site calendar -------------------------------------------------------------------------
+
+    def load_calendar(self) -> SiteCalendar:
+        """The stored site calendar (empty when none was ever stored)."""
+        with self.session() as session:
+            rows = session.scalars(select(CalendarEntryRow).order_by(CalendarEntryRow.position))
+            entries = [dict(row.entry) for row in rows]
+            state = session.get(ServiceState, CALENDAR_STATE_KEY)
+            closed = (state.value if state else {}).get("closed_like", "sunday")
+        return parse_calendar({"closed_like": closed, "entries": entries})
+
+    def save_calendar(self, calendar: SiteCalendar) -> None:
+        """Replace the stored calendar with ``calendar`` in one transaction."""
+        now = datetime.now(UTC)
+        document = calendar.to_dict()
+        with self.session() as session, session.begin():
+            session.execute(delete(CalendarEntryRow))
+            for position, entry in enumerate(document["entries"]):
+                session.add(
+                    CalendarEntryRow(
+                        position=position,
+                        day_type=entry["day_type"],
+                        entry=entry,
+                        updated_at=now,
+                    )
+                )
+            session.merge(
+                ServiceState(
+                    key=CALENDAR_STATE_KEY,
+                    value={"closed_like": document["closed_like"]},
+                    updated_at=now,
+                )
+            )
 
     # -- model runs ----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bacnet.calendar_table import CALENDARS
 from bacnet.points import POINTS
 from tests.helpers import ServiceProcess, free_port
 
@@ -23,7 +24,7 @@ LEGACY_PYTHON = ROOT / ".venv-legacy" / "bin" / "python"
 CLIENT = ROOT / "tests" / "legacy_bacpypes" / "client.py"
 INSTANCE = 500901
 # BACnetServicesSupported bits of what the device executes or initiates.
-CLAIMED_BITS = {1, 5, 12, 14, 15, 16, 26, 27, 28, 33, 34}
+CLAIMED_BITS = {1, 5, 8, 9, 12, 14, 15, 16, 26, 27, 28, 33, 34}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,8 @@ def test_discovery_and_pics_walk(session: dict[str, Any]) -> None:
     """Directed Who-Is finds the device; every property of every object reads back."""
     assert session["i_am"] == [INSTANCE]
     assert session["wildcard"] == ["ok", "OpenDsm"]
-    assert len(session["object_list"]) == len(POINTS) + 2  # device + network port
+    # device + network port + the Calendar objects
+    assert len(session["object_list"]) == len(POINTS) + 2 + len(CALENDARS)
     assert session["walk_errors"] == []
     assert session["decode_failures"] == []
     for key, values in session["walk"].items():
@@ -96,7 +98,7 @@ def test_every_ede_row_matches_what_bacnet_reads(session: dict[str, Any]) -> Non
     """Object name, description and min/max present value are the device's."""
     rows = list(csv.reader(io.StringIO(session["ede"]), delimiter=";"))
     assert rows[0] == ["# Engineering-Data-Exchange - B.I.G.-EU"]
-    types = {"2": "analogValue", "5": "binaryValue", "8": "device"}
+    types = {"2": "analogValue", "5": "binaryValue", "8": "device", "6": "calendar"}
     checked = 0
     for row in rows[6:]:
         if not row or row[0].startswith("#"):
@@ -110,4 +112,4 @@ def test_every_ede_row_matches_what_bacnet_reads(session: dict[str, Any]) -> Non
             else:
                 assert prop not in values["propertyList"]
         checked += 1
-    assert checked == len(POINTS) + 1
+    assert checked == len(POINTS) + 1 + len(CALENDARS)

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bacnet.calendar_table import CALENDARS
 from bacnet.points import POINTS
 from tests.helpers import SEED_POINTS, ServiceProcess, free_port, make_client
 
@@ -355,8 +356,10 @@ def test_service_end_to_end(tmp_path: Path) -> None:
         "binary-value",
         "device",
         "network-port",
+        "calendar",
     }
-    assert len(seen["object_list"]) == 2 + len(POINTS)  # device, network port, every point
+    # device, network port, every point, the Calendar objects
+    assert len(seen["object_list"]) == 2 + len(POINTS) + len(CALENDARS)
 
     # Every point: name, fault until a value exists, units and COV increment on analogs.
     for kind, instance, name in SEVEN_POINTS:

@@ -12,6 +12,7 @@ import pytest
 from bacpypes3.basetypes import EngineeringUnits
 from bacpypes3.primitivedata import ObjectType as BacnetObjectType
 
+from bacnet.calendar_table import CALENDARS
 from bacnet.ede import (
     COLUMNS,
     OBJECT_TYPE_CODES,
@@ -44,6 +45,11 @@ def _data_rows(text: str) -> list[list[str]]:
     return [row for row in _rows(text)[6:] if row and not row[0].startswith("#")]
 
 
+def _point_rows(text: str) -> list[list[str]]:
+    """The device row and the points' rows (the Calendar objects' rows follow them)."""
+    return _data_rows(text)[: 1 + len(POINTS)]
+
+
 def test_main_file_has_the_ede_header_lines() -> None:
     text = ede_files(_settings(), author="tester", timestamp=WHEN)["points"]
     assert text.startswith("# Engineering-Data-Exchange - B.I.G.-EU\r\n")
@@ -65,9 +71,10 @@ def test_main_file_has_the_ede_header_lines() -> None:
 
 def test_one_row_per_point_plus_the_device() -> None:
     settings = _settings()
-    rows = _data_rows(ede_files(settings, timestamp=WHEN)["points"])
-    assert len(rows) == len(POINTS) + 1
-    assert all(len(row) == len(COLUMNS) for row in rows)
+    every = _data_rows(ede_files(settings, timestamp=WHEN)["points"])
+    assert len(every) == len(POINTS) + 1 + len(CALENDARS)
+    assert all(len(row) == len(COLUMNS) for row in every)
+    rows = every[: 1 + len(POINTS)]
     device, *points = rows
     assert device[1:5] == ["4711", "Dsm;Site 1", "8", "4711"]
     assert [row[2] for row in points] == [p.name for p in POINTS]
@@ -97,7 +104,7 @@ def test_object_type_and_unit_codes_match_bacpypes3() -> None:
 def test_every_point_unit_has_a_code_and_the_units_file_lists_them() -> None:
     files = ede_files(_settings(), timestamp=WHEN)
     units = {int(row[0]): row[1] for row in _rows(files["units"]) if row and row[0].isdigit()}
-    for point, row in zip(POINTS, _data_rows(files["points"])[1:], strict=True):
+    for point, row in zip(POINTS, _point_rows(files["points"])[1:], strict=True):
         if point.units is None:
             assert row[14] == ""
             continue
@@ -128,7 +135,7 @@ def test_state_text_references_resolve_for_binaries_only() -> None:
         "Text 2 or Active-Text",
     ]
     referenced = set()
-    for point, row in zip(POINTS, _data_rows(files["points"])[1:], strict=True):
+    for point, row in zip(POINTS, _point_rows(files["points"])[1:], strict=True):
         if point.object_type is ObjectType.BINARY_VALUE:
             assert point.state_text is not None
             assert texts[row[13]] == list(point.state_text)
@@ -180,7 +187,7 @@ def test_last_change_is_when_the_point_list_changed_not_the_download() -> None:
 
 def test_min_and_max_present_value_are_the_enforced_limits() -> None:
     settings = _settings()
-    rows = _data_rows(ede_files(settings, timestamp=WHEN)["points"])[1:]
+    rows = _point_rows(ede_files(settings, timestamp=WHEN)["points"])[1:]
     validator = InputValidator(settings)
     checked = 0
     for point, row in zip(POINTS, rows, strict=True):
@@ -196,3 +203,13 @@ def test_min_and_max_present_value_are_the_enforced_limits() -> None:
             validator.command(point.input_key, low - 1.0)
         checked += 1
     assert checked >= 2
+
+
+def test_calendar_objects_follow_the_points_with_their_type_code() -> None:
+    rows = _data_rows(ede_files(_settings(), timestamp=WHEN)["points"])[1 + len(POINTS) :]
+    assert [(row[2], row[3], row[4]) for row in rows] == [
+        (spec.name, "6", str(spec.instance)) for spec in CALENDARS
+    ]
+    assert rows[0][2] == "holidays-closed" and rows[1][2] == "runs-like-monday"
+    assert all(row[9] == "N" and "date-list writable" in row[5] for row in rows)
+    assert int(BacnetObjectType.calendar) == 6

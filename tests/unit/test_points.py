@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+from bacnet.calendar_table import CALENDARS
 from bacnet.points import DATABASE_REVISION, POINTS, ObjectType, Reliability
 from core.config import Settings
 from core.snapshot import ModelStatus, Quality, Snapshot
@@ -11,13 +12,20 @@ from tests.helpers import SEED_POINTS
 
 # (revision, fingerprint of the point list). Changing the list without bumping DATABASE_REVISION
 # fails here: integrators' tools re-read the point list only when the revision changes.
-KNOWN_REVISIONS = {1: "16f67d2aa4cd", 2: "7f08085bc20a", 3: "8b9923357ca6"}
+KNOWN_REVISIONS = {
+    1: "16f67d2aa4cd",
+    2: "7f08085bc20a",
+    3: "8b9923357ca6",
+    4: "369f37278a43",
+}
 
 
 def _fingerprint() -> str:
     text = "|".join(
         f"{p.object_type.value},{p.instance},{p.name},{p.units},{p.writable}" for p in POINTS
     )
+    if DATABASE_REVISION >= 4:  # the Calendar objects are part of the list from revision 4
+        text += "|" + "|".join(f"calendar,{c.instance},{c.name}" for c in CALENDARS)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
