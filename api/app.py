@@ -62,7 +62,7 @@ def create_app(
     app.state.context = AppContext(
         core=core,
         bacnet_bound=bacnet_bound,
-        registry=metrics.build_registry(core),
+        registry=metrics.build_registry(core, version),
         training=training,
     )
     install_error_handlers(app)
