@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 from api.deps import AppContext
 from api.errors import install_error_handlers
 from api.limits import RequestLimits
+from api.openapi_docs import install_openapi, operation_id
 from api.routers import (
     dashboard,
     demand,
@@ -48,10 +49,14 @@ def create_app(
         title="open-dsm",
         version=version,
         description=DESCRIPTION,
+        # Swagger UI and ReDoc are served from this package (api/static/vendor), not a CDN.
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
         openapi_tags=[
             {"name": "points", "description": "The BACnet point list with live values"},
             {"name": "readings", "description": "Meter readings in, minute grid out"},
-            {"name": "forecast", "description": "The next 60 minutes"},
+            {"name": "forecast", "description": "The next 60 minutes, the next day, the log"},
             {"name": "model", "description": "The forecasting model and its training runs"},
             {"name": "demand", "description": "Demand-charge management"},
             {"name": "dispatch", "description": "Battery and EV dispatch plan"},
@@ -77,6 +82,7 @@ def create_app(
         app.include_router(module.router)
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.static_files(), name="static")
+    install_openapi(app)
     return app
 
 
