@@ -19,6 +19,7 @@ from api.routers import (
     health,
     metrics,
     model,
+    month,
     points,
     readings,
 )
@@ -77,7 +78,7 @@ def create_app(
         token=core.settings.api_token,
         max_body_bytes=core.settings.max_body_bytes,
     )
-    for module in (points, readings, forecast, dispatch, model, demand, health, metrics):
+    for module in (points, readings, forecast, dispatch, model, demand, month, health, metrics):
         _summaries_from_docstrings(module.router)
         app.include_router(module.router)
     app.include_router(dashboard.router)

@@ -87,6 +87,12 @@ DESCRIPTIONS: dict[str, str] = {
         "Closed demand intervals with their average kW, oldest first; `counted_for_peak` marks "
         "the complete intervals of the billing period that can set the billed peak."
     ),
+    "get_month": (
+        "The month view: the demand charge so far (billed peak x `--demand-charge-per-kw`), "
+        "the energy cost at the flat or time-of-use prices, the period's highest intervals and "
+        "each day's peak, and what the battery took off the peak: the same intervals computed "
+        "on the meter less the kW the service dispatched. Imported minutes count like live ones."
+    ),
     "put_target": (
         "The demand target the shedding and the dispatch plan hold to; written at priority 16 "
         "like the BACnet `demand-target` point (409 while a higher priority holds it)."

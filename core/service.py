@@ -8,10 +8,13 @@ import dataclasses
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+
+import numpy as np
 
 from core.accuracy import LiveErrorTracker
 from core.clock import Clock
@@ -25,6 +28,7 @@ from core.demand import (
     OptionalInputs,
     WindowMode,
     battery_power_in_force,
+    billing_period,
     value_if_fresh,
 )
 from core.demand import Reading as DemandReading
@@ -35,6 +39,7 @@ from core.forecast.base import (
     HORIZON_MINUTES,
     Forecaster,
 )
+from core.month import MonthSummary, month_summary, period_intervals
 from core.readings import CompletedMinute, ReadingGrid
 from core.records import ModelRunRecord
 from core.series import MinuteSeries
@@ -43,7 +48,7 @@ from core.signals import (
 )
 from core.snapshot import ModelStatus, Quality, Snapshot
 from core.storage.models import DemandInterval
-from core.storage.repository import MinuteColumns, Storage, StoredMinute
+from core.storage.repository import LoggedForecast, MinuteColumns, Storage, StoredMinute
 from core.timegrid import (
     MINUTES_PER_DAY,
     MINUTES_PER_WEEK,
@@ -100,6 +105,15 @@ def demand_config(settings: Settings) -> DemandConfig:
     )
 
 
+def tariff_of(settings: Settings) -> Tariff:
+    """The tariff the settings describe (demand charge, flat or time-of-use energy price)."""
+    return Tariff(
+        demand_charge_per_kw=settings.demand_charge_per_kw,
+        energy_price_per_kwh=settings.energy_price_per_kwh,
+        tou_prices=settings.tou_schedule(),
+    )
+
+
 def dispatch_controller(settings: Settings) -> DispatchController | None:
     """The battery/EV dispatch controller the settings describe (None without a battery)."""
     if not settings.has_battery or settings.battery_capacity_kwh is None:
@@ -119,12 +133,7 @@ def dispatch_controller(settings: Settings) -> DispatchController | None:
     ev_max = settings.ev_max_kw if settings.ev_max_kw is not None else settings.ev_charge_kw
     if settings.has_ev and ev_max > 0:
         ev = EvChargers(max_kw=ev_max, min_kw=min(settings.ev_min_kw, ev_max))
-    tariff = Tariff(
-        demand_charge_per_kw=settings.demand_charge_per_kw,
-        energy_price_per_kwh=settings.energy_price_per_kwh,
-        tou_prices=settings.tou_schedule(),
-    )
-    return DispatchController(battery, tariff, settings.tz, ev=ev)
+    return DispatchController(battery, tariff_of(settings), settings.tz, ev=ev)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +242,8 @@ class DsmCore:
         self._writer.on_fault_change(self._storage_fault_changed)
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
+        self._replay_task: asyncio.Task[None] | None = None
+        self._replay_again = False
         self.stats = ReadingStats()
 
     # -- public state --------------------------------------------------------------------------
@@ -271,6 +282,7 @@ class DsmCore:
         # Reads at start-up, before anything writes: the writer owns writes, not reads.
         await asyncio.to_thread(self._restore, now)
         self._publish(self._with_inputs(now))
+        await self.seed_period_peak()
 
     def _cache_columns(self, now_minute: int) -> list[tuple[MinuteSeries, MinuteColumns]]:
         """The stored meter, outdoor air and dispatched kW of the cache's window (a read)."""
@@ -308,8 +320,139 @@ class DsmCore:
                 added[0],
                 added[1],
             )
+            if added[0]:
+                await self.seed_period_peak()
+                self.request_replay()
             self._wake.set()
         return added[0]
+
+    # -- imported history: the period peak and the forecasts it would have had -------------------
+
+    async def seed_period_peak(self) -> bool:
+        """Count the stored minutes of the current billing period toward its peak.
+
+        Imported history seeds the peak this way (the live tracker only sees live minutes); the
+        intervals are stored too, so the month view lists them. True when the peak changed.
+        """
+        now = self._clock.now()
+        period = billing_period(now, self._tz, self._settings.billing_cycle_day)
+        end = minute_of(now) - 1
+        lo = max(period.start_minute, end - self._series.capacity_minutes + 1)
+        if end < lo:
+            return False
+        values = self._series.window(end, end - lo + 1)
+        if not np.any(np.isfinite(values)):
+            return False
+        found = await asyncio.to_thread(period_intervals, lo, values, self._demand_config)
+        intervals = [i for i in found if i.period_start_minute == period.start_minute]
+        if not intervals:
+            return False
+        changed = self._demand.seed_peak(intervals)
+        self._store_intervals(intervals)
+        if changed:
+            log.info(
+                "billing-period peak %.2f kW (interval from %s) from %d stored intervals",
+                self._demand.period_peak_kw or 0.0,
+                minute_start(self._demand.period_peak_start_minute or 0).isoformat(),
+                len(intervals),
+            )
+            self._wake.set()
+        return changed
+
+    def request_replay(self) -> None:
+        """Replay the served forecaster over the last day of stored minutes (in the background)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not started on a loop (a test driving the core by hand)
+            return
+        if self._replay_task is not None and not self._replay_task.done():
+            self._replay_again = True
+            return
+        self._replay_task = asyncio.create_task(
+            self._replay_until_settled(), name="open-dsm-forecast-replay"
+        )
+
+    async def _replay_until_settled(self) -> None:
+        while True:
+            self._replay_again = False
+            try:
+                count = await self.replay_forecasts()
+            except Exception:  # never stops the service; the next import or model tries again
+                log.exception("replaying forecasts over stored history failed")
+                return
+            if count:
+                log.info("replayed %d forecasts over stored history", count)
+            if not self._replay_again:
+                return
+
+    async def replay_forecasts(self, slice_s: float = 0.02) -> int:
+        """Log the 60-minute-ahead forecasts the served forecaster would have made over the last
+        day of stored minutes, where no live forecast was logged; they are marked replayed.
+
+        Runs on the loop in slices of ``slice_s`` (the forecaster is not thread-safe); returns
+        how many were logged.
+        """
+        self._assert_loop()
+        now_minute = minute_of(self._clock.now())
+        last_origin = now_minute - 2  # the live computation logs origin now-1 itself
+        first_origin = now_minute - LIVE_RMSE_WINDOW_MINUTES - HORIZON_MINUTES
+        live = await asyncio.to_thread(
+            self._storage.live_forecast_targets,
+            first_origin + HORIZON_MINUTES,
+            last_origin + HORIZON_MINUTES + 1,
+        )
+        forecaster = self._forecaster
+        rows: list[tuple[int, str, float, datetime]] = []
+        started = time.perf_counter()
+        for origin in range(first_origin, last_origin + 1):
+            target = origin + HORIZON_MINUTES
+            if target in live or math.isnan(self._series.get(origin)):
+                continue
+            if forecaster is not self._forecaster:
+                self._replay_again = True  # a new model serves: replay with it instead
+                return 0
+            made_at = minute_start(origin + 1)
+            history = self._computer.history(origin, forecaster.history_minutes)
+            forecast = forecaster.forecast(history, self._tz, made_at)
+            if forecast is None:  # too little history at this origin
+                continue
+            rows.append((target, forecast.forecaster, forecast.one_hour_kw, made_at))
+            if time.perf_counter() - started > slice_s:
+                await asyncio.sleep(0)
+                started = time.perf_counter()
+        if not rows:
+            return 0
+        stored: int = await self._writer.submit(
+            "replayed forecasts", partial(self._storage.log_replayed_forecasts, rows)
+        )
+        return stored
+
+    async def month(self) -> MonthSummary:
+        """The billing period so far: demand charge, energy, top intervals, battery saving."""
+        now = self._clock.now()
+        period = billing_period(now, self._tz, self._settings.billing_cycle_day)
+        end = minute_of(now) - 1
+        lo = max(period.start_minute, end - self._series.capacity_minutes + 1)
+        length = max(0, end - lo + 1)
+        meter = self._series.window(end, length)
+        own = self._dispatched.window(end, length)
+        peak_kw = self._demand.period_peak_kw
+        peak_at = self._demand.period_peak_start_minute
+        tracked = (
+            (peak_kw, peak_at)
+            if peak_kw is not None and peak_at is not None and peak_at >= period.start_minute
+            else None
+        )
+        return await asyncio.to_thread(
+            month_summary,
+            lo,
+            meter,
+            own,
+            self._demand_config,
+            tariff_of(self._settings),
+            now,
+            tracked,
+        )
 
     def _restore(self, now: datetime) -> None:
         now_minute = minute_of(now)
@@ -398,6 +541,7 @@ class DsmCore:
         """Recompute the snapshot every interval and watch the input for staleness."""
         interval = self._settings.snapshot_interval_s
         await self.tick()
+        self.request_replay()
         next_refresh = self._clock.now().timestamp() + CACHE_REFRESH_S
         while True:
             now = self._clock.now().timestamp()
@@ -422,6 +566,10 @@ class DsmCore:
 
     async def stop(self) -> None:
         """Flush the open minute's partial mean and drain pending writes."""
+        if self._replay_task is not None:
+            self._replay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replay_task
         open_minute = self._grid.open_partial()
         if open_minute is not None:
             own = self._dispatched_in_force()
@@ -668,13 +816,13 @@ class DsmCore:
 
     async def forecast_history(
         self, start: datetime | None, end: datetime | None, limit: int
-    ) -> list[tuple[int, str, float, datetime]]:
-        """Logged forecasts in [start, end): (target minute, forecaster, kW, made at)."""
+    ) -> list[LoggedForecast]:
+        """Logged forecasts in [start, end), oldest first (live and replayed)."""
         if limit < 1:
             raise InvalidRequest("limit must be at least 1")
         start_minute, end_minute = _minute_range(start, end)
         return await asyncio.to_thread(
-            self._storage.forecasts_between, start_minute, end_minute, limit
+            self._storage.forecast_log_between, start_minute, end_minute, limit
         )
 
     async def ready(self) -> bool:
@@ -737,6 +885,7 @@ class DsmCore:
             )
         self._forecaster = forecaster
         self._computer.reset_bands()
+        self.request_replay()
         self._snapshot = dataclasses.replace(
             self._snapshot,
             model=dataclasses.replace(
