@@ -263,6 +263,15 @@ class DsmCore:
         """The battery the dispatch planner runs, None without one."""
         return self._dispatch.battery if self._dispatch is not None else None
 
+    def now(self) -> datetime:
+        """The core's clock now (the system clock, or a demo's simulated one)."""
+        return self._clock.now()
+
+    @property
+    def latest_minute(self) -> int | None:
+        """The newest minute with a meter value in the cache (live or imported), None if none."""
+        return self._series.latest_minute
+
     @property
     def writer(self) -> DatabaseWriter:
         """The single database writer (its fault state feeds /readyz and the metrics)."""

@@ -34,7 +34,11 @@ class MonthOut(BaseModel):
 
     period_start: datetime
     period_end: datetime
-    timezone: str
+    timezone: str = Field(description="The site's IANA time zone (the dashboard shows times in it).")
+    now: datetime = Field(description="The service's clock (a demo may run on file time).")
+    latest_reading_at: datetime | None = Field(
+        description="Start of the newest minute with a meter value, live or imported."
+    )
     interval_minutes: int
     measured_minutes: int = Field(description="Minutes of the period with a meter value.")
     demand_charge_per_kw: float = Field(description="--demand-charge-per-kw ($/kW).")
@@ -76,6 +80,8 @@ async def get_month(core: CoreDep) -> MonthOut:
         period_start=minute_start(summary.period_start_minute),
         period_end=minute_start(summary.period_end_minute),
         timezone=core.settings.timezone,
+        now=core.now(),
+        latest_reading_at=None if core.latest_minute is None else minute_start(core.latest_minute),
         interval_minutes=summary.interval_minutes,
         measured_minutes=summary.measured_minutes,
         demand_charge_per_kw=summary.demand_charge_per_kw,
