@@ -77,7 +77,8 @@
     return value === null || value === undefined ? "n/a" : `$${value.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
   }
   function ago(ms) {
-    const minutes = Math.round(ms / 60000);
+    const minutes = Math.max(0, Math.round(ms / 60000));
+    if (minutes === 1) return "1 minute";
     if (minutes < 120) return `${minutes} minutes`;
     const hours = Math.round(minutes / 60);
     if (hours < 72) return `${hours} hours`;
@@ -150,7 +151,8 @@
     } else {
       const last = meter.updated_at ? Date.parse(meter.updated_at) : latest;
       if (last === null) [text, tone] = ["no meter reading yet", "warn"];
-      else [text, tone] = [`no live meter for ${ago(now - last)}`, now - last > LIVE_WITHIN_MS * 12 ? "bad" : "warn"];
+      else if (now - last < 3600000) [text, tone] = [`meter stale: no write for ${ago(now - last)}`, "bad"];
+      else [text, tone] = [`no live meter for ${ago(now - last)}`, "bad"];
     }
     pill.textContent = text;
     pill.classList.add(tone);
