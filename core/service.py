@@ -17,7 +17,7 @@ from functools import partial
 import numpy as np
 
 from core.accuracy import LiveErrorTracker
-from core.clock import Clock
+from core.clock import Clock, clock_speed
 from core.commands import REST_PRIORITY, CommandState, InputKey, check_priority
 from core.compute import SnapshotComputer
 from core.config import Settings
@@ -242,6 +242,7 @@ class DsmCore:
         self._writer.on_fault_change(self._storage_fault_changed)
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
+        self._speed = clock_speed(clock)
         self._replay_task: asyncio.Task[None] | None = None
         self._replay_again = False
         self.stats = ReadingStats()
@@ -561,7 +562,9 @@ class DsmCore:
                 deadline = stale_at + 0.01
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, deadline - now))
+                # Clock seconds to wall seconds (a demo's simulated clock runs faster).
+                wait_s = max(0.0, deadline - now) / self._speed
+                await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
             if self._clock.now().timestamp() >= next_tick or self._wake.is_set():
                 await self.tick()
             else:
