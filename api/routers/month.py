@@ -34,7 +34,7 @@ class MonthOut(BaseModel):
 
     period_start: datetime
     period_end: datetime
-    timezone: str = Field(description="The site's IANA time zone (the dashboard shows times in it).")
+    timezone: str = Field(description="The site IANA time zone (the dashboard shows times in it)")
     now: datetime = Field(description="The service's clock (a demo may run on file time).")
     latest_reading_at: datetime | None = Field(
         description="Start of the newest minute with a meter value, live or imported."
