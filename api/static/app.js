@@ -122,7 +122,7 @@
       el.textContent = point.reliability === OK
         ? `as of ${fmtTime(point.updated_at)}`
         : point.reliability === "communication-failure"
-          ? `meter not written since ${fmtTime((state.points["input-power-meter"] || point).updated_at)}`
+          ? `meter not written since ${fmtTime((state.points["input-power-meter"] || point).updated_at || (state.month && state.month.latest_reading_at))}`
           : { "no-sensor": "nothing to show yet", "unreliable-other": "not enough history yet, or a storage fault" }[point.reliability] || point.reliability;
     }
     renderHeader();
