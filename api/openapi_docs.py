@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 EXAMPLES_FILE = Path(__file__).resolve().parent / "openapi_examples.json"
@@ -128,37 +127,38 @@ def _examples() -> dict[str, Any]:
 
 
 def install_openapi(app: FastAPI) -> None:
-    """Build the document once with the descriptions and examples filled in."""
+    """Fill the descriptions and examples into the document ``app.openapi`` builds (once).
+
+    Wraps whatever ``app.openapi`` is now (``api.errors`` declares the error bodies there).
+    """
+    generate = app.openapi
+    done = False
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = get_openapi(
-            title=app.title,
-            version=app.version,
-            description=app.description,
-            routes=app.routes,
-            tags=app.openapi_tags,
-        )
-        examples = _examples()
-        for operations in schema.get("paths", {}).values():
-            for operation in operations.values():
-                name = operation.get("operationId", "")
-                if name in DESCRIPTIONS:
-                    operation["description"] = DESCRIPTIONS[name]
-                example = examples.get(name)
-                if example is None:
-                    continue
-                ok = next(
-                    (code for code in operation.get("responses", {}) if code.startswith("2")),
-                    None,
-                )
-                if ok is None:
-                    continue
-                content = operation["responses"][ok].setdefault("content", {})
-                media = _TEXT_TYPES.get(name, "application/json")
-                content.setdefault(media, {})["example"] = example
-        app.openapi_schema = schema
+        nonlocal done
+        schema = generate()
+        if not done:
+            _describe(schema, _examples())
+            done = True
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _describe(schema: dict[str, Any], examples: dict[str, Any]) -> None:
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            name = operation.get("operationId", "")
+            if name in DESCRIPTIONS:
+                operation["description"] = DESCRIPTIONS[name]
+            example = examples.get(name)
+            if example is None:
+                continue
+            ok = next(
+                (code for code in operation.get("responses", {}) if code.startswith("2")), None
+            )
+            if ok is None:
+                continue
+            content = operation["responses"][ok].setdefault("content", {})
+            media = _TEXT_TYPES.get(name, "application/json")
+            content.setdefault(media, {})["example"] = example

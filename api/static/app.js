@@ -494,13 +494,20 @@
         getJson("/api/v1/points"), getJson("/api/v1/demand"), getJson("/api/v1/model"),
       ]);
       state.fetchedAt = Date.now();
-      try {
-        state.forecast = await getJson("/api/v1/forecast");
-        state.forecastError = null;
-      } catch (error) {
-        if (!error.status) throw error;
+      const output = points.find((p) => p.name === "one-hour-future-power");
+      if (output && output.reliability !== OK) {
+        // No trustworthy forecast now (no or stale meter data): not asked for (no 503s).
         state.forecast = null;
-        state.forecastError = `no forecast: ${error.detail || error.message}`;
+        state.forecastError = `no forecast: the 60-minute output is ${RELIABILITY_TEXT[output.reliability] || output.reliability} (${output.reliability})`;
+      } else {
+        try {
+          state.forecast = await getJson("/api/v1/forecast");
+          state.forecastError = null;
+        } catch (error) {
+          if (!error.status) throw error;
+          state.forecast = null;
+          state.forecastError = `no forecast: ${error.detail || error.message}`;
+        }
       }
       state.points = Object.fromEntries(points.map((p) => [p.name, p]));
       state.demand = demand;
@@ -528,7 +535,13 @@
         getJson(`/api/v1/forecast/history?start=${encodeURIComponent(start)}&limit=2000`),
         getJson("/api/v1/model/runs?limit=5"),
       ]);
+      const meter = state.points["input-power-meter"];
       try {
+        if (meter && meter.reliability !== OK) {
+          const error = new Error("it needs fresh meter data");
+          error.status = 503;
+          throw error;
+        }
         state.dayAhead = await getJson("/api/v1/forecast/day-ahead");
         state.dayAheadError = null;
       } catch (error) {
