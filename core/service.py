@@ -69,6 +69,8 @@ MAX_BATCH = 100_000
 CACHE_MIN_WEEKS = 5
 # How often a running service looks for minutes stored behind its back (``open-dsm import``).
 CACHE_REFRESH_S = 300.0
+# Replaying forecasts over imported history: pause this long after each slice of work.
+REPLAY_PAUSE_S = 0.01
 STATE_SNAPSHOT = "snapshot"
 STATE_CLASSIFIER = "load_classifier"
 STATE_DEMAND = "demand_tracker"
@@ -428,7 +430,9 @@ class DsmCore:
                 continue
             rows.append((target, forecast.forecaster, forecast.one_hour_kw, made_at))
             if time.perf_counter() - started > slice_s:
-                await asyncio.sleep(0)
+                # A pause, not just a yield: the worker threads (database reads, the writer)
+                # need the GIL too, and start-up work queues behind this.
+                await asyncio.sleep(REPLAY_PAUSE_S)
                 started = time.perf_counter()
         if not rows:
             return 0
