@@ -13,7 +13,14 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from core.demand import ClosedInterval, DemandConfig, DemandTracker, billing_period
+from core.demand import (
+    ClosedInterval,
+    DemandConfig,
+    DemandTracker,
+    WindowMode,
+    billing_period,
+    utc_offset_minutes,
+)
 from core.dispatch.assets import Tariff
 from core.timegrid import minute_start
 
@@ -87,6 +94,60 @@ def period_intervals(
     return closed
 
 
+def fixed_intervals(
+    start_minute: int, values_kw: npt.NDArray[np.float64], config: DemandConfig
+) -> list[ClosedInterval]:
+    """``period_intervals`` for fixed windows, vectorised (a month in milliseconds, not ~0.4 s).
+
+    Same intervals, averages, coverage and billing periods as the tracker; an interval that has
+    not ended by the last minute given is left out (the tracker would still have it open).
+    """
+    if config.window is not WindowMode.FIXED:
+        return period_intervals(start_minute, values_kw, config)
+    values = np.asarray(values_kw, dtype=np.float64)
+    valid = np.flatnonzero(np.isfinite(values))
+    if len(valid) == 0:
+        return []
+    length = config.interval_minutes
+    minutes = start_minute + valid
+    hours, index = np.unique(minutes // 60, return_inverse=True)
+    offsets = np.array([utc_offset_minutes(int(h) * 60, config.timezone) for h in hours])
+    starts = minutes - (minutes + offsets[index]) % length
+    unique_starts, group = np.unique(starts, return_inverse=True)
+    counts = np.bincount(group)
+    means = np.bincount(group, weights=values[valid]) / counts
+    end = start_minute + len(values)  # the first minute not given
+    # The billing periods the intervals fall in (a month or two), then one lookup each.
+    period = billing_period(
+        minute_start(int(unique_starts[0])), config.timezone, config.billing_cycle_day
+    )
+    period_starts = [period.start_minute]
+    while period.end_minute <= int(unique_starts[-1]):
+        period = billing_period(
+            minute_start(period.end_minute), config.timezone, config.billing_cycle_day
+        )
+        period_starts.append(period.start_minute)
+    which = np.searchsorted(np.array(period_starts), unique_starts, side="right") - 1
+    closed: list[ClosedInterval] = []
+    for start, count, mean, slot in zip(
+        unique_starts.tolist(), counts.tolist(), means.tolist(), which.tolist(), strict=True
+    ):
+        if start + length > end:
+            continue  # still open
+        closed.append(
+            ClosedInterval(
+                start_minute=start,
+                length_minutes=length,
+                average_kw=float(mean),
+                observed_minutes=int(count),
+                complete=count == length,
+                period_start_minute=period_starts[slot],
+                counted_for_peak=100.0 * count / length >= config.peak_min_coverage_pct,
+            )
+        )
+    return closed
+
+
 def counted_peak(
     intervals: list[ClosedInterval], period_start_minute: int
 ) -> ClosedInterval | None:
@@ -117,7 +178,7 @@ def month_summary(
     meter = np.asarray(meter_kw, dtype=np.float64)[skip:]
     own = np.asarray(dispatched_kw, dtype=np.float64)[skip:]
     first = start_minute + skip
-    intervals = [i for i in period_intervals(first, meter, config) if i.start_minute < hi]
+    intervals = [i for i in fixed_intervals(first, meter, config) if i.start_minute < hi]
     ours = [i for i in intervals if i.period_start_minute == lo]
     peak = counted_peak(ours, lo)
     billed: tuple[float, int] | None = (peak.average_kw, peak.start_minute) if peak else None
@@ -125,7 +186,7 @@ def month_summary(
         billed = tracked_peak
     base = meter - np.nan_to_num(own)
     base_peak = counted_peak(
-        [i for i in period_intervals(first, base, config) if i.start_minute < hi], lo
+        [i for i in fixed_intervals(first, base, config) if i.start_minute < hi], lo
     )
     valid = np.isfinite(meter)
     minutes = first + np.flatnonzero(valid)

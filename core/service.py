@@ -39,7 +39,7 @@ from core.forecast.base import (
     HORIZON_MINUTES,
     Forecaster,
 )
-from core.month import MonthSummary, month_summary, period_intervals
+from core.month import MonthSummary, fixed_intervals, month_summary
 from core.readings import CompletedMinute, ReadingGrid
 from core.records import ModelRunRecord
 from core.series import MinuteSeries
@@ -355,7 +355,7 @@ class DsmCore:
         values = self._series.window(end, end - lo + 1)
         if not np.any(np.isfinite(values)):
             return False
-        found = await asyncio.to_thread(period_intervals, lo, values, self._demand_config)
+        found = await asyncio.to_thread(fixed_intervals, lo, values, self._demand_config)
         intervals = [i for i in found if i.period_start_minute == period.start_minute]
         if not intervals:
             return False
