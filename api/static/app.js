@@ -101,7 +101,9 @@
       const word = RELIABILITY_TEXT[point.reliability] || "fault";
       el.textContent = `${word} (${point.reliability})`;
       el.classList.add("fault");
-      if (point.reliability !== "no-sensor") el.classList.add("bad");
+      // Red only for the alarm a BAS acts on: the meter has stopped (stale inputs). Missing
+      // history or no data yet is amber.
+      if (point.reliability === "communication-failure") el.classList.add("bad");
       return;
     }
     if (point.object_type === "binary-value") {
