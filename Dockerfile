@@ -1,7 +1,14 @@
 # open-dsm: one process serving the BACnet/IP device (UDP 47808) and the REST API (TCP 8000).
 # BACnet discovery uses broadcasts: run with `--network host` (or give the container an address on
 # the BAS network), not behind Docker's NAT.
-FROM python:3.11-slim
+#
+# Two images from this file:
+#   docker build -t open-dsm .                    serving image: no TensorFlow (about 1/4 the size);
+#                                                 trained models are loaded with LiteRT; nightly
+#                                                 training is off (POST /model/train answers 503)
+#   docker build --target full -t open-dsm:full .  the same plus the trainer (TensorFlow), for
+#                                                 nightly training in the container
+FROM python:3.11-slim AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -21,14 +28,21 @@ COPY bench ./bench
 COPY core ./core
 COPY migrations ./migrations
 COPY open_dsm ./open_dsm
-# The trainer extra (TensorFlow) is what the nightly training process needs; the serving process
-# itself never imports it.
-RUN pip install -c constraints.txt ".[train,lite,postgres]"
-
-USER opendsm
 VOLUME ["/data"]
 EXPOSE 8000/tcp 47808/udp
+# The probe follows the port the service was started with (--http-port in the command, or
+# OPEN_DSM_HTTP_PORT), read from PID 1, not a fixed 8000.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)" || exit 1
+    CMD ["python", "-m", "open_dsm.healthcheck"]
 ENTRYPOINT ["open-dsm"]
 CMD ["serve"]
+
+# Nightly training in the container: the trainer's TensorFlow beside the service.
+FROM base AS full
+RUN pip install -c constraints.txt ".[train,lite,postgres]"
+USER opendsm
+
+# The default image (last stage): serving only; the serving process never imports TensorFlow.
+FROM base AS serve
+RUN pip install -c constraints.txt ".[lite,postgres]"
+USER opendsm

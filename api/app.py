@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 from api.deps import AppContext, PointTable
 from api.errors import install_error_handlers
 from api.limits import RequestLimits
+from api.openapi_docs import install_openapi, operation_id
 from api.routers import (
     calendar,
     dashboard,
@@ -19,6 +20,7 @@ from api.routers import (
     health,
     metrics,
     model,
+    month,
     points,
     readings,
 )
@@ -51,10 +53,14 @@ def create_app(
         title="open-dsm",
         version=version,
         description=DESCRIPTION,
+        # Swagger UI and ReDoc are served from this package (api/static/vendor), not a CDN.
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
         openapi_tags=[
             {"name": "points", "description": "The BACnet point list with live values"},
             {"name": "readings", "description": "Meter readings in, minute grid out"},
-            {"name": "forecast", "description": "The next 60 minutes"},
+            {"name": "forecast", "description": "The next 60 minutes, the next day, the log"},
             {"name": "model", "description": "The forecasting model and its training runs"},
             {"name": "demand", "description": "Demand-charge management"},
             {"name": "dispatch", "description": "Battery and EV dispatch plan"},
@@ -66,7 +72,7 @@ def create_app(
         core=core,
         points=point_table,
         bacnet_bound=bacnet_bound,
-        registry=metrics.build_registry(core, point_table),
+        registry=metrics.build_registry(core, point_table, version),
         training=training,
     )
     install_error_handlers(app)
@@ -76,11 +82,23 @@ def create_app(
         token=core.settings.api_token,
         max_body_bytes=core.settings.max_body_bytes,
     )
-    for module in (points, readings, forecast, dispatch, model, demand, calendar, health, metrics):
+    for module in (
+        points,
+        readings,
+        forecast,
+        dispatch,
+        model,
+        demand,
+        month,
+        calendar,
+        health,
+        metrics,
+    ):
         _summaries_from_docstrings(module.router)
         app.include_router(module.router)
     app.include_router(dashboard.router)
     app.mount("/static", dashboard.static_files(), name="static")
+    install_openapi(app)
     return app
 
 

@@ -22,6 +22,8 @@ class PointTable(Protocol):
     """The BACnet point list as plain records (``bacnet.table.BacnetPointTable``, handed in by
     the composition root: the API does not import the BACnet adapter)."""
 
+    reliability_states: tuple[str, ...]  # every reliability a point can report
+
     def records(self, snapshot: Snapshot) -> list[PointRecord]:
         """Every point as a BACnet read would return it for ``snapshot``."""
         ...

@@ -21,6 +21,9 @@ _OBJECT_TYPE_NAMES: dict[ObjectType, ObjectTypeName] = {
 class BacnetPointTable:
     """Every BACnet point's value, reliability and metadata for one snapshot, and the EDE files."""
 
+    # Every reliability a point can report (the metrics export each as a state, 0 or 1).
+    reliability_states: tuple[str, ...] = tuple(r.value for r in Reliability)
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
@@ -36,6 +39,7 @@ class BacnetPointTable:
                     instance=point.instance,
                     object_identifier=point.object_identifier,
                     present_value=point.present_value(snapshot),
+                    value=point.value_of(snapshot),
                     units=point.units_for(self._settings),
                     reliability=reliability.value,
                     fault=reliability is not Reliability.NO_FAULT_DETECTED,

@@ -61,7 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--shed-capacity-kw",
         type=float,
         default=None,
-        help=f"most kW the BAS can shed (default {DEFAULT_SHED_FRACTION:.0%} of the target)",
+        help=(
+            f"most kW the BAS can shed (default {100 * DEFAULT_SHED_FRACTION:.0f}%% of the target)"
+        ),
     )
     parser.add_argument("--billing-cycle-day", type=int, default=1, help="billing cycle day")
     parser.add_argument(

@@ -364,6 +364,10 @@ class SnapshotComputer:
             log.exception("day-ahead forecast of %s failed", source.name)
             return None
 
+    def history(self, origin: int, minutes: int) -> MinuteHistory:
+        """The forecasters' input at ``origin`` (what ``compute`` gives them; replays use it)."""
+        return self._history(origin, minutes)
+
     def _history(self, origin: int, minutes: int) -> MinuteHistory:
         """The base load of the last ``minutes`` minutes up to ``origin`` (the meter less the
         battery and EV kW dispatched, where known), with outdoor air where known.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -244,6 +245,19 @@ class Settings(BaseSettings):
         default=50.0, ge=5.0, le=3600.0, description="Wall-time budget of one training run (s)."
     )
     log_level: str = Field(default="INFO", description="Logging level.")
+    clock_start: datetime | None = Field(
+        default=None,
+        description="Simulated clock (demos): the service's time at --clock-anchor-unix "
+        "(ISO 8601 with offset); unset: the system clock.",
+    )
+    clock_speed: float = Field(
+        default=1.0, ge=0.01, le=1000.0, description="Simulated clock: clock seconds per second."
+    )
+    clock_anchor_unix: float | None = Field(
+        default=None,
+        description="Simulated clock: the wall time (Unix seconds) it shows --clock-start at; "
+        "unset: when the service starts.",
+    )
 
     @field_validator("bbmd_bdt", mode="before")
     @classmethod
@@ -326,6 +340,8 @@ class Settings(BaseSettings):
         if self.ev_max_kw is not None and self.ev_min_kw > self.ev_max_kw:
             raise ValueError("ev_min_kw must not exceed ev_max_kw")
         self.tou_schedule()  # raises on a malformed schedule
+        if self.clock_start is not None and self.clock_start.tzinfo is None:
+            raise ValueError("clock_start needs a time-zone offset (e.g. Z)")
         return self
 
     def tou_schedule(self) -> tuple[tuple[int, float], ...]:

@@ -603,6 +603,21 @@ class DemandTracker:
                 closed.append(window)
         return closed
 
+    def seed_peak(self, intervals: Sequence[ClosedInterval]) -> bool:
+        """Count intervals measured from stored (imported) minutes toward the period peak.
+
+        Only intervals that count for the peak of the tracked period (or a newer one) raise it;
+        returns True when the peak changed.
+        """
+        changed = False
+        for item in intervals:
+            if not item.counted_for_peak or not self._roll_period(item.period_start_minute):
+                continue
+            if self._peak_kw is None or item.average_kw > self._peak_kw:
+                self._peak_kw, self._peak_start_minute = item.average_kw, item.start_minute
+                changed = True
+        return changed
+
     def close_due(self, now: datetime) -> list[ClosedInterval]:
         """Close a fixed interval that has ended without its last minute (meter gap)."""
         if self._open_start is None:

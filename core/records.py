@@ -68,6 +68,7 @@ class PointRecord:
     instance: int
     object_identifier: str  # e.g. analog-value,1
     present_value: float | bool
+    value: float | bool | None  # None: no value yet (present_value then shows the default)
     units: str | None
     reliability: str  # bacpypes3 spelling: no-fault-detected, ...
     fault: bool  # the reliability is not no-fault-detected
@@ -106,3 +107,4 @@ class LoggedForecast:
     forecaster: str
     kw: float
     made_at: datetime  # about 60 minutes before the target minute
+    replayed: bool = False  # computed over imported minutes after the fact, not made live

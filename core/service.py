@@ -8,15 +8,18 @@ import dataclasses
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
+import numpy as np
+
 from core.accuracy import BandAdapter, LiveErrorTracker
 from core.calendar import SiteCalendar
 from core.calendar_service import CalendarKeeper
-from core.clock import Clock
+from core.clock import Clock, clock_speed
 from core.commands import REST_PRIORITY, CommandState, InputKey, check_priority
 from core.compute import SnapshotComputer
 from core.config import Settings
@@ -27,6 +30,7 @@ from core.demand import (
     OptionalInputs,
     WindowMode,
     battery_power_in_force,
+    billing_period,
     value_if_fresh,
 )
 from core.demand import Reading as DemandReading
@@ -37,6 +41,7 @@ from core.forecast.base import (
     HORIZON_MINUTES,
     Forecaster,
 )
+from core.month import MonthSummary, fixed_intervals, month_summary
 from core.readings import CompletedMinute, ReadingGrid
 from core.records import DemandIntervalRecord, HeldMinute, LoggedForecast, ModelRunRecord
 from core.series import MinuteSeries
@@ -65,6 +70,8 @@ MAX_BATCH = 100_000
 CACHE_MIN_WEEKS = 5
 # How often a running service looks for minutes stored behind its back (``open-dsm import``).
 CACHE_REFRESH_S = 300.0
+# Replaying forecasts over imported history: pause this long after each slice of work.
+REPLAY_PAUSE_S = 0.01
 STATE_SNAPSHOT = "snapshot"
 STATE_CLASSIFIER = "load_classifier"
 STATE_DEMAND = "demand_tracker"
@@ -101,6 +108,15 @@ def demand_config(settings: Settings) -> DemandConfig:
     )
 
 
+def tariff_of(settings: Settings) -> Tariff:
+    """The tariff the settings describe (demand charge, flat or time-of-use energy price)."""
+    return Tariff(
+        demand_charge_per_kw=settings.demand_charge_per_kw,
+        energy_price_per_kwh=settings.energy_price_per_kwh,
+        tou_prices=settings.tou_schedule(),
+    )
+
+
 def dispatch_controller(settings: Settings) -> DispatchController | None:
     """The battery/EV dispatch controller the settings describe (None without a battery)."""
     if not settings.has_battery or settings.battery_capacity_kwh is None:
@@ -120,12 +136,7 @@ def dispatch_controller(settings: Settings) -> DispatchController | None:
     ev_max = settings.ev_max_kw if settings.ev_max_kw is not None else settings.ev_charge_kw
     if settings.has_ev and ev_max > 0:
         ev = EvChargers(max_kw=ev_max, min_kw=min(settings.ev_min_kw, ev_max))
-    tariff = Tariff(
-        demand_charge_per_kw=settings.demand_charge_per_kw,
-        energy_price_per_kwh=settings.energy_price_per_kwh,
-        tou_prices=settings.tou_schedule(),
-    )
-    return DispatchController(battery, tariff, settings.tz, ev=ev)
+    return DispatchController(battery, tariff_of(settings), settings.tz, ev=ev)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +247,9 @@ class DsmCore:
         self._wake = asyncio.Event()
         self._calendar = CalendarKeeper(storage, self._writer, clock, self._tz)
         self._calendar.subscribe(self._calendar_changed)
+        self._speed = clock_speed(clock)
+        self._replay_task: asyncio.Task[None] | None = None
+        self._replay_again = False
         self.stats = ReadingStats()
 
     # -- public state --------------------------------------------------------------------------
@@ -254,6 +268,15 @@ class DsmCore:
     def dispatch_battery(self) -> Battery | None:
         """The battery the dispatch planner runs, None without one."""
         return self._dispatch.battery if self._dispatch is not None else None
+
+    def now(self) -> datetime:
+        """The core's clock now (the system clock, or a demo's simulated one)."""
+        return self._clock.now()
+
+    @property
+    def latest_minute(self) -> int | None:
+        """The newest minute with a meter value in the cache (live or imported), None if none."""
+        return self._series.latest_minute
 
     @property
     def calendar(self) -> CalendarKeeper:
@@ -299,6 +322,7 @@ class DsmCore:
         await self._calendar.load()
         await asyncio.to_thread(self._restore, now)
         self._publish(self._with_inputs(now))
+        await self.seed_period_peak()
 
     def _cache_columns(self, now_minute: int) -> list[tuple[MinuteSeries, MinuteColumns]]:
         """The stored meter, outdoor air and dispatched kW of the cache's window (a read)."""
@@ -341,8 +365,141 @@ class DsmCore:
                 added[0],
                 added[1],
             )
+            if added[0]:
+                await self.seed_period_peak()
+                self.request_replay()
             self._wake.set()
         return added[0]
+
+    # -- imported history: the period peak and the forecasts it would have had -------------------
+
+    async def seed_period_peak(self) -> bool:
+        """Count the stored minutes of the current billing period toward its peak.
+
+        Imported history seeds the peak this way (the live tracker only sees live minutes); the
+        intervals are stored too, so the month view lists them. True when the peak changed.
+        """
+        now = self._clock.now()
+        period = billing_period(now, self._tz, self._settings.billing_cycle_day)
+        end = minute_of(now) - 1
+        lo = max(period.start_minute, end - self._series.capacity_minutes + 1)
+        if end < lo:
+            return False
+        values = self._series.window(end, end - lo + 1)
+        if not np.any(np.isfinite(values)):
+            return False
+        found = await asyncio.to_thread(fixed_intervals, lo, values, self._demand_config)
+        intervals = [i for i in found if i.period_start_minute == period.start_minute]
+        if not intervals:
+            return False
+        changed = self._demand.seed_peak(intervals)
+        self._store_intervals(intervals)
+        if changed:
+            log.info(
+                "billing-period peak %.2f kW (interval from %s) from %d stored intervals",
+                self._demand.period_peak_kw or 0.0,
+                minute_start(self._demand.period_peak_start_minute or 0).isoformat(),
+                len(intervals),
+            )
+            self._wake.set()
+        return changed
+
+    def request_replay(self) -> None:
+        """Replay the served forecaster over the last day of stored minutes (in the background)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not started on a loop (a test driving the core by hand)
+            return
+        if self._replay_task is not None and not self._replay_task.done():
+            self._replay_again = True
+            return
+        self._replay_task = asyncio.create_task(
+            self._replay_until_settled(), name="open-dsm-forecast-replay"
+        )
+
+    async def _replay_until_settled(self) -> None:
+        while True:
+            self._replay_again = False
+            try:
+                count = await self.replay_forecasts()
+            except Exception:  # never stops the service; the next import or model tries again
+                log.exception("replaying forecasts over stored history failed")
+                return
+            if count:
+                log.info("replayed %d forecasts over stored history", count)
+            if not self._replay_again:
+                return
+
+    async def replay_forecasts(self, slice_s: float = 0.02) -> int:
+        """Log the 60-minute-ahead forecasts the served forecaster would have made over the last
+        day of stored minutes, where no live forecast was logged; they are marked replayed.
+
+        Runs on the loop in slices of ``slice_s`` (the forecaster is not thread-safe); returns
+        how many were logged.
+        """
+        self._assert_loop()
+        now_minute = minute_of(self._clock.now())
+        last_origin = now_minute - 2  # the live computation logs origin now-1 itself
+        first_origin = now_minute - LIVE_RMSE_WINDOW_MINUTES - HORIZON_MINUTES
+        live = await asyncio.to_thread(
+            self._storage.live_forecast_targets,
+            first_origin + HORIZON_MINUTES,
+            last_origin + HORIZON_MINUTES + 1,
+        )
+        forecaster = self._forecaster
+        rows: list[tuple[int, str, float, datetime]] = []
+        started = time.perf_counter()
+        for origin in range(first_origin, last_origin + 1):
+            target = origin + HORIZON_MINUTES
+            if target in live or math.isnan(self._series.get(origin)):
+                continue
+            if forecaster is not self._forecaster:
+                self._replay_again = True  # a new model serves: replay with it instead
+                return 0
+            made_at = minute_start(origin + 1)
+            history = self._computer.history(origin, forecaster.history_minutes)
+            forecast = forecaster.forecast(history, self._tz, made_at)
+            if forecast is None:  # too little history at this origin
+                continue
+            rows.append((target, forecast.forecaster, forecast.one_hour_kw, made_at))
+            if time.perf_counter() - started > slice_s:
+                # A pause, not just a yield: the worker threads (database reads, the writer)
+                # need the GIL too, and start-up work queues behind this.
+                await asyncio.sleep(REPLAY_PAUSE_S)
+                started = time.perf_counter()
+        if not rows:
+            return 0
+        stored: int = await self._writer.submit(
+            "replayed forecasts", partial(self._storage.log_replayed_forecasts, rows)
+        )
+        return stored
+
+    async def month(self) -> MonthSummary:
+        """The billing period so far: demand charge, energy, top intervals, battery saving."""
+        now = self._clock.now()
+        period = billing_period(now, self._tz, self._settings.billing_cycle_day)
+        end = minute_of(now) - 1
+        lo = max(period.start_minute, end - self._series.capacity_minutes + 1)
+        length = max(0, end - lo + 1)
+        meter = self._series.window(end, length)
+        own = self._dispatched.window(end, length)
+        peak_kw = self._demand.period_peak_kw
+        peak_at = self._demand.period_peak_start_minute
+        tracked = (
+            (peak_kw, peak_at)
+            if peak_kw is not None and peak_at is not None and peak_at >= period.start_minute
+            else None
+        )
+        return await asyncio.to_thread(
+            month_summary,
+            lo,
+            meter,
+            own,
+            self._demand_config,
+            tariff_of(self._settings),
+            now,
+            tracked,
+        )
 
     def _restore(self, now: datetime) -> None:
         now_minute = minute_of(now)
@@ -425,6 +582,7 @@ class DsmCore:
         """Recompute the snapshot every interval and watch the input for staleness."""
         interval = self._settings.snapshot_interval_s
         await self.tick()
+        self.request_replay()
         next_refresh = self._clock.now().timestamp() + CACHE_REFRESH_S
         while True:
             now = self._clock.now().timestamp()
@@ -435,7 +593,9 @@ class DsmCore:
                 deadline = stale_at + 0.01
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, deadline - now))
+                # Clock seconds to wall seconds (a demo's simulated clock runs faster).
+                wait_s = max(0.0, deadline - now) / self._speed
+                await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
             if self._clock.now().timestamp() >= next_tick or self._wake.is_set():
                 await self.tick()
             else:
@@ -449,6 +609,10 @@ class DsmCore:
 
     async def stop(self) -> None:
         """Flush the open minute's partial mean and drain pending writes."""
+        if self._replay_task is not None:
+            self._replay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replay_task
         open_minute = self._grid.open_partial()
         if open_minute is not None:
             own = self._dispatched_in_force()
@@ -696,12 +860,13 @@ class DsmCore:
     async def forecast_history(
         self, start: datetime | None, end: datetime | None, limit: int
     ) -> list[LoggedForecast]:
-        """Logged 60-minute-ahead forecasts with target minutes in [start, end), oldest first."""
+        """Logged 60-minute-ahead forecasts with target minutes in [start, end), oldest first
+        (live and replayed)."""
         if limit < 1:
             raise InvalidRequest("limit must be at least 1")
         start_minute, end_minute = _minute_range(start, end)
         return await asyncio.to_thread(
-            self._storage.forecasts_between, start_minute, end_minute, limit
+            self._storage.forecast_log_between, start_minute, end_minute, limit
         )
 
     async def ready(self) -> bool:
@@ -764,6 +929,7 @@ class DsmCore:
             )
         self._forecaster = forecaster
         self._computer.reset_bands()
+        self.request_replay()
         self._snapshot = dataclasses.replace(
             self._snapshot,
             model=ModelStatus.serving(forecaster.name, self._snapshot.model, run),

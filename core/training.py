@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib.util
 import logging
 import multiprocessing
 import os
@@ -22,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from core.clock import Clock
 from core.config import Settings
-from core.errors import Busy
+from core.errors import Busy, NotReady
 from core.forecast.base import Forecaster
 from core.records import ModelRunRecord, RunStatus
 from core.service import DsmCore
@@ -68,6 +69,11 @@ def load_model(run: ModelRunRecord) -> Forecaster:
     if not run.artifact_path:
         raise FileNotFoundError(f"run {run.id} has no artifact")
     return LiteForecaster.load(run.artifact_path)
+
+
+def trainer_installed() -> bool:
+    """True when the trainer's TensorFlow can be imported (the serving image leaves it out)."""
+    return importlib.util.find_spec("tensorflow") is not None
 
 
 class TrainingManager:
@@ -135,8 +141,13 @@ class TrainingManager:
         """Start a run in a new process; raise Busy if one is running. Returns the run id.
 
         Check and claim happen with no await between them, so two concurrent triggers on the
-        event loop cannot both start a run.
+        event loop cannot both start a run. NotReady where TensorFlow is not installed.
         """
+        if not trainer_installed():
+            raise NotReady(
+                "training needs TensorFlow, which this installation leaves out (the serving "
+                "image): install open-dsm[train] or use the image's 'full' stage"
+            )
         if self._starting or self.running_run_id is not None:
             raise Busy(f"training run {self._running_id or '(starting)'} is already running")
         self._starting = True
@@ -216,8 +227,12 @@ class TrainingManager:
             await sleep(max(0.0, wait_s))
             if self._clock.now() >= midnight:
                 log.info("midnight (%s): nightly training", midnight.astimezone(tz).isoformat())
-                with contextlib.suppress(Busy):
+                try:
                     await self.trigger("schedule")
+                except Busy:
+                    pass
+                except NotReady as exc:
+                    log.warning("no nightly training: %s", exc)
 
     async def stop(self) -> None:
         """Stop waiting on a run; its process finishes or dies with ours, the model stays safe."""

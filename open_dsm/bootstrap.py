@@ -20,7 +20,7 @@ from starlette.types import ASGIApp
 from api.app import create_app
 from bacnet.device import BacnetFace, Writer
 from bacnet.table import BacnetPointTable
-from core.clock import SystemClock
+from core.clock import Clock, ScaledClock, SystemClock
 from core.commands import InputKey
 from core.config import Settings
 from core.forecast.baseline import SeasonalMeanForecaster
@@ -31,6 +31,13 @@ from core.training import TrainingManager
 from open_dsm import package_version
 
 log = logging.getLogger("open_dsm")
+
+
+def service_clock(settings: Settings) -> Clock:
+    """The system clock, or the simulated one a demo asks for (--clock-start)."""
+    if settings.clock_start is None:
+        return SystemClock()
+    return ScaledClock(settings.clock_start, settings.clock_speed, settings.clock_anchor_unix)
 
 
 class StartupError(Exception):
@@ -161,7 +168,15 @@ async def serve(settings: Settings) -> None:
         raise StartupError(f"cannot open or migrate the database: {exc}") from exc
     storage = Storage(engine)
     # The seasonal baseline serves until the training manager loads an accepted model.
-    core = DsmCore(settings, storage, SystemClock(), SeasonalMeanForecaster(weeks=2))
+    clock = service_clock(settings)
+    if settings.clock_start is not None:
+        log.warning(
+            "simulated clock: %s at %.3g x (now %s)",
+            settings.clock_start.isoformat(),
+            settings.clock_speed,
+            clock.now().isoformat(),
+        )
+    core = DsmCore(settings, storage, clock, SeasonalMeanForecaster(weeks=2))
     await core.start()
 
     face = BacnetFace(settings, version)

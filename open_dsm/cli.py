@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
@@ -21,17 +23,40 @@ log = logging.getLogger("open_dsm")
 # Flags that take a list are given comma-separated.
 _LIST_FIELDS = {"bbmd_bdt"}
 
+# The settings each command uses (``serve`` uses them all): --help lists only these.
+_STORE = ("data_dir", "db")
+COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "migrate": (*_STORE, "log_level"),
+    "train": (*_STORE, "timezone", "training_time_budget_s", "log_level"),
+    "import": (*_STORE, "timezone", "outdoor_air_units", "log_level"),
+    "points": (
+        "device_instance",
+        "device_name",
+        "device_description",
+        "outdoor_air_units",
+        "min_kw",
+        "max_kw",
+        "high_percentile",
+        "low_percentile",
+        "percentile_window_days",
+    ),
+}
+
 
 def _flag(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per Settings field; the env variable and default are shown in --help."""
+def add_settings_arguments(
+    parser: argparse.ArgumentParser, names: Sequence[str] | None = None
+) -> None:
+    """One flag per Settings field (or per field in ``names``); env variable and default shown."""
     group = parser.add_argument_group(
         "settings", "each flag also reads OPEN_DSM_<NAME>; a flag given wins over the variable"
     )
     for name, field in Settings.model_fields.items():
+        if names is not None and name not in names:
+            continue
         env = f"OPEN_DSM_{name.upper()}"
         if field.default_factory is not None:
             default = "computed"
@@ -88,6 +113,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_logging(level: str) -> None:
+    """A command's terminal view: its own lines, not the migrations' or the libraries' chatter."""
+    from open_dsm.bootstrap import configure_logging
+
+    configure_logging(level)
+    for noisy in ("alembic", "alembic.runtime.migration", "core.storage.migrate"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     from open_dsm.bootstrap import StartupError, configure_logging, prepare_data_dir
@@ -122,10 +156,11 @@ def _open_storage(settings: Settings) -> Any:
 class _ProgressBar:
     """A one-line progress bar on stderr (the CLI's view of long work)."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, stream: TextIO | None = None) -> None:
         self._label = label
         self._last = -1
-        self._tty = sys.stderr.isatty()
+        self._stream = stream or sys.stderr
+        self._tty = self._stream.isatty()
 
     def __call__(self, fraction: float, message: str = "") -> None:
         percent = int(100 * max(0.0, min(1.0, fraction)))
@@ -135,33 +170,57 @@ class _ProgressBar:
         filled = percent // 4
         line = f"{self._label} [{'#' * filled}{'.' * (25 - filled)}] {percent:3d}% {message}"
         if self._tty:
-            sys.stderr.write("\r" + line[:120].ljust(120))
+            self._stream.write("\r" + line[:120].ljust(120))
             if percent >= 100:
-                sys.stderr.write("\n")
+                self._stream.write("\n")
         else:
-            sys.stderr.write(line + "\n")
+            self._stream.write(line + "\n")
+        self._stream.flush()
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[TextIO]:
+    """Send fd 2 (TensorFlow's C++ warnings, library logs) to ``path``; yield the terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1)
+    try:
+        with path.open("ab") as log_file:
+            os.dup2(log_file.fileno(), 2)
+        yield terminal
+    finally:
         sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        terminal.close()
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    from core.trainer import run_training
-    from open_dsm.bootstrap import StartupError, configure_logging
+    from open_dsm.bootstrap import StartupError
 
-    configure_logging("WARNING" if sys.stderr.isatty() else settings.log_level)
+    _quiet_logging(settings.log_level)
     try:
         _open_storage(settings)
     except StartupError as exc:
         sys.stderr.write(f"open-dsm: {exc}\n")
         return 1
-    outcome = run_training(
-        settings.database_url,
-        str(settings.models_dir),
-        settings.timezone,
-        "cli",
-        time_budget_s=settings.training_time_budget_s,
-        progress=_ProgressBar("training"),
-    )
+    # TensorFlow writes to fd 2 from C++ and Python alike: its lines (and the trainer's own log)
+    # go to a file beside the database; the terminal shows the progress bar and the outcome.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    log_path = settings.data_dir / "train.log"
+    sys.stderr.write(f"open-dsm: training; details in {log_path}\n")
+    from core.trainer import run_training
+
+    with _stderr_to(log_path) as terminal:
+        outcome = run_training(
+            settings.database_url,
+            str(settings.models_dir),
+            settings.timezone,
+            "cli",
+            time_budget_s=settings.training_time_budget_s,
+            progress=_ProgressBar("training", terminal),
+        )
     sys.stderr.write(f"open-dsm: training run {outcome.run_id} {outcome.message}\n")
     return 0 if outcome.status in ("accepted", "rejected") else 1
 
@@ -254,20 +313,14 @@ def _cmd_import_calendar(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    _quiet_logging(settings.log_level)
     if args.calendar:
-        from open_dsm.bootstrap import configure_logging as configure_calendar
-
-        configure_calendar(settings.log_level)
         return _cmd_import_calendar(args, settings)
     if args.weather:
-        from open_dsm.bootstrap import configure_logging as configure
-
-        configure(settings.log_level)
         return _cmd_import_weather(args, settings)
     from core.forecast.meter_csv import MeterImportError, load_meter_csv
-    from open_dsm.bootstrap import StartupError, configure_logging
+    from open_dsm.bootstrap import StartupError
 
-    configure_logging(settings.log_level)
     tz = args.tz or settings.timezone
     try:
         storage = _open_storage(settings)
@@ -277,7 +330,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     except (StartupError, MeterImportError, OSError) as exc:
         sys.stderr.write(f"open-dsm: cannot import {args.file}: {exc}\n")
         return 1
-    log.info("%s", series.report.summary())
+    # load_meter_csv logged the file's summary (once).
     bar = _ProgressBar("importing")
     inserted = storage.insert_missing_minutes(
         series.start_minute, series.values_kw, "import", lambda done, total: bar(done / total)
@@ -366,13 +419,13 @@ def build_parser(bench_arguments: bool = True) -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
-    add_settings_arguments(migrate)
+    add_settings_arguments(migrate, COMMAND_SETTINGS["migrate"])
     migrate.set_defaults(func=_cmd_migrate)
 
     train = sub.add_parser(
         "train", help="train, evaluate and (if it beats the baselines) publish a forecast model"
     )
-    add_settings_arguments(train)
+    add_settings_arguments(train, COMMAND_SETTINGS["train"])
     train.set_defaults(func=_cmd_train)
 
     imp = sub.add_parser(
@@ -427,7 +480,7 @@ def build_parser(bench_arguments: bool = True) -> argparse.ArgumentParser:
         default=None,
         help="with --calendar: last date (default: 31 December two years ahead)",
     )
-    add_settings_arguments(imp)
+    add_settings_arguments(imp, COMMAND_SETTINGS["import"])
     imp.set_defaults(func=_cmd_import)
 
     points = sub.add_parser("points", help="export the BACnet point list (EDE 2.3 or JSON)")
@@ -438,7 +491,7 @@ def build_parser(bench_arguments: bool = True) -> argparse.ArgumentParser:
         default=None,
         help="directory for the three EDE files (default: print the main file)",
     )
-    add_settings_arguments(points)
+    add_settings_arguments(points, COMMAND_SETTINGS["points"])
     points.set_defaults(func=_cmd_points)
 
     demo = sub.add_parser(

@@ -1,9 +1,14 @@
 """``open-dsm demo``: bundled meter data, the service and a simulated BAS, all on loopback.
 
-The demo imports a slice of a real building's minute data (``open_dsm/data/demo_minutes.csv``)
-shifted so that it ends now, optionally trains a model, starts ``open-dsm serve`` as a child
-process, and plays a BAS: a separate bacpypes3 application that writes the next minutes of the
-file to ``input-power-meter`` with WriteProperty and reads the decisions back, one line a minute.
+The demo imports a slice of a real building's minute data (``open_dsm/data/demo_minutes.csv``),
+optionally trains a model, starts ``open-dsm serve`` as a child process, and plays a BAS: a
+separate bacpypes3 application that writes the next minutes of the file to ``input-power-meter``
+with WriteProperty and reads the decisions back, one line per file minute.
+
+Two clocks: at ``--speed 1`` without ``--start`` the file is shifted by whole weeks to end now
+and everything runs on the wall clock. With ``--start`` (a time of day, or ``busiest``) or a
+``--speed`` above 1, the file keeps its own dates and the service, the BAS and the page all run
+on a simulated clock that starts at the chosen file minute and runs ``--speed`` times faster.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import re
 import shutil
 import signal
 import socket
@@ -23,7 +29,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.config import Settings
+from core.timegrid import minute_of, minute_start
 
 DEMO_CSV = Path(__file__).resolve().parent / "data" / "demo_minutes.csv"
 DEMO_TIMEZONE = "America/Chicago"  # the zone of the bundled file's local timestamps
@@ -70,10 +77,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--speed",
         type=float,
         default=1.0,
-        help="BAS writes per minute of wall time (1 = real time; 10 plays 10 file minutes/min)",
+        help="file minutes per minute of wall time (1 = real time; above 1 the service, the BAS "
+        "and the page run on a simulated clock on the file's own time)",
     )
     parser.add_argument(
-        "--minutes", type=int, default=0, help="stop after this many BAS writes (0 = until Ctrl-C)"
+        "--start",
+        default=None,
+        metavar="HH:MM|busiest",
+        help="play from this time of day (the first weekday at or after it, with 28 days of "
+        "history before), or 'busiest': the 90 minutes before the file's highest interval; "
+        "runs on the simulated clock",
+    )
+    parser.add_argument(
+        "--minutes",
+        type=int,
+        default=0,
+        help="stop after this many file minutes have been played (0 = until Ctrl-C)",
     )
     parser.add_argument("--http-port", type=int, default=8000, help="REST/dashboard port")
     parser.add_argument("--bacnet-port", type=int, default=47808, help="the device's UDP port")
@@ -117,12 +136,61 @@ def shifted_demo_data(
     )
 
 
+BUSIEST_LEAD_MINUTES = 90  # --start busiest: play from this long before the highest interval
+_TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+def choose_start(
+    start_minute: int, values_kw: npt.NDArray[np.float64], tz: ZoneInfo, spec: str
+) -> int:
+    """The index of the file minute ``--start`` names; 28 days of history always stay before it.
+
+    ``HH:MM``: the first weekday (Monday to Friday) minute at that local time of day.
+    ``busiest``: BUSIEST_LEAD_MINUTES before the start of the highest 15-minute interval.
+    Raises ValueError for anything else or when the file is too short.
+    """
+    first = MIN_HISTORY_MINUTES
+    if len(values_kw) <= first:
+        raise ValueError("the demo slice needs more than 28 days of minutes")
+    if spec == "busiest":
+        lo = first + BUSIEST_LEAD_MINUTES
+        usable = len(values_kw) - lo
+        blocks = usable // 15
+        if blocks < 1:
+            raise ValueError("the file has no interval after its 28 days of history")
+        means = np.nanmean(values_kw[lo : lo + 15 * blocks].reshape(blocks, 15), axis=1)
+        return lo + 15 * int(np.nanargmax(means)) - BUSIEST_LEAD_MINUTES
+    match = _TIME_OF_DAY.match(spec.strip())
+    if not match:
+        raise ValueError(f"--start {spec!r}: give HH:MM (site time) or 'busiest'")
+    hour, minute = int(match[1]), int(match[2])
+    for index in range(first, len(values_kw)):
+        local = minute_start(start_minute + index).astimezone(tz)
+        if local.hour == hour and local.minute == minute and local.weekday() < 5:
+            return index
+    raise ValueError(f"--start {spec}: no weekday {spec} after the file's first 28 days")
+
+
+def import_file_history(settings: Any, start_minute: int, values: npt.NDArray[np.float64]) -> None:
+    """Store minutes as they are (the simulated clock's history: the file's own dates)."""
+    from core.storage.migrate import upgrade_to_head
+    from core.storage.repository import Storage, create_db_engine
+    from open_dsm.bootstrap import prepare_data_dir
+
+    prepare_data_dir(settings)
+    engine = create_db_engine(settings.database_url)
+    try:
+        upgrade_to_head(engine)
+        Storage(engine).insert_missing_minutes(start_minute, values, "import")
+    finally:
+        engine.dispose()
+
+
 def import_demo_history(settings: Any, now: datetime) -> DemoData:
     """Load the bundled CSV with the `open-dsm import` loader and store it shifted to end now."""
     from core.forecast.meter_csv import load_meter_csv
     from core.storage.migrate import upgrade_to_head
     from core.storage.repository import Storage, create_db_engine
-    from core.timegrid import minute_of
     from open_dsm.bootstrap import prepare_data_dir
 
     series = load_meter_csv(DEMO_CSV, ZoneInfo(DEMO_TIMEZONE))
@@ -206,6 +274,92 @@ async def _read_back(app: Any, address: Any, label: str, oid: str) -> str:
     return f"{label} {value}" if "binary" in oid else f"{label} {float(value):.2f}"
 
 
+@dataclass(frozen=True)
+class SimulatedClock:
+    """The clock the service runs on in the simulated mode (the same three numbers)."""
+
+    start: datetime
+    speed: float
+    anchor_unix: float
+
+    def now(self) -> datetime:
+        """Simulated time now."""
+        return self.start + timedelta(seconds=(time.time() - self.anchor_unix) * self.speed)
+
+
+async def run_bas_simulated(
+    device_address: str,
+    bas_port: int,
+    file_start_minute: int,
+    values_kw: npt.NDArray[np.float64],
+    clock: SimulatedClock,
+    tz: ZoneInfo,
+    *,
+    minutes: int,
+    stop: asyncio.Event,
+    say: Callable[[str], None],
+) -> int:
+    """Write, at each minute of the simulated clock, the file's value for that minute."""
+    from bacpypes3.apdu import ErrorRejectAbortNack
+    from bacpypes3.pdu import Address
+    from bacpypes3.primitivedata import ObjectIdentifier, Real
+
+    app = _bas_application(bas_port)
+    address = Address(device_address)
+    meter = ObjectIdentifier("analog-value,1")
+    first_minute: int | None = None  # the first file minute played (after start-up)
+    written = 0
+    last: int | None = None
+    try:
+        while not stop.is_set():
+            now = clock.now()
+            minute = minute_of(now)
+            first_minute = minute if first_minute is None else first_minute
+            if minutes > 0 and minute - first_minute >= minutes:
+                say(f"played {minutes} file minutes")
+                break
+            index = minute - file_start_minute
+            if index >= len(values_kw):
+                say("the end of the file: nothing more to play")
+                break
+            if minute != last:
+                last = minute
+                kw = float(values_kw[index])
+                stamp = f"{now.astimezone(tz):%Y-%m-%d %H:%M:%S%z}"
+                if kw != kw:
+                    say(f"{stamp} file minute missing, nothing written")
+                else:
+                    try:
+                        await app.write_property(address, meter, "present-value", Real(kw))
+                        parts = [f"{stamp} wrote {kw:6.2f} kW"]
+                        for label, oid in READ_BACK:
+                            parts.append(await _read_back(app, address, label, oid))
+                        say(" | ".join(parts))
+                        written += 1
+                    except (Exception, ErrorRejectAbortNack) as exc:  # a BAS keeps going
+                        say(f"{stamp} BACnet error: {exc!r}")
+            # Wake just after the next simulated minute starts.
+            into = (clock.now() - minute_start(minute)).total_seconds()
+            wait_s = max(0.0, (60.0 - into) / clock.speed) + 0.02
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait_s)
+    finally:
+        app.close()
+    return written
+
+
+def _bas_application(bas_port: int) -> Any:
+    from bacpypes3.app import Application
+    from bacpypes3.local.device import DeviceObject
+    from bacpypes3.local.networkport import NetworkPortObject
+
+    device = DeviceObject(objectIdentifier=("device", 599001), objectName="demo-bas")
+    port = NetworkPortObject(
+        f"{LOOPBACK}/8:{bas_port}", objectIdentifier=("network-port", 1), objectName="NetworkPort-1"
+    )
+    return Application.from_object_list([device, port])
+
+
 async def run_bas(
     device_address: str,
     bas_port: int,
@@ -216,19 +370,12 @@ async def run_bas(
     stop: asyncio.Event,
     say: Callable[[str], None],
 ) -> int:
-    """Write the next file minutes to input-power-meter and read the decisions back."""
+    """Write the next file minutes to input-power-meter (wall clock) and read decisions back."""
     from bacpypes3.apdu import ErrorRejectAbortNack
-    from bacpypes3.app import Application
-    from bacpypes3.local.device import DeviceObject
-    from bacpypes3.local.networkport import NetworkPortObject
     from bacpypes3.pdu import Address
     from bacpypes3.primitivedata import ObjectIdentifier, Real
 
-    device = DeviceObject(objectIdentifier=("device", 599001), objectName="demo-bas")
-    port = NetworkPortObject(
-        f"{LOOPBACK}/8:{bas_port}", objectIdentifier=("network-port", 1), objectName="NetworkPort-1"
-    )
-    app = Application.from_object_list([device, port])
+    app = _bas_application(bas_port)
     address = Address(device_address)
     meter = ObjectIdentifier("analog-value,1")
     written = 0
@@ -285,17 +432,41 @@ def run(args: argparse.Namespace) -> int:
         "--demand-target-kw",
         str(DEMO_TARGET_KW),
     ]
-    if args.speed > 1:  # recompute as often as the BAS writes (but not more than every 5 s)
-        serve_flags += ["--snapshot-interval-s", str(max(5.0, 60.0 / args.speed))]
     extra = [a for a in args.serve_args if a != "--"]
     proc: subprocess.Popen[bytes] | None = None
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C
     try:
         _check_ports_free(args.http_port, [args.bacnet_port, bas_port])
         _say(f"open-dsm demo: data in {data_dir}")
-        data = import_demo_history(settings, datetime.now(UTC))
-        days = len(data.history_kw) / 1440
-        _say(f"imported {days:.1f} days of a real building's minutes, shifted to end now")
+        simulated: tuple[SimulatedClock, int, npt.NDArray[np.float64]] | None = None
+        data: DemoData | None = None
+        if args.start is not None or args.speed > 1:
+            from core.forecast.meter_csv import load_meter_csv
+
+            tz = ZoneInfo(DEMO_TIMEZONE)
+            series = load_meter_csv(DEMO_CSV, tz)
+            index = choose_start(series.start_minute, series.values_kw, tz, args.start or "busiest")
+            import_file_history(settings, series.start_minute, series.values_kw[:index])
+            start = minute_start(series.start_minute + index)
+            clock = SimulatedClock(start, args.speed, time.time())
+            simulated = (clock, series.start_minute, series.values_kw)
+            serve_flags += [
+                "--clock-start",
+                start.isoformat(),
+                "--clock-speed",
+                repr(args.speed),
+                "--clock-anchor-unix",
+                repr(clock.anchor_unix),
+            ]
+            _say(
+                f"imported {index / 1440:.1f} days of a real building's minutes (its own dates); "
+                f"the clock starts at {start.astimezone(tz):%a %Y-%m-%d %H:%M %Z} and runs "
+                f"{args.speed:g}x"
+            )
+        else:
+            data = import_demo_history(settings, datetime.now(UTC))
+            days = len(data.history_kw) / 1440
+            _say(f"imported {days:.1f} days of a real building's minutes, shifted to end now")
         python = [sys.executable, "-m", "open_dsm"]
         if args.train:
             _say("training a model (about a minute)...")
@@ -321,9 +492,9 @@ def run(args: argparse.Namespace) -> int:
         _say(f"dashboard: {http}/   (Ctrl-C stops the demo)")
         _say(
             f"simulated BAS at {LOOPBACK}:{bas_port} writes input-power-meter every "
-            f"{60.0 / args.speed:g} s and reads the decisions back:"
+            f"{60.0 / args.speed:g} s (one file minute) and reads the decisions back:"
         )
-        written = asyncio.run(_bas_main(args, data, bas_port, proc))
+        written = asyncio.run(_bas_main(args, data, simulated, bas_port, proc))
         _say(f"simulated BAS stopped after {written} writes")
         return 0 if proc.poll() is None else 1
     except KeyboardInterrupt:
@@ -340,7 +511,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _bas_main(
-    args: argparse.Namespace, data: DemoData, bas_port: int, proc: subprocess.Popen[bytes]
+    args: argparse.Namespace,
+    data: DemoData | None,
+    simulated: tuple[SimulatedClock, int, npt.NDArray[np.float64]] | None,
+    bas_port: int,
+    proc: subprocess.Popen[bytes],
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -356,6 +531,20 @@ async def _bas_main(
 
     watcher = asyncio.create_task(watch_service())
     try:
+        if simulated is not None:
+            clock, file_start, values = simulated
+            return await run_bas_simulated(
+                f"{LOOPBACK}:{args.bacnet_port}",
+                bas_port,
+                file_start,
+                values,
+                clock,
+                ZoneInfo(DEMO_TIMEZONE),
+                minutes=args.minutes,
+                stop=stop,
+                say=_say,
+            )
+        assert data is not None
         return await run_bas(
             f"{LOOPBACK}:{args.bacnet_port}",
             bas_port,

@@ -29,6 +29,35 @@ def dashboard() -> Response:
     )
 
 
+# Swagger UI and ReDoc style their own elements inline and ReDoc searches in a blob: worker;
+# still nothing from another host.
+_DOCS_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+def _docs_page(name: str) -> Response:
+    return FileResponse(
+        STATIC_DIR / name,
+        media_type="text/html; charset=utf-8",
+        headers={"Content-Security-Policy": _DOCS_CSP, "Cache-Control": "no-cache"},
+    )
+
+
+@router.get("/docs", response_class=FileResponse, include_in_schema=False)
+def swagger_ui() -> Response:
+    """Swagger UI (vendored, served by this service) for /openapi.json."""
+    return _docs_page("swagger.html")
+
+
+@router.get("/redoc", response_class=FileResponse, include_in_schema=False)
+def redoc() -> Response:
+    """ReDoc (vendored, served by this service) for /openapi.json."""
+    return _docs_page("redoc.html")
+
+
 def static_files() -> StaticFiles:
     """The dashboard's scripts, styles and the vendored uPlot, mounted at /static."""
     return StaticFiles(directory=STATIC_DIR)

@@ -24,6 +24,11 @@ class ForecastLogEntry(BaseModel):
     kw: float = Field(description="The 60-minute-ahead value (what one-hour-future-power showed).")
     forecaster: str
     made_at: datetime = Field(description="When the forecast was made (about 60 minutes before).")
+    replayed: bool = Field(
+        default=False,
+        description="Computed after the fact over imported minutes by the forecaster in "
+        "service, as it would have forecast them; false for forecasts made live.",
+    )
 
 
 class ForecastHistoryOut(BaseModel):
@@ -90,6 +95,7 @@ async def get_forecast_history(
                 kw=row.kw,
                 forecaster=row.forecaster,
                 made_at=row.made_at,
+                replayed=row.replayed,
             )
             for row in rows
         ]

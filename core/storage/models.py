@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -119,6 +120,10 @@ class ForecastLog(Base):
     forecaster: Mapped[str] = mapped_column(String(64), nullable=False)
     kw: Mapped[float] = mapped_column(Float, nullable=False)
     made_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    # Computed after the fact over imported minutes (not made live; not in the live error).
+    replayed: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
 
 
 class DemandInterval(Base):

@@ -414,26 +414,70 @@ class Storage:
         with self.session() as session, session.begin():
             session.merge(
                 ForecastLog(
-                    target_minute=target_minute, forecaster=forecaster, kw=kw, made_at=made_at
+                    target_minute=target_minute,
+                    forecaster=forecaster,
+                    kw=kw,
+                    made_at=made_at,
+                    replayed=False,
                 )
             )
 
-    def forecasts_since(self, minute: int) -> list[tuple[int, float]]:
-        """(target minute, kW) of logged forecasts from ``minute`` on."""
+    def log_replayed_forecasts(self, rows: Sequence[tuple[int, str, float, datetime]]) -> int:
+        """Store replayed (target minute, forecaster, kW, made at) rows; a live row is kept.
+
+        Replaces earlier replayed rows of the same minutes; returns how many were stored.
+        """
+        if not rows:
+            return 0
+        lo, hi = min(row[0] for row in rows), max(row[0] for row in rows)
+        in_range = (ForecastLog.target_minute >= lo) & (ForecastLog.target_minute <= hi)
+        with self.session() as session, session.begin():
+            live = set(
+                session.scalars(
+                    select(ForecastLog.target_minute).where(
+                        in_range, ForecastLog.replayed.is_(False)
+                    )
+                )
+            )
+            session.execute(delete(ForecastLog).where(in_range, ForecastLog.replayed.is_(True)))
+            fresh = [
+                {
+                    "target_minute": target,
+                    "forecaster": forecaster,
+                    "kw": kw,
+                    "made_at": made_at,
+                    "replayed": True,
+                }
+                for target, forecaster, kw, made_at in rows
+                if target not in live
+            ]
+            if fresh:
+                session.execute(insert(ForecastLog), fresh)
+            stored = len(fresh)
+        return stored
+
+    def live_forecast_targets(self, start_minute: int, end_minute: int) -> set[int]:
+        """Target minutes in [start, end) that have a forecast logged live (not replayed)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(ForecastLog.target_minute, ForecastLog.kw)
-                .where(ForecastLog.target_minute >= minute)
-                .order_by(ForecastLog.target_minute)
+                select(ForecastLog.target_minute).where(
+                    ForecastLog.target_minute >= start_minute,
+                    ForecastLog.target_minute < end_minute,
+                    ForecastLog.replayed.is_(False),
+                )
             ).all()
-        return [(int(m), float(kw)) for m, kw in rows]
+        return {int(row[0]) for row in rows}
 
-    def forecasts_between(
+    def forecast_log_between(
         self, start_minute: int | None, end_minute: int | None, limit: int
     ) -> list[LoggedForecast]:
-        """The logged forecasts with target minutes in [start, end), oldest first."""
+        """Logged forecasts in [start, end), oldest first, with whether each was replayed."""
         query = select(
-            ForecastLog.target_minute, ForecastLog.forecaster, ForecastLog.kw, ForecastLog.made_at
+            ForecastLog.target_minute,
+            ForecastLog.forecaster,
+            ForecastLog.kw,
+            ForecastLog.made_at,
+            ForecastLog.replayed,
         )
         if start_minute is not None:
             query = query.where(ForecastLog.target_minute >= start_minute)
@@ -441,7 +485,20 @@ class Storage:
             query = query.where(ForecastLog.target_minute < end_minute)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(ForecastLog.target_minute).limit(limit)).all()
-        return [LoggedForecast(int(m), str(name), float(kw), made) for m, name, kw, made in rows]
+        return [
+            LoggedForecast(int(m), str(name), float(kw), made, bool(replayed))
+            for m, name, kw, made, replayed in rows
+        ]
+
+    def forecasts_since(self, minute: int) -> list[tuple[int, float]]:
+        """(target minute, kW) of forecasts logged live from ``minute`` on (not replayed)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(ForecastLog.target_minute, ForecastLog.kw)
+                .where(ForecastLog.target_minute >= minute, ForecastLog.replayed.is_(False))
+                .order_by(ForecastLog.target_minute)
+            ).all()
+        return [(int(m), float(kw)) for m, kw in rows]
 
     def prune_forecasts(self, before_minute: int) -> None:
         """Drop forecast-log rows older than ``before_minute`` (the log is only for live RMSE)."""

@@ -256,10 +256,19 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
             str(STALE_AFTER_S),
         ],
     )
+    started = time.monotonic()
     service.start()
     tools: DevTools | None = None
     try:
         base = service.base_url
+        # Forecast against actual from the first minute: the served forecaster is replayed over
+        # the imported day, marked replayed, within a minute of start.
+        replayed: list[dict[str, Any]] = []
+        while time.monotonic() - started < 60 and len(replayed) < 1000:
+            items = httpx.get(f"{base}/api/v1/forecast/history", params={"limit": 5000}).json()
+            replayed = [e for e in items["items"] if e["replayed"]]
+            time.sleep(1)
+        assert len(replayed) >= 1000, f"{len(replayed)} replayed forecasts after 60 s"
         # The BAS is writing: live readings make the meter and the demand figures current.
         live = [float(v) for v in history.future_kw[:3]]
         for kw in live:
@@ -292,7 +301,8 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
         tools.send("Page.navigate", url=f"{base}/")
         tools.wait_for(
             "document.body !== null && document.body.dataset.loaded === 'true' && "
-            "document.querySelectorAll('#chart-day canvas, #chart-hour canvas').length === 2",
+            "document.querySelectorAll('#chart-day canvas, #chart-hour canvas, "
+            "#chart-month canvas, #chart-ahead canvas').length === 4",
             30,
         )
 
@@ -315,14 +325,68 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
         assert by_name["model-rsme"]["reliability"] == "no-sensor"  # no model trained
         assert "no-sensor" in shown["points"]["model-rsme"]["text"]
 
-        # The 24-hour chart holds the imported minutes.
+        # The 24-hour chart holds the imported minutes and the replayed forecast line.
         plotted = tools.evaluate("document.getElementById('day-note').textContent")
         measured = int(plotted.split()[0])
         assert 1400 <= measured <= 1441, plotted
+        drawn = int(tools.evaluate("document.getElementById('day-note').dataset.replayed"))
+        assert drawn >= 1000 and "replayed" in plotted, plotted
+
+        # The month view: the demand charge so far is the imported period's peak x the rate.
+        month = httpx.get(f"{base}/api/v1/demand/month").json()
+        assert month["billed_peak_kw"] is not None and month["top_intervals"]
+        assert month["demand_charge"] == pytest.approx(month["billed_peak_kw"] * 15.0)
+        shown_month = tools.evaluate(
+            "({charge: document.getElementById('month-charge').textContent,"
+            " rows: document.querySelectorAll('#month-top tbody tr').length,"
+            " bars: document.querySelectorAll('#chart-month canvas').length,"
+            " tz: document.getElementById('site-tz').textContent})"
+        )
+        assert shown_month["charge"] == f"${month['demand_charge']:,.2f}"
+        assert shown_month["rows"] == len(month["top_intervals"])
+        assert shown_month["tz"] == "America/Chicago"
+        # The billing-period peak point is seeded from the imported minutes of this period.
+        peak_point = next(p for p in points if p["name"] == "billing-period-peak")
+        assert peak_point["reliability"] == OK
+        assert peak_point["present_value"] == pytest.approx(month["billed_peak_kw"])
+        # The day-ahead chart is drawn from /forecast/day-ahead.
+        ahead = tools.evaluate("document.getElementById('ahead-note').textContent")
+        assert "15-minute steps" in ahead, ahead
 
         ARTIFACTS.mkdir(exist_ok=True)
         shot = tools.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         (ARTIFACTS / "dashboard.png").write_bytes(base64.b64decode(shot["data"]))
+
+        # A phone: nothing wider than the screen, the demand interval in the first screen.
+        tools.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=390,
+            height=844,
+            deviceScaleFactor=1,
+            mobile=True,
+        )
+        time.sleep(1)  # the charts follow the resize
+        phone = tools.evaluate(
+            "({scroll: document.documentElement.scrollWidth,"
+            " client: document.documentElement.clientWidth,"
+            " wide: [...document.querySelectorAll('body *')].filter(e =>"
+            "   e.getBoundingClientRect().right > document.documentElement.clientWidth + 1"
+            "   && !e.closest('.scroll')).map(e => e.tagName + '.' + e.className).slice(0, 5),"
+            " demand: document.getElementById('demand-card').getBoundingClientRect().top"
+            "   + window.scrollY})"
+        )
+        assert phone["scroll"] <= phone["client"] == 390, phone
+        assert phone["wide"] == [], phone
+        assert phone["demand"] < 844, phone
+        small = tools.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        (ARTIFACTS / "dashboard-390.png").write_bytes(base64.b64decode(small["data"]))
+        tools.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=1400,
+            height=1700,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
         # The BAS stops writing: the page shows the meter as stale, not as a number, and the
         # derived figures by their reliability, still matching the API.
@@ -367,6 +431,35 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
         assert foreign == []
         failed = _events(tools, "Network.loadingFailed")
         assert failed == []
+
+        # /docs and /redoc: served by the service, their operations rendered, nothing from
+        # another host, no console error.
+        tools.events.clear()
+        tools.send("Page.navigate", url=f"{base}/docs")
+        tools.wait_for("document.querySelectorAll('.opblock').length >= 19", 30)
+        assert tools.evaluate(
+            "[...document.querySelectorAll('.opblock-summary-operation-id')]"
+            ".some(e => e.textContent.trim() === 'list_points')"
+        )
+        tools.send("Page.navigate", url=f"{base}/redoc")
+        tools.wait_for(
+            "[...document.querySelectorAll('h2')]"
+            ".some(e => e.textContent.includes('BACnet point'))",
+            30,
+        )
+        doc_urls = [e["request"]["url"] for e in _events(tools, "Network.requestWillBeSent")]
+        assert any(u.endswith("swagger-ui-bundle.js") for u in doc_urls)
+        assert any(u.endswith("redoc.standalone.js") for u in doc_urls)
+        assert [u for u in doc_urls if not u.startswith((f"{base}/", "data:", "blob:"))] == []
+        doc_errors = [
+            e["entry"]["text"]
+            for e in _events(tools, "Log.entryAdded")
+            if e["entry"]["level"] == "error"
+        ]
+        doc_errors += [
+            str(e["exceptionDetails"]) for e in _events(tools, "Runtime.exceptionThrown")
+        ]
+        assert doc_errors == []
     finally:
         if tools is not None:
             tools.close()

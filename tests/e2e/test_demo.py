@@ -4,30 +4,37 @@ writing over BACnet whose writes arrive in the stored minutes, and Ctrl-C stoppi
 from __future__ import annotations
 
 import contextlib
-import itertools
 import queue
 import re
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
+from zoneinfo import ZoneInfo
 
 import httpx
 import numpy as np
 import pytest
 
-from open_dsm.demo import MIN_HISTORY_MINUTES, MINUTES_PER_WEEK, shifted_demo_data
+from core.timegrid import minute_of, minute_start
+from open_dsm.demo import (
+    BUSIEST_LEAD_MINUTES,
+    MIN_HISTORY_MINUTES,
+    MINUTES_PER_WEEK,
+    choose_start,
+    shifted_demo_data,
+)
 from tests.helpers import LOOPBACK, free_port
 
 pytestmark = pytest.mark.e2e
 
-WROTE = re.compile(r"^(\d\d):(\d\d):(\d\d) wrote +(-?\d+\.\d\d) kW \| forecast\+60 ")
+# A BAS line on the file's clock: "2022-08-23 15:21:28-0500 wrote  12.93 kW | forecast+60 ...".
+WROTE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[-+]\d{4}) wrote +(-?\d+\.\d\d) kW \| ")
 
 
 def test_shift_keeps_weekday_and_history() -> None:
@@ -48,25 +55,21 @@ def _lines(stream: IO[str], out: queue.Queue[str]) -> None:
         out.put(raw.rstrip("\n"))
 
 
-def test_demo_bas_writes_arrive_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+def _demo(*flags: str) -> tuple[subprocess.Popen[str], str, queue.Queue[str]]:
     http_port = free_port()
-    bacnet_port = free_port(socket.SOCK_DGRAM)
-    bas_port = free_port(socket.SOCK_DGRAM)
-    base = f"http://{LOOPBACK}:{http_port}"
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "open_dsm",
             "demo",
-            "--speed",
-            "20",  # a write every 3 s
             "--http-port",
             str(http_port),
             "--bacnet-port",
-            str(bacnet_port),
+            str(free_port(socket.SOCK_DGRAM)),
             "--bas-port",
-            str(bas_port),
+            str(free_port(socket.SOCK_DGRAM)),
+            *flags,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -74,9 +77,33 @@ def test_demo_bas_writes_arrive_and_ctrl_c_stops_everything(tmp_path: Path) -> N
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
+    return proc, f"http://{LOOPBACK}:{http_port}", lines
+
+
+def test_choose_start_picks_a_weekday_time_or_the_busiest_stretch() -> None:
+    tz = ZoneInfo("America/Chicago")
+    start = minute_of(datetime(2022, 7, 25, 5, 0, tzinfo=UTC))  # Monday 00:00 CDT
+    values = np.full(35 * 1440, 5.0)
+    peak = MIN_HISTORY_MINUTES + 3 * 1440 + 600  # a 15-minute block, aligned with the file
+    values[peak : peak + 15] = 40.0
+    values[1000:1015] = 90.0  # inside the 28 days of history: never chosen
+    busiest = choose_start(start, values, tz, "busiest")
+    assert busiest == peak - BUSIEST_LEAD_MINUTES
+    at_seven = choose_start(start, values, tz, "07:00")
+    local = minute_start(start + at_seven).astimezone(tz)
+    assert at_seven >= MIN_HISTORY_MINUTES and (local.hour, local.minute) == (7, 0)
+    assert local.weekday() < 5
+    for bad in ("7", "25:00", "noon"):
+        with pytest.raises(ValueError, match="--start"):
+            choose_start(start, values, tz, bad)
+
+
+def test_demo_on_the_files_clock_writes_one_minute_per_file_minute(tmp_path: Path) -> None:
+    """--speed 20 --start busiest: the service, the BAS and the stored minutes run on file time;
+    each BAS write is one stored minute; the forecast line is replayed over the imported day."""
+    proc, base, lines = _demo("--speed", "20", "--start", "busiest")
     seen: list[str] = []
     writes: list[tuple[datetime, float]] = []
-    today = datetime.now(UTC).date()
 
     def drain(wait_s: float) -> None:
         with contextlib.suppress(queue.Empty):
@@ -85,9 +112,7 @@ def test_demo_bas_writes_arrive_and_ctrl_c_stops_everything(tmp_path: Path) -> N
                 seen.append(line)
                 match = WROTE.match(line)
                 if match:
-                    h, m, s = (int(g) for g in match.groups()[:3])
-                    at = datetime(today.year, today.month, today.day, h, m, s, tzinfo=UTC)
-                    writes.append((at, float(match.group(4))))
+                    writes.append((datetime.fromisoformat(match[1]), float(match[2])))
                 line = lines.get_nowait()
 
     try:
@@ -95,52 +120,41 @@ def test_demo_bas_writes_arrive_and_ctrl_c_stops_everything(tmp_path: Path) -> N
         while not any(line.startswith("dashboard: ") for line in seen):
             assert time.monotonic() < deadline and proc.poll() is None, "\n".join(seen)
             drain(1.0)
-        assert f"dashboard: {base}/" in "\n".join(seen)
         data_dir = Path(next(line for line in seen if "data in" in line).split("data in ")[1])
-        # The imported history ends now: the last 24 h are stored.
-        day_ago = (datetime.now(UTC) - timedelta(hours=24)).isoformat()
-        stored = httpx.get(f"{base}/api/v1/readings", params={"start": day_ago, "limit": 2000})
-        assert len(stored.json()["items"]) >= 1400
+        # The service's clock is the file's (August 2022), not the wall clock.
+        month = httpx.get(f"{base}/api/v1/demand/month").json()
+        service_now = datetime.fromisoformat(month["now"])
+        assert service_now.year == 2022 and service_now.month == 8, month["now"]
+        assert month["billed_peak_kw"] is not None  # seeded from the imported August minutes
+        # The day before the start has a forecast line at once (replayed).
+        deadline = time.monotonic() + 60
+        replayed: list[dict[str, object]] = []
+        while len(replayed) < 1000 and time.monotonic() < deadline:
+            drain(1.0)
+            history = httpx.get(f"{base}/api/v1/forecast/history", params={"limit": 5000}).json()
+            replayed = [e for e in history["items"] if e["replayed"]]
+        assert len(replayed) >= 1000
 
-        # Wait for a minute the BAS wrote through, closed and stored by the service.
-        checked = None
-        deadline = time.monotonic() + 150
-        while checked is None and time.monotonic() < deadline:
+        # Each write is one file minute: it arrives as one stored minute with its value.
+        deadline = time.monotonic() + 90
+        while len(writes) < 6 and time.monotonic() < deadline:
             drain(2.0)
             assert proc.poll() is None, "\n".join(seen)
-            if not writes:
-                continue
-            # The BAS's first minute (the imported history ends the minute before the import).
-            first = writes[0][0].replace(second=0)
-            reply = httpx.get(f"{base}/api/v1/readings", params={"start": first.isoformat()}).json()
-            for row in reply["items"]:
-                minute = datetime.fromisoformat(row["observed_at"])
-                if row["sample_count"] > 0 and writes[-1][0] >= minute + timedelta(minutes=1):
-                    checked = (minute, row)
-                    break
-        assert checked is not None, "no BAS minute was stored:\n" + "\n".join(seen)
-        minute, row = checked
-        inside = [kw for at, kw in writes if minute <= at < minute + timedelta(minutes=1)]
-        # A write printed on the boundary second may belong to either minute.
-        edge = [
-            kw
-            for at, kw in writes
-            if at in (minute - timedelta(seconds=1), minute + timedelta(seconds=59))
-        ]
-        candidates = [
-            inside,
-            *[[*inside, kw] for kw in edge],
-            *[[k for k in inside if k != kw] for kw in edge],
-        ]
-        assert any(
-            len(c) == row["sample_count"] and abs(sum(c) / len(c) - row["kw"]) <= 0.006
-            for c in candidates
-            if c
-        ), (row, inside, edge)
-        # 20 writes a minute at --speed 20: one every 3 s (printed to the second, so 2-4 s apart).
-        gaps = [(b - a).total_seconds() for (a, _), (b, _) in itertools.pairwise(writes)]
-        assert gaps and 2.5 <= statistics.median(gaps) <= 3.5, gaps
-
+        assert len(writes) >= 6, "\n".join(seen)
+        minutes = [at.replace(second=0) for at, _ in writes]
+        assert len(set(minutes)) == len(minutes)
+        first = minutes[0]
+        reply = httpx.get(
+            f"{base}/api/v1/readings",
+            params={"start": first.isoformat(), "end": minutes[-2].isoformat(), "limit": 100},
+        ).json()
+        stored = {datetime.fromisoformat(r["observed_at"]): r for r in reply["items"]}
+        checked = 0
+        for (at, kw), minute in zip(writes[:-2], minutes[:-2], strict=True):
+            row = stored[minute.astimezone(UTC)]
+            assert row["sample_count"] == 1 and abs(row["kw"] - kw) <= 0.006, (row, at, kw)
+            checked += 1
+        assert checked >= 4
         # The BAS reads the decisions back: the forecast 60 minutes ahead is a number.
         assert re.search(r"forecast\+60 \d+\.\d\d", "\n".join(seen))
 
@@ -156,3 +170,23 @@ def test_demo_bas_writes_arrive_and_ctrl_c_stops_everything(tmp_path: Path) -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_demo_minutes_counts_file_minutes() -> None:
+    proc, _, lines = _demo("--speed", "30", "--start", "10:00", "--minutes", "4")
+    try:
+        assert proc.wait(150) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    seen: list[str] = []
+    with contextlib.suppress(queue.Empty):
+        while True:
+            seen.append(lines.get(timeout=1))
+    text = "\n".join(seen)
+    assert "played 4 file minutes" in text, text
+    stamps = [datetime.fromisoformat(m[1]) for m in map(WROTE.match, seen) if m]
+    assert 1 <= len(stamps) <= 4, text
+    assert all(at.strftime("%H") == "10" for at in stamps), text
+    assert "service stopped (exit code 0)" in text

@@ -31,9 +31,9 @@ def _points(base: str) -> dict[str, float]:
 
 def _metric(base: str, point: str) -> float:
     text = httpx.get(f"{base}/metrics", timeout=5).text
-    match = re.search(rf'^open_dsm_point_value{{point="{point}"}} (\S+)$', text, re.M)
+    match = re.search(rf'^open_dsm_power_watts{{point="{point}"}} (\S+)$', text, re.M)
     assert match, f"no metric for {point}"
-    return float(match.group(1))
+    return float(match.group(1)) / 1000.0  # the metric is in watts, the point in kW
 
 
 async def _session(service: ServiceProcess) -> dict[str, Any]:

@@ -219,8 +219,12 @@ def test_health_readiness_metrics_and_docs(api: LiveApi) -> None:
     assert ready.json()["problems"] == ["BACnet not bound"]
     assert ready.json()["database"] is True
     metrics = httpx.get(f"{api.base_url}/metrics").text
-    assert 'open_dsm_point_value{point="input-power-meter"} 0.0' in metrics
-    assert 'open_dsm_point_fault{point="input-power-meter",reliability="no-sensor"} 1.0' in metrics
+    assert 'open_dsm_power_watts{point="input-power-meter"}' not in metrics  # no value yet
+    assert 'open_dsm_point_fault{point="input-power-meter"} 1.0' in metrics
+    assert (
+        'open_dsm_point_reliability{point="input-power-meter",reliability="no-sensor"} 1.0'
+        in metrics
+    )
     spec = httpx.get(f"{api.base_url}/openapi.json").json()
     post = spec["paths"]["/api/v1/readings"]["post"]
     assert post["summary"].startswith("Post one reading or a batch")
