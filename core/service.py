@@ -42,6 +42,7 @@ from core.signals import (
     LoadClassifier,
 )
 from core.snapshot import ModelStatus, Quality, Snapshot
+from core.storage import recovery
 from core.storage.models import DemandInterval
 from core.storage.repository import MinuteColumns, Storage, StoredMinute
 from core.timegrid import (
@@ -426,15 +427,10 @@ class DsmCore:
         if open_minute is not None:
             own = self._dispatched_in_force()
             outdoor = self._input_in_force(InputKey.OUTDOOR_AIR_TEMP)
-            self._writer.enqueue(
-                "the open minute",
-                partial(
-                    self._storage.upsert_minutes,
-                    [open_minute],
-                    "live",
-                    outdoor_air=None if outdoor is None else {open_minute.minute: outdoor},
-                    dispatched=None if own is None else {open_minute.minute: own},
-                ),
+            self._enqueue_minutes(
+                [open_minute],
+                None if outdoor is None else {open_minute.minute: outdoor},
+                None if own is None else {open_minute.minute: own},
             )
         self._persist_state()
         await self._writer.stop()
@@ -587,8 +583,12 @@ class DsmCore:
             self._commands[InputKey.METER_KW] = meter.command(live[-1][1], REST_PRIORITY)
             self._publish(self._with_inputs(now))
         if history:
-            means = await self._writer.submit(
-                "merge history", partial(self._storage.merge_history, history, source)
+            means = await self._writer.confirm(
+                self._writer.enqueue(
+                    "merge history",
+                    partial(self._storage.merge_history, history, source),
+                    keep=recovery.history_keep(history, source),
+                )
             )
             self._apply_history(means)
         return BatchResult(len(checked), len(live), len(history))
@@ -796,17 +796,31 @@ class DsmCore:
             self._computer.observed(item.minute, item.kw - (own or 0.0))
             closed.extend(self._demand.observe_minute(item.minute, item.kw))
         minutes = [item.minute for item in completed]
-        self._writer.enqueue(
+        self._enqueue_minutes(
+            completed,
+            None if outdoor is None else dict.fromkeys(minutes, outdoor),
+            None if own is None else dict.fromkeys(minutes, own),
+        )
+        self._store_intervals(closed)
+
+    def _enqueue_minutes(
+        self,
+        minutes: list[CompletedMinute],
+        outdoor_air: dict[int, float] | None,
+        dispatched: dict[int, float] | None,
+    ) -> asyncio.Future[None]:
+        """Queue live minutes for the database (kept in a recovery file if a stop strands them)."""
+        return self._writer.enqueue(
             "minutes",
             partial(
                 self._storage.upsert_minutes,
-                completed,
+                minutes,
                 "live",
-                outdoor_air=None if outdoor is None else dict.fromkeys(minutes, outdoor),
-                dispatched=None if own is None else dict.fromkeys(minutes, own),
+                outdoor_air=outdoor_air,
+                dispatched=dispatched,
             ),
+            keep=recovery.minutes_keep(minutes, "live", outdoor_air, dispatched),
         )
-        self._store_intervals(closed)
 
     def _input_in_force(self, key: InputKey) -> float | None:
         """An optional input's value written within --stale-after-s, else None."""

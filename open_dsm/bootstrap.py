@@ -24,9 +24,11 @@ from core.commands import InputKey
 from core.config import Settings
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.service import DsmCore
+from core.storage import health, recovery
 from core.storage.migrate import upgrade_to_head
 from core.storage.repository import Storage, create_db_engine
 from core.training import TrainingManager
+from core.writer import DatabaseWriter
 from open_dsm import package_version
 
 log = logging.getLogger("open_dsm")
@@ -57,6 +59,41 @@ def prepare_data_dir(settings: Settings) -> None:
         raise StartupError(
             f"data directory {settings.data_dir} is not writable: {exc.strerror or exc}"
         ) from exc
+
+
+def check_database_file(settings: Settings) -> None:
+    """Refuse to start on a SQLite file that vanished since the last run (unless told to)."""
+    path = health.sqlite_path(settings.database_url)
+    if path is None:
+        return
+    problem = health.vanished(path)
+    if problem is None:
+        return
+    if not settings.start_empty:
+        raise StartupError(problem)
+    log.warning("starting with an empty database (--start-empty): %s", problem.split(";")[0])
+
+
+def remember_database(settings: Settings, storage: Storage) -> health.FileWatch | None:
+    """Give the database an id (once), note it beside the file, and watch the file."""
+    path = health.sqlite_path(settings.database_url)
+    if path is None:
+        return None
+    state = storage.get_state(health.STATE_DATABASE_ID) or {}
+    database_id = state.get("id")
+    if not isinstance(database_id, str):
+        database_id = health.new_database_id()
+        storage.set_state(health.STATE_DATABASE_ID, {"id": database_id})
+    previous = health.remembered_id(path)
+    if previous is not None and previous != database_id:
+        log.warning(
+            "the database file %s is not the one this service last used (%s, now %s)",
+            path,
+            previous,
+            database_id,
+        )
+    health.remember(path, database_id)
+    return health.FileWatch(path)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -153,15 +190,26 @@ async def serve(settings: Settings) -> None:
     version = package_version()
     prepare_data_dir(settings)
     check_exposure(settings)  # before the database is opened or any port is bound
+    check_database_file(settings)
     engine = create_db_engine(settings.database_url)
     try:
         await asyncio.to_thread(upgrade_to_head, engine)
+        storage = Storage(engine)
+        watch = await asyncio.to_thread(remember_database, settings, storage)
+        await asyncio.to_thread(recovery.import_all, storage, settings.data_dir)
     except Exception as exc:
         raise StartupError(f"cannot open or migrate the database: {exc}") from exc
-    storage = Storage(engine)
+    writer = DatabaseWriter(SystemClock())
+    if watch is not None:
+        writer.use_check(watch, health.database_name(settings.database_url))
+    else:
+        writer.name = health.database_name(settings.database_url)
     # The seasonal baseline serves until the training manager loads an accepted model.
-    core = DsmCore(settings, storage, SystemClock(), SeasonalMeanForecaster(weeks=2))
+    core = DsmCore(settings, storage, SystemClock(), SeasonalMeanForecaster(weeks=2), writer=writer)
     await core.start()
+    watch_task = asyncio.create_task(
+        writer.watch(health.WATCH_INTERVAL_S), name="open-dsm-database-watch"
+    )
 
     face = BacnetFace(settings, version)
     ip, port = face.resolve_address()
@@ -210,13 +258,24 @@ async def serve(settings: Settings) -> None:
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(http_task, timeout=10)
-        for task in (core_task, stop_task, schedule_task, training_start):
+        for task in (core_task, stop_task, schedule_task, training_start, watch_task):
             task.cancel()
-        for task in (core_task, schedule_task, training_start):
+        for task in (core_task, schedule_task, training_start, watch_task):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await training.stop()
         await core.stop()
+        if writer.unkept:
+            try:
+                kept = recovery.write(settings.data_dir, writer.unkept)
+                log.warning(
+                    "%d acknowledged writes the database did not take are kept in %s; the next "
+                    "start imports them",
+                    len(writer.unkept),
+                    kept,
+                )
+            except OSError as exc:
+                log.error("%d acknowledged writes lost: %s", len(writer.unkept), exc)
         face.close()
         engine.dispose()
         http_socket.close()
