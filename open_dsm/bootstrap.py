@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import socket
 import tempfile
@@ -30,6 +31,13 @@ from core.storage.repository import Storage, create_db_engine
 from core.training import TrainingManager
 from core.writer import DatabaseWriter
 from open_dsm import package_version
+from open_dsm.connections import (
+    ConnectionLimits,
+    connection_cap,
+    guarded_protocol,
+    install_accept_error_handler,
+    raise_fd_limit,
+)
 
 log = logging.getLogger("open_dsm")
 
@@ -124,10 +132,24 @@ def check_exposure(settings: Settings) -> None:
     )
 
 
-def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
-    """How uvicorn serves the app: idle keep-alive closed, bounded headers, no own logging."""
+def connection_limits(settings: Settings, fd_limit: int | None = None) -> ConnectionLimits:
+    """The REST connection limits: head deadline, and the cap kept below the open-file limit."""
+    if fd_limit is None:
+        fd_limit = int(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    return ConnectionLimits(
+        head_timeout_s=settings.http_header_timeout_s,
+        max_connections=connection_cap(settings.http_max_connections, fd_limit),
+    )
+
+
+def uvicorn_config(
+    app: ASGIApp, settings: Settings, limits: ConnectionLimits | None = None
+) -> uvicorn.Config:
+    """How uvicorn serves the app: idle keep-alive closed, a deadline for each request head, a
+    connection cap, bounded headers, no own logging."""
     return uvicorn.Config(
         app,
+        http=guarded_protocol(limits or connection_limits(settings)),
         log_config=None,
         access_log=False,
         lifespan="off",
@@ -228,9 +250,17 @@ async def serve(settings: Settings) -> None:
     # the baseline serves until it is loaded.
     training_start = asyncio.create_task(training.start(), name="open-dsm-model-load")
     app = create_app(core, bacnet_bound=lambda: face.bound, training=training, version=version)
-    server = _Server(uvicorn_config(app, settings))
+    limits = connection_limits(settings, raise_fd_limit())
+    server = _Server(uvicorn_config(app, settings, limits))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    install_accept_error_handler(loop, limits)
+    log.info(
+        "REST limits: %d connections, %g s for a request head, keep-alive %d s",
+        limits.max_connections,
+        limits.head_timeout_s,
+        settings.http_keepalive_s,
+    )
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
