@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from typing import Protocol
 
 from core.accuracy import LiveErrorTracker
 from core.clock import Clock
@@ -62,6 +63,9 @@ SnapshotListener = Callable[[Snapshot], None]
 # Live RMSE of the served forecaster is taken over this trailing window of matched forecasts.
 LIVE_RMSE_WINDOW_MINUTES = MINUTES_PER_DAY
 MAX_BATCH = 100_000
+# A batch is validated and folded in slices of this many readings, yielding the loop between
+# them (a slice takes a few ms: no request holds the loop past 50 ms).
+INGEST_SLICE = 1000
 CACHE_MIN_WEEKS = 5
 # How often a running service looks for minutes stored behind its back (``open-dsm import``).
 CACHE_REFRESH_S = 300.0
@@ -126,6 +130,16 @@ def dispatch_controller(settings: Settings) -> DispatchController | None:
         tou_prices=settings.tou_schedule(),
     )
     return DispatchController(battery, tariff, settings.tz, ev=ev)
+
+
+class ReadingLike(Protocol):
+    """Anything with a reading's two fields (the REST body's items are passed as they are)."""
+
+    @property
+    def kw(self) -> float: ...
+
+    @property
+    def observed_at(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,7 +549,7 @@ class DsmCore:
         await self.submit_readings([Reading(kw, observed_at)], source)
         return observed_at or self._clock.now()
 
-    async def submit_readings(self, readings: Sequence[Reading], source: str) -> BatchResult:
+    async def submit_readings(self, readings: Sequence[ReadingLike], source: str) -> BatchResult:
         """Validate a whole batch first (all or nothing), then fold it in time order.
 
         Readings of the current minute are live: they are REST writes of the meter at
@@ -550,6 +564,8 @@ class DsmCore:
         now = self._clock.now()
         checked: list[tuple[datetime, float]] = []
         for index, reading in enumerate(readings):
+            if index and index % INGEST_SLICE == 0:
+                await asyncio.sleep(0)  # a large batch must not hold the loop (nothing changed yet)
             try:
                 checked.append(
                     (
@@ -568,8 +584,7 @@ class DsmCore:
         for at, kw in checked:
             minute = minute_of(at)
             if minute < live_from:
-                total, count = history.get(minute, (0.0, 0))
-                history[minute] = (total + kw, count + 1)
+                _add_history(history, minute, kw)
             else:
                 live.append((at, kw))
         meter = self._commands[InputKey.METER_KW]
@@ -577,11 +592,8 @@ class DsmCore:
             meter.check_rest_write("input-power-meter")
         self._writer.check_accepting()
         self.stats.count(True, source, len(checked))
-        for at, kw in live:
-            self._accept_live(kw, at, now)
         if live:
-            self._commands[InputKey.METER_KW] = meter.command(live[-1][1], REST_PRIORITY)
-            self._publish(self._with_inputs(now))
+            await self._fold_live(live, history, now)
         if history:
             means = await self._writer.confirm(
                 self._writer.enqueue(
@@ -592,6 +604,39 @@ class DsmCore:
             )
             self._apply_history(means)
         return BatchResult(len(checked), len(live), len(history))
+
+    async def _fold_live(
+        self,
+        live: list[tuple[datetime, float]],
+        history: dict[int, tuple[float, int]],
+        now: datetime,
+    ) -> None:
+        """Fold a batch's live readings into the grid in slices that yield, then publish once.
+
+        A reading whose minute was closed meanwhile (the clock or another write moved on while
+        this batch yielded) is merged as history instead, as it would have been had it come late.
+        """
+        was_stale = self._snapshot.input_quality != Quality.OK
+        for index, (at, kw) in enumerate(live):
+            if index and index % INGEST_SLICE == 0:
+                await asyncio.sleep(0)
+            minute = minute_of(at)
+            live_from = self._grid.live_from_minute
+            if live_from is not None and minute < live_from:
+                _add_history(history, minute, kw)
+                continue
+            self._store_completed(self._grid.add(kw, at.timestamp()))
+        meter = self._commands[InputKey.METER_KW]
+        self._commands[InputKey.METER_KW] = meter.command(live[-1][1], REST_PRIORITY)
+        self._publish(
+            dataclasses.replace(
+                self._with_inputs(now),
+                input_observed_at=live[-1][0],
+                input_quality=self._input_quality(now),
+            )
+        )
+        if was_stale:
+            self._wake.set()
 
     def _live_from(self, now: datetime) -> int:
         """The first minute a reading may fall in to be live; older readings are history.
@@ -891,6 +936,12 @@ class DsmCore:
             self._storage.prune_forecasts(horizon)
 
         self._writer.enqueue("service state", write)
+
+
+def _add_history(history: dict[int, tuple[float, int]], minute: int, kw: float) -> None:
+    """Add one reading to a minute's (sum kW, count) of history to merge."""
+    total, count = history.get(minute, (0.0, 0))
+    history[minute] = (total + kw, count + 1)
 
 
 def _minute_range(start: datetime | None, end: datetime | None) -> tuple[int | None, int | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
@@ -264,6 +265,11 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    # Start-up's objects (modules, the app, bacpypes3's tables) move out of the collector's
+    # reach: a full collection otherwise walks them all, 100-270 ms with the loop held, whenever
+    # a large request allocates enough to trigger one (measured on a 19,000-reading batch).
+    gc.collect()
+    gc.freeze()
     core_task = asyncio.create_task(core.run(), name="open-dsm-core")
     schedule_task = asyncio.create_task(training.run_schedule(), name="open-dsm-nightly-training")
     http_task = asyncio.create_task(server.serve(sockets=[http_socket]), name="open-dsm-http")

@@ -12,7 +12,6 @@ from fastapi.responses import JSONResponse
 from api.deps import CoreDep, WriteAllowed
 from api.errors import error_responses
 from api.schemas import BatchAccepted, IsoDateTime, MinuteOut, ReadingIn, ReadingsPageOut
-from core.service import Reading
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
 
@@ -46,9 +45,7 @@ async def post_readings(
 ) -> BatchAccepted:
     """Post one reading or a batch (same validation as a BACnet write; all or nothing)."""
     items = body if isinstance(body, list) else [body]
-    result = await core.submit_readings(
-        [Reading(kw=item.kw, observed_at=item.observed_at) for item in items], source="rest"
-    )
+    result = await core.submit_readings(items, source="rest")
     return BatchAccepted(
         accepted=result.accepted, live=result.live, historical_minutes=result.historical_minutes
     )
