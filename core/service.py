@@ -36,6 +36,7 @@ from core.forecast.base import (
     HORIZON_MINUTES,
     Forecaster,
 )
+from core.ingest import LiveMinutes
 from core.readings import CompletedMinute, ReadingGrid
 from core.records import ModelRunRecord
 from core.series import MinuteSeries
@@ -246,6 +247,9 @@ class DsmCore:
         self._listeners: list[SnapshotListener] = []
         self._writer = writer or DatabaseWriter(clock)
         self._writer.on_fault_change(self._storage_fault_changed)
+        # Live minutes go to the database through one group commit; a live reading is
+        # acknowledged once the commit holding it is done.
+        self._live = LiveMinutes(self._writer, storage, self._open_minute_now)
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
         self.stats = ReadingStats()
@@ -437,15 +441,8 @@ class DsmCore:
 
     async def stop(self) -> None:
         """Flush the open minute's partial mean and drain pending writes."""
-        open_minute = self._grid.open_partial()
-        if open_minute is not None:
-            own = self._dispatched_in_force()
-            outdoor = self._input_in_force(InputKey.OUTDOOR_AIR_TEMP)
-            self._enqueue_minutes(
-                [open_minute],
-                None if outdoor is None else {open_minute.minute: outdoor},
-                None if own is None else {open_minute.minute: own},
-            )
+        if self._grid.open_partial() is not None:
+            self._live.request()  # the open minute's partial mean, kept for the next start
         self._persist_state()
         await self._writer.stop()
 
@@ -476,6 +473,8 @@ class DsmCore:
         now = self._clock.now()
         self._commands[key] = self._commands[key].command(number, priority)
         self._apply_command(key, now, now, source)
+        if key == InputKey.METER_KW and number is not None:
+            await self._confirm_live()  # acknowledged means committed
 
     async def rest_command(
         self, values: dict[str, float | None], observed_at: datetime | None = None
@@ -498,6 +497,8 @@ class DsmCore:
         for key, number in checked.items():
             self._commands[key] = self._commands[key].command(number, REST_PRIORITY)
             self._apply_command(key, at, now, "rest")
+        if checked.get(InputKey.METER_KW) is not None:
+            await self._confirm_live()  # acknowledged means committed
 
     def _validate_counted(self, key: str, value: float, source: str) -> float:
         try:
@@ -594,6 +595,7 @@ class DsmCore:
         self.stats.count(True, source, len(checked))
         if live:
             await self._fold_live(live, history, now)
+            await self._confirm_live()  # acknowledged means committed
         if history:
             means = await self._writer.confirm(
                 self._writer.enqueue(
@@ -840,32 +842,21 @@ class DsmCore:
             self._errors.observed(item.minute, item.kw - (own or 0.0))
             self._computer.observed(item.minute, item.kw - (own or 0.0))
             closed.extend(self._demand.observe_minute(item.minute, item.kw))
-        minutes = [item.minute for item in completed]
-        self._enqueue_minutes(
-            completed,
-            None if outdoor is None else dict.fromkeys(minutes, outdoor),
-            None if own is None else dict.fromkeys(minutes, own),
-        )
+        self._live.add_closed(completed, outdoor, own)
         self._store_intervals(closed)
 
-    def _enqueue_minutes(
-        self,
-        minutes: list[CompletedMinute],
-        outdoor_air: dict[int, float] | None,
-        dispatched: dict[int, float] | None,
-    ) -> asyncio.Future[None]:
-        """Queue live minutes for the database (kept in a recovery file if a stop strands them)."""
-        return self._writer.enqueue(
-            "minutes",
-            partial(
-                self._storage.upsert_minutes,
-                minutes,
-                "live",
-                outdoor_air=outdoor_air,
-                dispatched=dispatched,
-            ),
-            keep=recovery.minutes_keep(minutes, "live", outdoor_air, dispatched),
+    def _open_minute_now(self) -> tuple[CompletedMinute | None, float | None, float | None]:
+        """The open minute's running mean, with the outdoor air and dispatched kW in force."""
+        return (
+            self._grid.open_partial(),
+            self._input_in_force(InputKey.OUTDOOR_AIR_TEMP),
+            self._dispatched_in_force(),
         )
+
+    async def _confirm_live(self) -> None:
+        """Wait until the live readings folded in so far are committed (StorageUnavailable if
+        the database cannot confirm it: the reading is then not acknowledged)."""
+        await self._writer.confirm(self._live.request())
 
     def _input_in_force(self, key: InputKey) -> float | None:
         """An optional input's value written within --stale-after-s, else None."""

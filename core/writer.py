@@ -60,6 +60,8 @@ class _Job:
     future: asyncio.Future[Any]
     attempts: int = 0
     keep: dict[str, Any] | None = None
+    # Called on the loop as the job starts: returns the job's run and keep (what to write then).
+    prepare: Callable[[], tuple[Callable[[], Any], dict[str, Any] | None]] | None = None
 
 
 # Errors a retry cannot fix: the job itself is wrong (a bug or a violated constraint).
@@ -221,6 +223,8 @@ class DatabaseWriter:
         while not self._queue.empty():
             left.append(self._queue.get_nowait())
             self._queue.task_done()
+        for job in left:
+            _prepare(job)
         self.unkept = [job.keep for job in left if job.keep is not None]
         return [job.what for job in left]
 
@@ -240,6 +244,18 @@ class DatabaseWriter:
         # Nobody may await a fire-and-forget job; its failure is logged and counted here.
         future.add_done_callback(_consume)
         self._queue.put_nowait(_Job(what, job, future, keep=keep))
+        return future
+
+    def enqueue_prepared(
+        self, what: str, prepare: Callable[[], tuple[Callable[[], Any], dict[str, Any] | None]]
+    ) -> asyncio.Future[Any]:
+        """Queue a job decided when it starts: ``prepare()`` (on the loop) returns its run and
+        keep, so everything folded in until then goes into one transaction (group commit)."""
+        if self._queue is None:
+            raise RuntimeError("the database writer is not started")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)
+        self._queue.put_nowait(_Job(what, _unprepared, future, prepare=prepare))
         return future
 
     async def submit(self, what: str, job: Callable[[], T]) -> T:
@@ -290,6 +306,7 @@ class DatabaseWriter:
 
     async def _run(self, job: _Job) -> None:
         delay = self._retry_initial_s
+        _prepare(job)
         while True:
             job.attempts += 1
             try:
@@ -363,6 +380,17 @@ class DatabaseWriter:
                 listener(self.fault)
             except Exception:
                 log.exception("writer fault listener failed")
+
+
+def _prepare(job: _Job) -> None:
+    """Decide a prepared job's run and keep now (once)."""
+    if job.prepare is not None:
+        job.run, job.keep = job.prepare()
+        job.prepare = None
+
+
+def _unprepared() -> None:
+    raise RuntimeError("a prepared job ran before it was prepared")
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
