@@ -107,3 +107,21 @@ def test_the_cap_keeps_a_margin_below_the_open_file_limit() -> None:
     assert connection_cap(1000, 1024) == 1024 - FD_MARGIN
     assert connection_cap(100, 65536) == 100
     assert connection_cap(1000, 100) == 1
+
+
+def test_a_method_the_path_does_not_serve_is_405_before_the_token(
+    settings: Settings, storage: Storage
+) -> None:
+    from pydantic import SecretStr
+
+    configured = settings.model_copy(update={"api_token": SecretStr("secret")})
+    with serve(configured, storage) as live:
+        trace = httpx.request("TRACE", f"{live.base_url}/api/v1/readings", timeout=5)
+        assert trace.status_code == 405
+        assert set(trace.headers["allow"].split(", ")) == {"GET", "POST"}
+        options = httpx.options(f"{live.base_url}/api/v1/readings", timeout=5)
+        assert options.status_code == 405
+        assert set(options.headers["allow"].split(", ")) == {"GET", "POST"}
+        # A served write method still needs the token.
+        assert httpx.post(f"{live.base_url}/api/v1/readings", json={"kw": 1}).status_code == 401
+        assert httpx.get(f"{live.base_url}/api/v1/readings", timeout=5).status_code == 200
