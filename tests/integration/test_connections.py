@@ -125,3 +125,20 @@ def test_a_method_the_path_does_not_serve_is_405_before_the_token(
         # A served write method still needs the token.
         assert httpx.post(f"{live.base_url}/api/v1/readings", json={"kw": 1}).status_code == 401
         assert httpx.get(f"{live.base_url}/api/v1/readings", timeout=5).status_code == 200
+
+
+def test_the_openapi_document_states_the_limits_the_code_enforces(
+    settings: Settings, storage: Storage
+) -> None:
+    with serve(settings, storage) as live:
+        document = httpx.get(f"{live.base_url}/openapi.json", timeout=5).json()
+    post = document["paths"]["/api/v1/readings"]["post"]
+    body = post["requestBody"]["content"]["application/json"]["schema"]
+    batch = next(option for option in body["anyOf"] if option.get("type") == "array")
+    assert batch["minItems"] == 1 and batch["maxItems"] == 100_000
+    parameters = {p["name"]: p for p in document["paths"]["/api/v1/readings"]["get"]["parameters"]}
+    assert "after start" in parameters["end"]["description"]
+    when = next(o for o in parameters["start"]["schema"]["anyOf"] if o.get("type") == "string")
+    assert when["formatMinimum"].startswith("1970") and when["formatMaximum"].startswith("2999")
+    target = document["components"]["schemas"]["TargetIn"]["properties"]["target_kw"]
+    assert target["maximum"] == 100_000 and target["exclusiveMinimum"] == 0
