@@ -6,7 +6,8 @@ read-only, locked, corrupt, not a database) is retried with backoff for ever; an
 about the database (a bug, a constraint) drops that one job after a few tries, counted and logged,
 and the fault stays until a later write commits. A fault may also come from outside the jobs (the
 database file deleted or replaced under the service, see ``core.storage.health``): such a fault is
-sticky, since a write into an unlinked file commits and still keeps nothing.
+sticky, since a write into an unlinked file commits and still keeps nothing: jobs are held, not
+run, while it lasts, and a stop hands them to the recovery file.
 
 While faulted the fault is visible (``/readyz``, the inputs' reliability, a metric) and the core
 refuses new writes at the door instead of acknowledging what it may not be able to keep; callers
@@ -205,6 +206,8 @@ class DatabaseWriter:
         """Drain (bounded by ``timeout_s``), then stop the worker; return what was not kept."""
         if self._queue is None or self._task is None:
             return []
+        if self._file_fault is not None:
+            timeout_s = 0.0  # held jobs will not be written: straight to the recovery file
         try:
             await asyncio.wait_for(self._queue.join(), timeout_s)
         except TimeoutError:
@@ -308,6 +311,10 @@ class DatabaseWriter:
         delay = self._retry_initial_s
         _prepare(job)
         while True:
+            if self._file_fault is not None:
+                # A write into a deleted, replaced or overwritten file keeps nothing: hold the
+                # job for good (the fault is sticky; a stop hands it to the recovery file).
+                await asyncio.get_running_loop().create_future()
             job.attempts += 1
             try:
                 result = await asyncio.to_thread(job.run)

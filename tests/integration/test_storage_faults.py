@@ -150,13 +150,15 @@ async def test_file_gone_or_garbled_is_a_sticky_fault_that_refuses_writes(  # ty
         await core.submit_reading(21.0)
     with pytest.raises(StorageUnavailable):
         await core.rest_command({"demand_target_kw": 30.0})
-    if how != "overwritten":
-        # Writes still commit (into the unlinked or the old inode): the fault must not clear.
-        clock.advance(60)
-        await core.tick()
-        await asyncio.wait_for(writer.drain(), 5)
-        assert writer.fault is not None
-    await writer.stop(timeout_s=0.2)
+    # A write would commit into the unlinked or old inode and keep nothing: the queued minute is
+    # held, the fault stays, and a stop hands the acknowledged reading to the recovery file.
+    clock.advance(60)
+    await core.tick()
+    await asyncio.sleep(0.1)
+    assert writer.pending > 0 and writer.fault is not None
+    await writer.stop(timeout_s=5)
+    kept = [doc for doc in writer.unkept if doc["kind"] == "minutes"]
+    assert any(kw == pytest.approx(20.0) for doc in kept for _, kw, _ in doc["minutes"])
 
 
 async def test_integrity_check_finds_damage_in_a_sound_header(tmp_path: Path) -> None:
@@ -218,4 +220,63 @@ async def test_acknowledged_writes_stranded_by_a_stop_are_kept_and_imported(  # 
     for minute, kw in acknowledged.items():
         assert stored[minute] == pytest.approx(kw)
     assert recovery.pending_files(tmp_path) == []
+    engine.dispose()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs (needs root and mount rights; skipped otherwise)."""
+    import subprocess
+
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+async def test_a_full_disk_is_a_fault_until_a_write_commits_again(  # type: ignore[no-untyped-def]
+    settings, clock: FakeClock, small_tmpfs: Path
+):
+    path = small_tmpfs / "open-dsm.sqlite3"
+    engine = create_db_engine(f"sqlite:///{path}")
+    upgrade_to_head(engine)
+    storage = Storage(engine)
+    core = await _core(settings, storage, clock, path)
+    writer = core.writer
+    await core.submit_reading(20.0)
+    filler = small_tmpfs / "filler"
+    with open(filler, "wb") as handle, pytest.raises(OSError):  # fill it to the last byte
+        while True:
+            handle.write(b"\0" * 65536)
+            handle.flush()
+    acknowledged = {minute_of(clock.now()): 20.0}
+    refused = False
+    for _ in range(200):  # a day of minutes of history fills what is left, if anything is
+        clock.advance(60)
+        try:
+            await core.submit_reading(30.0)
+        except StorageUnavailable:
+            refused = True
+            break
+        acknowledged[minute_of(clock.now())] = 30.0
+    assert refused and writer.fault is not None
+    assert "full" in writer.fault.error.lower()
+    assert not await core.ready()
+    filler.unlink()
+    await _wait_for(lambda: writer.fault is None, timeout_s=10)
+    await writer.drain()
+    stored = {row.minute: row.kw for row in storage.list_minutes(None, None, 1000)}
+    for minute, kw in acknowledged.items():
+        assert stored[minute] == pytest.approx(kw)
+    assert writer.dropped_total == 0
+    await core.stop()
     engine.dispose()
