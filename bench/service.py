@@ -103,6 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="offered ReadProperty rate /s while the batches are posted",
     )
     parser.add_argument(
+        "--training-run",
+        action="store_true",
+        help="also start a training run (POST /api/v1/model/train; needs --with-model history) "
+        "and time ReadProperty from its start until well after its end",
+    )
+    parser.add_argument(
         "--only",
         choices=["all", "ingest"],
         default="all",
@@ -389,6 +395,57 @@ async def _ingest_rows(client: Any, server: Server, args: argparse.Namespace) ->
     return rows
 
 
+async def _training_row(client: Any, server: Server, args: argparse.Namespace) -> LoadResult:
+    """ReadProperty at --batch-read-rate from a training run's start until 3 s after its end
+    (the hand-over: the child's result, its join, the new model's load)."""
+    from bacpypes3.pdu import Address
+    from bacpypes3.primitivedata import ObjectIdentifier
+
+    address = Address(f"127.0.0.1:{server.bacnet_port}")
+    meter = ObjectIdentifier("analog-value,1")
+    base = f"http://127.0.0.1:{server.http_port}/api/v1/model"
+    latencies: list[float] = []
+    errors = 0
+    async with httpx.AsyncClient(timeout=30) as http:
+        (await http.post(f"{base}/train")).raise_for_status()
+        started = time.perf_counter()
+        ended: float | None = None
+        next_poll = started
+        interval = 1.0 / args.batch_read_rate
+        scheduled = started
+        while ended is None or time.perf_counter() < ended + 3.0:
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                await client.read_property(address, meter, "present-value")
+                latencies.append(time.perf_counter() - scheduled)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:  # bacpypes3's AbortPDU is not an Exception
+                errors += 1
+            scheduled += interval
+            scheduled = max(scheduled, time.perf_counter() - interval)
+            if ended is None and time.perf_counter() >= next_poll:
+                next_poll = time.perf_counter() + 0.5
+                model = (await http.get(base)).json()
+                if model.get("training_run_in_progress") is None:
+                    ended = time.perf_counter()
+            if time.perf_counter() - started > 600:
+                raise RuntimeError("the training run did not end within 10 minutes")
+    ordered = sorted(latencies) or [float("nan")]
+    return LoadResult(
+        test="ReadProperty, a training run's end",
+        target=server.name,
+        offered_per_s=args.batch_read_rate,
+        achieved_per_s=len(latencies) / (time.perf_counter() - started),
+        p50_ms=1000 * statistics.median(ordered),
+        p99_ms=1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        errors=errors,
+        max_ms=1000 * ordered[-1],
+    )
+
+
 async def _run_ingest(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Only the ingest rows, on open-dsm alone."""
     client = _client(_free_port("udp"))
@@ -398,7 +455,10 @@ async def _run_ingest(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
         try:
             await _first_i_am(client, ours, OURS_INSTANCE, time.monotonic())
             await asyncio.sleep(1.0)
-            return {"loads": await _ingest_rows(client, ours, args), "footprint": {}}
+            rows = await _ingest_rows(client, ours, args)
+            if args.training_run:
+                rows.append(await _training_row(client, ours, args))
+            return {"loads": rows, "footprint": {}}
         finally:
             ours.stop()
     finally:
@@ -585,6 +645,8 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                     await _load(label, server.name, send, rate, args.duration_s, 1)
                                 )
                         results.extend(await _ingest_rows(client, server, args))
+                        if args.training_run:
+                            results.append(await _training_row(client, server, args))
                 assert server.proc is not None
                 rss, peak = _rss_mb(server.proc.pid)
                 footprint[server.name] = {
