@@ -420,6 +420,13 @@ async def _training_row(client: Any, server: Server, args: argparse.Namespace) -
             try:
                 await client.read_property(address, meter, "present-value")
                 latencies.append(time.perf_counter() - scheduled)
+                if latencies[-1] > 0.1:
+                    log.info(
+                        "ReadProperty took %.0f ms at %.1f s into the run (%s)",
+                        1000 * latencies[-1],
+                        scheduled - started,
+                        "running" if ended is None else f"{scheduled - ended:.1f} s after its end",
+                    )
             except asyncio.CancelledError:
                 raise
             except BaseException:  # bacpypes3's AbortPDU is not an Exception
