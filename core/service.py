@@ -309,17 +309,21 @@ class DsmCore:
         """
         self._assert_loop()
         now_minute = minute_of(self._clock.now())
-        lo = now_minute - self._series.capacity_minutes + 1
+        # The open minute's running mean is stored (acknowledged means committed) but is not in
+        # the cache until it closes: compare the closed minutes only.
+        open_minute = self._grid.open_minute
+        end = now_minute if open_minute is None else min(now_minute, open_minute - 1)
+        lo = end - self._series.capacity_minutes + 1
         length = self._series.capacity_minutes
-        stored = await asyncio.to_thread(self._storage.column_counts, lo, now_minute)
+        stored = await asyncio.to_thread(self._storage.column_counts, lo, end)
         known = (
-            self._series.count_known(now_minute, length),
-            self._outdoor.count_known(now_minute, length),
-            self._dispatched.count_known(now_minute, length),
+            self._series.count_known(end, length),
+            self._outdoor.count_known(end, length),
+            self._dispatched.count_known(end, length),
         )
         if all(db <= cached for db, cached in zip(stored, known, strict=True)):
             return 0
-        columns = await asyncio.to_thread(self._cache_columns, now_minute)
+        columns = await asyncio.to_thread(self._cache_columns, end)
         added = [series.fill_missing(*values) for series, values in columns]
         if any(added):
             log.info(

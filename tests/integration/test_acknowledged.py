@@ -74,3 +74,14 @@ async def test_a_crash_just_after_a_minute_boundary_loses_no_acknowledged_readin
     row = {r.minute: r for r in storage.list_minutes(None, None, 10)}[current]
     assert row.sample_count == 2 and row.kw == pytest.approx((99.0 + 1.0) / 2)
     engine.dispose()
+
+
+async def test_the_stored_open_minute_is_not_taken_for_an_import(  # type: ignore[no-untyped-def]
+    settings, make_core, storage: Storage
+):
+    core = make_core()
+    await core.start()
+    await core.submit_reading(12.0)  # committed: the open minute's running mean is stored
+    assert storage.count_minutes() == 1
+    assert await core.pick_up_imports() == 0
+    await core.stop()
