@@ -33,6 +33,7 @@ from core.training import TrainingManager
 from core.writer import DatabaseWriter
 from open_dsm import package_version
 from open_dsm.connections import (
+    ConnectionCollector,
     ConnectionLimits,
     connection_cap,
     guarded_protocol,
@@ -256,6 +257,7 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     install_accept_error_handler(loop, limits)
+    app.state.context.registry.register(ConnectionCollector(limits))
     log.info(
         "REST limits: %d connections, %g s for a request head, keep-alive %d s",
         limits.max_connections,

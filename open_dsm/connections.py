@@ -19,10 +19,13 @@ import asyncio
 import errno
 import logging
 import resource
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import h11
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from core.logs import RateLimitedLogger
@@ -157,3 +160,32 @@ def install_accept_error_handler(loop: asyncio.AbstractEventLoop, limits: Connec
             loop.default_exception_handler(context)
 
     loop.set_exception_handler(handler)
+
+
+class ConnectionCollector(Collector):
+    """The connection limits' counters for /metrics."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self._limits = limits
+
+    def collect(self) -> Iterator[Metric]:
+        """One gauge and three counters."""
+        limits = self._limits
+        yield GaugeMetricFamily(
+            "open_dsm_http_connections", "REST connections open now", value=len(limits.open)
+        )
+        yield CounterMetricFamily(
+            "open_dsm_http_connections_refused",
+            "REST connections closed on accept (the connection cap)",
+            value=limits.refused_total,
+        )
+        yield CounterMetricFamily(
+            "open_dsm_http_head_timeouts",
+            "REST connections closed without a complete request head in time",
+            value=limits.timed_out_total,
+        )
+        yield CounterMetricFamily(
+            "open_dsm_http_accept_errors",
+            "Failed accepts of REST connections (out of file handles)",
+            value=limits.accept_errors_total,
+        )

@@ -97,6 +97,9 @@ def test_a_deleted_database_is_reported_refused_and_not_recreated_silently(
         points = httpx.get(f"{service.base_url}/api/v1/points", timeout=5).json()
         meter = next(p for p in points if p["name"] == "input-power-meter")
         assert meter["reliability"] != "no-fault-detected"
+        metrics = httpx.get(f"{service.base_url}/metrics", timeout=5).text
+        assert "open_dsm_storage_fault 1.0" in metrics
+        assert "open_dsm_http_connections " in metrics  # the connection limits' counters
     finally:
         service.stop()
     # The next start refuses with one line rather than creating an empty database ...
@@ -143,9 +146,7 @@ def test_kill_9_just_after_a_minute_boundary_loses_no_acknowledged_reading(
         rows = httpx.get(f"{again.base_url}/api/v1/readings", timeout=5).json()["items"]
     finally:
         again.stop()
-    stored = {
-        datetime.fromisoformat(row["observed_at"]).isoformat(): row for row in rows
-    }
+    stored = {datetime.fromisoformat(row["observed_at"]).isoformat(): row for row in rows}
     for minute, values in acknowledged.items():
         row = stored[minute]
         # A reading in flight at the kill may be stored unacknowledged: never one fewer.
