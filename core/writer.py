@@ -269,7 +269,7 @@ class DatabaseWriter:
         """Wait for a queued job's commit; StorageUnavailable once a fault is known (or after
         the confirm timeout): the write is then not acknowledged, though it stays queued."""
         if future.done():
-            return future.result()
+            return self._result(future)
         fault = self.fault
         if fault is not None:
             raise StorageUnavailable(f"{self.name} is not taking writes ({fault.error})")
@@ -287,12 +287,21 @@ class DatabaseWriter:
             if not waiter.done():
                 waiter.cancel()
         if future in done:
-            return future.result()
+            return self._result(future)
         fault = self.fault
         raise StorageUnavailable(
             f"{self.name} did not confirm the write "
             f"({fault.error if fault else f'not committed within {self._confirm_timeout_s:g} s'})"
         )
+
+    def _result(self, future: asyncio.Future[T]) -> T:
+        """A finished job's result; a job that was given up is StorageUnavailable (not kept)."""
+        exc = future.exception()
+        if exc is not None:
+            raise StorageUnavailable(
+                f"{self.name} did not keep the write ({type(exc).__name__}: {_first_line(exc)})"
+            ) from exc
+        return future.result()
 
     # -- the worker ----------------------------------------------------------------------------
 

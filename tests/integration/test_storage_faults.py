@@ -280,3 +280,25 @@ async def test_a_full_disk_is_a_fault_until_a_write_commits_again(  # type: igno
     assert writer.dropped_total == 0
     await core.stop()
     engine.dispose()
+
+
+async def test_a_history_batch_arriving_as_the_fault_starts_is_refused_at_once(  # type: ignore[no-untyped-def]
+    settings, clock: FakeClock, db_path: Path, file_storage: Storage
+):
+    from datetime import timedelta
+
+    from core.service import Reading
+
+    core = await _core(settings, file_storage, clock, db_path)
+    injector = _Injector(file_storage.engine)
+    injector.error = _sqlite_error("file is not a database", 26)
+    old = clock.now() - timedelta(hours=2)
+    batch = [Reading(10.0 + i, old + timedelta(minutes=i)) for i in range(5)]
+    # Accepted at the door (no fault known yet), then answered as soon as the fault is known:
+    # not acknowledged, no hang, no 500.
+    with pytest.raises(StorageUnavailable, match="corrupt"):
+        await asyncio.wait_for(core.submit_readings(batch, "rest"), 3.0)
+    assert core.writer.fault is not None
+    injector.error = None
+    await _wait_for(lambda: core.writer.fault is None)
+    await core.stop()
