@@ -31,6 +31,7 @@ DESCRIPTION = """
 Edge demand side management for one building. The same core feeds the BACnet/IP device and this
 API: `GET /api/v1/points` returns exactly what a BACnet read returns.
 
+A method a path does not serve is answered 405 with the path's `Allow`, before anything else.
 Writes need `Authorization: Bearer <token>` when the service runs with `--api-token`
 (checked before the body is read: 401); reads are open. A body over `--max-body-bytes`
 gets 413 before it is parsed.
@@ -81,6 +82,7 @@ def create_app(
         RequestLimits,
         token=core.settings.api_token,
         max_body_bytes=core.settings.max_body_bytes,
+        routes=lambda: app.router.routes,
     )
     for module in (
         points,

@@ -6,11 +6,21 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    WithJsonSchema,
+)
 
 # The years a timestamp may name at all (the core applies its own, narrower checks).
 EARLIEST_YEAR = 1970
 LATEST_YEAR = 2999
+# The highest plausible kW by default (--max-kw): the demand target's documented maximum.
+DEFAULT_MAX_KW = 100_000.0
 _NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 
 
@@ -35,7 +45,21 @@ def _sane_year(value: datetime) -> datetime:
     return value
 
 
-IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text_only), AfterValidator(_sane_year)]
+IsoDateTime = Annotated[
+    datetime,
+    BeforeValidator(_iso_text_only),
+    AfterValidator(_sane_year),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "formatMinimum": f"{EARLIEST_YEAR}-01-01T00:00:00Z",
+            "formatMaximum": f"{LATEST_YEAR}-12-31T23:59:59Z",
+            "description": f"ISO 8601 text with a time-zone offset, in years "
+            f"{EARLIEST_YEAR}..{LATEST_YEAR}",
+        }
+    ),
+]
 """A date-time given as ISO 8601 text, in years 1970..2999; the offset is checked by the core."""
 
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
@@ -245,7 +269,11 @@ class TargetIn(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"target_kw": 21.5}]})
 
-    target_kw: Number | None = Field(description="kW (interval average); null removes it.")
+    target_kw: Number | None = Field(
+        description="kW (interval average), above 0 and at most --max-kw (default 100,000); "
+        "null removes it.",
+        json_schema_extra={"exclusiveMinimum": 0, "maximum": DEFAULT_MAX_KW},
+    )
 
 
 class InputsIn(BaseModel):

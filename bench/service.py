@@ -46,6 +46,7 @@ class LoadResult:
     p99_ms: float
     errors: int
     ratio_vs_bare: float | None = None
+    max_ms: float | None = None
 
 
 def _positive(text: str) -> float:
@@ -82,6 +83,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="configure a battery of this many kWh (half as many kW) and write the meter every "
         "second, so the dispatch planner runs through the load runs (its RSS is in the footprint)",
+    )
+    parser.add_argument(
+        "--write-rate",
+        type=_positive,
+        default=20.0,
+        help="offered WriteProperty rate /s to input-power-meter (acknowledgement latency)",
+    )
+    parser.add_argument(
+        "--batch-readings",
+        type=int,
+        default=19_000,
+        help="live readings per POST in the batch row (ReadProperty latency meanwhile)",
+    )
+    parser.add_argument(
+        "--batch-read-rate",
+        type=_positive,
+        default=20.0,
+        help="offered ReadProperty rate /s while the batches are posted",
+    )
+    parser.add_argument(
+        "--training-run",
+        action="store_true",
+        help="also start a training run (POST /api/v1/model/train; needs --with-model history) "
+        "and time ReadProperty from its start until well after its end",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["all", "ingest"],
+        default="all",
+        help="'ingest': only open-dsm's WriteProperty acknowledgement and batch rows (no bare "
+        "device, no start-ups)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
 
@@ -256,14 +288,20 @@ async def _load(
         nonlocal errors
         try:
             await send()
-        except Exception:
+        except asyncio.CancelledError:
+            raise
+        except BaseException:  # bacpypes3's AbortPDU is not an Exception
             errors += 1
             return
         latencies.append(time.perf_counter() - scheduled)
 
     for _ in range(20):  # warm up caches, connections, device-info lookups
-        with contextlib.suppress(Exception):
+        try:
             await send()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            pass
     started = time.perf_counter()
     end = started + duration_s
     if rate is None:
@@ -294,7 +332,144 @@ async def _load(
         p50_ms=1000 * statistics.median(ordered),
         p99_ms=1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
         errors=errors,
+        max_ms=1000 * ordered[-1],
     )
+
+
+async def _ingest_rows(client: Any, server: Server, args: argparse.Namespace) -> list[LoadResult]:
+    """Issue #25: the WriteProperty acknowledgement (committed before it is sent), and
+    ReadProperty latency while large live batches are posted back to back."""
+    from bacpypes3.pdu import Address
+    from bacpypes3.primitivedata import ObjectIdentifier, Real
+
+    address = Address(f"127.0.0.1:{server.bacnet_port}")
+    meter = ObjectIdentifier("analog-value,1")
+    counter = itertools.count()
+
+    def wp() -> Awaitable[Any]:
+        kw = 20.0 + next(counter) % 11
+        return client.write_property(address, meter, "present-value", Real(kw), None, 16)  # type: ignore[no-any-return]
+
+    def rp() -> Awaitable[Any]:
+        return client.read_property(address, meter, "present-value")  # type: ignore[no-any-return]
+
+    rows = [
+        await _load(
+            "WriteProperty meter (ack)", server.name, wp, args.write_rate, args.duration_s, 1
+        )
+    ]
+    body = json.dumps([{"kw": 20.0 + i % 7} for i in range(args.batch_readings)]).encode()
+    url = f"http://127.0.0.1:{server.http_port}/api/v1/readings"
+    posted = 0
+
+    async def post_batches() -> None:
+        nonlocal posted
+        async with httpx.AsyncClient(timeout=60) as http:
+            while True:
+                reply = await http.post(
+                    url, content=body, headers={"content-type": "application/json"}
+                )
+                reply.raise_for_status()
+                posted += 1
+
+    batches = asyncio.create_task(post_batches())
+    try:
+        await asyncio.sleep(0.05)
+        rows.append(
+            await _load(
+                f"ReadProperty, {args.batch_readings} live/POST",
+                server.name,
+                rp,
+                args.batch_read_rate,
+                args.duration_s,
+                1,
+            )
+        )
+    finally:
+        batches.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await batches
+    log.info("%d batches of %d readings posted", posted, args.batch_readings)
+    if posted == 0:
+        raise RuntimeError("no batch was accepted during the batch row")
+    return rows
+
+
+async def _training_row(client: Any, server: Server, args: argparse.Namespace) -> LoadResult:
+    """ReadProperty at --batch-read-rate from a training run's start until 3 s after its end
+    (the hand-over: the child's result, its join, the new model's load)."""
+    from bacpypes3.pdu import Address
+    from bacpypes3.primitivedata import ObjectIdentifier
+
+    address = Address(f"127.0.0.1:{server.bacnet_port}")
+    meter = ObjectIdentifier("analog-value,1")
+    base = f"http://127.0.0.1:{server.http_port}/api/v1/model"
+    latencies: list[float] = []
+    errors = 0
+    async with httpx.AsyncClient(timeout=30) as http:
+        (await http.post(f"{base}/train")).raise_for_status()
+        started = time.perf_counter()
+        ended: float | None = None
+        next_poll = started
+        interval = 1.0 / args.batch_read_rate
+        scheduled = started
+        while ended is None or time.perf_counter() < ended + 3.0:
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                await client.read_property(address, meter, "present-value")
+                latencies.append(time.perf_counter() - scheduled)
+                if latencies[-1] > 0.1:
+                    log.info(
+                        "ReadProperty took %.0f ms at %.1f s into the run (%s)",
+                        1000 * latencies[-1],
+                        scheduled - started,
+                        "running" if ended is None else f"{scheduled - ended:.1f} s after its end",
+                    )
+            except asyncio.CancelledError:
+                raise
+            except BaseException:  # bacpypes3's AbortPDU is not an Exception
+                errors += 1
+            scheduled += interval
+            scheduled = max(scheduled, time.perf_counter() - interval)
+            if ended is None and time.perf_counter() >= next_poll:
+                next_poll = time.perf_counter() + 0.5
+                model = (await http.get(base)).json()
+                if model.get("training_run_in_progress") is None:
+                    ended = time.perf_counter()
+            if time.perf_counter() - started > 600:
+                raise RuntimeError("the training run did not end within 10 minutes")
+    ordered = sorted(latencies) or [float("nan")]
+    return LoadResult(
+        test="ReadProperty, a training run's end",
+        target=server.name,
+        offered_per_s=args.batch_read_rate,
+        achieved_per_s=len(latencies) / (time.perf_counter() - started),
+        p50_ms=1000 * statistics.median(ordered),
+        p99_ms=1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        errors=errors,
+        max_ms=1000 * ordered[-1],
+    )
+
+
+async def _run_ingest(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Only the ingest rows, on open-dsm alone."""
+    client = _client(_free_port("udp"))
+    try:
+        ours = _ours(workdir / "ingest", args.with_model, args.battery_kwh)
+        ours.start()
+        try:
+            await _first_i_am(client, ours, OURS_INSTANCE, time.monotonic())
+            await asyncio.sleep(1.0)
+            rows = await _ingest_rows(client, ours, args)
+            if args.training_run:
+                rows.append(await _training_row(client, ours, args))
+            return {"loads": rows, "footprint": {}}
+        finally:
+            ours.stop()
+    finally:
+        client.close()
 
 
 def _rpm_all_frame(instance: int, repeats: int) -> bytes:
@@ -476,6 +651,9 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                 results.append(
                                     await _load(label, server.name, send, rate, args.duration_s, 1)
                                 )
+                        results.extend(await _ingest_rows(client, server, args))
+                        if args.training_run:
+                            results.append(await _training_row(client, server, args))
                 assert server.proc is not None
                 rss, peak = _rss_mb(server.proc.pid)
                 footprint[server.name] = {
@@ -505,15 +683,18 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def _table(report: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [
         f"{'test':<36} {'server':<15} {'offered/s':>9} {'achieved/s':>10} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'errors':>6} {'x bare':>6}"
+        f"{'p99 ms':>7} {'max ms':>7} {'errors':>6} {'x bare':>6}"
     ]
     for r in report["loads"]:
         lines.append(
             f"{r.test:<36} {r.target:<15} "
             f"{(f'{r.offered_per_s:.0f}' if r.offered_per_s else 'flat out'):>9} "
-            f"{r.achieved_per_s:>10.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.errors:>6} "
+            f"{r.achieved_per_s:>10.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
+            f"{(r.max_ms if r.max_ms is not None else float('nan')):>7.1f} {r.errors:>6} "
             f"{(f'{r.ratio_vs_bare:.2f}' if r.ratio_vs_bare else '-'):>6}"
         )
+    if not report["footprint"]:
+        return "\n".join(lines) + "\n"
     lines.append("")
     lines.append(
         f"{'server':<15} {'start-up to I-Am (median/max s)':>32} {'RSS MB':>7} "
@@ -551,7 +732,8 @@ def _table(report: dict[str, Any], args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print one table."""
     with tempfile.TemporaryDirectory(prefix="open-dsm-bench-") as tmp:
-        report = asyncio.run(_run(args, Path(tmp)))
+        main = _run_ingest if args.only == "ingest" else _run
+        report = asyncio.run(main(args, Path(tmp)))
     sys.stdout.write(_table(report, args))
     if args.json:
         payload = {

@@ -142,6 +142,26 @@ class Settings(BaseSettings):
         le=300,
         description="Idle HTTP keep-alive connections are closed after this many seconds.",
     )
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        ge=0.5,
+        le=300.0,
+        description="A connection that has not sent a complete request head (request line and "
+        "headers) this many seconds after it opened or after its last response is closed "
+        "(silent and slowloris connections).",
+    )
+    http_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Most concurrent REST connections; more are closed on accept. Also kept "
+        "below the open-file limit less a margin for the service itself.",
+    )
+    start_empty: bool = Field(
+        default=False,
+        description="Start with a new empty database even though the previous SQLite file "
+        "under --data-dir is gone (without it the service refuses to start).",
+    )
     stale_after_s: float = Field(
         default=300.0,
         ge=1.0,

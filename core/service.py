@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from typing import Protocol
 
 import numpy as np
 
@@ -41,6 +42,7 @@ from core.forecast.base import (
     HORIZON_MINUTES,
     Forecaster,
 )
+from core.ingest import LiveMinutes
 from core.month import MonthSummary, fixed_intervals, month_summary
 from core.readings import CompletedMinute, ReadingGrid
 from core.records import DemandIntervalRecord, HeldMinute, LoggedForecast, ModelRunRecord
@@ -49,6 +51,7 @@ from core.signals import (
     LoadClassifier,
 )
 from core.snapshot import ModelStatus, Quality, Snapshot
+from core.storage import recovery
 from core.storage.repository import MinuteColumns, Storage, StoredMinute
 from core.timegrid import (
     MINUTES_PER_DAY,
@@ -67,6 +70,9 @@ SnapshotListener = Callable[[Snapshot], None]
 # Live RMSE of the served forecaster is taken over this trailing window of matched forecasts.
 LIVE_RMSE_WINDOW_MINUTES = MINUTES_PER_DAY
 MAX_BATCH = 100_000
+# A batch is validated and folded in slices of this many readings, yielding the loop between
+# them (a slice takes a few ms: no request holds the loop past 50 ms).
+INGEST_SLICE = 1000
 CACHE_MIN_WEEKS = 5
 # How often a running service looks for minutes stored behind its back (``open-dsm import``).
 CACHE_REFRESH_S = 300.0
@@ -137,6 +143,16 @@ def dispatch_controller(settings: Settings) -> DispatchController | None:
     if settings.has_ev and ev_max > 0:
         ev = EvChargers(max_kw=ev_max, min_kw=min(settings.ev_min_kw, ev_max))
     return DispatchController(battery, tariff_of(settings), settings.tz, ev=ev)
+
+
+class ReadingLike(Protocol):
+    """Anything with a reading's two fields (the REST body's items are passed as they are)."""
+
+    @property
+    def kw(self) -> float: ...
+
+    @property
+    def observed_at(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +259,9 @@ class DsmCore:
         self._listeners: list[SnapshotListener] = []
         self._writer = writer or DatabaseWriter(clock)
         self._writer.on_fault_change(self._storage_fault_changed)
+        # Live minutes go to the database through one group commit; a live reading is
+        # acknowledged once the commit holding it is done.
+        self._live = LiveMinutes(self._writer, storage, self._open_minute_now)
         self._loop_thread: int | None = None
         self._wake = asyncio.Event()
         self._calendar = CalendarKeeper(storage, self._writer, clock, self._tz)
@@ -347,17 +366,21 @@ class DsmCore:
         except Exception:  # a database hiccup: the calendar in force stays, try again next time
             log.exception("reading the stored calendar failed")
         now_minute = minute_of(self._clock.now())
-        lo = now_minute - self._series.capacity_minutes + 1
+        # The open minute's running mean is stored (acknowledged means committed) but is not in
+        # the cache until it closes: compare the closed minutes only.
+        open_minute = self._grid.open_minute
+        end = now_minute if open_minute is None else min(now_minute, open_minute - 1)
+        lo = end - self._series.capacity_minutes + 1
         length = self._series.capacity_minutes
-        stored = await asyncio.to_thread(self._storage.column_counts, lo, now_minute)
+        stored = await asyncio.to_thread(self._storage.column_counts, lo, end)
         known = (
-            self._series.count_known(now_minute, length),
-            self._outdoor.count_known(now_minute, length),
-            self._dispatched.count_known(now_minute, length),
+            self._series.count_known(end, length),
+            self._outdoor.count_known(end, length),
+            self._dispatched.count_known(end, length),
         )
         if all(db <= cached for db, cached in zip(stored, known, strict=True)):
             return 0
-        columns = await asyncio.to_thread(self._cache_columns, now_minute)
+        columns = await asyncio.to_thread(self._cache_columns, end)
         added = [series.fill_missing(*values) for series, values in columns]
         if any(added):
             log.info(
@@ -613,20 +636,8 @@ class DsmCore:
             self._replay_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._replay_task
-        open_minute = self._grid.open_partial()
-        if open_minute is not None:
-            own = self._dispatched_in_force()
-            outdoor = self._input_in_force(InputKey.OUTDOOR_AIR_TEMP)
-            self._writer.enqueue(
-                "the open minute",
-                partial(
-                    self._storage.upsert_minutes,
-                    [open_minute],
-                    "live",
-                    outdoor_air=None if outdoor is None else {open_minute.minute: outdoor},
-                    dispatched=None if own is None else {open_minute.minute: own},
-                ),
-            )
+        if self._grid.open_partial() is not None:
+            self._live.request()  # the open minute's partial mean, kept for the next start
         self._persist_state()
         await self._writer.stop()
 
@@ -657,6 +668,8 @@ class DsmCore:
         now = self._clock.now()
         self._commands[key] = self._commands[key].command(number, priority)
         self._apply_command(key, now, now, source)
+        if key == InputKey.METER_KW and number is not None:
+            await self._confirm_live()  # acknowledged means committed
 
     async def rest_command(
         self, values: dict[str, float | None], observed_at: datetime | None = None
@@ -679,6 +692,8 @@ class DsmCore:
         for key, number in checked.items():
             self._commands[key] = self._commands[key].command(number, REST_PRIORITY)
             self._apply_command(key, at, now, "rest")
+        if checked.get(InputKey.METER_KW) is not None:
+            await self._confirm_live()  # acknowledged means committed
 
     def _validate_counted(self, key: str, value: float, source: str) -> float:
         try:
@@ -730,7 +745,7 @@ class DsmCore:
         await self.submit_readings([Reading(kw, observed_at)], source)
         return observed_at or self._clock.now()
 
-    async def submit_readings(self, readings: Sequence[Reading], source: str) -> BatchResult:
+    async def submit_readings(self, readings: Sequence[ReadingLike], source: str) -> BatchResult:
         """Validate a whole batch first (all or nothing), then fold it in time order.
 
         Readings of the current minute are live: they are REST writes of the meter at
@@ -745,6 +760,8 @@ class DsmCore:
         now = self._clock.now()
         checked: list[tuple[datetime, float]] = []
         for index, reading in enumerate(readings):
+            if index and index % INGEST_SLICE == 0:
+                await asyncio.sleep(0)  # a large batch must not hold the loop (nothing changed yet)
             try:
                 checked.append(
                     (
@@ -763,8 +780,7 @@ class DsmCore:
         for at, kw in checked:
             minute = minute_of(at)
             if minute < live_from:
-                total, count = history.get(minute, (0.0, 0))
-                history[minute] = (total + kw, count + 1)
+                _add_history(history, minute, kw)
             else:
                 live.append((at, kw))
         meter = self._commands[InputKey.METER_KW]
@@ -772,17 +788,52 @@ class DsmCore:
             meter.check_rest_write("input-power-meter")
         self._writer.check_accepting()
         self.stats.count(True, source, len(checked))
-        for at, kw in live:
-            self._accept_live(kw, at, now)
         if live:
-            self._commands[InputKey.METER_KW] = meter.command(live[-1][1], REST_PRIORITY)
-            self._publish(self._with_inputs(now))
+            await self._fold_live(live, history, now)
+            await self._confirm_live()  # acknowledged means committed
         if history:
-            means = await self._writer.submit(
-                "merge history", partial(self._storage.merge_history, history, source)
+            means = await self._writer.confirm(
+                self._writer.enqueue(
+                    "merge history",
+                    partial(self._storage.merge_history, history, source),
+                    keep=recovery.history_keep(history, source),
+                )
             )
             self._apply_history(means)
         return BatchResult(len(checked), len(live), len(history))
+
+    async def _fold_live(
+        self,
+        live: list[tuple[datetime, float]],
+        history: dict[int, tuple[float, int]],
+        now: datetime,
+    ) -> None:
+        """Fold a batch's live readings into the grid in slices that yield, then publish once.
+
+        A reading whose minute was closed meanwhile (the clock or another write moved on while
+        this batch yielded) is merged as history instead, as it would have been had it come late.
+        """
+        was_stale = self._snapshot.input_quality != Quality.OK
+        for index, (at, kw) in enumerate(live):
+            if index and index % INGEST_SLICE == 0:
+                await asyncio.sleep(0)
+            minute = minute_of(at)
+            live_from = self._grid.live_from_minute
+            if live_from is not None and minute < live_from:
+                _add_history(history, minute, kw)
+                continue
+            self._store_completed(self._grid.add(kw, at.timestamp()))
+        meter = self._commands[InputKey.METER_KW]
+        self._commands[InputKey.METER_KW] = meter.command(live[-1][1], REST_PRIORITY)
+        self._publish(
+            dataclasses.replace(
+                self._with_inputs(now),
+                input_observed_at=live[-1][0],
+                input_quality=self._input_quality(now),
+            )
+        )
+        if was_stale:
+            self._wake.set()
 
     def _live_from(self, now: datetime) -> int:
         """The first minute a reading may fall in to be live; older readings are history.
@@ -984,18 +1035,21 @@ class DsmCore:
             self._errors.observed(item.minute, item.kw - (own or 0.0))
             self._computer.observed(item.minute, item.kw - (own or 0.0))
             closed.extend(self._demand.observe_minute(item.minute, item.kw))
-        minutes = [item.minute for item in completed]
-        self._writer.enqueue(
-            "minutes",
-            partial(
-                self._storage.upsert_minutes,
-                completed,
-                "live",
-                outdoor_air=None if outdoor is None else dict.fromkeys(minutes, outdoor),
-                dispatched=None if own is None else dict.fromkeys(minutes, own),
-            ),
-        )
+        self._live.add_closed(completed, outdoor, own)
         self._store_intervals(closed)
+
+    def _open_minute_now(self) -> tuple[CompletedMinute | None, float | None, float | None]:
+        """The open minute's running mean, with the outdoor air and dispatched kW in force."""
+        return (
+            self._grid.open_partial(),
+            self._input_in_force(InputKey.OUTDOOR_AIR_TEMP),
+            self._dispatched_in_force(),
+        )
+
+    async def _confirm_live(self) -> None:
+        """Wait until the live readings folded in so far are committed (StorageUnavailable if
+        the database cannot confirm it: the reading is then not acknowledged)."""
+        await self._writer.confirm(self._live.request())
 
     def _input_in_force(self, key: InputKey) -> float | None:
         """An optional input's value written within --stale-after-s, else None."""
@@ -1066,6 +1120,12 @@ class DsmCore:
             self._storage.prune_forecasts(horizon)
 
         self._writer.enqueue("service state", write)
+
+
+def _add_history(history: dict[int, tuple[float, int]], minute: int, kw: float) -> None:
+    """Add one reading to a minute's (sum kW, count) of history to merge."""
+    total, count = history.get(minute, (0.0, 0))
+    history[minute] = (total + kw, count + 1)
 
 
 def _minute_range(start: datetime | None, end: datetime | None) -> tuple[int | None, int | None]:

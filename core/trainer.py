@@ -3,7 +3,9 @@
 The serving process calls :func:`run_training` through a process pool (or ``open-dsm train`` calls
 it directly). The run reads minutes from the database itself, trains and evaluates on a held-out
 recent part beside the baselines, writes the artifact atomically only if it beats them, and records
-the run either way. A crash or kill leaves the previous model and a run marked 'running', which the
+the run either way: run by the service (``record=False``) it hands the run record's fields back in
+its outcome and the service's one database writer writes them; run alone it writes them itself.
+A crash or kill leaves the previous model and a run marked 'running', which the
 next start-up marks 'failed'.
 """
 
@@ -43,6 +45,8 @@ class TrainingOutcome:
     artifact_path: str | None = None
     rmse_kw: float | None = None
     training_minutes: float | None = None
+    # The model run's fields to record (``Storage.update_model_run``), for the caller to write.
+    fields: dict[str, Any] | None = None
 
 
 def dense_history(
@@ -125,8 +129,10 @@ def run_training(
     time_budget_s: float = 50.0,
     progress: ProgressFn | None = None,
     configure_logging: bool = False,
+    record: bool = True,
 ) -> TrainingOutcome:
-    """Train, evaluate and maybe publish a model; always record the run."""
+    """Train, evaluate and maybe publish a model; record the run (or, with ``record`` False,
+    return its fields in the outcome for the caller's writer)."""
     if configure_logging:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[train]: %(message)s"
@@ -146,14 +152,18 @@ def run_training(
         minutes = (time.monotonic() - t0) / 60
         message = _failure_message(exc)
         log.error("training run %d failed: %s", run_id, message)
-        storage.update_model_run(
-            run_id,
-            status="failed",
-            finished_at=datetime.now(UTC),
-            training_minutes=minutes,
-            error_text=message if _expected(exc) else traceback.format_exc(limit=20),
+        fields: dict[str, Any] = {
+            "status": "failed",
+            "finished_at": datetime.now(UTC),
+            "training_minutes": minutes,
+            "error_text": message if _expected(exc) else traceback.format_exc(limit=20),
+        }
+        outcome = TrainingOutcome(
+            run_id, "failed", message, training_minutes=minutes, fields=fields
         )
-        outcome = TrainingOutcome(run_id, "failed", message, training_minutes=minutes)
+    try:
+        if record and outcome.fields is not None:
+            storage.update_model_run(run_id, **outcome.fields)
     finally:
         engine.dispose()
     return outcome
@@ -235,8 +245,7 @@ def _train(
     if notes:
         message = f"{message} ({'; '.join(notes)})"
     holdout_start = result.meta.holdout_start_minute
-    storage.update_model_run(
-        run_id,
+    fields: dict[str, Any] = dict(
         status="accepted" if accepted else "rejected",
         finished_at=datetime.now(UTC),
         model_version=version,
@@ -260,6 +269,7 @@ def _train(
         artifact_path=str(artifact) if artifact else None,
         rmse_kw=_finite(ours.get("rmse_60")),
         training_minutes=minutes_taken,
+        fields=fields,
     )
 
 

@@ -171,37 +171,49 @@ class TrainingManager:
         loop = asyncio.get_running_loop()
         # A fresh spawned process per run: TensorFlow's memory goes back to the OS afterwards and
         # nothing of the serving process (event loop, sockets) is inherited.
-        with ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_trainer_process_init,
             initargs=(os.getpid(),),
-        ) as pool:
-            job = partial(
-                run_training,
-                self._settings.database_url,
-                str(self._settings.models_dir),
-                self._settings.timezone,
-                trigger,
-                run_id=run_id,
-                time_budget_s=self._settings.training_time_budget_s,
-                configure_logging=True,
+        )
+        job = partial(
+            run_training,
+            self._settings.database_url,
+            str(self._settings.models_dir),
+            self._settings.timezone,
+            trigger,
+            run_id=run_id,
+            time_budget_s=self._settings.training_time_budget_s,
+            configure_logging=True,
+            record=False,  # the result comes back here: one writer for the database
+        )
+        try:
+            outcome = await loop.run_in_executor(pool, job)
+        except asyncio.CancelledError:
+            # Stopping: do not wait for the child; it finishes or dies with this process.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        except Exception as exc:  # the child died (killed, out of memory)
+            log.error("training process for run %d died: %r", run_id, exc)
+            outcome = TrainingOutcome(
+                run_id,
+                "failed",
+                f"training process died: {exc!r}",
+                fields={
+                    "status": RunStatus.FAILED.value,
+                    "finished_at": self._clock.now(),
+                    "error_text": f"training process died: {exc!r}",
+                },
             )
-            try:
-                outcome = await loop.run_in_executor(pool, job)
-            except Exception as exc:  # the child died (killed, out of memory)
-                log.error("training process for run %d died: %r", run_id, exc)
-                await self._core.writer.submit(
-                    "failed model run",
-                    partial(
-                        self._storage.update_model_run,
-                        run_id,
-                        status=RunStatus.FAILED.value,
-                        finished_at=self._clock.now(),
-                        error_text=f"training process died: {exc!r}",
-                    ),
-                )
-                outcome = TrainingOutcome(run_id, "failed", f"training process died: {exc!r}")
+        # Joining the child (TensorFlow's teardown: about 2 s) happens in a thread, never on the
+        # loop: BACnet and REST keep answering through the end of a run.
+        await asyncio.to_thread(pool.shutdown, True)
+        if outcome.fields is not None:
+            await self._core.writer.submit(
+                "model run result",
+                partial(self._storage.update_model_run, run_id, **outcome.fields),
+            )
         log.info("training run %d: %s", run_id, outcome.message)
         await self.refresh()
         return outcome

@@ -41,7 +41,10 @@ async def list_intervals(
     start: Annotated[
         IsoDateTime | None, Query(description="Inclusive, ISO 8601 with offset")
     ] = None,
-    end: Annotated[IsoDateTime | None, Query(description="Exclusive, ISO 8601 with offset")] = None,
+    end: Annotated[
+        IsoDateTime | None,
+        Query(description="Exclusive, after start; ISO 8601 with offset"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> list[DemandIntervalOut]:
     """Closed demand intervals (average kW), oldest first."""

@@ -83,7 +83,10 @@ async def get_forecast_history(
     start: Annotated[
         IsoDateTime | None, Query(description="Inclusive, ISO 8601 with offset")
     ] = None,
-    end: Annotated[IsoDateTime | None, Query(description="Exclusive, ISO 8601 with offset")] = None,
+    end: Annotated[
+        IsoDateTime | None,
+        Query(description="Exclusive, after start; ISO 8601 with offset"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=10000, description="At most this many")] = 2000,
 ) -> ForecastHistoryOut:
     """The 60-minute-ahead forecast logged for each minute (kept 25 h), oldest first."""

@@ -26,9 +26,9 @@ async def readyz(context: ContextDep) -> JSONResponse:
     age = core.snapshot_age_s()
     problems = []
     if core.writer.fault is not None:
-        problems.append(f"database not taking writes: {core.writer.fault.error}")
+        problems.append(f"{core.writer.name} not taking writes: {core.writer.fault.error}")
     elif not database:
-        problems.append("database unreachable")
+        problems.append(f"{core.writer.name} unreachable")
     if not bound:
         problems.append("BACnet not bound")
     limit = 3 * core.settings.snapshot_interval_s

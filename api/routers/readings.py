@@ -8,11 +8,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import Field
 
 from api.deps import CoreDep, WriteAllowed
 from api.errors import error_responses
 from api.schemas import BatchAccepted, IsoDateTime, MinuteOut, ReadingIn, ReadingsPageOut
-from core.service import Reading
+from core.service import MAX_BATCH
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
 
@@ -42,13 +43,18 @@ _BODY_EXAMPLES = {
 )
 async def post_readings(
     core: CoreDep,
-    body: Annotated[ReadingIn | list[ReadingIn], Body(openapi_examples=_BODY_EXAMPLES)],
+    body: Annotated[
+        # The core checks the batch's size (one clear message); the schema states the limits.
+        ReadingIn
+        | Annotated[
+            list[ReadingIn], Field(json_schema_extra={"minItems": 1, "maxItems": MAX_BATCH})
+        ],
+        Body(openapi_examples=_BODY_EXAMPLES),
+    ],
 ) -> BatchAccepted:
     """Post one reading or a batch (same validation as a BACnet write; all or nothing)."""
     items = body if isinstance(body, list) else [body]
-    result = await core.submit_readings(
-        [Reading(kw=item.kw, observed_at=item.observed_at) for item in items], source="rest"
-    )
+    result = await core.submit_readings(items, source="rest")
     return BatchAccepted(
         accepted=result.accepted, live=result.live, historical_minutes=result.historical_minutes
     )
@@ -68,7 +74,10 @@ async def get_readings(
     start: Annotated[
         IsoDateTime | None, Query(description="Inclusive, ISO 8601 with offset")
     ] = None,
-    end: Annotated[IsoDateTime | None, Query(description="Exclusive, ISO 8601 with offset")] = None,
+    end: Annotated[
+        IsoDateTime | None,
+        Query(description="Exclusive, after start; ISO 8601 with offset"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=10000, description="Page size")] = 1000,
 ) -> Response:
     """Stored minutes, oldest first, paged; send 'Accept: text/csv' for CSV."""
