@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from core.calendar import SiteCalendar, day_numbers
 from core.forecast.base import DAY_AHEAD_STEP_MINUTES, DAY_AHEAD_STEPS
+from core.forecast.evaluation import cvrmse_pct
 from core.forecast.features import (
     NO_GROUPS,
     FloatArray,
@@ -29,7 +30,6 @@ from core.forecast.features import (
     active,
     as_weekday_groups,
     calendar_features,
-    cvrmse_pct,
     effective_weekday,
     has_groups,
     local_minutes,

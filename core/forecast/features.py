@@ -22,10 +22,6 @@ import numpy.typing as npt
 
 from core.calendar import SiteCalendar, day_numbers
 from core.forecast.base import HORIZON_MINUTES
-
-# Re-exported for core.forecast.day_ahead only, which is being edited in parallel today: it
-# should import cvrmse_pct from core.forecast.evaluation (then drop this line).
-from core.forecast.evaluation import cvrmse_pct as cvrmse_pct
 from core.timegrid import (
     MINUTES_PER_DAY,
     same_wall_clock_days_ago,
