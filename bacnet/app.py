@@ -25,7 +25,7 @@ from bacpypes3.apdu import (
     WritePropertyMultipleError,
 )
 from bacpypes3.app import Application
-from bacpypes3.appservice import ServerSSM
+from bacpypes3.appservice import ABORTED, ServerSSM
 from bacpypes3.basetypes import (
     ErrorType,
     ObjectPropertyReference,
@@ -255,9 +255,24 @@ class OpenDsmServerSSM(ServerSSM):  # type: ignore[misc]
 
     async def request(self, apdu: Any) -> None:
         """Hand a request to the application, decoding its parameters only if not done yet."""
-        if not isinstance(apdu, APCISequence):
-            await super().request(apdu)  # a reassembled segmented request, or an Abort
+        if isinstance(apdu, AbortPDU):
+            await super().request(apdu)
             return
+        if not isinstance(apdu, APCISequence):  # a reassembled segmented request
+            try:
+                apdu = APCISequence.decode(apdu)
+            except Exception as exc:
+                # bacpypes3 hands its Abort for an undecodable request to the application, so
+                # the client was never answered: Reject it as an unsegmented one is.
+                _bad_packets.warning(
+                    "BACnet: malformed segmented request from %s rejected (%s)",
+                    self.pdu_address,
+                    type(exc).__name__,
+                )
+                await self.confirmation(
+                    RejectPDU(reason=RejectReason.invalidTag, context=self.segmentAPDU)
+                )
+                return
         apdu.pduSource = self.pdu_address
         apdu.pduDestination = None
         await self.ssmSAP.sap_request(apdu)
@@ -273,6 +288,27 @@ class OpenDsmServerSSM(ServerSSM):  # type: ignore[misc]
                 self.maxApduLengthAccepted = limit
             return
         await super().confirmation(apdu)
+
+    async def segmented_response_timeout(self) -> None:
+        """No Segment-ACK in time: resend the window, then give up with an Abort tsm-timeout.
+
+        bacpypes3 resends with ``fill_window``, which asserts a window size that only a Segment-ACK
+        sets: a client that never acknowledges the first segment raised AssertionError on every
+        timeout (a logged traceback each, no retransmission, no Abort).
+        """
+        if self.segmentRetryCount < self.numberOfApduRetries:
+            self.segmentRetryCount += 1
+            self.start_timer(self.segmentTimeout)
+            if self.actualWindowSize:
+                await self.fill_window(self.initialSequenceNumber)
+            else:  # no Segment-ACK yet: the first segment is the whole window
+                await self.response(self.get_segment(0))
+            return
+        _bad_packets.warning(
+            "BACnet: segmented response to %s never acknowledged, aborted", self.pdu_address
+        )
+        self.set_state(ABORTED)
+        await self.response(AbortPDU(True, self.invokeID, AbortReason.tsmTimeout))
 
 
 def install_server_ssm() -> None:
@@ -327,6 +363,16 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         return app
 
     # ---- every confirmed request answered -------------------------------------------------
+
+    async def response(self, apdu: APDU) -> None:
+        """Send a response; an Abort from this server carries SRV (clause 20.1.9.3).
+
+        bacpypes3 builds the Abort for an AbortException raised in a handler without ``srv``,
+        so the client never matches it to its request (it times out instead).
+        """
+        if isinstance(apdu, AbortPDU):
+            apdu.apduSrv = True
+        await super().response(apdu)
 
     async def _confirmed_request(self, pdu: PDU) -> None:
         """A confirmed request, decoded once: screened, then run by its server transaction.

@@ -90,6 +90,8 @@ def test_commandable_write_relinquish_cov_and_wpm(session: dict[str, Any]) -> No
     assert (session["cancel"], session["active_cov_after_cancel"]) == ("ack", 0)
     assert session["wpm_ok"] == "ack" and session["after_wpm"] == pytest.approx(55.0)
     assert session["wpm_read_only"] == "WritePropertyMultipleError:writeAccessDenied"
+    # An Abort raised in a handler carries SRV: the client matches it (not a timeout).
+    assert session["wpm_too_many"] == "AbortPDU:9"  # out-of-resources
 
 
 def test_every_ede_row_matches_what_bacnet_reads(session: dict[str, Any]) -> None:
