@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from bacpypes3 import appservice
+from bacpypes3 import appservice, ipv4
 from bacpypes3.apdu import (
     APDU,
     AbortPDU,
@@ -18,6 +19,7 @@ from bacpypes3.apdu import (
     APCISequence,
     ComplexAckPDU,
     ConfirmedRequestPDU,
+    ErrorPDU,
     ReadPropertyMultipleACK,
     RejectPDU,
     RejectReason,
@@ -37,6 +39,7 @@ from bacpypes3.basetypes import (
 from bacpypes3.constructeddata import Array
 from bacpypes3.errors import (
     ExecutionError,
+    MissingRequiredParameter,
     ObjectError,
     OutOfResources,
     UnrecognizedService,
@@ -45,6 +48,7 @@ from bacpypes3.pdu import PDU
 from bacpypes3.primitivedata import ObjectIdentifier, ObjectType, Unsigned
 from bacpypes3.service.object import read_property_to_result_element
 
+from bacnet.limits import SourceBudget
 from core.logs import RateLimitedLogger
 
 log = logging.getLogger(__name__)
@@ -59,10 +63,29 @@ MAX_RPM_PROPERTIES = 256
 MAX_QUEUED_EXPENSIVE = 4
 # A ReadPropertyMultiple yields the event loop after this many property reads.
 READS_PER_YIELD = 16
-# COV subscriptions held at once, in total and per subscriber address; a new subscription
-# beyond either answers Error resources/no-space-to-add-list-element (renewals always succeed).
+# COV subscriptions held at once, in total and per source (an IP host, whatever its UDP ports);
+# a new subscription beyond either answers Error resources/no-space-to-add-list-element (renewals
+# always succeed). 8 hosts are needed to fill the device.
 MAX_COV_SUBSCRIPTIONS = 64
-MAX_COV_PER_ADDRESS = 16
+MAX_COV_PER_SOURCE = 8
+# A subscription's lifetime is 1..MAX_COV_LIFETIME_S seconds; indefinite (0 or absent) or longer
+# answers Error services/parameter-out-of-range, so a subscriber that goes away frees its slots.
+MAX_COV_LIFETIME_S = 3600
+# A confirmed subscription whose notifications fail this many times in a row is cancelled.
+MAX_COV_NOTIFY_FAILURES = 3
+# Per source host: each expensive request (ReadPropertyMultiple, WritePropertyMultiple, a segmented
+# response) and each refused one (answered Reject, Abort or Error, or undecodable) spends a token
+# (an expensive one more by its size, below); a source has
+# SOURCE_BURST tokens and regains SOURCE_RATE_PER_S a second. While it has none, its datagrams
+# are dropped unread, so a flooding source cannot make the device deaf to the others.
+SOURCE_RATE_PER_S = 50.0
+SOURCE_BURST = 100.0
+# The UDP socket's receive buffer (the kernel caps it at net.core.rmem_max).
+RECEIVE_BUFFER_BYTES = 2 * 1024 * 1024
+# An expensive request spends one token more per this many property reads (ReadPropertyMultiple)
+# or octets of parameters (WritePropertyMultiple, about 10 per write): 256 reads spend 17.
+READS_PER_TOKEN = 16
+WPM_OCTETS_PER_TOKEN = 160
 
 WILDCARD_DEVICE = 4194303
 # Confirmed services this device executes (ConfirmedServiceChoice names); any other confirmed
@@ -118,9 +141,40 @@ _CONFIRMED_CHOICES = {
 _ALL_KINDS = (PropertyIdentifier.all, PropertyIdentifier.required, PropertyIdentifier.optional)
 
 
+# Properties clause 12 requires of these object types (always, or in the case this device is in:
+# commandable, COV executed, segmentation supported, B/IP, BBMD, foreign device) that bacpypes3's
+# classes leave out of their required list; REQUIRED returns them when present.
+EXTRA_REQUIRED: dict[str, frozenset[str]] = {
+    "device": frozenset({"maxSegmentsAccepted", "apduSegmentTimeout", "activeCovSubscriptions"}),
+    "analog-value": frozenset(
+        {"priorityArray", "relinquishDefault", "currentCommandPriority", "covIncrement"}
+    ),
+    "binary-value": frozenset({"priorityArray", "relinquishDefault", "currentCommandPriority"}),
+    "network-port": frozenset(
+        {
+            "networkNumber",
+            "networkNumberQuality",
+            "apduLength",
+            "macAddress",
+            "bacnetIPMode",
+            "ipAddress",
+            "bacnetIPUDPPort",
+            "ipSubnetMask",
+            "ipDefaultGateway",
+            "ipDNSServer",
+            "bbmdAcceptFDRegistrations",
+            "bbmdBroadcastDistributionTable",
+            "bbmdForeignDeviceTable",
+            "fdBBMDAddress",
+            "fdSubscriptionLifetime",
+        }
+    ),
+}
+
+
 def expand_properties(obj: Any, which: PropertyIdentifier) -> list[str]:
     """The property names an all/required/optional reference reads on ``obj`` (present ones)."""
-    required: set[str] = set()
+    required: set[str] = set(EXTRA_REQUIRED.get(str(obj.objectIdentifier[0]), ()))
     for cls in reversed(type(obj).__mro__):
         required |= set(getattr(cls, "_required", ()))
     present = [
@@ -149,11 +203,11 @@ def _tag(data: bytes, at: int) -> tuple[int, int, int, int]:
     return number, context, lvt, at
 
 
-def rpm_reference_count(data: bytes, defined: Callable[[int], int]) -> int | None:
+def rpm_reference_count(data: bytes, defined: Callable[[int, int], int]) -> int | None:
     """Property reads a ReadPropertyMultiple's parameters ask for, from the raw octets.
 
-    all/required/optional count as ``defined(object id)`` reads. None when the octets are not a
-    well-formed request (bacpypes3 then decodes and rejects it).
+    all/required/optional count as ``defined(object id, property id)`` reads. None when the octets
+    are not a well-formed request (bacpypes3 then decodes and rejects it).
     """
     try:
         at, total, end = 0, 0, len(data)
@@ -177,7 +231,7 @@ def rpm_reference_count(data: bytes, defined: Callable[[int], int]) -> int | Non
                 if at < end and data[at] >> 4 == 1 and data[at] & 0x0F in (9, 10, 11, 12):
                     _number, _context, length, at = _tag(data, at)
                     at += length
-                total += defined(object_id) if prop in (8, 80, 105) else 1
+                total += defined(object_id, prop) if prop in (8, 80, 105) else 1
             at += 1
         return total if at == end else None
     except IndexError:
@@ -240,6 +294,52 @@ def guard_bacpypes3_logs() -> None:
             logger.addFilter(_LOG_FILTER)
 
 
+def source_key(address: Any) -> str:
+    """The source a budget or COV cap counts: the IP host of a B/IP address, else the address."""
+    host = getattr(address, "addrTuple", None)
+    return str(host[0]) if host else str(address)
+
+
+_muted_log = RateLimitedLogger(log, interval_s=60.0)
+
+
+def _muted(budget: SourceBudget, source: str) -> bool:
+    if not budget.muted(source):
+        return False
+    _muted_log.warning(
+        "BACnet: requests from %s dropped: over its budget of %g expensive or refused a second",
+        source,
+        budget.rate_per_s,
+        key="muted",  # one line a minute whatever the number of sources
+    )
+    return True
+
+
+class GuardedDatagramProtocol(ipv4.IPv4DatagramProtocol):  # type: ignore[misc]
+    """bacpypes3's UDP protocol, dropping a muted source's datagrams before anything is decoded.
+
+    bacpypes3 builds a PDU, an address and a task for every datagram before any layer can look
+    at it; a source over its budget costs a dictionary look-up here instead.
+    """
+
+    def connection_made(self, transport: Any) -> None:
+        """As bacpypes3, with a receive buffer that absorbs a flood while the loop is busy."""
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and getattr(self.server, "source_budget", None) is not None:
+            # The default (208 kB, ~90 datagrams on loopback) overflows in 0.2 s at 400/s, and
+            # the kernel then drops every source's datagrams alike; the kernel caps this at
+            # net.core.rmem_max.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Hand the datagram on unless its source is muted."""
+        budget: SourceBudget | None = getattr(self.server, "source_budget", None)
+        if budget is not None and _muted(budget, addr[0]):
+            return
+        super().datagram_received(data, addr)
+
+
 # A segmented ComplexACK's header: type/flags, invoke id, sequence number, window size, service.
 SEGMENTED_ACK_HEADER = 5
 
@@ -280,7 +380,8 @@ class OpenDsmServerSSM(ServerSSM):  # type: ignore[misc]
     async def confirmation(self, apdu: Any) -> None:
         """Segment a ComplexACK into pieces that fit the client's max-APDU with the header."""
         limit: int | None = getattr(self, "maxApduLengthAccepted", None)
-        if apdu.apduType == ComplexAckPDU.pduType and limit:
+        if apdu.apduType == ComplexAckPDU.pduType and limit and len(apdu.pduData) > limit:
+            self._spend()  # a segmented response is an expensive request
             self.maxApduLengthAccepted = limit - SEGMENTED_ACK_HEADER
             try:
                 await super().confirmation(apdu)
@@ -288,6 +389,11 @@ class OpenDsmServerSSM(ServerSSM):  # type: ignore[misc]
                 self.maxApduLengthAccepted = limit
             return
         await super().confirmation(apdu)
+
+    def _spend(self) -> None:
+        budget: SourceBudget | None = getattr(self.ssmSAP, "source_budget", None)
+        if budget is not None:
+            budget.spend(source_key(self.pdu_address))
 
     async def segmented_response_timeout(self) -> None:
         """No Segment-ACK in time: resend the window, then give up with an Abort tsm-timeout.
@@ -307,16 +413,22 @@ class OpenDsmServerSSM(ServerSSM):  # type: ignore[misc]
         _bad_packets.warning(
             "BACnet: segmented response to %s never acknowledged, aborted", self.pdu_address
         )
+        self._spend()
         self.set_state(ABORTED)
         await self.response(AbortPDU(True, self.invokeID, AbortReason.tsmTimeout))
 
 
 def install_server_ssm() -> None:
-    """Make bacpypes3's access point build OpenDsmServerSSM transactions (process-wide)."""
+    """Make bacpypes3 build OpenDsmServerSSM transactions and guarded UDP protocols.
+
+    Process-wide; a UDP server without a ``source_budget`` (another application) is unchanged.
+    """
     appservice.ServerSSM = OpenDsmServerSSM
+    ipv4.IPv4DatagramProtocol = GuardedDatagramProtocol
 
 
-def _undecodable(pdu: PDU, exc: Exception) -> None:
+def _undecodable(pdu: PDU, exc: Exception, budget: SourceBudget) -> None:
+    budget.spend(source_key(pdu.pduSource))
     _bad_packets.warning(
         "BACnet: undecodable APDU from %s dropped (%s)", pdu.pduSource, type(exc).__name__
     )
@@ -329,6 +441,9 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._expensive = asyncio.Semaphore(1)
         self._waiting = 0
+        self._decoding = asyncio.Lock()
+        self._expansions: dict[tuple[Any, int], list[str]] = {}
+        self.source_budget = SourceBudget(SOURCE_RATE_PER_S, SOURCE_BURST)
 
     @classmethod
     def from_object_list(cls, objects: list[Any], **kwargs: Any) -> OpenDsmApplication:
@@ -336,10 +451,18 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         app: OpenDsmApplication = super().from_object_list(objects, **kwargs)
         guard_bacpypes3_logs()
         install_server_ssm()
+        for link in app.link_layers.values():
+            server = getattr(link, "server", None)
+            if server is not None:
+                server.source_budget = app.source_budget
+        app.asap.source_budget = app.source_budget
         original = app.asap.confirmation
 
         async def confirmation(pdu: PDU) -> None:
             data = pdu.pduData
+            # A request forwarded by a BBMD came from another host than the datagram.
+            if _muted(app.source_budget, source_key(pdu.pduSource)):
+                return
             if (
                 data
                 and data[0] >> 4 == ConfirmedRequestPDU.pduType
@@ -355,7 +478,7 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
             try:
                 APDU.decode(copy)
             except Exception as exc:
-                _undecodable(pdu, exc)
+                _undecodable(pdu, exc, app.source_budget)
                 return
             await original(pdu)
 
@@ -372,7 +495,14 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         """
         if isinstance(apdu, AbortPDU):
             apdu.apduSrv = True
+        if isinstance(apdu, (ErrorPDU, RejectPDU, AbortPDU)):
+            self.source_budget.spend(source_key(apdu.pduDestination))
         await super().response(apdu)
+
+    async def _refuse(self, apdu: APDU) -> None:
+        """Send a Reject or Abort built by the screen, spending its source's budget."""
+        self.source_budget.spend(source_key(apdu.pduDestination))
+        await self.asap.request(apdu)
 
     async def _confirmed_request(self, pdu: PDU) -> None:
         """A confirmed request, decoded once: screened, then run by its server transaction.
@@ -383,7 +513,7 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         try:
             apdu = APDU.decode(pdu)
         except Exception as exc:
-            _undecodable(pdu, exc)
+            _undecodable(pdu, exc, self.source_budget)
             return
         if not apdu.apduSeg:  # segments go to their transaction, which decodes the whole
             apdu = await self._screen(apdu)
@@ -403,18 +533,23 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
     async def _screen(self, apdu: Any) -> Any:
         """The decoded request, or None when it was answered here (Reject or Abort)."""
         name = _CONFIRMED_CHOICES.get(apdu.apduService)
+        source = source_key(apdu.pduSource)
+        if name == "writePropertyMultiple":
+            self.source_budget.spend(source, 1 + len(apdu.pduData) / WPM_OCTETS_PER_TOKEN)
         if name == "readPropertyMultiple":
-            references = rpm_reference_count(bytes(apdu.pduData), self._defined_properties)
+            references = rpm_reference_count(bytes(apdu.pduData), self._expanded_count)
             if references is not None and references > MAX_RPM_PROPERTIES:
                 # Refused before it is decoded: decoding 150 references costs ~10 ms.
                 _bad_packets.warning(
                     "BACnet: ReadPropertyMultiple over %d properties aborted",
                     MAX_RPM_PROPERTIES,
                 )
-                await self.asap.request(
+                await self._refuse(
                     AbortPDU(srv=True, reason=AbortReason.outOfResources, context=apdu)
                 )
                 return None
+            # Refused above for the price of a refusal; admitted, for the reads it will make.
+            self.source_budget.spend(source, 1 + (references or 0) / READS_PER_TOKEN)
         if name not in CONFIRMED_EXECUTED:
             _bad_packets.warning(
                 "BACnet: unexecuted confirmed service %s rejected", apdu.apduService
@@ -422,7 +557,14 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
             await self._reject(apdu, RejectReason.unrecognizedService)
             return None
         try:
-            return APCISequence.decode(apdu)
+            if name not in ("readPropertyMultiple", "writePropertyMultiple"):
+                return APCISequence.decode(apdu)
+            # Decoding 256 references holds the loop for 15-45 ms: one such decode per turn of
+            # the loop, so requests from other sources are served between them.
+            async with self._decoding:
+                decoded = APCISequence.decode(apdu)
+                await asyncio.sleep(0)
+            return decoded
         except Exception as exc:
             _bad_packets.warning(
                 "BACnet: malformed %s request from %s rejected (%s)",
@@ -433,14 +575,22 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
             await self._reject(apdu, RejectReason.invalidTag)
             return None
 
-    def _defined_properties(self, object_id: int) -> int:
-        """How many properties an all/required/optional reference may read on an object."""
-        obj = self.get_object_id(self._resolve(ObjectIdentifier(object_id)))
-        return 1 if obj is None else len(obj._elements)
+    def _expand(self, object_id: Any, obj: Any, which: Any) -> list[str]:
+        """expand_properties, once per object and kind (getattr_static costs ~0.1 ms a name)."""
+        key = (object_id, int(which))
+        names = self._expansions.get(key)
+        if names is None:
+            names = self._expansions[key] = expand_properties(obj, PropertyIdentifier(int(which)))
+        return names
+
+    def _expanded_count(self, object_id: int, which: int) -> int:
+        """How many properties an all/required/optional reference reads on an object."""
+        resolved = self._resolve(ObjectIdentifier(object_id))
+        obj = self.get_object_id(resolved)
+        return 1 if obj is None else len(self._expand(resolved, obj, which))
 
     async def _reject(self, apdu: APDU, reason: Any) -> None:
-        reject = RejectPDU(reason=reason, context=apdu)
-        await self.asap.request(reject)
+        await self._refuse(RejectPDU(reason=reason, context=apdu))
 
     async def do_ReadRangeRequest(self, apdu: Any) -> None:
         """Not executed (not claimed): Reject unrecognized-service."""
@@ -482,8 +632,6 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         """ReadPropertyMultiple with at most MAX_RPM_PROPERTIES reads, yielding the loop."""
         plan: list[tuple[Any, Any, list[tuple[Any, Any, bool]]]] = []
         count = 0
-        # inspect.getattr_static costs ~0.1 ms: expand each object's all/required/optional once.
-        expanded: dict[tuple[Any, int], list[str]] = {}
         for spec in apdu.listOfReadAccessSpecs:
             object_id = self._resolve(spec.objectIdentifier)
             obj = self.get_object_id(object_id)
@@ -491,10 +639,7 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
             for ref in spec.listOfPropertyReferences:
                 pid = ref.propertyIdentifier
                 if obj is not None and pid in _ALL_KINDS:
-                    key = (object_id, int(pid))
-                    if key not in expanded:
-                        expanded[key] = expand_properties(obj, pid)
-                    refs.extend((n, None, True) for n in expanded[key])
+                    refs.extend((n, None, True) for n in self._expand(object_id, obj, pid))
                 else:
                     refs.append((pid, ref.propertyArrayIndex, False))
                 if count + len(refs) > MAX_RPM_PROPERTIES:
@@ -623,12 +768,18 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         ]
 
     async def do_SubscribeCOVRequest(self, apdu: Any) -> None:
-        """SubscribeCOV with bounded subscriptions and the standard errors."""
+        """SubscribeCOV with bounded subscriptions and lifetimes and the standard errors."""
         cancel = apdu.issueConfirmedNotifications is None and apdu.lifetime is None
         obj = self.get_object_id(apdu.monitoredObjectIdentifier)
         if obj is not None and getattr(obj, "_cov_criteria", None) is None and not cancel:
             raise ExecutionError(errorClass="object", errorCode="optionalFunctionalityNotSupported")
         if obj is not None and not cancel:
+            if apdu.issueConfirmedNotifications is None:  # a lifetime without it (13.14.1.1.4)
+                raise MissingRequiredParameter()
+            # No lifetime means indefinite, as 0 does (bacpypes3 compared None with 0 and
+            # answered operational-problem): neither is accepted, nor one over the cap.
+            if apdu.lifetime is None or not 1 <= apdu.lifetime <= MAX_COV_LIFETIME_S:
+                raise ExecutionError(errorClass="services", errorCode="parameterOutOfRange")
             live = self.cov_subscriptions()
             renewal = any(
                 cov.client_addr == apdu.pduSource
@@ -636,19 +787,43 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
                 and cov.obj_id == apdu.monitoredObjectIdentifier
                 for cov in live
             )
-            per_address = Counter(cov.client_addr for cov in live)
+            source = source_key(apdu.pduSource)
+            from_source = Counter(source_key(cov.client_addr) for cov in live)[source]
             if not renewal and (
-                len(live) >= MAX_COV_SUBSCRIPTIONS
-                or per_address[apdu.pduSource] >= MAX_COV_PER_ADDRESS
+                len(live) >= MAX_COV_SUBSCRIPTIONS or from_source >= MAX_COV_PER_SOURCE
             ):
                 _bad_packets.warning(
                     "BACnet: COV subscription from %s refused (%d held, %d from it)",
                     apdu.pduSource,
                     len(live),
-                    per_address[apdu.pduSource],
+                    from_source,
                 )
                 raise ExecutionError(errorClass="resources", errorCode="noSpaceToAddListElement")
         await super().do_SubscribeCOVRequest(apdu)
+
+    def cov_confirmation(self, cov: Any, future: Any) -> None:
+        """A confirmed notification's outcome; a subscriber failing repeatedly is cancelled.
+
+        bacpypes3 calls ``future.result()`` here, so every notification that was not
+        acknowledged logged an ERROR traceback ("Exception in callback").
+        """
+        if future.cancelled():
+            return
+        if future.exception() is None:
+            cov.open_dsm_failures = 0
+            return
+        failures = getattr(cov, "open_dsm_failures", 0) + 1
+        cov.open_dsm_failures = failures
+        _bad_packets.warning(
+            "BACnet: confirmed COV notification to %s not acknowledged", cov.client_addr
+        )
+        if failures >= MAX_COV_NOTIFY_FAILURES and any(c is cov for c in self.cov_subscriptions()):
+            _bad_packets.warning(
+                "BACnet: COV subscription of %s cancelled after %d unacknowledged notifications",
+                cov.client_addr,
+                failures,
+            )
+            self.cancel_subscription(cov)
 
 
 async def _read_element(obj: Any, pid: Any, index: Any) -> Any:

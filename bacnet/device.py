@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bacpypes3.basetypes import (
@@ -19,6 +23,7 @@ from bacpypes3.basetypes import (
     FDTEntry,
     HostNPort,
     IPMode,
+    IPv4OctetString,
     ListOfCOVSubscription,
     ListOfFDTEntry,
     ObjectPropertyReference,
@@ -144,6 +149,32 @@ class GuardedNetworkPort(_WriteGuard, NetworkPortObject):  # type: ignore[misc]
     @bbmdForeignDeviceTable.setter
     def bbmdForeignDeviceTable(self, value: Any) -> None:
         """Ignored: derived."""
+
+
+def host_ip_settings(
+    route_path: Path = Path("/proc/net/route"), resolv_path: Path = Path("/etc/resolv.conf")
+) -> tuple[str, list[str]]:
+    """The host's IPv4 default gateway ("0.0.0.0" when none) and DNS servers (network-port)."""
+    gateway = "0.0.0.0"
+    try:
+        for line in route_path.read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 2 and fields[1] == "00000000" and fields[2] != "00000000":
+                gateway = socket.inet_ntoa(struct.pack("<I", int(fields[2], 16)))
+                break
+    except (OSError, ValueError):
+        pass
+    servers: list[str] = []
+    try:
+        for line in resolv_path.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "nameserver":
+                with contextlib.suppress(OSError):
+                    socket.inet_aton(fields[1])  # IPv4 only
+                    servers.append(fields[1])
+    except OSError:
+        pass
+    return gateway, servers
 
 
 def bdt_entry(entry: str) -> BDTEntry:
@@ -315,6 +346,9 @@ def build_objects(
         networkNumberQuality="unknown",
         apduLength=MAX_APDU_LENGTH,
     )
+    gateway, dns_servers = host_ip_settings()  # required for B/IP ports (clause 12.56)
+    network_port.ipDefaultGateway = gateway
+    network_port.ipDNSServer = ArrayOf(IPv4OctetString)(dns_servers)
     if settings.foreign_bbmd:
         network_port.bacnetIPMode = IPMode.foreign
         network_port.fdBBMDAddress = HostNPort(settings.foreign_bbmd)
