@@ -99,19 +99,16 @@ CONFIRMED_EXECUTED = frozenset(
         "subscribeCOV",
     }
 )
-# The protocol-services-supported names of what the device executes or initiates.
+# The protocol-services-supported names of the services this device executes (clause 12.11.29:
+# a service it only initiates, I-Am, I-Have and the COV notifications, is not set).
 SERVICES_SUPPORTED = (
     "readProperty",
     "readPropertyMultiple",
     "writeProperty",
     "writePropertyMultiple",
     "subscribeCOV",
-    "confirmedCOVNotification",
-    "unconfirmedCOVNotification",
     "whoIs",
-    "iAm",
     "whoHas",
-    "iHave",
 )
 _CONFIRMED_CHOICES = {
     0: "acknowledgeAlarm",

@@ -57,9 +57,9 @@ log = logging.getLogger(__name__)
 # A BAS (or anyone on the network) decides how often a write is refused: one line a minute.
 _refusals = RateLimitedLogger(log, interval_s=60.0)
 
-# Services this device executes or initiates (bacnet/app.py executes them): bacpypes3's own list
-# is derived by introspection and is wrong, so it is stated there.
-# BACnet/IP's largest APDU (network-port apdu-length, required below protocol revision 24).
+# Services this device executes (bacnet/app.py executes them): bacpypes3's own list is derived by
+# introspection and is wrong, so it is stated there.
+# BACnet/IP's largest APDU: network-port apdu-length, device max-apdu-length-accepted and I-Am.
 MAX_APDU_LENGTH = 1476
 OBJECT_TYPES_SUPPORTED = ("device", "analog-value", "binary-value", "network-port")
 
@@ -338,6 +338,7 @@ def build_objects(
         location=settings.location,
         description=settings.device_description,
         databaseRevision=DATABASE_REVISION,
+        maxApduLengthAccepted=MAX_APDU_LENGTH,  # as network-port apdu-length (bacpypes3: 1024)
     )
     network_port = GuardedNetworkPort(
         settings.bacnet_address,

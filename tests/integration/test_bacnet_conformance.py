@@ -398,3 +398,88 @@ async def test_all_is_counted_by_what_the_object_returns(
         ):
             over = await client.ask(wire.read_property_multiple(specs))
             assert (over.kind, over.reason) == (wire.ABORT, OUT_OF_RESOURCES)
+
+
+# BACnetServicesSupported bit of each confirmed service choice (clause 21).
+CONFIRMED_BIT = {choice: choice for choice in range(26)} | {
+    26: 35,  # readRange
+    27: 37,  # lifeSafetyOperation
+    28: 38,  # subscribeCOVProperty
+    29: 39,  # getEventInformation
+    30: 41,  # subscribeCOVPropertyMultiple
+    31: 42,  # confirmedCOVNotificationMultiple
+    32: 44,  # confirmedAuditNotification
+    33: 45,  # auditLogQuery
+}
+WHO_HAS_BIT, WHO_IS_BIT = 33, 34
+UNRECOGNIZED_SERVICE = 9
+
+
+def _bits(apdu: bytes) -> set[int]:
+    """The set bits of the bit string in a ReadProperty-ACK (opening tag 3, then the value)."""
+    at = apdu.index(b"\x3e") + 1
+    length = apdu[at] & 0x07
+    at += 1
+    if length == 5:
+        length = apdu[at]
+        at += 1
+    octets = apdu[at + 1 : at + length]  # after the unused-bits octet
+    return {i * 8 + b for i, octet in enumerate(octets) for b in range(8) if octet & (0x80 >> b)}
+
+
+async def _unconfirmed_reply(client: wire.WireClient, frame: bytes, service: int) -> bool:
+    """Send ``frame``; True when an unconfirmed request of ``service`` comes back."""
+    await client.send(frame)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 1.0
+    while (left := deadline - loop.time()) > 0:
+        try:
+            data = await asyncio.wait_for(loop.sock_recv(client.sock, 1500), left)
+        except TimeoutError:
+            return False
+        if data[6] == 0x10 and data[7] == service:  # no NPDU options in the device's replies
+            return True
+    return False
+
+
+async def test_services_supported_is_what_the_device_executes(
+    make_core: Any, settings: Settings
+) -> None:
+    """Every confirmed choice not Rejected unrecognized-service, Who-Is and Who-Has: no more."""
+    async with running_device(make_core, settings) as (_core, _face, client):
+        reply = await client.ask(
+            wire.read_property("device", INSTANCE, wire.PROTOCOL_SERVICES_SUPPORTED)
+        )
+        claimed = _bits(reply.apdu)
+        executed = set()
+        body = wire.ctx(0, wire.object_id("analog-value", 1)) + wire.ctx(1, b"\x55")
+        for choice, bit in CONFIRMED_BIT.items():
+            answer = await client.ask(wire.confirmed(choice, body, invoke_id=choice))
+            if (answer.kind, answer.reason) != (wire.REJECT, UNRECOGNIZED_SERVICE):
+                executed.add(bit)
+        instance = wire.unsigned(INSTANCE)
+        who_is = b"\x01\x04\x10\x08" + wire.ctx(0, instance) + wire.ctx(1, instance)
+        if await _unconfirmed_reply(client, b"\x81\x0a\x00" + bytes([len(who_is) + 4]) + who_is, 0):
+            executed.add(WHO_IS_BIT)
+        name = b"\x00" + b"input-power-meter"  # character string, UTF-8
+        who_has = b"\x01\x04\x10\x07" + bytes([0x3D, len(name)]) + name
+        frame = b"\x81\x0a\x00" + bytes([len(who_has) + 4]) + who_has
+        if await _unconfirmed_reply(client, frame, 1):  # I-Have
+            executed.add(WHO_HAS_BIT)
+        assert executed == {5, 12, 14, 15, 16, WHO_HAS_BIT, WHO_IS_BIT}
+        assert claimed == executed
+
+
+async def test_max_apdu_is_the_same_everywhere(make_core: Any, settings: Settings) -> None:
+    """Device max-apdu-length-accepted, the I-Am and network-port apdu-length all say 1476."""
+    async with running_device(make_core, settings) as (_core, _face, client):
+        device = await client.ask(wire.read_property("device", INSTANCE, 62))
+        port = await client.ask(wire.read_property("network-port", 1, 399))
+        assert device.apdu[-4:-1] == port.apdu[-4:-1] == b"\x22\x05\xc4"  # Unsigned 1476
+        instance = wire.unsigned(INSTANCE)
+        who_is = b"\x01\x04\x10\x08" + wire.ctx(0, instance) + wire.ctx(1, instance)
+        await client.send(b"\x81\x0a\x00" + bytes([len(who_is) + 4]) + who_is)
+        loop = asyncio.get_running_loop()
+        data = await asyncio.wait_for(loop.sock_recv(client.sock, 1500), 2.0)
+        assert data[6:8] == b"\x10\x00"  # I-Am
+        assert data[13:16] == b"\x22\x05\xc4"  # max-APDU-length-accepted 1476
