@@ -600,14 +600,19 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
     # ---- reads ----------------------------------------------------------------------------
 
     def _resolve(self, object_identifier: Any) -> Any:
-        # bacpypes3 compares with ("device", 4194303), which an ObjectIdentifier never equals.
+        """The object an identifier names: instance 4194303 of device or network-port is ours.
+
+        bacpypes3 compares with ("device", 4194303), which an ObjectIdentifier never equals, and
+        has no network-port wildcard (clause 12.56.1: the port the request came through; this
+        device has one).
+        """
         object_identifier = ObjectIdentifier(object_identifier)
-        if (
-            object_identifier[0] == ObjectType.device
-            and object_identifier[1] == WILDCARD_DEVICE
-            and self.device_object is not None
-        ):
+        if object_identifier[1] != WILDCARD_DEVICE:
+            return object_identifier
+        if object_identifier[0] == ObjectType.device and self.device_object is not None:
             return self.device_object.objectIdentifier
+        if object_identifier[0] == ObjectType.networkPort and self.link_layers:
+            return next(iter(self.link_layers))
         return object_identifier
 
     async def do_ReadPropertyRequest(self, apdu: Any) -> None:

@@ -483,3 +483,21 @@ async def test_max_apdu_is_the_same_everywhere(make_core: Any, settings: Setting
         data = await asyncio.wait_for(loop.sock_recv(client.sock, 1500), 2.0)
         assert data[6:8] == b"\x10\x00"  # I-Am
         assert data[13:16] == b"\x22\x05\xc4"  # max-APDU-length-accepted 1476
+
+
+async def test_network_port_wildcard_and_ip_properties(make_core: Any, settings: Settings) -> None:
+    """network-port 4194303 is the device's port; ip-default-gateway and ip-dns-server read."""
+    async with running_device(make_core, settings) as (_core, _face, client):
+        reply = await client.ask(wire.read_property("network-port", 4194303, wire.OBJECT_NAME))
+        assert reply.kind == wire.COMPLEX_ACK
+        assert b"NetworkPort-1" in reply.apdu
+        multiple = await client.ask(
+            wire.read_property_multiple([("network-port", 4194303, [wire.OBJECT_NAME])])
+        )
+        assert multiple.kind == wire.COMPLEX_ACK
+        assert multiple.apdu[3:8] == wire.ctx(0, wire.object_id("network-port", 1))
+        for prop in (401, 406):  # ip-default-gateway, ip-dns-server
+            answer = await client.ask(wire.read_property("network-port", 1, prop))
+            assert answer.kind == wire.COMPLEX_ACK, prop
+        unknown = await client.ask(wire.read_property("analog-value", 4194303, wire.OBJECT_NAME))
+        assert unknown.error == (1, 31)  # object / unknown-object
