@@ -46,7 +46,15 @@ from bacpypes3.pdu import Address, IPv4Address
 from bacpypes3.primitivedata import Null, Real
 
 from bacnet.app import SERVICES_SUPPORTED, OpenDsmApplication
-from bacnet.points import DATABASE_REVISION, POINTS, ObjectType, PointSpec, present_value_limits
+from bacnet.points import (
+    DATABASE_REVISION,
+    NETWORK_PORT_INSTANCE,
+    NETWORK_PORT_NAME,
+    POINTS,
+    ObjectType,
+    PointSpec,
+    present_value_limits,
+)
 from core.commands import DEFAULT_PRIORITY, CommandState
 from core.config import Settings
 from core.errors import CommandConflict, InvalidReading, InvalidRequest, StorageUnavailable
@@ -342,8 +350,8 @@ def build_objects(
     )
     network_port = GuardedNetworkPort(
         settings.bacnet_address,
-        objectIdentifier=("network-port", 1),
-        objectName="NetworkPort-1",
+        objectIdentifier=("network-port", NETWORK_PORT_INSTANCE),
+        objectName=NETWORK_PORT_NAME,
         networkNumberQuality="unknown",
         apduLength=MAX_APDU_LENGTH,
     )

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 
 from bacnet.points import (
     DATABASE_REVISION,
+    NETWORK_PORT_INSTANCE,
+    NETWORK_PORT_NAME,
     POINT_LIST_CHANGED,
     POINTS,
     ObjectType,
@@ -64,10 +66,12 @@ FILE_SUFFIXES: dict[str, str] = {
 
 # BACnet object-type codes (ASHRAE 135 clause 21, BACnetObjectType).
 DEVICE_OBJECT_TYPE = 8
+NETWORK_PORT_OBJECT_TYPE = 56
 OBJECT_TYPE_CODES: dict[str, int] = {
     ObjectType.ANALOG_VALUE.value: 2,
     ObjectType.BINARY_VALUE.value: 5,
     "device": DEVICE_OBJECT_TYPE,
+    "network-port": NETWORK_PORT_OBJECT_TYPE,
 }
 
 # BACnet engineering-unit codes (BACnetEngineeringUnits), keyed by bacpypes3's attribute name.
@@ -204,6 +208,19 @@ def state_text_references(
     return references
 
 
+def present_value_default(
+    point: PointSpec, settings: Settings, snapshot: Snapshot | None
+) -> float | bool:
+    """What the point reads with nothing written: a writable point's relinquish-default."""
+    if point.input_key is not None:
+        state = None if snapshot is None else snapshot.commands.get(point.input_key)
+        if state is not None and state.relinquish_default is not None:
+            return state.relinquish_default
+        if point.input_key == "demand_target_kw" and settings.demand_target_kw is not None:
+            return settings.demand_target_kw
+    return point.default
+
+
 def ede_files(
     settings: Settings,
     *,
@@ -243,6 +260,17 @@ def ede_files(
             "N",
             *([""] * 5),
         ],
+        [  # the network-port object: every object of the device has its row
+            f"{device_name}.{NETWORK_PORT_NAME}",
+            device_instance,
+            NETWORK_PORT_NAME,
+            str(NETWORK_PORT_OBJECT_TYPE),
+            str(NETWORK_PORT_INSTANCE),
+            *([""] * 4),
+            "N",
+            "N",
+            *([""] * 5),
+        ],
     ]
     used_units: dict[int, str] = {}
     for point in points:
@@ -265,7 +293,7 @@ def ede_files(
                 str(object_type_code(point.object_type)),
                 str(point.instance),
                 _text(_description(point, settings, snapshot)),
-                _number(point.default),
+                _number(present_value_default(point, settings, snapshot)),
                 _number(low),
                 _number(high),
                 "Y" if point.writable else "N",

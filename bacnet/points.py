@@ -25,6 +25,9 @@ DATABASE_REVISION = 3
 # with DATABASE_REVISION.
 POINT_LIST_CHANGED = datetime(2026, 11, 26, 19, 30, 0, tzinfo=UTC)
 SENTINEL_KW = -1.0
+# The device's one network-port object (not a point: no value, not in POINTS).
+NETWORK_PORT_INSTANCE = 1
+NETWORK_PORT_NAME = "NetworkPort-1"
 
 
 class ObjectType(StrEnum):

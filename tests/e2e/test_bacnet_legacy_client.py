@@ -98,18 +98,22 @@ def test_every_ede_row_matches_what_bacnet_reads(session: dict[str, Any]) -> Non
     """Object name, description and min/max present value are the device's."""
     rows = list(csv.reader(io.StringIO(session["ede"]), delimiter=";"))
     assert rows[0] == ["# Engineering-Data-Exchange - B.I.G.-EU"]
-    types = {"2": "analogValue", "5": "binaryValue", "8": "device"}
+    types = {"2": "analogValue", "5": "binaryValue", "8": "device", "56": "networkPort"}
     checked = 0
     for row in rows[6:]:
         if not row or row[0].startswith("#"):
             continue
         values = session["walk"][f"{types[row[3]]},{row[4]}"]
         assert row[2] == values["objectName"]
-        assert row[5] == " ".join(values["description"].split())
+        assert row[5] == " ".join(values.get("description", "").split())
         for column, prop in ((7, "minPresValue"), (8, "maxPresValue")):
             if row[column]:
                 assert float(row[column]) == pytest.approx(values[prop])
             else:
                 assert prop not in values["propertyList"]
+        # present-value-default: what the point reads with nothing written (the meter's follows
+        # its last reading, which the session changed after the walk).
+        if row[9] == "Y" and row[2] != "input-power-meter":
+            assert float(row[6]) == pytest.approx(values["relinquishDefault"])
         checked += 1
-    assert checked == len(POINTS) + 1
+    assert checked == len(POINTS) + 2  # every object: the points, the device, the network port

@@ -63,13 +63,14 @@ def test_main_file_has_the_ede_header_lines() -> None:
     assert len(header) == len(COLUMNS)
 
 
-def test_one_row_per_point_plus_the_device() -> None:
+def test_one_row_per_point_plus_the_device_and_network_port() -> None:
     settings = _settings()
     rows = _data_rows(ede_files(settings, timestamp=WHEN)["points"])
-    assert len(rows) == len(POINTS) + 1
+    assert len(rows) == len(POINTS) + 2
     assert all(len(row) == len(COLUMNS) for row in rows)
-    device, *points = rows
+    device, port, *points = rows
     assert device[1:5] == ["4711", "Dsm;Site 1", "8", "4711"]
+    assert port[1:5] == ["4711", "NetworkPort-1", "56", "1"]
     assert [row[2] for row in points] == [p.name for p in POINTS]
     assert all(row[1] == "4711" for row in rows)
     keys = [row[0] for row in rows]
@@ -97,7 +98,7 @@ def test_object_type_and_unit_codes_match_bacpypes3() -> None:
 def test_every_point_unit_has_a_code_and_the_units_file_lists_them() -> None:
     files = ede_files(_settings(), timestamp=WHEN)
     units = {int(row[0]): row[1] for row in _rows(files["units"]) if row and row[0].isdigit()}
-    for point, row in zip(POINTS, _data_rows(files["points"])[1:], strict=True):
+    for point, row in zip(POINTS, _data_rows(files["points"])[2:], strict=True):
         if point.units is None:
             assert row[14] == ""
             continue
@@ -128,7 +129,7 @@ def test_state_text_references_resolve_for_binaries_only() -> None:
         "Text 2 or Active-Text",
     ]
     referenced = set()
-    for point, row in zip(POINTS, _data_rows(files["points"])[1:], strict=True):
+    for point, row in zip(POINTS, _data_rows(files["points"])[2:], strict=True):
         if point.object_type is ObjectType.BINARY_VALUE:
             assert point.state_text is not None
             assert texts[row[13]] == list(point.state_text)
@@ -180,7 +181,7 @@ def test_last_change_is_when_the_point_list_changed_not_the_download() -> None:
 
 def test_min_and_max_present_value_are_the_enforced_limits() -> None:
     settings = _settings()
-    rows = _data_rows(ede_files(settings, timestamp=WHEN)["points"])[1:]
+    rows = _data_rows(ede_files(settings, timestamp=WHEN)["points"])[2:]
     validator = InputValidator(settings)
     checked = 0
     for point, row in zip(POINTS, rows, strict=True):
@@ -196,3 +197,12 @@ def test_min_and_max_present_value_are_the_enforced_limits() -> None:
             validator.command(point.input_key, low - 1.0)
         checked += 1
     assert checked >= 2
+
+
+def test_present_value_default_of_a_writable_point_is_its_relinquish_default() -> None:
+    """--demand-target-kw 50: the demand target's row says 50, as relinquish-default reads."""
+    settings = Settings(timezone="UTC", device_instance=4711, demand_target_kw=50.0)
+    rows = _data_rows(ede_files(settings, timestamp=WHEN)["points"])
+    by_name = {row[2]: row for row in rows}
+    assert float(by_name["demand-target"][6]) == 50.0
+    assert float(by_name["one-hour-future-power"][6]) == -1.0
