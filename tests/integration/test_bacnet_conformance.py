@@ -501,3 +501,85 @@ async def test_network_port_wildcard_and_ip_properties(make_core: Any, settings:
             assert answer.kind == wire.COMPLEX_ACK, prop
         unknown = await client.ask(wire.read_property("analog-value", 4194303, wire.OBJECT_NAME))
         assert unknown.error == (1, 31)  # object / unknown-object
+
+
+# Lines one cause may log a minute (each is rate-limited to one line a minute).
+MAX_LINES_PER_CAUSE_PER_MINUTE = 1
+
+
+def _misbehaviours(instance: int) -> list[bytes]:
+    """One frame of each misbehaviour issue #28 lists, from one client."""
+    segmented = wire.confirmed(  # object-list in 50-octet segments, never acknowledged
+        12,
+        wire.ctx(0, wire.object_id("device", instance)) + wire.ctx(1, wire.unsigned(OBJECT_LIST)),
+        header=b"\x02\x70",
+    )
+    return [
+        wire.write_property_multiple(
+            [("analog-value", 1, [(wire.PRESENT_VALUE, wire.real(1.0), 16)] * 257)]
+        ),
+        wire.read_property_multiple([("device", instance, [wire.ALL] * 20)]),
+        wire.read_property_multiple([("analog-value", 1, [wire.ALL])]),  # queue overflow
+        segmented,
+        wire.subscribe_cov(1, "analog-value", 1, lifetime=None, confirmed_notifications=True),
+        wire.subscribe_cov(2, "analog-value", 2, lifetime=0),
+        wire.confirmed(1, wire.ctx(0, wire.unsigned(1))),  # ConfirmedCOVNotification
+        wire.confirmed(26, wire.ctx(0, wire.object_id("analog-value", 1))),  # ReadRange
+        wire.confirmed(12, b"\x0c\x00\x80"),  # truncated
+    ]
+
+
+async def test_log_stays_under_the_ceiling_whatever_a_client_sends(
+    make_core: Any, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """2.5 s of every misbehaviour at once: at most one line per cause, no traceback."""
+    async with running_device(make_core, settings) as (_core, face, writer):
+        assert face.app is not None
+        face.app.source_budget.burst = 1e9  # every request reaches its handler
+        face.app.device_object.apduSegmentTimeout = 100
+        face.app.device_object.apduTimeout = 50
+        face.app.device_object.numberOfApduRetries = 0
+        clients = [wire.WireClient(writer.device[1], host=f"127.0.0.{i}") for i in (4, 5, 6)]
+        try:
+            # Dead confirmed subscribers and subscriptions beyond each one's cap.
+            for client in clients:
+                for process_id in range(bacnet_app.MAX_COV_PER_SOURCE + 2):
+                    await client.send(
+                        wire.subscribe_cov(
+                            process_id, "analog-value", 1, confirmed_notifications=True
+                        )
+                    )
+            caplog.clear()
+            with caplog.at_level(logging.INFO):
+                loop = asyncio.get_running_loop()
+                frames = _misbehaviours(INSTANCE)
+                end = loop.time() + 2.5
+                sent = 0
+                while loop.time() < end:
+                    client = clients[sent % len(clients)]
+                    frame = frames[sent % len(frames)]
+                    invoke_id = sent % 256
+                    await client.send(frame[:9] + bytes([invoke_id]) + frame[10:])
+                    sent += 1
+                    if sent % 20 == 0:  # a write: a confirmed notification to each subscriber
+                        await writer.send(
+                            wire.write_property(
+                                "analog-value", 1, wire.PRESENT_VALUE, wire.real(sent / 10), 16
+                            )
+                        )
+                        await asyncio.sleep(0.01)
+                await asyncio.sleep(0.5)
+            assert sent > 500
+        finally:
+            for client in clients:
+                client.close()
+        records = _bacnet_records(caplog)
+        assert not any(r.exc_info for r in records), [r.getMessage()[:100] for r in records]
+        causes: dict[str, int] = {}
+        for record in records:
+            causes[str(record.msg).split(" (")[0]] = (
+                causes.get(str(record.msg).split(" (")[0], 0) + 1
+            )
+        assert causes, "the misbehaviours should have been logged once each"
+        assert max(causes.values()) <= MAX_LINES_PER_CAUSE_PER_MINUTE, causes
+        assert len(records) <= 20, [r.getMessage()[:100] for r in records]
