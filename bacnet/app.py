@@ -78,8 +78,8 @@ MAX_COV_NOTIFY_FAILURES = 3
 # (an expensive one more by its size, below); a source has
 # SOURCE_BURST tokens and regains SOURCE_RATE_PER_S a second. While it has none, its datagrams
 # are dropped unread, so a flooding source cannot make the device deaf to the others.
-SOURCE_RATE_PER_S = 50.0
-SOURCE_BURST = 100.0
+SOURCE_RATE_PER_S = 20.0
+SOURCE_BURST = 60.0
 # The UDP socket's receive buffer (the kernel caps it at net.core.rmem_max).
 RECEIVE_BUFFER_BYTES = 2 * 1024 * 1024
 # An expensive request spends one token more per this many property reads (ReadPropertyMultiple)

@@ -15,6 +15,7 @@ from bacpypes3.primitivedata import ObjectIdentifier
 
 from bacnet import app as bacnet_app
 from core.config import Settings
+from core.logs import RateLimitedLogger
 from tests import bacnet_wire as wire
 from tests.integration.test_bacnet_device import INSTANCE, running_device
 
@@ -530,9 +531,14 @@ def _misbehaviours(instance: int) -> list[bytes]:
 
 
 async def test_log_stays_under_the_ceiling_whatever_a_client_sends(
-    make_core: Any, settings: Settings, caplog: pytest.LogCaptureFixture
+    make_core: Any,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """2.5 s of every misbehaviour at once: at most one line per cause, no traceback."""
+    # A fresh minute for every cause (earlier tests in this process logged some already).
+    monkeypatch.setattr(bacnet_app, "_bad_packets", RateLimitedLogger(bacnet_app.log, 60.0))
     async with running_device(make_core, settings) as (_core, face, writer):
         assert face.app is not None
         face.app.source_budget.burst = 1e9  # every request reaches its handler
