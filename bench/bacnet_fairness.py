@@ -1,6 +1,7 @@
 """BACnet fairness: a ReadProperty's latency from one host while another host floods the device.
 
-    python -m bench.bacnet_fairness [--rate 250] [--seconds 5] [--source DIR] [--json]
+    python -m bench.bacnet_fairness [--rate 250] [--seconds 5] [--source DIR] [--baseline DIR]
+                                    [--json]
 
 Starts ``open-dsm serve`` on loopback (from ``--source``, default this checkout, so a baseline
 checkout can be measured the same way), then for each flood kind sends it from 127.0.0.2 at
@@ -182,32 +183,44 @@ def run(rate: float, seconds: float, source: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def main() -> int:
-    """Parse arguments, run, print the table (or JSON)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=250.0, help="flood datagrams/s")
-    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per row")
-    parser.add_argument("--source", type=Path, default=ROOT, help="checkout to run the service")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    rows = run(args.rate, args.seconds, args.source.resolve())
-    if args.json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-        return 0
+def _table(rows: list[dict[str, Any]], rate: float, source: Path) -> list[str]:
     out = [
-        f"ReadProperty from 127.0.0.1 while 127.0.0.2 floods at {args.rate:g}/s ({args.source})",
-        f"{'flood':32} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'lost':>5} {'answered':>10}",
+        f"ReadProperty from 127.0.0.1 while 127.0.0.2 floods at {rate:g}/s ({source})",
+        f"{'flood':32} {'n':>4} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'lost':>5} "
+        f"{'answered':>10}",
     ]
     for row in rows:
         if "lines" in row:
             out.append(f"{row['flood']}: {row['lines']}")
             continue
         answered = f"{row['answered']}/{row['sent']}" if row["sent"] else "-"
+        times = [f"{row[k]:7.1f}" if row["n"] else f"{'-':>7}" for k in ("p50_ms", "p99_ms")]
+        times.append(f"{row['max_ms']:7.1f}" if row["n"] else f"{'-':>7}")
         out.append(
-            f"{row['flood']:32} {row['p50_ms']:7.1f} {row['p99_ms']:7.1f} {row['max_ms']:7.1f} "
-            f"{row['lost']:5d} {answered:>10}"
+            f"{row['flood']:32} {row['n']:4d} {' '.join(times)} {row['lost']:5d} {answered:>10}"
         )
-    sys.stdout.write("\n".join(out) + "\n")
+    return out
+
+
+def main() -> int:
+    """Parse arguments, run (the baseline checkout first, if given), print tables or JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=250.0, help="flood datagrams/s")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per row")
+    parser.add_argument("--source", type=Path, default=ROOT, help="checkout to run the service")
+    parser.add_argument("--baseline", type=Path, help="another checkout, measured first")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    sources = [args.baseline.resolve()] if args.baseline else []
+    sources.append(args.source.resolve())
+    results = {str(source): run(args.rate, args.seconds, source) for source in sources}
+    if args.json:
+        sys.stdout.write(json.dumps(results, indent=2) + "\n")
+        return 0
+    out: list[str] = []
+    for source, rows in results.items():
+        out += [*_table(rows, args.rate, Path(source)), ""]
+    sys.stdout.write("\n".join(out))
     return 0
 
 
