@@ -48,7 +48,7 @@ from bacpypes3.pdu import PDU
 from bacpypes3.primitivedata import ObjectIdentifier, ObjectType, Unsigned
 from bacpypes3.service.object import read_property_to_result_element
 
-from bacnet.limits import SourceBudget
+from bacnet.limits import SourceGuard
 from core.logs import RateLimitedLogger
 
 log = logging.getLogger(__name__)
@@ -73,13 +73,17 @@ MAX_COV_PER_SOURCE = 8
 MAX_COV_LIFETIME_S = 3600
 # A confirmed subscription whose notifications fail this many times in a row is cancelled.
 MAX_COV_NOTIFY_FAILURES = 3
-# Per source host: each expensive request (ReadPropertyMultiple, WritePropertyMultiple, a segmented
-# response) and each refused one (answered Reject, Abort or Error, or undecodable) spends a token
-# (an expensive one more by its size, below); a source has
-# SOURCE_BURST tokens and regains SOURCE_RATE_PER_S a second. While it has none, its datagrams
-# are dropped unread, so a flooding source cannot make the device deaf to the others.
+# Per source address (B/IP: host and UDP port): each expensive request (ReadPropertyMultiple,
+# WritePropertyMultiple, a segmented response) and each refused one (answered Reject, Abort or
+# Error, or undecodable) spends a token (an expensive one more by its size, below); a source has
+# SOURCE_BURST tokens and regains SOURCE_RATE_PER_S a second, its host 5 times as many. While the
+# loop is busy (a callback ran BUSY_LAG_S late within the last second), a source or host without
+# a token has its datagrams dropped unread, so a flooding source cannot make the device deaf to
+# the others; on an idle device nobody is held back.
 SOURCE_RATE_PER_S = 20.0
 SOURCE_BURST = 60.0
+BUSY_LAG_S = 0.02
+LAG_PROBE_S = 0.05
 # The UDP socket's receive buffer (the kernel caps it at net.core.rmem_max).
 RECEIVE_BUFFER_BYTES = 2 * 1024 * 1024
 # An expensive request spends one token more per this many property reads (ReadPropertyMultiple)
@@ -292,21 +296,30 @@ def guard_bacpypes3_logs() -> None:
 
 
 def source_key(address: Any) -> str:
-    """The source a budget or COV cap counts: the IP host of a B/IP address, else the address."""
+    """The source a COV cap counts: the IP host of a B/IP address, else the address."""
     host = getattr(address, "addrTuple", None)
     return str(host[0]) if host else str(address)
+
+
+def source_keys(address: Any) -> tuple[str, str]:
+    """(host, address) a budget charges: IP and IP:port of a B/IP address, else the address."""
+    pair = getattr(address, "addrTuple", None)
+    if not pair:
+        return str(address), str(address)
+    return str(pair[0]), f"{pair[0]}:{pair[1]}"
 
 
 _muted_log = RateLimitedLogger(log, interval_s=60.0)
 
 
-def _muted(budget: SourceBudget, source: str) -> bool:
-    if not budget.muted(source):
+def _muted(guard: SourceGuard, host: str, address: str) -> bool:
+    if not guard.muted(host, address):
         return False
     _muted_log.warning(
-        "BACnet: requests from %s dropped: over its budget of %g expensive or refused a second",
-        source,
-        budget.rate_per_s,
+        "BACnet: requests from %s dropped while the device is busy: over its budget of %g "
+        "expensive or refused requests a second",
+        address,
+        guard.addresses.rate_per_s,
         key="muted",  # one line a minute whatever the number of sources
     )
     return True
@@ -323,7 +336,7 @@ class GuardedDatagramProtocol(ipv4.IPv4DatagramProtocol):  # type: ignore[misc]
         """As bacpypes3, with a receive buffer that absorbs a flood while the loop is busy."""
         super().connection_made(transport)
         sock = transport.get_extra_info("socket")
-        if sock is not None and getattr(self.server, "source_budget", None) is not None:
+        if sock is not None and getattr(self.server, "source_guard", None) is not None:
             # The default (208 kB, ~90 datagrams on loopback) overflows in 0.2 s at 400/s, and
             # the kernel then drops every source's datagrams alike; the kernel caps this at
             # net.core.rmem_max.
@@ -331,8 +344,8 @@ class GuardedDatagramProtocol(ipv4.IPv4DatagramProtocol):  # type: ignore[misc]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         """Hand the datagram on unless its source is muted."""
-        budget: SourceBudget | None = getattr(self.server, "source_budget", None)
-        if budget is not None and _muted(budget, addr[0]):
+        guard: SourceGuard | None = getattr(self.server, "source_guard", None)
+        if guard is not None and _muted(guard, addr[0], f"{addr[0]}:{addr[1]}"):
             return
         super().datagram_received(data, addr)
 
@@ -388,9 +401,9 @@ class OpenDsmServerSSM(ServerSSM):  # type: ignore[misc]
         await super().confirmation(apdu)
 
     def _spend(self) -> None:
-        budget: SourceBudget | None = getattr(self.ssmSAP, "source_budget", None)
-        if budget is not None:
-            budget.spend(source_key(self.pdu_address))
+        guard: SourceGuard | None = getattr(self.ssmSAP, "source_guard", None)
+        if guard is not None:
+            guard.spend(*source_keys(self.pdu_address))
 
     async def segmented_response_timeout(self) -> None:
         """No Segment-ACK in time: resend the window, then give up with an Abort tsm-timeout.
@@ -418,14 +431,14 @@ class OpenDsmServerSSM(ServerSSM):  # type: ignore[misc]
 def install_server_ssm() -> None:
     """Make bacpypes3 build OpenDsmServerSSM transactions and guarded UDP protocols.
 
-    Process-wide; a UDP server without a ``source_budget`` (another application) is unchanged.
+    Process-wide; a UDP server without a ``source_guard`` (another application) is unchanged.
     """
     appservice.ServerSSM = OpenDsmServerSSM
     ipv4.IPv4DatagramProtocol = GuardedDatagramProtocol
 
 
-def _undecodable(pdu: PDU, exc: Exception, budget: SourceBudget) -> None:
-    budget.spend(source_key(pdu.pduSource))
+def _undecodable(pdu: PDU, exc: Exception, guard: SourceGuard) -> None:
+    guard.spend(*source_keys(pdu.pduSource))
     _bad_packets.warning(
         "BACnet: undecodable APDU from %s dropped (%s)", pdu.pduSource, type(exc).__name__
     )
@@ -440,7 +453,8 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         self._waiting = 0
         self._decoding = asyncio.Lock()
         self._expansions: dict[tuple[Any, int], list[str]] = {}
-        self.source_budget = SourceBudget(SOURCE_RATE_PER_S, SOURCE_BURST)
+        self.source_guard = SourceGuard(SOURCE_RATE_PER_S, SOURCE_BURST, busy_lag_s=BUSY_LAG_S)
+        self._lag_probe: asyncio.TimerHandle | None = None
 
     @classmethod
     def from_object_list(cls, objects: list[Any], **kwargs: Any) -> OpenDsmApplication:
@@ -451,14 +465,15 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         for link in app.link_layers.values():
             server = getattr(link, "server", None)
             if server is not None:
-                server.source_budget = app.source_budget
-        app.asap.source_budget = app.source_budget
+                server.source_guard = app.source_guard
+        app.asap.source_guard = app.source_guard
+        app._probe_lag(asyncio.get_running_loop().time())
         original = app.asap.confirmation
 
         async def confirmation(pdu: PDU) -> None:
             data = pdu.pduData
             # A request forwarded by a BBMD came from another host than the datagram.
-            if _muted(app.source_budget, source_key(pdu.pduSource)):
+            if _muted(app.source_guard, *source_keys(pdu.pduSource)):
                 return
             if (
                 data
@@ -475,12 +490,26 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
             try:
                 APDU.decode(copy)
             except Exception as exc:
-                _undecodable(pdu, exc, app.source_budget)
+                _undecodable(pdu, exc, app.source_guard)
                 return
             await original(pdu)
 
         app.asap.confirmation = confirmation
         return app
+
+    def _probe_lag(self, expected: float) -> None:
+        """Every LAG_PROBE_S, tell the source guard how late the loop ran this callback."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self.source_guard.note_lag(now - expected)
+        self._lag_probe = loop.call_later(LAG_PROBE_S, self._probe_lag, now + LAG_PROBE_S)
+
+    def close(self) -> None:
+        """Stop the lag probe, then close as bacpypes3 does."""
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
+            self._lag_probe = None
+        super().close()
 
     # ---- every confirmed request answered -------------------------------------------------
 
@@ -493,12 +522,12 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         if isinstance(apdu, AbortPDU):
             apdu.apduSrv = True
         if isinstance(apdu, (ErrorPDU, RejectPDU, AbortPDU)):
-            self.source_budget.spend(source_key(apdu.pduDestination))
+            self.source_guard.spend(*source_keys(apdu.pduDestination))
         await super().response(apdu)
 
     async def _refuse(self, apdu: APDU) -> None:
         """Send a Reject or Abort built by the screen, spending its source's budget."""
-        self.source_budget.spend(source_key(apdu.pduDestination))
+        self.source_guard.spend(*source_keys(apdu.pduDestination))
         await self.asap.request(apdu)
 
     async def _confirmed_request(self, pdu: PDU) -> None:
@@ -510,7 +539,7 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         try:
             apdu = APDU.decode(pdu)
         except Exception as exc:
-            _undecodable(pdu, exc, self.source_budget)
+            _undecodable(pdu, exc, self.source_guard)
             return
         if not apdu.apduSeg:  # segments go to their transaction, which decodes the whole
             apdu = await self._screen(apdu)
@@ -530,9 +559,9 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
     async def _screen(self, apdu: Any) -> Any:
         """The decoded request, or None when it was answered here (Reject or Abort)."""
         name = _CONFIRMED_CHOICES.get(apdu.apduService)
-        source = source_key(apdu.pduSource)
+        source = source_keys(apdu.pduSource)
         if name == "writePropertyMultiple":
-            self.source_budget.spend(source, 1 + len(apdu.pduData) / WPM_OCTETS_PER_TOKEN)
+            self.source_guard.spend(*source, 1 + len(apdu.pduData) / WPM_OCTETS_PER_TOKEN)
         if name == "readPropertyMultiple":
             references = rpm_reference_count(bytes(apdu.pduData), self._expanded_count)
             if references is not None and references > MAX_RPM_PROPERTIES:
@@ -546,7 +575,7 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
                 )
                 return None
             # Refused above for the price of a refusal; admitted, for the reads it will make.
-            self.source_budget.spend(source, 1 + (references or 0) / READS_PER_TOKEN)
+            self.source_guard.spend(*source, 1 + (references or 0) / READS_PER_TOKEN)
         if name not in CONFIRMED_EXECUTED:
             _bad_packets.warning(
                 "BACnet: unexecuted confirmed service %s rejected", apdu.apduService

@@ -55,3 +55,64 @@ class SourceBudget:
             del self._buckets[source]  # back to full: forget it
             return False
         return tokens < 1.0
+
+
+class SourceGuard:
+    """Per-source budgets, enforced only under contention (work-conserving fairness).
+
+    Each source address (B/IP: host and UDP port) has a budget, and each host one ``host_factor``
+    times larger, so many ports of one host cannot multiply it. A source over either budget is
+    muted while there is someone to be fair to: another address sent a datagram within the last
+    ``hold_s``, or the event loop lagged by ``busy_lag_s`` or more within it (REST shares the
+    loop). A lone client may use an idle device flat out; a flooding one cannot make it deaf to
+    the others.
+    """
+
+    def __init__(
+        self,
+        rate_per_s: float,
+        burst: float,
+        host_factor: float = 5.0,
+        busy_lag_s: float = 0.02,
+        hold_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.addresses = SourceBudget(rate_per_s, burst, clock)
+        self.hosts = SourceBudget(rate_per_s * host_factor, burst * host_factor, clock)
+        self.busy_lag_s = busy_lag_s
+        self.hold_s = hold_s
+        self._clock = clock
+        self._lagged_at: float | None = None
+        # The two addresses that sent last, with when: enough to tell whether anyone else did.
+        self._recent: list[tuple[str, float]] = []
+
+    def note_lag(self, lag_s: float) -> None:
+        """Record how late a periodic loop callback ran."""
+        if lag_s >= self.busy_lag_s:
+            self._lagged_at = self._clock()
+
+    @property
+    def busy(self) -> bool:
+        """True while the loop lagged within the last ``hold_s``."""
+        return self._lagged_at is not None and self._clock() - self._lagged_at < self.hold_s
+
+    def spend(self, host: str, address: str, cost: float = 1.0) -> None:
+        """Charge a request to its address and its host."""
+        self.addresses.spend(address, cost)
+        self.hosts.spend(host, cost)
+
+    def _contended(self, address: str, now: float) -> bool:
+        """Note ``address`` as sending now; True if another address sent within ``hold_s``."""
+        others = [t for a, t in self._recent if a != address and now - t < self.hold_s]
+        if self._recent and self._recent[0][0] == address:
+            self._recent[0] = (address, now)
+        else:
+            self._recent = [(address, now), *self._recent[:1]]
+        return bool(others)
+
+    def muted(self, host: str, address: str) -> bool:
+        """True when ``address`` or its host is over budget and there is contention."""
+        contended = self._contended(address, self._clock())
+        if not (self.addresses.muted(address) or self.hosts.muted(host)):
+            return False
+        return contended or self.busy

@@ -541,7 +541,8 @@ async def test_log_stays_under_the_ceiling_whatever_a_client_sends(
     monkeypatch.setattr(bacnet_app, "_bad_packets", RateLimitedLogger(bacnet_app.log, 60.0))
     async with running_device(make_core, settings) as (_core, face, writer):
         assert face.app is not None
-        face.app.source_budget.burst = 1e9  # every request reaches its handler
+        guard = face.app.source_guard  # never muted: every request reaches a handler
+        guard.addresses.burst = guard.hosts.burst = 1e9
         face.app.device_object.apduSegmentTimeout = 100
         face.app.device_object.apduTimeout = 50
         face.app.device_object.numberOfApduRetries = 0

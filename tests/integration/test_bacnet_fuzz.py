@@ -63,8 +63,9 @@ async def test_malformed_datagrams_neither_stall_nor_flood(
     async with running_device(make_core, settings) as (_core, face, client):
         assert face.app is not None
         # Every mutant reaches the decoders: the per-source budget (which would mute this
-        # client after SOURCE_BURST refusals) is tested on its own.
-        face.app.source_budget.burst = 1e9
+        # client after SOURCE_BURST refusals under contention) is tested on its own.
+        guard = face.app.source_guard
+        guard.addresses.burst = guard.hosts.burst = 1e9
         caplog.clear()
         with caplog.at_level(logging.INFO):
             for index in range(DATAGRAMS):

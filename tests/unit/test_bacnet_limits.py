@@ -1,8 +1,8 @@
-"""The per-source token budget on a fake clock."""
+"""The per-source token budget and the busy-only guard on a fake clock."""
 
 from __future__ import annotations
 
-from bacnet.limits import SourceBudget
+from bacnet.limits import SourceBudget, SourceGuard
 
 
 class Clock:
@@ -60,3 +60,33 @@ def test_sources_tracked_are_bounded() -> None:
     clock.now += 5
     assert not any(budget.muted(s) for s in "bcd")
     assert budget._buckets == {}, "full buckets are forgotten"
+
+
+def test_the_guard_mutes_only_under_contention() -> None:
+    clock = Clock()
+    guard = SourceGuard(rate_per_s=1.0, burst=2.0, busy_lag_s=0.02, hold_s=1.0, clock=clock)
+    flooder, other = ("10.0.0.1", "10.0.0.1:47808"), ("10.0.0.2", "10.0.0.2:47808")
+    for _ in range(3):
+        guard.spend(*flooder)
+    assert not guard.muted(*flooder), "alone on an idle device: nobody is held back"
+    guard.note_lag(0.005)
+    assert not guard.busy and not guard.muted(*flooder)
+    guard.note_lag(0.03)  # the loop lagged (REST waits too)
+    assert guard.busy and guard.muted(*flooder)
+    clock.now += 1.0  # no lag for a second, nobody else
+    assert not guard.busy and not guard.muted(*flooder)
+    assert not guard.muted(*other), "another address, within its budget, is served"
+    assert guard.muted(*flooder), "someone else is talking: the flooder waits its turn"
+    assert not guard.muted("10.0.0.1", "10.0.0.1:47809"), "another port of the host is served"
+    clock.now += 1.5  # the others went quiet and the budget refilled
+    assert not guard.muted(*flooder)
+
+
+def test_many_ports_of_one_host_share_the_host_budget() -> None:
+    clock = Clock()
+    guard = SourceGuard(rate_per_s=1.0, burst=2.0, host_factor=3.0, clock=clock)
+    guard.note_lag(1.0)
+    for port in range(6):  # 6 ports x 1 token: within each port's 2, the host's 6 spent
+        guard.spend("10.0.0.1", f"10.0.0.1:{port}")
+    assert guard.muted("10.0.0.1", "10.0.0.1:99"), "the host is over its budget"
+    assert not guard.muted("10.0.0.3", "10.0.0.3:1")
