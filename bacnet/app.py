@@ -316,7 +316,7 @@ def _muted(guard: SourceGuard, host: str, address: str) -> bool:
     if not guard.muted(host, address):
         return False
     _muted_log.warning(
-        "BACnet: requests from %s dropped while the device is busy: over its budget of %g "
+        "BACnet: requests from %s dropped while others wait: over its budget of %g "
         "expensive or refused requests a second",
         address,
         guard.addresses.rate_per_s,
