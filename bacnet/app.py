@@ -727,7 +727,8 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         if property_type is None:
             raise ExecutionError(errorClass="property", errorCode="unknownProperty")
         name = PropertyIdentifier(pid).attr if isinstance(pid, int) else str(pid)
-        if name != "presentValue" or not getattr(obj, "_writer", None):
+        writable = name in getattr(obj, "network_writable", ())
+        if not writable and (name != "presentValue" or not getattr(obj, "_writer", None)):
             raise ExecutionError(errorClass="property", errorCode="writeAccessDenied")
         if issubclass(property_type, Array) and index is not None:
             property_type = Unsigned if index == 0 else property_type._subtype

@@ -69,6 +69,9 @@ _refusals = RateLimitedLogger(log, interval_s=60.0)
 # introspection and is wrong, so it is stated there.
 # BACnet/IP's largest APDU: network-port apdu-length, device max-apdu-length-accepted and I-Am.
 MAX_APDU_LENGTH = 1476
+# Foreign devices a BBMD registers at once (renewals always succeed); BVLC result code of a refusal.
+MAX_FOREIGN_DEVICES = 64
+REGISTER_FOREIGN_DEVICE_NAK = 0x0030
 OBJECT_TYPES_SUPPORTED = ("device", "analog-value", "binary-value", "network-port")
 
 ValidateValue = Callable[[float], float]
@@ -137,7 +140,30 @@ class ReadOnlyBinaryValue(_WriteGuard, BinaryValueObject):  # type: ignore[misc]
 
 
 class GuardedNetworkPort(_WriteGuard, NetworkPortObject):  # type: ignore[misc]
-    """The network port object, read-only from the network."""
+    """The network port object: read-only from the network but for, as a BBMD, FD acceptance."""
+
+    @property
+    def network_writable(self) -> frozenset[str]:
+        """Properties a network write may change: bbmd-accept-fd-registrations in BBMD mode."""
+        if getattr(self, "bacnetIPMode", None) == IPMode.bbmd:
+            return frozenset({"bbmdAcceptFDRegistrations"})
+        return frozenset()
+
+    async def write_property(
+        self, attr: int | str, value: Any, index: int | None = None, priority: int | None = None
+    ) -> None:
+        """Accept bbmd-accept-fd-registrations in BBMD mode (effective at once); deny the rest."""
+        if _attr_name(attr) not in self.network_writable or index is not None:
+            raise _denied()
+        if not isinstance(value, int):  # Null (relinquish) has no meaning here
+            raise ExecutionError(errorClass="property", errorCode="invalidDataType")
+        self.bbmdAcceptFDRegistrations = bool(value)
+
+    def accepts_registration(self, known: bool, table_size: int) -> bool:
+        """Whether the BBMD registers a foreign device (a known one always renews)."""
+        if not getattr(self, "bbmdAcceptFDRegistrations", False):
+            return False
+        return known or table_size < MAX_FOREIGN_DEVICES
 
     @property
     def bbmdForeignDeviceTable(self) -> Any:
@@ -402,6 +428,24 @@ def build_objects(
     return device, network_port, objects
 
 
+def _guard_registrations(link: Any, network_port: GuardedNetworkPort) -> None:
+    """Make the BBMD honour bbmd-accept-fd-registrations and a table size cap.
+
+    bacpypes3's BBMD registers every foreign device whatever the property says, and its table
+    grows without bound; a refused registration is answered Register-Foreign-Device NAK.
+    """
+    register = link.register_foreign_device
+
+    def guarded(addr: Any, ttl: int) -> int:
+        known = any(addr == entry.fdAddress for entry in link.bbmdFDT)
+        if not network_port.accepts_registration(known, len(link.bbmdFDT)):
+            _refusals.warning("BACnet: foreign-device registration from %s refused", addr)
+            return REGISTER_FOREIGN_DEVICE_NAK
+        return int(register(addr, ttl))
+
+    link.register_foreign_device = guarded
+
+
 class BacnetFace:
     """The running BACnet application and the sync from snapshots to present values."""
 
@@ -456,6 +500,8 @@ class BacnetFace:
             link = self.app.link_layers.get(network_port.objectIdentifier)
             if link is not None and hasattr(link, "bbmdBDT"):
                 link.bbmdBDT = [IPv4Address(a) for a in self._settings.bbmd_bdt]
+            if link is not None and hasattr(link, "register_foreign_device"):
+                _guard_registrations(link, network_port)
         log.info(
             "BACnet device %d %r on %s with %d points",
             self._settings.device_instance,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -14,9 +15,11 @@ from bacpypes3.basetypes import PropertyIdentifier
 from bacpypes3.primitivedata import ObjectIdentifier
 
 from bacnet import app as bacnet_app
+from bacnet import device as bacnet_device
 from core.config import Settings
 from core.logs import RateLimitedLogger
 from tests import bacnet_wire as wire
+from tests.helpers import free_port
 from tests.integration.test_bacnet_device import INSTANCE, running_device
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -589,3 +592,61 @@ async def test_log_stays_under_the_ceiling_whatever_a_client_sends(
         assert causes, "the misbehaviours should have been logged once each"
         assert max(causes.values()) <= MAX_LINES_PER_CAUSE_PER_MINUTE, causes
         assert len(records) <= 20, [r.getMessage()[:100] for r in records]
+
+
+BBMD_ACCEPT_FD_REGISTRATIONS = 413
+REGISTER = b"\x81\x05\x00\x06\x00\x3c"  # Register-Foreign-Device, TTL 60 s
+
+
+async def _bvlc_result(client: wire.WireClient) -> int:
+    """The result code of the next BVLC-Result the client receives."""
+    loop = asyncio.get_running_loop()
+    data = await asyncio.wait_for(loop.sock_recv(client.sock, 1500), 2.0)
+    assert data[:2] == b"\x81\x00", data.hex()
+    return int.from_bytes(data[4:6], "big")
+
+
+async def test_bbmd_accept_fd_registrations_is_writable_and_honoured(
+    make_core: Any, settings: Settings
+) -> None:
+    """In BBMD mode the property is writable and the BBMD follows it; elsewhere it is denied."""
+    peer = f"127.0.0.1/32:{free_port(socket.SOCK_DGRAM)}"
+    async with running_device(make_core, settings, bbmd_bdt=[peer]) as (_core, _face, client):
+        refuse = wire.write_property(
+            "network-port", 1, BBMD_ACCEPT_FD_REGISTRATIONS, b"\x10", None
+        )  # Boolean FALSE
+        assert (await client.ask(refuse)).kind == wire.SIMPLE_ACK
+        await client.send(REGISTER)
+        assert await _bvlc_result(client) == 0x0030  # Register-Foreign-Device NAK
+        accept = wire.write_property("network-port", 1, BBMD_ACCEPT_FD_REGISTRATIONS, b"\x11", None)
+        assert (await client.ask(accept)).kind == wire.SIMPLE_ACK
+        await client.send(REGISTER)
+        assert await _bvlc_result(client) == 0
+        wrong = wire.write_property(
+            "network-port", 1, BBMD_ACCEPT_FD_REGISTRATIONS, wire.real(1.0), None
+        )
+        assert (await client.ask(wrong)).error == (2, 9)  # property / invalid-data-type
+        other = wire.write_property("network-port", 1, wire.OBJECT_NAME, b"\x72\x00x", None)
+        assert (await client.ask(other)).error == (2, 40)  # write-access-denied
+    async with running_device(make_core, settings) as (_core, _face, client):
+        accept = wire.write_property("network-port", 1, BBMD_ACCEPT_FD_REGISTRATIONS, b"\x11", None)
+        assert (await client.ask(accept)).error == (2, 40)  # not a BBMD: write-access-denied
+
+
+async def test_bbmd_foreign_device_table_is_capped(
+    make_core: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_FOREIGN_DEVICES a new registration is NAKed; a registered device renews."""
+    monkeypatch.setattr(bacnet_device, "MAX_FOREIGN_DEVICES", 1)
+    peer = f"127.0.0.1/32:{free_port(socket.SOCK_DGRAM)}"
+    async with running_device(make_core, settings, bbmd_bdt=[peer]) as (_core, _face, first):
+        second = wire.WireClient(first.device[1])
+        try:
+            await first.send(REGISTER)
+            assert await _bvlc_result(first) == 0
+            await second.send(REGISTER)
+            assert await _bvlc_result(second) == 0x0030
+            await first.send(REGISTER)  # renewal
+            assert await _bvlc_result(first) == 0
+        finally:
+            second.close()
