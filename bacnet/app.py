@@ -76,10 +76,12 @@ MAX_COV_NOTIFY_FAILURES = 3
 # Per source address (B/IP: host and UDP port): each expensive request (ReadPropertyMultiple,
 # WritePropertyMultiple, a segmented response) and each refused one (answered Reject, Abort or
 # Error, or undecodable) spends a token (an expensive one more by its size, below); a source has
-# SOURCE_BURST tokens and regains SOURCE_RATE_PER_S a second, its host 5 times as many. While the
-# loop is busy (a callback ran BUSY_LAG_S late within the last second), a source or host without
-# a token has its datagrams dropped unread, so a flooding source cannot make the device deaf to
-# the others; on an idle device nobody is held back.
+# SOURCE_BURST tokens and regains SOURCE_RATE_PER_S a second, its host 5 times as many. While
+# another address is talking (within the last second), a source or host without a token has its
+# datagrams dropped unread, so a flooding source cannot make the device deaf to the others. A
+# source alone is held back only while the loop lags (a callback BUSY_LAG_S late within the last
+# second) and it has also spent as many tokens on refused requests alone: a lone client polling
+# flat out is never held back.
 SOURCE_RATE_PER_S = 20.0
 SOURCE_BURST = 60.0
 BUSY_LAG_S = 0.02
@@ -400,10 +402,10 @@ class OpenDsmServerSSM(ServerSSM):  # type: ignore[misc]
             return
         await super().confirmation(apdu)
 
-    def _spend(self) -> None:
+    def _spend(self, refused: bool = False) -> None:
         guard: SourceGuard | None = getattr(self.ssmSAP, "source_guard", None)
         if guard is not None:
-            guard.spend(*source_keys(self.pdu_address))
+            guard.spend(*source_keys(self.pdu_address), refused=refused)
 
     async def segmented_response_timeout(self) -> None:
         """No Segment-ACK in time: resend the window, then give up with an Abort tsm-timeout.
@@ -423,7 +425,7 @@ class OpenDsmServerSSM(ServerSSM):  # type: ignore[misc]
         _bad_packets.warning(
             "BACnet: segmented response to %s never acknowledged, aborted", self.pdu_address
         )
-        self._spend()
+        self._spend(refused=True)
         self.set_state(ABORTED)
         await self.response(AbortPDU(True, self.invokeID, AbortReason.tsmTimeout))
 
@@ -438,7 +440,7 @@ def install_server_ssm() -> None:
 
 
 def _undecodable(pdu: PDU, exc: Exception, guard: SourceGuard) -> None:
-    guard.spend(*source_keys(pdu.pduSource))
+    guard.spend(*source_keys(pdu.pduSource), refused=True)
     _bad_packets.warning(
         "BACnet: undecodable APDU from %s dropped (%s)", pdu.pduSource, type(exc).__name__
     )
@@ -522,12 +524,12 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         if isinstance(apdu, AbortPDU):
             apdu.apduSrv = True
         if isinstance(apdu, (ErrorPDU, RejectPDU, AbortPDU)):
-            self.source_guard.spend(*source_keys(apdu.pduDestination))
+            self.source_guard.spend(*source_keys(apdu.pduDestination), refused=True)
         await super().response(apdu)
 
     async def _refuse(self, apdu: APDU) -> None:
         """Send a Reject or Abort built by the screen, spending its source's budget."""
-        self.source_guard.spend(*source_keys(apdu.pduDestination))
+        self.source_guard.spend(*source_keys(apdu.pduDestination), refused=True)
         await self.asap.request(apdu)
 
     async def _confirmed_request(self, pdu: PDU) -> None:

@@ -63,9 +63,10 @@ class SourceGuard:
     Each source address (B/IP: host and UDP port) has a budget, and each host one ``host_factor``
     times larger, so many ports of one host cannot multiply it. A source over either budget is
     muted while there is someone to be fair to: another address sent a datagram within the last
-    ``hold_s``, or the event loop lagged by ``busy_lag_s`` or more within it (REST shares the
-    loop). A lone client may use an idle device flat out; a flooding one cannot make it deaf to
-    the others.
+    ``hold_s``. When it is alone, it is muted only if the event loop lagged by ``busy_lag_s`` or
+    more within ``hold_s`` (REST shares the loop) and it has also spent its separate budget of
+    refused requests: a lone client polling flat out is not held back, a lone flood of refused
+    requests is, before anyone else arrives to wait behind it.
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class SourceGuard:
     ) -> None:
         self.addresses = SourceBudget(rate_per_s, burst, clock)
         self.hosts = SourceBudget(rate_per_s * host_factor, burst * host_factor, clock)
+        self.refusals = SourceBudget(rate_per_s, burst, clock)
         self.busy_lag_s = busy_lag_s
         self.hold_s = hold_s
         self._clock = clock
@@ -96,10 +98,12 @@ class SourceGuard:
         """True while the loop lagged within the last ``hold_s``."""
         return self._lagged_at is not None and self._clock() - self._lagged_at < self.hold_s
 
-    def spend(self, host: str, address: str, cost: float = 1.0) -> None:
-        """Charge a request to its address and its host."""
+    def spend(self, host: str, address: str, cost: float = 1.0, refused: bool = False) -> None:
+        """Charge a request to its address and its host (and a refused one to its refusals)."""
         self.addresses.spend(address, cost)
         self.hosts.spend(host, cost)
+        if refused:
+            self.refusals.spend(address, cost)
 
     def _contended(self, address: str, now: float) -> bool:
         """Note ``address`` as sending now; True if another address sent within ``hold_s``."""
@@ -111,8 +115,8 @@ class SourceGuard:
         return bool(others)
 
     def muted(self, host: str, address: str) -> bool:
-        """True when ``address`` or its host is over budget and there is contention."""
+        """True when ``address`` or its host is over budget and someone else would wait."""
         contended = self._contended(address, self._clock())
         if not (self.addresses.muted(address) or self.hosts.muted(host)):
             return False
-        return contended or self.busy
+        return contended or (self.busy and self.refusals.muted(address))

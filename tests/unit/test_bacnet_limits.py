@@ -65,19 +65,26 @@ def test_sources_tracked_are_bounded() -> None:
 def test_the_guard_mutes_only_under_contention() -> None:
     clock = Clock()
     guard = SourceGuard(rate_per_s=1.0, burst=2.0, busy_lag_s=0.02, hold_s=1.0, clock=clock)
-    flooder, other = ("10.0.0.1", "10.0.0.1:47808"), ("10.0.0.2", "10.0.0.2:47808")
+    poller, flooder = ("10.0.0.1", "10.0.0.1:47808"), ("10.0.0.4", "10.0.0.4:47808")
+    other = ("10.0.0.2", "10.0.0.2:47808")
     for _ in range(3):
-        guard.spend(*flooder)
-    assert not guard.muted(*flooder), "alone on an idle device: nobody is held back"
+        guard.spend(*poller)  # expensive requests, all answered
+    assert not guard.muted(*poller), "alone on an idle device: nobody is held back"
     guard.note_lag(0.005)
-    assert not guard.busy and not guard.muted(*flooder)
+    assert not guard.busy and not guard.muted(*poller)
     guard.note_lag(0.03)  # the loop lagged (REST waits too)
-    assert guard.busy and guard.muted(*flooder)
+    assert guard.busy
+    assert not guard.muted(*poller), "a lone client polling flat out is not held back"
+    clock.now += 2.0  # quiet; the poller's budget refilled
+    guard.note_lag(0.03)
+    for _ in range(3):
+        guard.spend(*flooder, refused=True)
+    assert guard.muted(*flooder), "a lone flood of refused requests on a lagging loop is"
     clock.now += 1.0  # no lag for a second, nobody else
     assert not guard.busy and not guard.muted(*flooder)
     assert not guard.muted(*other), "another address, within its budget, is served"
     assert guard.muted(*flooder), "someone else is talking: the flooder waits its turn"
-    assert not guard.muted("10.0.0.1", "10.0.0.1:47809"), "another port of the host is served"
+    assert not guard.muted("10.0.0.4", "10.0.0.4:47809"), "another port of the host is served"
     clock.now += 1.5  # the others went quiet and the budget refilled
     assert not guard.muted(*flooder)
 
@@ -88,5 +95,5 @@ def test_many_ports_of_one_host_share_the_host_budget() -> None:
     guard.note_lag(1.0)
     for port in range(6):  # 6 ports x 1 token: within each port's 2, the host's 6 spent
         guard.spend("10.0.0.1", f"10.0.0.1:{port}")
+    assert not guard.muted("10.0.0.3", "10.0.0.3:1")  # another host is talking
     assert guard.muted("10.0.0.1", "10.0.0.1:99"), "the host is over its budget"
-    assert not guard.muted("10.0.0.3", "10.0.0.3:1")
