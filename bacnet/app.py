@@ -454,6 +454,7 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         self._expensive = asyncio.Semaphore(1)
         self._waiting = 0
         self._decoding = asyncio.Lock()
+        self._decode_waiting = 0
         self._expansions: dict[tuple[Any, int], list[str]] = {}
         self.source_guard = SourceGuard(SOURCE_RATE_PER_S, SOURCE_BURST, busy_lag_s=BUSY_LAG_S)
         self._lag_probe: asyncio.TimerHandle | None = None
@@ -584,14 +585,24 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
             )
             await self._reject(apdu, RejectReason.unrecognizedService)
             return None
+        expensive = name in ("readPropertyMultiple", "writePropertyMultiple")
+        if expensive and self._decode_waiting >= MAX_QUEUED_EXPENSIVE:
+            # As many wait to be decoded as may wait to run: refuse now, not after a backlog.
+            _bad_packets.warning("BACnet: expensive request refused, %d waiting", self._waiting)
+            await self._refuse(AbortPDU(srv=True, reason=AbortReason.outOfResources, context=apdu))
+            return None
         try:
-            if name not in ("readPropertyMultiple", "writePropertyMultiple"):
+            if not expensive:
                 return APCISequence.decode(apdu)
             # Decoding 256 references holds the loop for 15-45 ms: one such decode per turn of
             # the loop, so requests from other sources are served between them.
-            async with self._decoding:
-                decoded = APCISequence.decode(apdu)
-                await asyncio.sleep(0)
+            self._decode_waiting += 1
+            try:
+                async with self._decoding:
+                    decoded = APCISequence.decode(apdu)
+                    await asyncio.sleep(0)
+            finally:
+                self._decode_waiting -= 1
             return decoded
         except Exception as exc:
             _bad_packets.warning(
