@@ -86,6 +86,8 @@ SOURCE_RATE_PER_S = 20.0
 SOURCE_BURST = 60.0
 BUSY_LAG_S = 0.02
 LAG_PROBE_S = 0.05
+# Datagrams read per wake-up of the UDP socket beyond asyncio's one.
+DRAIN_PER_WAKEUP = 64
 # The UDP socket's receive buffer (the kernel caps it at net.core.rmem_max).
 RECEIVE_BUFFER_BYTES = 2 * 1024 * 1024
 # An expensive request spends one token more per this many property reads (ReadPropertyMultiple)
@@ -334,6 +336,8 @@ class GuardedDatagramProtocol(ipv4.IPv4DatagramProtocol):  # type: ignore[misc]
     at it; a source over its budget costs a dictionary look-up here instead.
     """
 
+    _drain: socket.socket | None = None
+
     def connection_made(self, transport: Any) -> None:
         """As bacpypes3, with a receive buffer that absorbs a flood while the loop is busy."""
         super().connection_made(transport)
@@ -343,13 +347,39 @@ class GuardedDatagramProtocol(ipv4.IPv4DatagramProtocol):  # type: ignore[misc]
             # the kernel then drops every source's datagrams alike; the kernel caps this at
             # net.core.rmem_max.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+            self._drain = sock.dup()  # the same queue, read past asyncio's one per loop turn
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Close the draining socket too."""
+        if self._drain is not None:
+            self._drain.close()
+            self._drain = None
+        super().connection_lost(exc)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        """Hand the datagram on unless its source is muted."""
+        """Hand the datagram on unless its source is muted; then drain what else is queued.
+
+        asyncio reads one datagram per turn of the loop: while a turn is long (an expensive
+        request is running), a flood queues thousands ahead of another source's request. So
+        each wake-up also reads up to DRAIN_PER_WAKEUP more, dropping the muted ones at once.
+        """
         guard: SourceGuard | None = getattr(self.server, "source_guard", None)
-        if guard is not None and _muted(guard, addr[0], f"{addr[0]}:{addr[1]}"):
+        if guard is None:
+            super().datagram_received(data, addr)
             return
-        super().datagram_received(data, addr)
+        if not _muted(guard, addr[0], f"{addr[0]}:{addr[1]}"):
+            super().datagram_received(data, addr)
+        for _ in range(DRAIN_PER_WAKEUP):
+            if self._drain is None:
+                return
+            try:
+                data, addr = self._drain.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if not _muted(guard, addr[0], f"{addr[0]}:{addr[1]}"):
+                super().datagram_received(data, addr)
 
 
 # A segmented ComplexACK's header: type/flags, invoke id, sequence number, window size, service.
