@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from bacpypes3 import appservice
+from bacpypes3 import appservice, ipv4
 from bacpypes3.apdu import (
     APDU,
     AbortPDU,
@@ -18,6 +19,7 @@ from bacpypes3.apdu import (
     APCISequence,
     ComplexAckPDU,
     ConfirmedRequestPDU,
+    ErrorPDU,
     ReadPropertyMultipleACK,
     RejectPDU,
     RejectReason,
@@ -25,7 +27,7 @@ from bacpypes3.apdu import (
     WritePropertyMultipleError,
 )
 from bacpypes3.app import Application
-from bacpypes3.appservice import ServerSSM
+from bacpypes3.appservice import ABORTED, ServerSSM
 from bacpypes3.basetypes import (
     ErrorType,
     ObjectPropertyReference,
@@ -37,6 +39,7 @@ from bacpypes3.basetypes import (
 from bacpypes3.constructeddata import Array
 from bacpypes3.errors import (
     ExecutionError,
+    MissingRequiredParameter,
     ObjectError,
     OutOfResources,
     UnrecognizedService,
@@ -45,6 +48,7 @@ from bacpypes3.pdu import PDU
 from bacpypes3.primitivedata import ObjectIdentifier, ObjectType, Unsigned
 from bacpypes3.service.object import read_property_to_result_element
 
+from bacnet.limits import SourceGuard
 from core.logs import RateLimitedLogger
 
 log = logging.getLogger(__name__)
@@ -59,10 +63,37 @@ MAX_RPM_PROPERTIES = 256
 MAX_QUEUED_EXPENSIVE = 4
 # A ReadPropertyMultiple yields the event loop after this many property reads.
 READS_PER_YIELD = 16
-# COV subscriptions held at once, in total and per subscriber address; a new subscription
-# beyond either answers Error resources/no-space-to-add-list-element (renewals always succeed).
+# COV subscriptions held at once, in total and per source (an IP host, whatever its UDP ports);
+# a new subscription beyond either answers Error resources/no-space-to-add-list-element (renewals
+# always succeed). 8 hosts are needed to fill the device.
 MAX_COV_SUBSCRIPTIONS = 64
-MAX_COV_PER_ADDRESS = 16
+MAX_COV_PER_SOURCE = 8
+# A subscription's lifetime is 1..MAX_COV_LIFETIME_S seconds; indefinite (0 or absent) or longer
+# answers Error services/parameter-out-of-range, so a subscriber that goes away frees its slots.
+MAX_COV_LIFETIME_S = 3600
+# A confirmed subscription whose notifications fail this many times in a row is cancelled.
+MAX_COV_NOTIFY_FAILURES = 3
+# Per source address (B/IP: host and UDP port): each expensive request (ReadPropertyMultiple,
+# WritePropertyMultiple, a segmented response) and each refused one (answered Reject, Abort or
+# Error, or undecodable) spends a token (an expensive one more by its size, below); a source has
+# SOURCE_BURST tokens and regains SOURCE_RATE_PER_S a second, its host 5 times as many. While
+# another address is talking (within the last second), a source or host without a token has its
+# datagrams dropped unread, so a flooding source cannot make the device deaf to the others. A
+# source alone is held back only while the loop lags (a callback BUSY_LAG_S late within the last
+# second) and it has also spent as many tokens on refused requests alone: a lone client polling
+# flat out is never held back.
+SOURCE_RATE_PER_S = 20.0
+SOURCE_BURST = 60.0
+BUSY_LAG_S = 0.02
+LAG_PROBE_S = 0.05
+# Datagrams read per wake-up of the UDP socket beyond asyncio's one.
+DRAIN_PER_WAKEUP = 64
+# The UDP socket's receive buffer (the kernel caps it at net.core.rmem_max).
+RECEIVE_BUFFER_BYTES = 2 * 1024 * 1024
+# An expensive request spends one token more per this many property reads (ReadPropertyMultiple)
+# or octets of parameters (WritePropertyMultiple, about 10 per write): 256 reads spend 17.
+READS_PER_TOKEN = 16
+WPM_OCTETS_PER_TOKEN = 160
 
 WILDCARD_DEVICE = 4194303
 # Confirmed services this device executes (ConfirmedServiceChoice names); any other confirmed
@@ -78,7 +109,8 @@ CONFIRMED_EXECUTED = frozenset(
         "removeListElement",
     }
 )
-# The protocol-services-supported names of what the device executes or initiates.
+# The protocol-services-supported names of the services this device executes (clause 12.11.29:
+# a service it only initiates, I-Am, I-Have and the COV notifications, is not set).
 SERVICES_SUPPORTED = (
     "readProperty",
     "readPropertyMultiple",
@@ -87,12 +119,8 @@ SERVICES_SUPPORTED = (
     "subscribeCOV",
     "addListElement",
     "removeListElement",
-    "confirmedCOVNotification",
-    "unconfirmedCOVNotification",
     "whoIs",
-    "iAm",
     "whoHas",
-    "iHave",
 )
 _CONFIRMED_CHOICES = {
     0: "acknowledgeAlarm",
@@ -122,9 +150,40 @@ _CONFIRMED_CHOICES = {
 _ALL_KINDS = (PropertyIdentifier.all, PropertyIdentifier.required, PropertyIdentifier.optional)
 
 
+# Properties clause 12 requires of these object types (always, or in the case this device is in:
+# commandable, COV executed, segmentation supported, B/IP, BBMD, foreign device) that bacpypes3's
+# classes leave out of their required list; REQUIRED returns them when present.
+EXTRA_REQUIRED: dict[str, frozenset[str]] = {
+    "device": frozenset({"maxSegmentsAccepted", "apduSegmentTimeout", "activeCovSubscriptions"}),
+    "analog-value": frozenset(
+        {"priorityArray", "relinquishDefault", "currentCommandPriority", "covIncrement"}
+    ),
+    "binary-value": frozenset({"priorityArray", "relinquishDefault", "currentCommandPriority"}),
+    "network-port": frozenset(
+        {
+            "networkNumber",
+            "networkNumberQuality",
+            "apduLength",
+            "macAddress",
+            "bacnetIPMode",
+            "ipAddress",
+            "bacnetIPUDPPort",
+            "ipSubnetMask",
+            "ipDefaultGateway",
+            "ipDNSServer",
+            "bbmdAcceptFDRegistrations",
+            "bbmdBroadcastDistributionTable",
+            "bbmdForeignDeviceTable",
+            "fdBBMDAddress",
+            "fdSubscriptionLifetime",
+        }
+    ),
+}
+
+
 def expand_properties(obj: Any, which: PropertyIdentifier) -> list[str]:
     """The property names an all/required/optional reference reads on ``obj`` (present ones)."""
-    required: set[str] = set()
+    required: set[str] = set(EXTRA_REQUIRED.get(str(obj.objectIdentifier[0]), ()))
     for cls in reversed(type(obj).__mro__):
         required |= set(getattr(cls, "_required", ()))
     present = [
@@ -153,11 +212,11 @@ def _tag(data: bytes, at: int) -> tuple[int, int, int, int]:
     return number, context, lvt, at
 
 
-def rpm_reference_count(data: bytes, defined: Callable[[int], int]) -> int | None:
+def rpm_reference_count(data: bytes, defined: Callable[[int, int], int]) -> int | None:
     """Property reads a ReadPropertyMultiple's parameters ask for, from the raw octets.
 
-    all/required/optional count as ``defined(object id)`` reads. None when the octets are not a
-    well-formed request (bacpypes3 then decodes and rejects it).
+    all/required/optional count as ``defined(object id, property id)`` reads. None when the octets
+    are not a well-formed request (bacpypes3 then decodes and rejects it).
     """
     try:
         at, total, end = 0, 0, len(data)
@@ -181,7 +240,7 @@ def rpm_reference_count(data: bytes, defined: Callable[[int], int]) -> int | Non
                 if at < end and data[at] >> 4 == 1 and data[at] & 0x0F in (9, 10, 11, 12):
                     _number, _context, length, at = _tag(data, at)
                     at += length
-                total += defined(object_id) if prop in (8, 80, 105) else 1
+                total += defined(object_id, prop) if prop in (8, 80, 105) else 1
             at += 1
         return total if at == end else None
     except IndexError:
@@ -244,6 +303,89 @@ def guard_bacpypes3_logs() -> None:
             logger.addFilter(_LOG_FILTER)
 
 
+def source_key(address: Any) -> str:
+    """The source a COV cap counts: the IP host of a B/IP address, else the address."""
+    host = getattr(address, "addrTuple", None)
+    return str(host[0]) if host else str(address)
+
+
+def source_keys(address: Any) -> tuple[str, str]:
+    """(host, address) a budget charges: IP and IP:port of a B/IP address, else the address."""
+    pair = getattr(address, "addrTuple", None)
+    if not pair:
+        return str(address), str(address)
+    return str(pair[0]), f"{pair[0]}:{pair[1]}"
+
+
+_muted_log = RateLimitedLogger(log, interval_s=60.0)
+
+
+def _muted(guard: SourceGuard, host: str, address: str) -> bool:
+    if not guard.muted(host, address):
+        return False
+    _muted_log.warning(
+        "BACnet: requests from %s dropped while others wait: over its budget of %g "
+        "expensive or refused requests a second",
+        address,
+        guard.addresses.rate_per_s,
+        key="muted",  # one line a minute whatever the number of sources
+    )
+    return True
+
+
+class GuardedDatagramProtocol(ipv4.IPv4DatagramProtocol):  # type: ignore[misc]
+    """bacpypes3's UDP protocol, dropping a muted source's datagrams before anything is decoded.
+
+    bacpypes3 builds a PDU, an address and a task for every datagram before any layer can look
+    at it; a source over its budget costs a dictionary look-up here instead.
+    """
+
+    _drain: socket.socket | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        """As bacpypes3, with a receive buffer that absorbs a flood while the loop is busy."""
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and getattr(self.server, "source_guard", None) is not None:
+            # The default (208 kB, ~90 datagrams on loopback) overflows in 0.2 s at 400/s, and
+            # the kernel then drops every source's datagrams alike; the kernel caps this at
+            # net.core.rmem_max.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+            self._drain = sock.dup()  # the same queue, read past asyncio's one per loop turn
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Close the draining socket too."""
+        if self._drain is not None:
+            self._drain.close()
+            self._drain = None
+        super().connection_lost(exc)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Hand the datagram on unless its source is muted; then drain what else is queued.
+
+        asyncio reads one datagram per turn of the loop: while a turn is long (an expensive
+        request is running), a flood queues thousands ahead of another source's request. So
+        each wake-up also reads up to DRAIN_PER_WAKEUP more, dropping the muted ones at once.
+        """
+        guard: SourceGuard | None = getattr(self.server, "source_guard", None)
+        if guard is None:
+            super().datagram_received(data, addr)
+            return
+        if not _muted(guard, addr[0], f"{addr[0]}:{addr[1]}"):
+            super().datagram_received(data, addr)
+        for _ in range(DRAIN_PER_WAKEUP):
+            if self._drain is None:
+                return
+            try:
+                data, addr = self._drain.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if not _muted(guard, addr[0], f"{addr[0]}:{addr[1]}"):
+                super().datagram_received(data, addr)
+
+
 # A segmented ComplexACK's header: type/flags, invoke id, sequence number, window size, service.
 SEGMENTED_ACK_HEADER = 5
 
@@ -259,9 +401,24 @@ class OpenDsmServerSSM(ServerSSM):  # type: ignore[misc]
 
     async def request(self, apdu: Any) -> None:
         """Hand a request to the application, decoding its parameters only if not done yet."""
-        if not isinstance(apdu, APCISequence):
-            await super().request(apdu)  # a reassembled segmented request, or an Abort
+        if isinstance(apdu, AbortPDU):
+            await super().request(apdu)
             return
+        if not isinstance(apdu, APCISequence):  # a reassembled segmented request
+            try:
+                apdu = APCISequence.decode(apdu)
+            except Exception as exc:
+                # bacpypes3 hands its Abort for an undecodable request to the application, so
+                # the client was never answered: Reject it as an unsegmented one is.
+                _bad_packets.warning(
+                    "BACnet: malformed segmented request from %s rejected (%s)",
+                    self.pdu_address,
+                    type(exc).__name__,
+                )
+                await self.confirmation(
+                    RejectPDU(reason=RejectReason.invalidTag, context=self.segmentAPDU)
+                )
+                return
         apdu.pduSource = self.pdu_address
         apdu.pduDestination = None
         await self.ssmSAP.sap_request(apdu)
@@ -269,7 +426,8 @@ class OpenDsmServerSSM(ServerSSM):  # type: ignore[misc]
     async def confirmation(self, apdu: Any) -> None:
         """Segment a ComplexACK into pieces that fit the client's max-APDU with the header."""
         limit: int | None = getattr(self, "maxApduLengthAccepted", None)
-        if apdu.apduType == ComplexAckPDU.pduType and limit:
+        if apdu.apduType == ComplexAckPDU.pduType and limit and len(apdu.pduData) > limit:
+            self._spend()  # a segmented response is an expensive request
             self.maxApduLengthAccepted = limit - SEGMENTED_ACK_HEADER
             try:
                 await super().confirmation(apdu)
@@ -278,13 +436,45 @@ class OpenDsmServerSSM(ServerSSM):  # type: ignore[misc]
             return
         await super().confirmation(apdu)
 
+    def _spend(self, refused: bool = False) -> None:
+        guard: SourceGuard | None = getattr(self.ssmSAP, "source_guard", None)
+        if guard is not None:
+            guard.spend(*source_keys(self.pdu_address), refused=refused)
+
+    async def segmented_response_timeout(self) -> None:
+        """No Segment-ACK in time: resend the window, then give up with an Abort tsm-timeout.
+
+        bacpypes3 resends with ``fill_window``, which asserts a window size that only a Segment-ACK
+        sets: a client that never acknowledges the first segment raised AssertionError on every
+        timeout (a logged traceback each, no retransmission, no Abort).
+        """
+        if self.segmentRetryCount < self.numberOfApduRetries:
+            self.segmentRetryCount += 1
+            self.start_timer(self.segmentTimeout)
+            if self.actualWindowSize:
+                await self.fill_window(self.initialSequenceNumber)
+            else:  # no Segment-ACK yet: the first segment is the whole window
+                await self.response(self.get_segment(0))
+            return
+        _bad_packets.warning(
+            "BACnet: segmented response to %s never acknowledged, aborted", self.pdu_address
+        )
+        self._spend(refused=True)
+        self.set_state(ABORTED)
+        await self.response(AbortPDU(True, self.invokeID, AbortReason.tsmTimeout))
+
 
 def install_server_ssm() -> None:
-    """Make bacpypes3's access point build OpenDsmServerSSM transactions (process-wide)."""
+    """Make bacpypes3 build OpenDsmServerSSM transactions and guarded UDP protocols.
+
+    Process-wide; a UDP server without a ``source_guard`` (another application) is unchanged.
+    """
     appservice.ServerSSM = OpenDsmServerSSM
+    ipv4.IPv4DatagramProtocol = GuardedDatagramProtocol
 
 
-def _undecodable(pdu: PDU, exc: Exception) -> None:
+def _undecodable(pdu: PDU, exc: Exception, guard: SourceGuard) -> None:
+    guard.spend(*source_keys(pdu.pduSource), refused=True)
     _bad_packets.warning(
         "BACnet: undecodable APDU from %s dropped (%s)", pdu.pduSource, type(exc).__name__
     )
@@ -297,6 +487,11 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._expensive = asyncio.Semaphore(1)
         self._waiting = 0
+        self._decoding = asyncio.Lock()
+        self._decode_waiting = 0
+        self._expansions: dict[tuple[Any, int], list[str]] = {}
+        self.source_guard = SourceGuard(SOURCE_RATE_PER_S, SOURCE_BURST, busy_lag_s=BUSY_LAG_S)
+        self._lag_probe: asyncio.TimerHandle | None = None
 
     @classmethod
     def from_object_list(cls, objects: list[Any], **kwargs: Any) -> OpenDsmApplication:
@@ -304,10 +499,19 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         app: OpenDsmApplication = super().from_object_list(objects, **kwargs)
         guard_bacpypes3_logs()
         install_server_ssm()
+        for link in app.link_layers.values():
+            server = getattr(link, "server", None)
+            if server is not None:
+                server.source_guard = app.source_guard
+        app.asap.source_guard = app.source_guard
+        app._probe_lag(asyncio.get_running_loop().time())
         original = app.asap.confirmation
 
         async def confirmation(pdu: PDU) -> None:
             data = pdu.pduData
+            # A request forwarded by a BBMD came from another host than the datagram.
+            if _muted(app.source_guard, *source_keys(pdu.pduSource)):
+                return
             if (
                 data
                 and data[0] >> 4 == ConfirmedRequestPDU.pduType
@@ -323,14 +527,45 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
             try:
                 APDU.decode(copy)
             except Exception as exc:
-                _undecodable(pdu, exc)
+                _undecodable(pdu, exc, app.source_guard)
                 return
             await original(pdu)
 
         app.asap.confirmation = confirmation
         return app
 
+    def _probe_lag(self, expected: float) -> None:
+        """Every LAG_PROBE_S, tell the source guard how late the loop ran this callback."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self.source_guard.note_lag(now - expected)
+        self._lag_probe = loop.call_later(LAG_PROBE_S, self._probe_lag, now + LAG_PROBE_S)
+
+    def close(self) -> None:
+        """Stop the lag probe, then close as bacpypes3 does."""
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
+            self._lag_probe = None
+        super().close()
+
     # ---- every confirmed request answered -------------------------------------------------
+
+    async def response(self, apdu: APDU) -> None:
+        """Send a response; an Abort from this server carries SRV (clause 20.1.9.3).
+
+        bacpypes3 builds the Abort for an AbortException raised in a handler without ``srv``,
+        so the client never matches it to its request (it times out instead).
+        """
+        if isinstance(apdu, AbortPDU):
+            apdu.apduSrv = True
+        if isinstance(apdu, (ErrorPDU, RejectPDU, AbortPDU)):
+            self.source_guard.spend(*source_keys(apdu.pduDestination), refused=True)
+        await super().response(apdu)
+
+    async def _refuse(self, apdu: APDU) -> None:
+        """Send a Reject or Abort built by the screen, spending its source's budget."""
+        self.source_guard.spend(*source_keys(apdu.pduDestination), refused=True)
+        await self.asap.request(apdu)
 
     async def _confirmed_request(self, pdu: PDU) -> None:
         """A confirmed request, decoded once: screened, then run by its server transaction.
@@ -341,7 +576,7 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         try:
             apdu = APDU.decode(pdu)
         except Exception as exc:
-            _undecodable(pdu, exc)
+            _undecodable(pdu, exc, self.source_guard)
             return
         if not apdu.apduSeg:  # segments go to their transaction, which decodes the whole
             apdu = await self._screen(apdu)
@@ -361,26 +596,48 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
     async def _screen(self, apdu: Any) -> Any:
         """The decoded request, or None when it was answered here (Reject or Abort)."""
         name = _CONFIRMED_CHOICES.get(apdu.apduService)
+        source = source_keys(apdu.pduSource)
+        if name == "writePropertyMultiple":
+            self.source_guard.spend(*source, 1 + len(apdu.pduData) / WPM_OCTETS_PER_TOKEN)
         if name == "readPropertyMultiple":
-            references = rpm_reference_count(bytes(apdu.pduData), self._defined_properties)
+            references = rpm_reference_count(bytes(apdu.pduData), self._expanded_count)
             if references is not None and references > MAX_RPM_PROPERTIES:
                 # Refused before it is decoded: decoding 150 references costs ~10 ms.
                 _bad_packets.warning(
                     "BACnet: ReadPropertyMultiple over %d properties aborted",
                     MAX_RPM_PROPERTIES,
                 )
-                await self.asap.request(
+                await self._refuse(
                     AbortPDU(srv=True, reason=AbortReason.outOfResources, context=apdu)
                 )
                 return None
+            # Refused above for the price of a refusal; admitted, for the reads it will make.
+            self.source_guard.spend(*source, 1 + (references or 0) / READS_PER_TOKEN)
         if name not in CONFIRMED_EXECUTED:
             _bad_packets.warning(
                 "BACnet: unexecuted confirmed service %s rejected", apdu.apduService
             )
             await self._reject(apdu, RejectReason.unrecognizedService)
             return None
+        expensive = name in ("readPropertyMultiple", "writePropertyMultiple")
+        if expensive and self._decode_waiting >= MAX_QUEUED_EXPENSIVE:
+            # As many wait to be decoded as may wait to run: refuse now, not after a backlog.
+            _bad_packets.warning("BACnet: expensive request refused, %d waiting", self._waiting)
+            await self._refuse(AbortPDU(srv=True, reason=AbortReason.outOfResources, context=apdu))
+            return None
         try:
-            return APCISequence.decode(apdu)
+            if not expensive:
+                return APCISequence.decode(apdu)
+            # Decoding 256 references holds the loop for 15-45 ms: one such decode per turn of
+            # the loop, so requests from other sources are served between them.
+            self._decode_waiting += 1
+            try:
+                async with self._decoding:
+                    decoded = APCISequence.decode(apdu)
+                    await asyncio.sleep(0)
+            finally:
+                self._decode_waiting -= 1
+            return decoded
         except Exception as exc:
             _bad_packets.warning(
                 "BACnet: malformed %s request from %s rejected (%s)",
@@ -391,14 +648,22 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
             await self._reject(apdu, RejectReason.invalidTag)
             return None
 
-    def _defined_properties(self, object_id: int) -> int:
-        """How many properties an all/required/optional reference may read on an object."""
-        obj = self.get_object_id(self._resolve(ObjectIdentifier(object_id)))
-        return 1 if obj is None else len(obj._elements)
+    def _expand(self, object_id: Any, obj: Any, which: Any) -> list[str]:
+        """expand_properties, once per object and kind (getattr_static costs ~0.1 ms a name)."""
+        key = (object_id, int(which))
+        names = self._expansions.get(key)
+        if names is None:
+            names = self._expansions[key] = expand_properties(obj, PropertyIdentifier(int(which)))
+        return names
+
+    def _expanded_count(self, object_id: int, which: int) -> int:
+        """How many properties an all/required/optional reference reads on an object."""
+        resolved = self._resolve(ObjectIdentifier(object_id))
+        obj = self.get_object_id(resolved)
+        return 1 if obj is None else len(self._expand(resolved, obj, which))
 
     async def _reject(self, apdu: APDU, reason: Any) -> None:
-        reject = RejectPDU(reason=reason, context=apdu)
-        await self.asap.request(reject)
+        await self._refuse(RejectPDU(reason=reason, context=apdu))
 
     async def do_ReadRangeRequest(self, apdu: Any) -> None:
         """Not executed (not claimed): Reject unrecognized-service."""
@@ -411,14 +676,19 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
     # ---- reads ----------------------------------------------------------------------------
 
     def _resolve(self, object_identifier: Any) -> Any:
-        # bacpypes3 compares with ("device", 4194303), which an ObjectIdentifier never equals.
+        """The object an identifier names: instance 4194303 of device or network-port is ours.
+
+        bacpypes3 compares with ("device", 4194303), which an ObjectIdentifier never equals, and
+        has no network-port wildcard (clause 12.56.1: the port the request came through; this
+        device has one).
+        """
         object_identifier = ObjectIdentifier(object_identifier)
-        if (
-            object_identifier[0] == ObjectType.device
-            and object_identifier[1] == WILDCARD_DEVICE
-            and self.device_object is not None
-        ):
+        if object_identifier[1] != WILDCARD_DEVICE:
+            return object_identifier
+        if object_identifier[0] == ObjectType.device and self.device_object is not None:
             return self.device_object.objectIdentifier
+        if object_identifier[0] == ObjectType.networkPort and self.link_layers:
+            return next(iter(self.link_layers))
         return object_identifier
 
     async def do_ReadPropertyRequest(self, apdu: Any) -> None:
@@ -440,8 +710,6 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         """ReadPropertyMultiple with at most MAX_RPM_PROPERTIES reads, yielding the loop."""
         plan: list[tuple[Any, Any, list[tuple[Any, Any, bool]]]] = []
         count = 0
-        # inspect.getattr_static costs ~0.1 ms: expand each object's all/required/optional once.
-        expanded: dict[tuple[Any, int], list[str]] = {}
         for spec in apdu.listOfReadAccessSpecs:
             object_id = self._resolve(spec.objectIdentifier)
             obj = self.get_object_id(object_id)
@@ -449,10 +717,7 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
             for ref in spec.listOfPropertyReferences:
                 pid = ref.propertyIdentifier
                 if obj is not None and pid in _ALL_KINDS:
-                    key = (object_id, int(pid))
-                    if key not in expanded:
-                        expanded[key] = expand_properties(obj, pid)
-                    refs.extend((n, None, True) for n in expanded[key])
+                    refs.extend((n, None, True) for n in self._expand(object_id, obj, pid))
                 else:
                     refs.append((pid, ref.propertyArrayIndex, False))
                 if count + len(refs) > MAX_RPM_PROPERTIES:
@@ -509,8 +774,13 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         if property_type is None:
             raise ExecutionError(errorClass="property", errorCode="unknownProperty")
         name = PropertyIdentifier(pid).attr if isinstance(pid, int) else str(pid)
-        writable = getattr(obj, "WRITABLE", ("presentValue",))  # Calendar: date-list
-        if name not in writable or not getattr(obj, "_writer", None):
+        if hasattr(obj, "WRITABLE"):  # Calendar: date-list, through the core's calendar keeper
+            writable = name in obj.WRITABLE and bool(getattr(obj, "_writer", None))
+        else:  # network-port's writable settings; a point's present-value with its writer
+            writable = name in getattr(obj, "network_writable", ()) or (
+                name == "presentValue" and bool(getattr(obj, "_writer", None))
+            )
+        if not writable:
             raise ExecutionError(errorClass="property", errorCode="writeAccessDenied")
         if issubclass(property_type, Array) and index is not None:
             property_type = Unsigned if index == 0 else property_type._subtype
@@ -596,12 +866,18 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         ]
 
     async def do_SubscribeCOVRequest(self, apdu: Any) -> None:
-        """SubscribeCOV with bounded subscriptions and the standard errors."""
+        """SubscribeCOV with bounded subscriptions and lifetimes and the standard errors."""
         cancel = apdu.issueConfirmedNotifications is None and apdu.lifetime is None
         obj = self.get_object_id(apdu.monitoredObjectIdentifier)
         if obj is not None and getattr(obj, "_cov_criteria", None) is None and not cancel:
             raise ExecutionError(errorClass="object", errorCode="optionalFunctionalityNotSupported")
         if obj is not None and not cancel:
+            if apdu.issueConfirmedNotifications is None:  # a lifetime without it (13.14.1.1.4)
+                raise MissingRequiredParameter()
+            # No lifetime means indefinite, as 0 does (bacpypes3 compared None with 0 and
+            # answered operational-problem): neither is accepted, nor one over the cap.
+            if apdu.lifetime is None or not 1 <= apdu.lifetime <= MAX_COV_LIFETIME_S:
+                raise ExecutionError(errorClass="services", errorCode="parameterOutOfRange")
             live = self.cov_subscriptions()
             renewal = any(
                 cov.client_addr == apdu.pduSource
@@ -609,19 +885,43 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
                 and cov.obj_id == apdu.monitoredObjectIdentifier
                 for cov in live
             )
-            per_address = Counter(cov.client_addr for cov in live)
+            source = source_key(apdu.pduSource)
+            from_source = Counter(source_key(cov.client_addr) for cov in live)[source]
             if not renewal and (
-                len(live) >= MAX_COV_SUBSCRIPTIONS
-                or per_address[apdu.pduSource] >= MAX_COV_PER_ADDRESS
+                len(live) >= MAX_COV_SUBSCRIPTIONS or from_source >= MAX_COV_PER_SOURCE
             ):
                 _bad_packets.warning(
                     "BACnet: COV subscription from %s refused (%d held, %d from it)",
                     apdu.pduSource,
                     len(live),
-                    per_address[apdu.pduSource],
+                    from_source,
                 )
                 raise ExecutionError(errorClass="resources", errorCode="noSpaceToAddListElement")
         await super().do_SubscribeCOVRequest(apdu)
+
+    def cov_confirmation(self, cov: Any, future: Any) -> None:
+        """A confirmed notification's outcome; a subscriber failing repeatedly is cancelled.
+
+        bacpypes3 calls ``future.result()`` here, so every notification that was not
+        acknowledged logged an ERROR traceback ("Exception in callback").
+        """
+        if future.cancelled():
+            return
+        if future.exception() is None:
+            cov.open_dsm_failures = 0
+            return
+        failures = getattr(cov, "open_dsm_failures", 0) + 1
+        cov.open_dsm_failures = failures
+        _bad_packets.warning(
+            "BACnet: confirmed COV notification to %s not acknowledged", cov.client_addr
+        )
+        if failures >= MAX_COV_NOTIFY_FAILURES and any(c is cov for c in self.cov_subscriptions()):
+            _bad_packets.warning(
+                "BACnet: COV subscription of %s cancelled after %d unacknowledged notifications",
+                cov.client_addr,
+                failures,
+            )
+            self.cancel_subscription(cov)
 
 
 async def _read_element(obj: Any, pid: Any, index: Any) -> Any:

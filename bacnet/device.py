@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bacpypes3.basetypes import (
@@ -19,6 +23,7 @@ from bacpypes3.basetypes import (
     FDTEntry,
     HostNPort,
     IPMode,
+    IPv4OctetString,
     ListOfCOVSubscription,
     ListOfFDTEntry,
     ObjectPropertyReference,
@@ -41,7 +46,15 @@ from bacpypes3.pdu import Address, IPv4Address
 from bacpypes3.primitivedata import Null, Real
 
 from bacnet.app import SERVICES_SUPPORTED, OpenDsmApplication
-from bacnet.points import DATABASE_REVISION, POINTS, ObjectType, PointSpec, present_value_limits
+from bacnet.points import (
+    DATABASE_REVISION,
+    NETWORK_PORT_INSTANCE,
+    NETWORK_PORT_NAME,
+    POINTS,
+    ObjectType,
+    PointSpec,
+    present_value_limits,
+)
 from core.commands import DEFAULT_PRIORITY, CommandState
 from core.config import Settings
 from core.errors import CommandConflict, InvalidReading, InvalidRequest, StorageUnavailable
@@ -52,10 +65,13 @@ log = logging.getLogger(__name__)
 # A BAS (or anyone on the network) decides how often a write is refused: one line a minute.
 _refusals = RateLimitedLogger(log, interval_s=60.0)
 
-# Services this device executes or initiates (bacnet/app.py executes them): bacpypes3's own list
-# is derived by introspection and is wrong, so it is stated there.
-# BACnet/IP's largest APDU (network-port apdu-length, required below protocol revision 24).
+# Services this device executes (bacnet/app.py executes them): bacpypes3's own list is derived by
+# introspection and is wrong, so it is stated there.
+# BACnet/IP's largest APDU: network-port apdu-length, device max-apdu-length-accepted and I-Am.
 MAX_APDU_LENGTH = 1476
+# Foreign devices a BBMD registers at once (renewals always succeed); BVLC result code of a refusal.
+MAX_FOREIGN_DEVICES = 64
+REGISTER_FOREIGN_DEVICE_NAK = 0x0030
 OBJECT_TYPES_SUPPORTED = ("device", "analog-value", "binary-value", "network-port", "calendar")
 
 ValidateValue = Callable[[float], float]
@@ -124,7 +140,30 @@ class ReadOnlyBinaryValue(_WriteGuard, BinaryValueObject):  # type: ignore[misc]
 
 
 class GuardedNetworkPort(_WriteGuard, NetworkPortObject):  # type: ignore[misc]
-    """The network port object, read-only from the network."""
+    """The network port object: read-only from the network but for, as a BBMD, FD acceptance."""
+
+    @property
+    def network_writable(self) -> frozenset[str]:
+        """Properties a network write may change: bbmd-accept-fd-registrations in BBMD mode."""
+        if getattr(self, "bacnetIPMode", None) == IPMode.bbmd:
+            return frozenset({"bbmdAcceptFDRegistrations"})
+        return frozenset()
+
+    async def write_property(
+        self, attr: int | str, value: Any, index: int | None = None, priority: int | None = None
+    ) -> None:
+        """Accept bbmd-accept-fd-registrations in BBMD mode (effective at once); deny the rest."""
+        if _attr_name(attr) not in self.network_writable or index is not None:
+            raise _denied()
+        if not isinstance(value, int):  # Null (relinquish) has no meaning here
+            raise ExecutionError(errorClass="property", errorCode="invalidDataType")
+        self.bbmdAcceptFDRegistrations = bool(value)
+
+    def accepts_registration(self, known: bool, table_size: int) -> bool:
+        """Whether the BBMD registers a foreign device (a known one always renews)."""
+        if not getattr(self, "bbmdAcceptFDRegistrations", False):
+            return False
+        return known or table_size < MAX_FOREIGN_DEVICES
 
     @property
     def bbmdForeignDeviceTable(self) -> Any:
@@ -144,6 +183,32 @@ class GuardedNetworkPort(_WriteGuard, NetworkPortObject):  # type: ignore[misc]
     @bbmdForeignDeviceTable.setter
     def bbmdForeignDeviceTable(self, value: Any) -> None:
         """Ignored: derived."""
+
+
+def host_ip_settings(
+    route_path: Path = Path("/proc/net/route"), resolv_path: Path = Path("/etc/resolv.conf")
+) -> tuple[str, list[str]]:
+    """The host's IPv4 default gateway ("0.0.0.0" when none) and DNS servers (network-port)."""
+    gateway = "0.0.0.0"
+    try:
+        for line in route_path.read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 2 and fields[1] == "00000000" and fields[2] != "00000000":
+                gateway = socket.inet_ntoa(struct.pack("<I", int(fields[2], 16)))
+                break
+    except (OSError, ValueError):
+        pass
+    servers: list[str] = []
+    try:
+        for line in resolv_path.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "nameserver":
+                with contextlib.suppress(OSError):
+                    socket.inet_aton(fields[1])  # IPv4 only
+                    servers.append(fields[1])
+    except OSError:
+        pass
+    return gateway, servers
 
 
 def bdt_entry(entry: str) -> BDTEntry:
@@ -307,14 +372,18 @@ def build_objects(
         location=settings.location,
         description=settings.device_description,
         databaseRevision=DATABASE_REVISION,
+        maxApduLengthAccepted=MAX_APDU_LENGTH,  # as network-port apdu-length (bacpypes3: 1024)
     )
     network_port = GuardedNetworkPort(
         settings.bacnet_address,
-        objectIdentifier=("network-port", 1),
-        objectName="NetworkPort-1",
+        objectIdentifier=("network-port", NETWORK_PORT_INSTANCE),
+        objectName=NETWORK_PORT_NAME,
         networkNumberQuality="unknown",
         apduLength=MAX_APDU_LENGTH,
     )
+    gateway, dns_servers = host_ip_settings()  # required for B/IP ports (clause 12.56)
+    network_port.ipDefaultGateway = gateway
+    network_port.ipDNSServer = ArrayOf(IPv4OctetString)(dns_servers)
     if settings.foreign_bbmd:
         network_port.bacnetIPMode = IPMode.foreign
         network_port.fdBBMDAddress = HostNPort(settings.foreign_bbmd)
@@ -357,6 +426,24 @@ def build_objects(
             )
         objects[point.name] = obj
     return device, network_port, objects
+
+
+def _guard_registrations(link: Any, network_port: GuardedNetworkPort) -> None:
+    """Make the BBMD honour bbmd-accept-fd-registrations and a table size cap.
+
+    bacpypes3's BBMD registers every foreign device whatever the property says, and its table
+    grows without bound; a refused registration is answered Register-Foreign-Device NAK.
+    """
+    register = link.register_foreign_device
+
+    def guarded(addr: Any, ttl: int) -> int:
+        known = any(addr == entry.fdAddress for entry in link.bbmdFDT)
+        if not network_port.accepts_registration(known, len(link.bbmdFDT)):
+            _refusals.warning("BACnet: foreign-device registration from %s refused", addr)
+            return REGISTER_FOREIGN_DEVICE_NAK
+        return int(register(addr, ttl))
+
+    link.register_foreign_device = guarded
 
 
 class BacnetFace:
@@ -421,6 +508,8 @@ class BacnetFace:
             link = self.app.link_layers.get(network_port.objectIdentifier)
             if link is not None and hasattr(link, "bbmdBDT"):
                 link.bbmdBDT = [IPv4Address(a) for a in self._settings.bbmd_bdt]
+            if link is not None and hasattr(link, "register_foreign_device"):
+                _guard_registrations(link, network_port)
         log.info(
             "BACnet device %d %r on %s with %d points",
             self._settings.device_instance,

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from bacnet.calendar_table import CALENDAR_OBJECT_TYPE_CODE, CALENDARS, CalendarSpec
 from bacnet.points import (
     DATABASE_REVISION,
+    NETWORK_PORT_INSTANCE,
+    NETWORK_PORT_NAME,
     POINT_LIST_CHANGED,
     POINTS,
     ObjectType,
@@ -65,11 +67,13 @@ FILE_SUFFIXES: dict[str, str] = {
 
 # BACnet object-type codes (ASHRAE 135 clause 21, BACnetObjectType).
 DEVICE_OBJECT_TYPE = 8
+NETWORK_PORT_OBJECT_TYPE = 56
 OBJECT_TYPE_CODES: dict[str, int] = {
     ObjectType.ANALOG_VALUE.value: 2,
     ObjectType.BINARY_VALUE.value: 5,
     "device": DEVICE_OBJECT_TYPE,
     "calendar": CALENDAR_OBJECT_TYPE_CODE,
+    "network-port": NETWORK_PORT_OBJECT_TYPE,
 }
 
 # BACnet engineering-unit codes (BACnetEngineeringUnits), keyed by bacpypes3's attribute name.
@@ -206,6 +210,19 @@ def state_text_references(
     return references
 
 
+def present_value_default(
+    point: PointSpec, settings: Settings, snapshot: Snapshot | None
+) -> float | bool:
+    """What the point reads with nothing written: a writable point's relinquish-default."""
+    if point.input_key is not None:
+        state = None if snapshot is None else snapshot.commands.get(point.input_key)
+        if state is not None and state.relinquish_default is not None:
+            return state.relinquish_default
+        if point.input_key == "demand_target_kw" and settings.demand_target_kw is not None:
+            return settings.demand_target_kw
+    return point.default
+
+
 def ede_files(
     settings: Settings,
     *,
@@ -248,6 +265,17 @@ def ede_files(
             "N",
             *([""] * 5),
         ],
+        [  # the network-port object: every object of the device has its row
+            f"{device_name}.{NETWORK_PORT_NAME}",
+            device_instance,
+            NETWORK_PORT_NAME,
+            str(NETWORK_PORT_OBJECT_TYPE),
+            str(NETWORK_PORT_INSTANCE),
+            *([""] * 4),
+            "N",
+            "N",
+            *([""] * 5),
+        ],
     ]
     used_units: dict[int, str] = {}
     for point in points:
@@ -270,7 +298,7 @@ def ede_files(
                 str(object_type_code(point.object_type)),
                 str(point.instance),
                 _text(_description(point, settings, snapshot)),
-                _number(point.default),
+                _number(present_value_default(point, settings, snapshot)),
                 _number(low),
                 _number(high),
                 "Y" if point.writable else "N",

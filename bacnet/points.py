@@ -25,6 +25,9 @@ DATABASE_REVISION = 4
 # with DATABASE_REVISION. 4: the Calendar objects (bacnet/calendar_table.py) after the points.
 POINT_LIST_CHANGED = datetime(2026, 12, 6, 3, 0, 0, tzinfo=UTC)
 SENTINEL_KW = -1.0
+# The device's one network-port object (not a point: no value, not in POINTS).
+NETWORK_PORT_INSTANCE = 1
+NETWORK_PORT_NAME = "NetworkPort-1"
 
 
 class ObjectType(StrEnum):

@@ -53,9 +53,13 @@ def real(value: float) -> bytes:
 NULL = b"\x00"
 
 
-def confirmed(service: int, body: bytes, invoke_id: int = 1) -> bytes:
-    """A BVLC original-unicast NPDU carrying a confirmed request (max APDU 1476)."""
-    apdu = bytes([0x00, 0x05, invoke_id, service]) + body
+def confirmed(service: int, body: bytes, invoke_id: int = 1, header: bytes = b"\x00\x05") -> bytes:
+    """A BVLC original-unicast NPDU carrying a confirmed request (default: max APDU 1476).
+
+    ``header``: the first two APDU octets (type/flags, max-segments/max-APDU); b"\x02\x70"
+    accepts a segmented response of any number of segments of at most 50 octets.
+    """
+    apdu = header + bytes([invoke_id, service]) + body
     npdu = b"\x01\x04" + apdu
     return b"\x81\x0a" + struct.pack(">H", len(npdu) + 4) + npdu
 
@@ -101,11 +105,19 @@ def write_property_multiple(
 
 
 def subscribe_cov(
-    process_id: int, kind: str, instance: int, lifetime: int = 0, invoke_id: int = 1
+    process_id: int,
+    kind: str,
+    instance: int,
+    lifetime: int | None = 600,
+    invoke_id: int = 1,
+    confirmed_notifications: bool | None = False,
 ) -> bytes:
-    """SubscribeCOV, unconfirmed notifications."""
+    """SubscribeCOV (unconfirmed notifications by default); None leaves a parameter out."""
     body = ctx(0, unsigned(process_id)) + ctx(1, object_id(kind, instance))
-    body += ctx(2, b"\x00") + ctx(3, unsigned(lifetime))
+    if confirmed_notifications is not None:
+        body += ctx(2, b"\x01" if confirmed_notifications else b"\x00")
+    if lifetime is not None:
+        body += ctx(3, unsigned(lifetime))
     return confirmed(5, body, invoke_id)
 
 
@@ -119,6 +131,11 @@ class Reply:
     def kind(self) -> int:
         """PDU type: SIMPLE_ACK, COMPLEX_ACK, ERROR, REJECT or ABORT."""
         return self.apdu[0] >> 4
+
+    @property
+    def srv(self) -> bool:
+        """The SRV bit of an Abort: set when the server sent it."""
+        return bool(self.apdu[0] & 0x01)
 
     @property
     def reason(self) -> int:
@@ -143,10 +160,10 @@ class Reply:
 class WireClient:
     """A raw UDP socket on 127.0.0.1 that sends frames and reads replies (inside the loop)."""
 
-    def __init__(self, device_port: int) -> None:
+    def __init__(self, device_port: int, host: str = "127.0.0.1") -> None:
         self.device = ("127.0.0.1", device_port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.sock.setblocking(False)
 
     def close(self) -> None:

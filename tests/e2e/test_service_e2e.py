@@ -345,12 +345,12 @@ def test_service_end_to_end(tmp_path: Path) -> None:
         "write-property",
         "subscribe-cov",
         "who-is",
-        "i-am",
         "who-has",
-        "i-have",
     ):
         assert name in services.split(";"), (name, services)
-    assert "reinitialize-device" not in services
+    # Services only initiated (I-Am, I-Have, COV notifications) are not claimed (#28).
+    for name in ("reinitialize-device", "i-am", "i-have", "confirmed-cov-notification"):
+        assert name not in services.split(";"), (name, services)
     assert set(str(device["protocol-object-types-supported"]).split(";")) == {
         "analog-value",
         "binary-value",

@@ -220,6 +220,23 @@ def scenario(app, address, instance, result):
     bad.pduDestination = address
     status, response = ask(app, bad)
     result["wpm_read_only"] = "ack" if status == "ok" else response
+    # Over the device's 256 writes: an Abort from the server, matched to this request.
+    too_many = WritePropertyMultipleRequest(
+        listOfWriteAccessSpecs=[
+            WriteAccessSpecification(
+                objectIdentifier=ObjectIdentifier(meter),
+                listOfProperties=[
+                    PropertyValue(
+                        propertyIdentifier="presentValue", value=Any(Real(1.0)), priority=16
+                    )
+                    for _ in range(257)
+                ],
+            )
+        ]
+    )
+    too_many.pduDestination = address
+    status, response = ask(app, too_many)
+    result["wpm_too_many"] = "ack" if status == "ok" else response
 
 
 def subscribe_cancel(address, object_id):

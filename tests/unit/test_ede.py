@@ -46,8 +46,8 @@ def _data_rows(text: str) -> list[list[str]]:
 
 
 def _point_rows(text: str) -> list[list[str]]:
-    """The device row and the points' rows (the Calendar objects' rows follow them)."""
-    return _data_rows(text)[: 1 + len(POINTS)]
+    """The device, network-port and points' rows (the Calendar objects' rows follow them)."""
+    return _data_rows(text)[: 2 + len(POINTS)]
 
 
 def test_main_file_has_the_ede_header_lines() -> None:
@@ -69,14 +69,15 @@ def test_main_file_has_the_ede_header_lines() -> None:
     assert len(header) == len(COLUMNS)
 
 
-def test_one_row_per_point_plus_the_device() -> None:
+def test_one_row_per_point_plus_the_device_and_network_port() -> None:
     settings = _settings()
     every = _data_rows(ede_files(settings, timestamp=WHEN)["points"])
-    assert len(every) == len(POINTS) + 1 + len(CALENDARS)
+    assert len(every) == len(POINTS) + 2 + len(CALENDARS)
     assert all(len(row) == len(COLUMNS) for row in every)
-    rows = every[: 1 + len(POINTS)]
-    device, *points = rows
+    rows = every[: 2 + len(POINTS)]
+    device, port, *points = rows
     assert device[1:5] == ["4711", "Dsm;Site 1", "8", "4711"]
+    assert port[1:5] == ["4711", "NetworkPort-1", "56", "1"]
     assert [row[2] for row in points] == [p.name for p in POINTS]
     assert all(row[1] == "4711" for row in rows)
     keys = [row[0] for row in rows]
@@ -104,7 +105,7 @@ def test_object_type_and_unit_codes_match_bacpypes3() -> None:
 def test_every_point_unit_has_a_code_and_the_units_file_lists_them() -> None:
     files = ede_files(_settings(), timestamp=WHEN)
     units = {int(row[0]): row[1] for row in _rows(files["units"]) if row and row[0].isdigit()}
-    for point, row in zip(POINTS, _point_rows(files["points"])[1:], strict=True):
+    for point, row in zip(POINTS, _point_rows(files["points"])[2:], strict=True):
         if point.units is None:
             assert row[14] == ""
             continue
@@ -135,7 +136,7 @@ def test_state_text_references_resolve_for_binaries_only() -> None:
         "Text 2 or Active-Text",
     ]
     referenced = set()
-    for point, row in zip(POINTS, _point_rows(files["points"])[1:], strict=True):
+    for point, row in zip(POINTS, _point_rows(files["points"])[2:], strict=True):
         if point.object_type is ObjectType.BINARY_VALUE:
             assert point.state_text is not None
             assert texts[row[13]] == list(point.state_text)
@@ -187,7 +188,7 @@ def test_last_change_is_when_the_point_list_changed_not_the_download() -> None:
 
 def test_min_and_max_present_value_are_the_enforced_limits() -> None:
     settings = _settings()
-    rows = _point_rows(ede_files(settings, timestamp=WHEN)["points"])[1:]
+    rows = _point_rows(ede_files(settings, timestamp=WHEN)["points"])[2:]
     validator = InputValidator(settings)
     checked = 0
     for point, row in zip(POINTS, rows, strict=True):
@@ -206,10 +207,19 @@ def test_min_and_max_present_value_are_the_enforced_limits() -> None:
 
 
 def test_calendar_objects_follow_the_points_with_their_type_code() -> None:
-    rows = _data_rows(ede_files(_settings(), timestamp=WHEN)["points"])[1 + len(POINTS) :]
+    rows = _data_rows(ede_files(_settings(), timestamp=WHEN)["points"])[2 + len(POINTS) :]
     assert [(row[2], row[3], row[4]) for row in rows] == [
         (spec.name, "6", str(spec.instance)) for spec in CALENDARS
     ]
     assert rows[0][2] == "holidays-closed" and rows[1][2] == "runs-like-monday"
     assert all(row[9] == "N" and "date-list writable" in row[5] for row in rows)
     assert int(BacnetObjectType.calendar) == 6
+
+
+def test_present_value_default_of_a_writable_point_is_its_relinquish_default() -> None:
+    """--demand-target-kw 50: the demand target's row says 50, as relinquish-default reads."""
+    settings = Settings(timezone="UTC", device_instance=4711, demand_target_kw=50.0)
+    rows = _data_rows(ede_files(settings, timestamp=WHEN)["points"])
+    by_name = {row[2]: row for row in rows}
+    assert float(by_name["demand-target"][6]) == 50.0
+    assert float(by_name["one-hour-future-power"][6]) == -1.0
