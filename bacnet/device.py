@@ -74,16 +74,15 @@ MAX_FOREIGN_DEVICES = 64
 REGISTER_FOREIGN_DEVICE_NAK = 0x0030
 OBJECT_TYPES_SUPPORTED = ("device", "analog-value", "binary-value", "network-port", "calendar")
 
-ValidateValue = Callable[[float], float]
 # Write ``value`` (None relinquishes) at ``priority`` into the core's priority array.
 CommandValue = Callable[[float | None, int], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
 class Writer:
-    """How a writable point hands a write to the core: validate first, then command."""
+    """How a writable point hands a write to the core, which validates it once (and counts a
+    refusal, as it does for REST) and commands it."""
 
-    validate: ValidateValue
     command: CommandValue
 
 
@@ -305,13 +304,14 @@ class CommandableInput(_PropertyList, Commandable, AnalogValueObject):  # type: 
         number: float | None = None
         if not isinstance(value, Null):
             try:
-                number = self._writer.validate(float(value))
-            except (InvalidReading, TypeError, ValueError) as exc:
+                number = float(value)
+            except (TypeError, ValueError) as exc:
                 _refusals.warning("BACnet write to %s refused: %s", self.objectName, exc)
                 raise ExecutionError(errorClass="property", errorCode="valueOutOfRange") from exc
         try:
             await self._writer.command(number, priority)
         except (InvalidReading, InvalidRequest) as exc:
+            _refusals.warning("BACnet write to %s refused: %s", self.objectName, exc)
             raise ExecutionError(errorClass="property", errorCode="valueOutOfRange") from exc
         except CommandConflict as exc:  # not raised for BACnet writes; mapped for completeness
             raise ExecutionError(errorClass="property", errorCode="writeAccessDenied") from exc

@@ -643,10 +643,6 @@ class DsmCore:
 
     # -- commands: BACnet writes and relinquishes, REST writes ---------------------------------
 
-    def validate_command(self, key: str, value: float) -> float:
-        """Check a value for the commandable input ``key`` (InvalidReading when refused)."""
-        return self._validator.command(key, value)
-
     def command_state(self, key: str) -> CommandState:
         """The priority array of the commandable input ``key``."""
         return self._commands[key]

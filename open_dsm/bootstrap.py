@@ -202,10 +202,7 @@ def check_udp_port(host: str, port: int) -> None:
 
 def bacnet_writers(core: DsmCore) -> dict[str, Writer]:
     """What each writable BACnet point calls in the core, keyed by the point's input key."""
-    return {
-        key.value: Writer(partial(core.validate_command, key), partial(core.command_input, key))
-        for key in InputKey
-    }
+    return {key.value: Writer(partial(core.command_input, key)) for key in InputKey}
 
 
 class _Server(uvicorn.Server):

@@ -35,6 +35,10 @@ def _bbmd_client(port: int):  # type: ignore[no-untyped-def]
     return Application.from_object_list([device, network_port])
 
 
+async def _ignore(_value: float | None, _priority: int) -> None:
+    """A point's command that accepts and drops the value."""
+
+
 async def test_global_who_is_reaches_a_foreign_registered_device(tmp_path) -> None:
     bbmd_port = free_port(socket.SOCK_DGRAM)
     device_port = free_port(socket.SOCK_DGRAM)
@@ -49,7 +53,7 @@ async def test_global_who_is_reaches_a_foreign_registered_device(tmp_path) -> No
     )
     face = BacnetFace(settings, "test")
     # Writes are not exercised here: each input accepts and drops its value.
-    writers = {p.input_key: Writer(float, lambda _v: None) for p in POINTS if p.input_key}
+    writers = {p.input_key: Writer(_ignore) for p in POINTS if p.input_key}
     face.start(Snapshot(), writers)
     try:
         await face.wait_bound(5)

@@ -71,6 +71,25 @@ async def test_relinquish_reaches_the_core(make_core: Any, settings: Settings) -
         assert read.real() == pytest.approx(60.0)
 
 
+async def test_a_refused_write_is_counted_once_and_changes_nothing(
+    make_core: Any, settings: Settings
+) -> None:
+    """An implausible meter value over BACnet: Error value-out-of-range, the meter stays as it
+    was, and the core counts one refused BACnet reading (as it counts a refused REST one)."""
+    async with running_device(make_core, settings) as (core, _face, client):
+        ok = await client.ask(
+            wire.write_property("analog-value", 1, wire.PRESENT_VALUE, wire.real(42.0), 16)
+        )
+        assert ok.kind == wire.SIMPLE_ACK
+        reply = await client.ask(
+            wire.write_property("analog-value", 1, wire.PRESENT_VALUE, wire.real(1e9), 16)
+        )
+        assert reply.error == (2, 37)  # property, value-out-of-range
+        assert _meter(core) == pytest.approx(42.0)
+        assert core.stats.rejected.get("bacnet") == 1
+        assert core.stats.accepted.get("bacnet") == 1
+
+
 async def test_null_without_priority_relinquishes_16(make_core: Any, settings: Settings) -> None:
     """Defect 5: Null with no priority is accepted and relinquishes priority 16."""
     async with running_device(make_core, settings) as (core, _face, client):
