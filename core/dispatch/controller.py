@@ -496,7 +496,10 @@ class DispatchController:
         """Discharge just enough to hold the interval at ``cap``; charge only under the floor.
 
         Charging is limited by the peak already paid (or the target), not by the planned peak:
-        the planned peak is a forecast, and charging up to it would make it real.
+        the planned peak is a forecast, and charging up to it would make it real. The rest of the
+        interval is taken at the latest minute's load: the measured level of the demand
+        projection's rule (``core.demand.remaining_minute_kw``), which ``kw-to-shed``, the
+        exceedance chance and the permits also apply (there with the forecast as a floor).
         """
         battery = self._battery
         step = inputs.step_minutes
