@@ -23,6 +23,7 @@ from api.routers import (
 )
 from core.service import DsmCore
 from core.training import TrainingManager
+from core.tuning import TuningManager
 
 DESCRIPTION = """
 Edge demand side management for one building. The same core feeds the BACnet/IP device and this
@@ -42,6 +43,7 @@ def create_app(
     bacnet_bound: Callable[[], bool],
     training: TrainingManager | None = None,
     version: str = "0",
+    tuning: TuningManager | None = None,
 ) -> FastAPI:
     """Build the app around a started core."""
     app = FastAPI(
@@ -64,6 +66,7 @@ def create_app(
         bacnet_bound=bacnet_bound,
         registry=metrics.build_registry(core),
         training=training,
+        tuning=tuning,
     )
     install_error_handlers(app)
     # Outermost guard: the token, then the body size, before any route parses a byte.

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from core.service import DsmCore
 from core.training import TrainingManager
+from core.tuning import TuningManager
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,7 @@ class AppContext:
     bacnet_bound: Callable[[], bool]
     registry: CollectorRegistry
     training: TrainingManager | None = None
+    tuning: TuningManager | None = None
 
 
 def get_context(request: Request) -> AppContext:

@@ -22,11 +22,13 @@ from bacnet.device import BacnetFace, Writer
 from core.clock import SystemClock
 from core.commands import InputKey
 from core.config import Settings
+from core.dispatch.assets import Tariff
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.service import DsmCore
 from core.storage.migrate import upgrade_to_head
 from core.storage.repository import Storage, create_db_engine
 from core.training import TrainingManager
+from core.tuning import TuningManager
 from open_dsm import package_version
 
 log = logging.getLogger("open_dsm")
@@ -147,6 +149,21 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _tuning_manager(settings: Settings, storage: Storage, core: DsmCore) -> TuningManager:
+    """The dispatch self-tuning (its nightly replay does nothing without a battery)."""
+    controller = core.dispatch_controller
+    return TuningManager(
+        storage,
+        SystemClock(),
+        controller,
+        settings.database_url,
+        settings.tz,
+        controller.tariff if controller is not None else Tariff(),
+        settings.demand_interval_minutes,
+        core.writer.submit,
+    )
+
+
 async def serve(settings: Settings) -> None:
     """Run the service until SIGINT/SIGTERM, then shut both faces down in order."""
     started = time.monotonic()
@@ -179,7 +196,11 @@ async def serve(settings: Settings) -> None:
     # After the device is up: loading a trained model (LiteRT) must not delay the first I-Am;
     # the baseline serves until it is loaded.
     training_start = asyncio.create_task(training.start(), name="open-dsm-model-load")
-    app = create_app(core, bacnet_bound=lambda: face.bound, training=training, version=version)
+    tuning = _tuning_manager(settings, storage, core)
+    tuning_start = asyncio.create_task(tuning.start(), name="open-dsm-tuning-load")
+    app = create_app(
+        core, bacnet_bound=lambda: face.bound, training=training, version=version, tuning=tuning
+    )
     server = _Server(uvicorn_config(app, settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -188,6 +209,7 @@ async def serve(settings: Settings) -> None:
 
     core_task = asyncio.create_task(core.run(), name="open-dsm-core")
     schedule_task = asyncio.create_task(training.run_schedule(), name="open-dsm-nightly-training")
+    tuning_task = asyncio.create_task(tuning.run_schedule(), name="open-dsm-nightly-tuning")
     http_task = asyncio.create_task(server.serve(sockets=[http_socket]), name="open-dsm-http")
     stop_task = asyncio.create_task(stop.wait(), name="open-dsm-stop")
     log.info(
@@ -210,12 +232,14 @@ async def serve(settings: Settings) -> None:
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(http_task, timeout=10)
-        for task in (core_task, stop_task, schedule_task, training_start):
+        background = (core_task, schedule_task, training_start, tuning_task, tuning_start)
+        for task in (stop_task, *background):
             task.cancel()
-        for task in (core_task, schedule_task, training_start):
+        for task in background:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await training.stop()
+        await tuning.stop()
         await core.stop()
         face.close()
         engine.dispose()

@@ -134,3 +134,21 @@ class DemandInterval(Base):
     complete: Mapped[bool] = mapped_column(Boolean, nullable=False)
     period_start_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     counted_for_peak: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+
+class DispatchTuningRun(Base):
+    """One nightly replay of the dispatch self-tuning: the choice and every candidate's bill."""
+
+    __tablename__ = "dispatch_tuning_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    night_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    finished_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # done / failed
+    chosen: Mapped[str | None] = mapped_column(String(64))
+    level_kw: Mapped[float | None] = mapped_column(Float)
+    no_battery_kw: Mapped[float | None] = mapped_column(Float)
+    history_days: Mapped[float | None] = mapped_column(Float)
+    # [{"name", "billed_kw", "throughput_kwh"}, ...] over the replayed window
+    candidates: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    note: Mapped[str | None] = mapped_column(Text)
