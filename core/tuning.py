@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -46,6 +49,7 @@ Sleep = Callable[[float], Awaitable[None]]
 # The replay starts this long after the local midnight (the training child starts at midnight).
 TUNING_DELAY = timedelta(minutes=20)
 TUNING_NICENESS = 10
+_PR_SET_PDEATHSIG = 1
 # Seasonal baseline history before the window's first day (two weeks and a DST hour).
 _FORECAST_HISTORY_MINUTES = SeasonalMeanForecaster(weeks=2).day_ahead_history_minutes
 
@@ -66,10 +70,15 @@ class TuningJob:
 
 
 def _child_init(parent_pid: int) -> None:
-    """In the tuning process: die with the service and yield the CPU to serving."""
-    from core.training import _trainer_process_init
-
-    _trainer_process_init(parent_pid)
+    """In the tuning process: die with the service (Linux's parent-death signal, even when the
+    service is killed) and yield the CPU to serving."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the service died before the signal was armed
+        os._exit(1)
+    with contextlib.suppress(OSError):
+        os.nice(TUNING_NICENESS)
 
 
 def run_tuning(job: TuningJob) -> dict[str, Any]:
@@ -204,18 +213,23 @@ class TuningManager:
         loop = asyncio.get_running_loop()
         # A fresh spawned process: nothing of the serving process is inherited, and its memory
         # goes back to the OS when it ends.
-        with ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_child_init,
             initargs=(os.getpid(),),
-        ) as pool:
-            try:
-                result: dict[str, Any] | None = await loop.run_in_executor(pool, run_tuning, job)
-            except Exception as exc:  # the child died (killed, out of memory) or failed
-                log.error("dispatch self-tuning process died: %r", exc)
-                await self._record(night_minute, None, f"the replay process died: {exc!r}")
-                return None
+        )
+        self._pool = pool
+        try:
+            result: dict[str, Any] | None = await loop.run_in_executor(pool, run_tuning, job)
+        except Exception as exc:  # the child died (killed, out of memory) or failed
+            log.error("dispatch self-tuning process died: %r", exc)
+            await self._record(night_minute, None, f"the replay process died: {exc!r}")
+            return None
+        finally:
+            self._pool = None
+            # Never wait here: the event loop serves BACnet and REST.
+            pool.shutdown(wait=False, cancel_futures=True)
         assert result is not None
         run = await self._record(night_minute, result, str(result.get("note", "")))
         self._serve(run)

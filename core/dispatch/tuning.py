@@ -53,6 +53,7 @@ HISTORY_LEVEL = "history-level"
 # Two bills within this share of the no-battery bill are a tie (0.1 kW on a 34 kW site).
 TIE_SHARE = 0.003
 START_SOC_PCT = 50.0
+REPLAY_PLAN_TIME_LIMIT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,9 +233,13 @@ class CandidateController:
         self._load = load_kw
         self._step = step_minutes
         self._tz = tz
-        controller = DispatchController(
-            battery, tariff or Tariff(), tz, settings=candidate.settings
+        # A replay is not real time: a plan is never given up for the wall clock (on a loaded
+        # machine a low-priority child can wait longer than the service's limit for the CPU).
+        settings = replace(
+            candidate.settings,
+            plan_time_limit_s=max(candidate.settings.plan_time_limit_s, REPLAY_PLAN_TIME_LIMIT_S),
         )
+        controller = DispatchController(battery, tariff or Tariff(), tz, settings=settings)
         self._inner = PlannerController(
             candidate.name, controller, day_ahead, history_minutes, start_minute, tz
         )
