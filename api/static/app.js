@@ -276,6 +276,7 @@
       el.classList.toggle("fault", key === "reliable" && !value);
       el.classList.toggle("na", value === null || value === undefined);
     }
+    refreshTuning();
     const steps = plan.steps || [];
     const cols = [[], [], [], [], [], []];
     for (const s of steps) {
@@ -292,6 +293,27 @@
       scales: { x: { time: true }, "%": { range: [0, 100] } },
       axes: [{}, { label: "kW", size: 50 }, { scale: "%", side: 1, label: "SOC %", grid: { show: false } }],
     }), cols);
+  }
+
+  // The self-tuning's choice: which candidate the nightly replay of the site's history serves.
+  async function refreshTuning() {
+    const line = byId("dispatch-tuning");
+    let tuning;
+    try {
+      tuning = await getJson("/api/v1/dispatch/tuning");
+    } catch (error) {
+      line.textContent = "self-tuning: n/a";
+      return;
+    }
+    if (!tuning.configured) { line.textContent = "self-tuning: n/a"; return; }
+    const bills = (tuning.candidates || [])
+      .map((c) => `${c.name} ${c.billed_kw.toFixed(2)} kW`).join(", ");
+    const saving = tuning.saving_kw === null || tuning.saving_kw === undefined ? "" :
+      `; saves ${tuning.saving_kw.toFixed(2)} kW (${tuning.saving_per_month.toFixed(0)} a month at the demand charge)`;
+    line.textContent = `self-tuning: serving ${tuning.chosen}` +
+      (tuning.level_kw ? ` (level ${tuning.level_kw.toFixed(2)} kW)` : "") + saving +
+      (bills ? `; replayed bills over the last ${Math.round(tuning.history_days)} days: ${bills}` : "") +
+      (tuning.note && !bills ? `; ${tuning.note}` : "");
   }
 
   // -- polling ---------------------------------------------------------------------------------
