@@ -165,7 +165,9 @@ def choose(
     lowest = min(s.billed_kw for s in eligible)
     tie = TIE_SHARE * max(abs(no_battery_kw), 1e-9)
     tied = [s for s in eligible if s.billed_kw <= lowest + tie]
-    best = min(tied, key=lambda s: (s.throughput_kwh, s.billed_kw, s.name != default))
+    # A candidate replaces the defaults only when it billed clearly less: a tie keeps them.
+    kept = [s for s in tied if s.name == default]
+    best = kept[0] if kept else min(tied, key=lambda s: (s.throughput_kwh, s.billed_kw, s.name))
     note = (
         f"{best.name}: {best.billed_kw:.2f} kW over the last {history_days:.0f} days "
         f"against {no_battery_kw:.2f} kW without the battery"

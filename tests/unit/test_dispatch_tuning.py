@@ -67,6 +67,13 @@ def test_choose_takes_the_lowest_bill_and_breaks_ties_on_throughput() -> None:
     choice = choose(scores, 30.0, 28.0)
     assert choice.chosen == "margin-wide"
     assert choice.saving_kw() == pytest.approx(30.0 - 19.05)
+    # A tie with the defaults keeps them, however much less another candidate cycles.
+    tie = choose(
+        [CandidateScore("baseline", 19.0, 500.0), CandidateScore("reserve-off", 18.95, 1.0)],
+        30.0,
+        28.0,
+    )
+    assert tie.chosen == "baseline"
     # Too little history: the defaults, and the note says so.
     short = choose(scores, 30.0, MIN_HISTORY_DAYS - 1)
     assert short.chosen == "baseline" and "defaults" in short.note
