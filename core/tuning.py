@@ -35,6 +35,7 @@ from core.dispatch.assets import Battery, Tariff
 from core.dispatch.controller import DispatchController
 from core.dispatch.tuning import (
     DEFAULT_CANDIDATE,
+    MIN_HISTORY_DAYS,
     WINDOW_DAYS,
     Candidate,
     candidates,
@@ -67,6 +68,7 @@ class TuningJob:
     # Only these candidates (None: all), re-planning this often (the service: every minute).
     names: tuple[str, ...] | None = None
     replan_every_minutes: int = 1
+    min_history_days: float = MIN_HISTORY_DAYS
 
 
 def _child_init(parent_pid: int) -> None:
@@ -118,6 +120,7 @@ def run_tuning(job: TuningJob) -> dict[str, Any]:
             )
         },
         job.tariff,
+        min_history_days=job.min_history_days,
     )
     out = tuned.to_dict()
     out["wall_s"] = round(time.monotonic() - t0, 2)
@@ -160,6 +163,7 @@ class TuningManager:
         # Restrict the replay (tests): candidate names and the re-plan cadence.
         self.names: tuple[str, ...] | None = None
         self.replan_every_minutes = 1
+        self.min_history_days: float = MIN_HISTORY_DAYS
 
     def child_pids(self) -> list[int]:
         """The replay child's process id while one runs (for operators and tests)."""
@@ -209,6 +213,7 @@ class TuningManager:
             night_minute,
             self.names,
             self.replan_every_minutes,
+            self.min_history_days,
         )
         loop = asyncio.get_running_loop()
         # A fresh spawned process: nothing of the serving process is inherited, and its memory

@@ -56,6 +56,7 @@ def _manager(storage: Storage, controller: DispatchController) -> TuningManager:
     # Two candidates re-planning every hour: the same loop, a replay of seconds.
     manager.names = ("baseline", "reserve-off")
     manager.replan_every_minutes = 60
+    manager.min_history_days = 14  # fifteen days stored: the selection runs (the service: 28)
     return manager
 
 

@@ -34,6 +34,8 @@ DAYS = 15
 # Re-plan every 30 minutes in these tests (the service re-plans every minute): the same loop,
 # a test that runs in seconds.
 FAST = 30
+# Fourteen days of history let these tests select (the service waits for 28).
+SHORT = 14
 
 
 def spiky_site(days: int = DAYS) -> np.ndarray:
@@ -94,7 +96,7 @@ def test_window_score_counts_only_the_window() -> None:
 
 def test_a_flat_load_with_a_daily_spike_chooses_a_candidate_that_defends_it() -> None:
     # A week the forecaster learns from, then the 14 days replayed.
-    load = spiky_site(7 + MIN_HISTORY_DAYS)
+    load = spiky_site(7 + SHORT)
     pool = [c for c in fast(candidates()) if c.name in {"baseline", "reserve-off", "history-level"}]
     tuned = replay_window(
         load,
@@ -105,7 +107,8 @@ def test_a_flat_load_with_a_daily_spike_chooses_a_candidate_that_defends_it() ->
         15,
         pool,
         {"baseline": seasonal()},
-        window_days=MIN_HISTORY_DAYS,
+        window_days=SHORT,
+        min_history_days=SHORT,
     )
     choice = tuned.choice
     assert choice.no_battery_kw == pytest.approx(22.0)
@@ -139,6 +142,7 @@ def test_a_site_whose_trained_forecast_is_wrong_chooses_the_baseline() -> None:
         15,
         pool,
         {"baseline": seasonal(), "trained": (wrong, 1440)},
+        min_history_days=SHORT,
     )
     scores = {s.name: s.billed_kw for s in tuned.choice.scores}
     assert scores["trained"] > scores["baseline"]
@@ -167,7 +171,7 @@ def _self_tuned_choices(load: np.ndarray, night_day: int) -> list[str]:
         )
     no_battery: list[IntervalRecord] = []
     simulate_month(NoBattery(), load, START, 0, end, None, 50.0, 15, "m", no_battery)
-    tuned = SelfTuned(build, pool, records, no_battery, START, TZ)
+    tuned = SelfTuned(build, pool, records, no_battery, START, TZ, min_history_days=SHORT)
     return [tuned.choice_at(START + day * 1440).chosen for day in range(1, night_day + 1)]
 
 
