@@ -94,6 +94,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-knobs", action="store_true", help="skip the rules-switched-off variants"
     )
+    parser.add_argument(
+        "--knobs", default=None, help="only these rules-switched-off variants (comma-separated)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--json", type=Path, default=None, help="results (and resume) file")
     parser.add_argument(
@@ -236,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         done = json.loads(args.json.read_text())
     pool_names = [c.name for c in candidates()]
     knobs = [] if args.no_knobs else [c.name for c in knob_variants()]
+    if args.knobs:
+        knobs = [k for k in knobs if k in args.knobs.split(",")]
     started = time.monotonic()
     if args.report:
         _print(sets, done, pool_names, knobs, args, 0.0)
