@@ -26,6 +26,7 @@ from api.routers import (
 )
 from core.service import DsmCore
 from core.training import TrainingManager
+from core.tuning import TuningManager
 
 DESCRIPTION = """
 Edge demand side management for one building. The same core feeds the BACnet/IP device and this
@@ -47,6 +48,7 @@ def create_app(
     bacnet_bound: Callable[[], bool],
     training: TrainingManager | None = None,
     version: str = "0",
+    tuning: TuningManager | None = None,
 ) -> FastAPI:
     """Build the app around a started core; ``point_table`` is the BACnet point list as
     records (handed in by the composition root: the API does not import the BACnet adapter)."""
@@ -75,6 +77,7 @@ def create_app(
         bacnet_bound=bacnet_bound,
         registry=metrics.build_registry(core, point_table, version),
         training=training,
+        tuning=tuning,
     )
     install_error_handlers(app)
     # Outermost guard: the token, then the body size, before any route parses a byte.

@@ -16,6 +16,7 @@ from core.records import FileRecord, PointRecord
 from core.service import DsmCore
 from core.snapshot import Snapshot
 from core.training import TrainingManager
+from core.tuning import TuningManager
 
 
 class PointTable(Protocol):
@@ -47,6 +48,7 @@ class AppContext:
     bacnet_bound: Callable[[], bool]
     registry: CollectorRegistry
     training: TrainingManager | None = None
+    tuning: TuningManager | None = None
 
 
 async def get_context(request: Request) -> AppContext:

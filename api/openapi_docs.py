@@ -60,6 +60,13 @@ DESCRIPTIONS: dict[str, str] = {
         "`configured` is false without `--has-battery` and `--battery-capacity-kwh`; "
         "`reliable` false means an input is missing or stale and `fallback` says which."
     ),
+    "dispatch_tuning": (
+        "What the nightly self-tuning chose: each night a child process replays the site's "
+        "last 28 days through the same closed loop for a few candidate controllers and the "
+        "one with the lowest bill (never above no battery; a tie keeps the defaults) is "
+        "served from the next re-plan. Lists each candidate's replayed bill and the demand "
+        "charge the choice saves at `--demand-charge-per-kw`."
+    ),
     "get_day_ahead": (
         "The next 24 hours in 15-minute steps with a P10-P90 band: what the dispatch planner "
         "plans against. 503 while there is no fresh meter data to anchor it."

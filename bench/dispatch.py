@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from core.calendar_ics import load_calendar_file
 from core.dispatch.assets import Battery, Tariff
 from core.dispatch.controller import DispatchController, DispatchSettings, with_seasonal_stress
 from core.dispatch.replay import (
+    IntervalRecord,
     MinuteController,
     MonthResult,
     NoBattery,
@@ -48,6 +49,14 @@ from core.dispatch.replay import (
     month_bounds,
     month_optimum,
     simulate_month,
+)
+from core.dispatch.tuning import (
+    DEFAULT_CANDIDATE,
+    MIN_HISTORY_DAYS,
+    Candidate,
+    CandidateController,
+    SelfTuned,
+    candidates,
 )
 from core.forecast.base import DayAheadForecast, DayAheadForecaster, Forecaster, MinuteHistory
 from core.forecast.baseline import SeasonalMeanForecaster
@@ -103,6 +112,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="site calendar (the REST body's JSON or an .ics of holidays): the planners' "
         "forecasts and the trained model read listed days as their day type",
+    )
+    parser.add_argument(
+        "--self-tuned",
+        action="store_true",
+        help="also replay the self-tuning's candidates and the self-tuned row (each local "
+        "midnight, the candidate with the lowest bill over the last 28 days, applied the next "
+        "day; about five times the baseline's replay time)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
 
@@ -304,6 +320,10 @@ def run(args: argparse.Namespace) -> int:
     baseline = SeasonalMeanForecaster(weeks=2)
     rows: list[Row] = []
     started = time.monotonic()
+    # The self-tuning's candidates' interval records, all months so far (self-tuned reads only
+    # those before each midnight).
+    tuning_records: dict[str, list[IntervalRecord]] = {}
+    no_battery_records: list[IntervalRecord] = []
     for month, first, end in months:
         logger.info("month %s: %d minutes", month, end - first)
         interval = args.interval_minutes
@@ -312,7 +332,16 @@ def run(args: argparse.Namespace) -> int:
         replay = _MonthReplay(load, start, first, end, month, battery, results, interval)
 
         no_battery = simulate_month(
-            NoBattery(), load, start, first, end, None, START_SOC_PCT, interval, month
+            NoBattery(),
+            load,
+            start,
+            first,
+            end,
+            None,
+            START_SOC_PCT,
+            interval,
+            month,
+            no_battery_records,
         )
         results.append((no_battery, ""))
         for threshold in thresholds:
@@ -327,8 +356,22 @@ def run(args: argparse.Namespace) -> int:
                 baseline.day_ahead_history_minutes,
                 args.replan_minutes,
                 calendar=calendar,
-            )
+            ),
+            records=tuning_records.setdefault(DEFAULT_CANDIDATE, []),
         )
+        if args.self_tuned:
+            _replay_self_tuned(
+                load,
+                start,
+                months[0][1],
+                battery,
+                tz,
+                baseline,
+                replay,
+                args,
+                tuning_records,
+                no_battery_records,
+            )
         if not args.no_trained:
             trained_note = _replay_trained(
                 load, start, first, battery, tz, args, baseline, replay, month, calendar
@@ -387,7 +430,13 @@ class _MonthReplay:
     results: list[tuple[MonthResult, str]]
     interval_minutes: int = STEP_MINUTES
 
-    def __call__(self, controller: MinuteController, note: str = "") -> None:
+    def __call__(
+        self,
+        controller: MinuteController,
+        note: str = "",
+        records: list[IntervalRecord] | None = None,
+        shown: bool = True,
+    ) -> MonthResult:
         t0 = time.monotonic()
         result = simulate_month(
             controller,
@@ -399,6 +448,7 @@ class _MonthReplay:
             START_SOC_PCT,
             self.interval_minutes,
             self.month,
+            records,
         )
         logger.info(
             "  %-14s billed %.2f kW (%.0f s)",
@@ -406,7 +456,55 @@ class _MonthReplay:
             result.billed_kw,
             time.monotonic() - t0,
         )
-        self.results.append((result, note))
+        if shown:
+            self.results.append((result, note))
+        return result
+
+
+def _replay_self_tuned(
+    load: FloatArray,
+    start: int,
+    first_index: int,
+    battery: Battery,
+    tz: ZoneInfo,
+    baseline: SeasonalMeanForecaster,
+    replay: _MonthReplay,
+    args: argparse.Namespace,
+    records: dict[str, list[IntervalRecord]],
+    no_battery: list[IntervalRecord],
+) -> None:
+    """The candidates' replays of this month (recorded, not shown), then ``self-tuned``: each
+    local midnight the choice on the records before it, as the service's nightly replay."""
+    pool = [
+        replace(c, settings=replace(c.settings, replan_every_minutes=args.replan_minutes))
+        for c in candidates()
+    ]
+
+    def build(candidate: Candidate) -> CandidateController:
+        return CandidateController(
+            candidate,
+            battery,
+            tz,
+            start,
+            lambda h, at: baseline.day_ahead(h, tz, at),
+            baseline.day_ahead_history_minutes,
+            load,
+            args.interval_minutes,
+        )
+
+    for candidate in pool:
+        if candidate.name != DEFAULT_CANDIDATE:  # the baseline row is that candidate
+            replay(build(candidate), records=records.setdefault(candidate.name, []), shown=False)
+    tuned = SelfTuned(build, pool, records, no_battery, start + first_index, tz)
+    replay(tuned, note="")
+    picks = [choice.chosen for _, choice in tuned.choices]
+    counts = {name: picks.count(name) for name in dict.fromkeys(picks)}
+    defaults = [choice for _, choice in tuned.choices if choice.note.startswith("defaults")]
+    note = "nights: " + ", ".join(f"{name} {count}" for name, count in counts.items())
+    if defaults:
+        note += f"; {len(defaults)} on the defaults (less than {MIN_HISTORY_DAYS} days of history)"
+    result, _ = replay.results[-1]
+    replay.results[-1] = (result, note)
 
 
 def _replay_trained(

@@ -151,6 +151,22 @@ def projected_interval_kw(
     return (elapsed_sum_kw_minutes + sum(remaining_kw)) / length_minutes
 
 
+def remaining_minute_kw(expected_kw: float | None, measured_kw: float | None) -> float | None:
+    """What a remaining minute of the interval in progress counts at: its expected kW, but never
+    less than the measured level (the latest metered minute), so a load running above its
+    forecast is projected where the meter has it, not where the forecast hoped.
+
+    The one rule of the interval in progress: ``kw-to-shed``, the interval's exceedance chance,
+    the charge permits' headroom and the battery's live layer (which holds the rest of the
+    interval at the latest minute's load) all project the rest of the interval with it.
+    """
+    if expected_kw is None:
+        return measured_kw
+    if measured_kw is None or not math.isfinite(measured_kw):
+        return expected_kw
+    return max(expected_kw, measured_kw)
+
+
 def allowance_kw(
     target_kw: float, length_minutes: int, elapsed_sum_kw_minutes: float, remaining_minutes: int
 ) -> float | None:
@@ -894,10 +910,14 @@ class DemandTracker:
         remaining_kw: list[float] = []
         method = ProjectionMethod.FORECAST
         forecast_minutes = 0
+        lifted = 0
         for minute in range(now_minute, end):
             forecast_step = step(minute)
             if forecast_step is not None:
-                remaining_kw.append(forecast_step.mean_kw)
+                kw = remaining_minute_kw(forecast_step.mean_kw, held_kw)
+                remaining_kw.append(forecast_step.mean_kw if kw is None else kw)
+                if kw is not None and kw > forecast_step.mean_kw:
+                    lifted += 1
                 forecast_minutes += 1
             elif held_kw is not None:
                 remaining_kw.append(held_kw)
@@ -907,6 +927,11 @@ class DemandTracker:
                 break
         if method is ProjectionMethod.HELD and forecast_minutes:
             notes.append("forecast covers only part of the interval: the rest holds latest kW")
+        if lifted and held_kw is not None:
+            notes.append(
+                f"the load runs above the forecast: the interval's rest is projected at least "
+                f"at the measured {held_kw:.2f} kW"
+            )
         projected: float | None = None
         if method is not ProjectionMethod.NONE and elapsed_sum is not None:
             projected = projected_interval_kw(elapsed_sum, remaining_kw, length)
@@ -953,6 +978,10 @@ class DemandTracker:
         for start in starts:
             known = self._elapsed_sum(start, min(now_minute, start + length), held_kw)
             future = [step(m) for m in range(max(start, now_minute), start + length)]
+            if start == win_start:
+                # The interval in progress: its rest at least at the measured level, as the
+                # projection (``remaining_minute_kw``); later windows keep the forecast.
+                future = [_at_least(s, held_kw) for s in future]
             if known is None or any(s is None for s in future):
                 break
             steps = [s for s in future if s is not None]
@@ -1227,6 +1256,16 @@ class DemandTracker:
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed demand state: {exc!r}") from exc
         return tracker
+
+
+def _at_least(step: _Step | None, measured_kw: float | None) -> _Step | None:
+    """A forecast minute of the interval in progress under the measured-level rule."""
+    if step is None:
+        return None
+    mean = remaining_minute_kw(step.mean_kw, measured_kw)
+    if mean is None or mean <= step.mean_kw:
+        return step
+    return _Step(mean, step.sigma_kw, max(step.upper_kw, mean))
 
 
 def _band_ok(forecast: Forecast) -> bool:

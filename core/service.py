@@ -284,6 +284,11 @@ class DsmCore:
         return self._snapshot
 
     @property
+    def dispatch_controller(self) -> DispatchController | None:
+        """The dispatch controller (the self-tuning serves its choice through it)."""
+        return self._dispatch
+
+    @property
     def dispatch_battery(self) -> Battery | None:
         """The battery the dispatch planner runs, None without one."""
         return self._dispatch.battery if self._dispatch is not None else None

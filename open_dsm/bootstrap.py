@@ -25,12 +25,14 @@ from bacnet.table import BacnetPointTable
 from core.clock import Clock, ScaledClock, SystemClock
 from core.commands import InputKey
 from core.config import Settings
+from core.dispatch.assets import Tariff
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.service import DsmCore
 from core.storage import health, recovery
 from core.storage.migrate import upgrade_to_head
 from core.storage.repository import Storage, create_db_engine
 from core.training import TrainingManager
+from core.tuning import TuningManager
 from core.writer import DatabaseWriter
 from open_dsm import package_version
 from open_dsm.connections import (
@@ -213,6 +215,21 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _tuning_manager(settings: Settings, storage: Storage, core: DsmCore) -> TuningManager:
+    """The dispatch self-tuning (its nightly replay does nothing without a battery)."""
+    controller = core.dispatch_controller
+    return TuningManager(
+        storage,
+        SystemClock(),
+        controller,
+        settings.database_url,
+        settings.tz,
+        controller.tariff if controller is not None else Tariff(),
+        settings.demand_interval_minutes,
+        core.writer.submit,
+    )
+
+
 async def serve(settings: Settings) -> None:
     """Run the service until SIGINT/SIGTERM, then shut both faces down in order."""
     started = time.monotonic()
@@ -264,12 +281,15 @@ async def serve(settings: Settings) -> None:
     # After the device is up: loading a trained model (LiteRT) must not delay the first I-Am;
     # the baseline serves until it is loaded.
     training_start = asyncio.create_task(training.start(), name="open-dsm-model-load")
+    tuning = _tuning_manager(settings, storage, core)
+    tuning_start = asyncio.create_task(tuning.start(), name="open-dsm-tuning-load")
     app = create_app(
         core,
         point_table=BacnetPointTable(settings),
         bacnet_bound=lambda: face.bound,
         training=training,
         version=version,
+        tuning=tuning,
     )
     limits = connection_limits(settings, raise_fd_limit())
     server = _Server(uvicorn_config(app, settings, limits))
@@ -293,6 +313,7 @@ async def serve(settings: Settings) -> None:
     gc.freeze()
     core_task = asyncio.create_task(core.run(), name="open-dsm-core")
     schedule_task = asyncio.create_task(training.run_schedule(), name="open-dsm-nightly-training")
+    tuning_task = asyncio.create_task(tuning.run_schedule(), name="open-dsm-nightly-tuning")
     http_task = asyncio.create_task(server.serve(sockets=[http_socket]), name="open-dsm-http")
     stop_task = asyncio.create_task(stop.wait(), name="open-dsm-stop")
     log.info(
@@ -315,12 +336,21 @@ async def serve(settings: Settings) -> None:
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(http_task, timeout=10)
-        for task in (core_task, stop_task, schedule_task, training_start, watch_task):
+        background = (
+            core_task,
+            schedule_task,
+            training_start,
+            tuning_task,
+            tuning_start,
+            watch_task,
+        )
+        for task in (stop_task, *background):
             task.cancel()
-        for task in (core_task, schedule_task, training_start, watch_task):
+        for task in background:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await training.stop()
+        await tuning.stop()
         await core.stop()
         if writer.unkept:
             try:

@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.deps import CoreDep
+from api.deps import ContextDep, CoreDep
 from core.errors import NotReady
 from core.timegrid import minute_start
 
@@ -130,3 +130,43 @@ def _at(values: tuple[float, ...] | None, index: int) -> float | None:
     if values is None or index >= len(values):
         return None
     return float(values[index])
+
+
+class TuningCandidateOut(BaseModel):
+    """One candidate controller's replay of the site's recent history."""
+
+    name: str
+    billed_kw: float = Field(description="Highest interval average of grid import it replayed")
+    throughput_kwh: float = Field(description="kWh through the battery over the window")
+
+
+class DispatchTuningOut(BaseModel):
+    """The dispatch controller's self-tuning: what the nightly replay chose and why."""
+
+    configured: bool = Field(description="False when no battery is configured")
+    chosen: str = Field(description="The candidate served (baseline: the defaults)")
+    level_kw: float | None = Field(None, description="The fixed level it defends (history-level)")
+    night_at: datetime | None = Field(None, description="The night the replay ran for")
+    history_days: float | None = Field(None, description="Days of history replayed")
+    no_battery_kw: float | None = Field(None, description="The window's bill without a battery")
+    saving_kw: float | None = Field(None, description="kW the choice cut off that bill")
+    saving_per_month: float | None = Field(
+        None, description="saving_kw at the configured demand charge (currency per month)"
+    )
+    candidates: list[TuningCandidateOut] = Field(default_factory=list)
+    replay_running: bool = False
+    note: str | None = None
+
+
+@router.get("/dispatch/tuning", response_model=DispatchTuningOut)
+async def dispatch_tuning(context: ContextDep) -> DispatchTuningOut:
+    """The self-tuning's choice, each candidate's replayed bill and the charge it saves."""
+    tuning = context.tuning
+    if tuning is None or context.core.dispatch_battery is None:
+        return DispatchTuningOut(configured=False, chosen="baseline")
+    status = tuning.status(context.core.settings.demand_charge_per_kw)
+    return DispatchTuningOut(
+        configured=True,
+        replay_running=tuning.running,
+        **{k: v for k, v in status.items() if k in DispatchTuningOut.model_fields},
+    )

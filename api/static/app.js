@@ -469,6 +469,29 @@
       return;
     }
     if (!state.plan.configured) state.dispatchNextTry = Date.now() + DISPATCH_RETRY_MS;
+    else refreshTuning();
+  }
+
+  // The self-tuning's choice: which candidate the nightly replay of the site's history serves.
+  async function refreshTuning() {
+    const line = byId("dispatch-tuning");
+    line.hidden = false;
+    let tuning;
+    try {
+      tuning = await getJson("/api/v1/dispatch/tuning");
+    } catch (error) {
+      line.textContent = "self-tuning: n/a";
+      return;
+    }
+    if (!tuning.configured) { line.textContent = "self-tuning: n/a"; return; }
+    const bills = (tuning.candidates || [])
+      .map((c) => `${c.name} ${c.billed_kw.toFixed(2)} kW`).join(", ");
+    const saving = tuning.saving_kw === null || tuning.saving_kw === undefined ? "" :
+      `; saves ${tuning.saving_kw.toFixed(2)} kW (${tuning.saving_per_month.toFixed(0)} a month at the demand charge)`;
+    line.textContent = `self-tuning: serving ${tuning.chosen}` +
+      (tuning.level_kw ? ` (level ${tuning.level_kw.toFixed(2)} kW)` : "") + saving +
+      (bills ? `; replayed bills over the last ${Math.round(tuning.history_days)} days: ${bills}` : "") +
+      (tuning.note && !bills ? `; ${tuning.note}` : "");
   }
 
   // -- polling ---------------------------------------------------------------------------------

@@ -249,16 +249,45 @@ class DispatchController:
         self._errors: deque[float] = deque(maxlen=max(1, self._settings.level_minutes))
         self._recent: deque[float] = deque(maxlen=max(2, self._settings.bank_lookback_minutes + 1))
         self._recent_minute: int | None = None
+        self._level_kw: float | None = None
 
     @property
     def battery(self) -> Battery:
         """The battery this controller dispatches."""
         return self._battery
 
+    @property
+    def tariff(self) -> Tariff:
+        """The tariff that prices the plan."""
+        return self._tariff
+
+    @property
+    def settings(self) -> DispatchSettings:
+        """The settings in force (the self-tuning's choice once one is served)."""
+        return self._settings
+
+    @property
+    def level_kw(self) -> float | None:
+        """The fixed level the self-tuning's choice defends at least (None: none)."""
+        return self._level_kw
+
+    def use_settings(self, settings: DispatchSettings, level_kw: float | None = None) -> None:
+        """Serve the self-tuning's choice from the next re-plan: its settings, and the level it
+        defends at least (the fixed-level rule; None for the others)."""
+        if settings.plan_time_limit_s != self._settings.plan_time_limit_s:
+            self._solver = PlanSolver(self._battery, self._tariff, settings.plan_time_limit_s)
+        if settings.level_minutes != self._settings.level_minutes:
+            self._errors = deque(self._errors, maxlen=max(1, settings.level_minutes))
+        if settings.bank_lookback_minutes != self._settings.bank_lookback_minutes:
+            self._recent = deque(self._recent, maxlen=max(2, settings.bank_lookback_minutes + 1))
+        self._settings = settings
+        self._level_kw = level_kw if level_kw is not None and math.isfinite(level_kw) else None
+        self._planned_at = None  # re-plan at the next minute
+
     def decide(self, inputs: DispatchInputs) -> DispatchDecision:
         """The setpoint for ``inputs.minute``."""
         battery = self._battery
-        floor = max(inputs.paid_peak_kw or 0.0, inputs.target_kw or 0.0)
+        floor = max(inputs.paid_peak_kw or 0.0, inputs.target_kw or 0.0, self._level_kw or 0.0)
         fallback: str | None = None
         if inputs.soc_pct is None or not math.isfinite(inputs.soc_pct):
             soc_pct = battery.reserve_pct
@@ -496,7 +525,10 @@ class DispatchController:
         """Discharge just enough to hold the interval at ``cap``; charge only under the floor.
 
         Charging is limited by the peak already paid (or the target), not by the planned peak:
-        the planned peak is a forecast, and charging up to it would make it real.
+        the planned peak is a forecast, and charging up to it would make it real. The rest of the
+        interval is taken at the latest minute's load: the measured level of the demand
+        projection's rule (``core.demand.remaining_minute_kw``), which ``kw-to-shed``, the
+        exceedance chance and the permits also apply (there with the forecast as a floor).
         """
         battery = self._battery
         step = inputs.step_minutes

@@ -67,6 +67,15 @@ class MonthResult:
     solve_ms: list[float] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class IntervalRecord:
+    """One closed demand interval of a replay: its grid import and the battery's throughput."""
+
+    start_minute: int
+    grid_kw: float
+    throughput_kwh: float
+
+
 def month_of(minute: int, tz: ZoneInfo) -> str:
     """Local YYYY-MM of a UTC minute index."""
     return minute_start(minute).astimezone(tz).strftime("%Y-%m")
@@ -105,13 +114,19 @@ def simulate_month(
     start_soc_pct: float,
     step_minutes: int,
     month: str,
+    intervals: list[IntervalRecord] | None = None,
 ) -> MonthResult:
-    """Run ``controller`` over ``load_kw[first:end]``; the battery starts at ``start_soc_pct``."""
+    """Run ``controller`` over ``load_kw[first:end]``; the battery starts at ``start_soc_pct``.
+
+    ``intervals``, when given, receives every closed interval's record (for the self-tuning,
+    which scores the days of a window).
+    """
     energy = battery.kwh(start_soc_pct) if battery else 0.0
     minute_h = 1.0 / 60.0
     paid: float | None = None
     interval: list[float] = []
     throughput = 0.0
+    interval_throughput = 0.0
     violations = 0
     last_battery = 0.0
     state = ReplayState(0, 0, step_minutes, load_kw, interval, None, start_soc_pct, 0.0)
@@ -120,6 +135,10 @@ def simulate_month(
         if minute % step_minutes == 0 and interval:
             average = sum(interval) / len(interval)
             paid = average if paid is None else max(paid, average)
+            if intervals is not None:
+                opened = minute - len(interval)
+                intervals.append(IntervalRecord(opened, average, throughput - interval_throughput))
+                interval_throughput = throughput
             interval.clear()
         load = float(load_kw[index])
         if math.isnan(load):
@@ -158,6 +177,9 @@ def simulate_month(
     if interval:
         average = sum(interval) / len(interval)
         paid = average if paid is None else max(paid, average)
+        if intervals is not None:
+            opened = start_minute + end - len(interval)
+            intervals.append(IntervalRecord(opened, average, throughput - interval_throughput))
     solve = list(getattr(controller, "solve_ms", []))
     return MonthResult(controller.name, month, paid or 0.0, throughput, violations, solve)
 
@@ -230,6 +252,10 @@ class PlannerController:
     def solve_ms(self) -> list[float]:
         """Solve times of every plan so far (ms)."""
         return self._controller.solve_ms
+
+    def set_target(self, target_kw: float | None) -> None:
+        """The level the controller defends at least (the operator target's place)."""
+        self._target = target_kw
 
     def setpoint(self, state: ReplayState) -> float:
         """One minute of the service's controller."""

@@ -153,3 +153,21 @@ class CalendarEntryRow(Base):
     # The entry's JSON form (core.calendar.CalendarEntry.to_dict).
     entry: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class DispatchTuningRun(Base):
+    """One nightly replay of the dispatch self-tuning: the choice and every candidate's bill."""
+
+    __tablename__ = "dispatch_tuning_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    night_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    finished_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # done / failed
+    chosen: Mapped[str | None] = mapped_column(String(64))
+    level_kw: Mapped[float | None] = mapped_column(Float)
+    no_battery_kw: Mapped[float | None] = mapped_column(Float)
+    history_days: Mapped[float | None] = mapped_column(Float)
+    # [{"name", "billed_kw", "throughput_kwh"}, ...] over the replayed window
+    candidates: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    note: Mapped[str | None] = mapped_column(Text)

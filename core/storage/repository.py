@@ -33,6 +33,7 @@ from core.records import DemandIntervalRecord, LoggedForecast, ModelRunRecord, R
 from core.storage.models import (
     CalendarEntryRow,
     DemandInterval,
+    DispatchTuningRun,
     ForecastLog,
     MinuteReading,
     ModelRun,
@@ -593,6 +594,38 @@ class Storage:
         with self.session() as session:
             row = session.scalars(query).first()
             return None if row is None else _run_record(row)
+
+    # -- dispatch self-tuning -------------------------------------------------------------------
+
+    def add_tuning_run(self, **fields: Any) -> int:
+        """Record one nightly self-tuning replay; returns its id."""
+        with self.session() as session, session.begin():
+            run = DispatchTuningRun(**fields)
+            session.add(run)
+            session.flush()
+            return int(run.id)
+
+    def tuning_runs(self, limit: int = 10, status: str | None = None) -> list[dict[str, Any]]:
+        """Newest self-tuning runs first, as plain dicts."""
+        query = select(DispatchTuningRun).order_by(DispatchTuningRun.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(DispatchTuningRun.status == status)
+        with self.session() as session:
+            return [
+                {
+                    "id": row.id,
+                    "night_at": row.night_at,
+                    "finished_at": row.finished_at,
+                    "status": row.status,
+                    "chosen": row.chosen,
+                    "level_kw": row.level_kw,
+                    "no_battery_kw": row.no_battery_kw,
+                    "history_days": row.history_days,
+                    "candidates": list(row.candidates or []),
+                    "note": row.note,
+                }
+                for row in session.scalars(query)
+            ]
 
 
 def _columns(rows: Sequence[Any]) -> MinuteColumns:

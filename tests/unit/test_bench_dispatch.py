@@ -98,3 +98,43 @@ def test_the_tariffs_interval_sets_what_is_billed(
     assert best - 1e-6 <= rows["baseline"]["billed_kw"] <= rows["no-battery"]["billed_kw"] + 1e-6
     assert rows["baseline"]["violations"] == 0
     assert f"{interval}-minute demand intervals" in capsys.readouterr().out
+
+
+def test_the_self_tuned_row_runs_on_its_defaults_without_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "meter.csv"
+    _write_csv(data)
+    out = tmp_path / "dispatch.json"
+    parser = argparse.ArgumentParser()
+    dispatch.add_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--data",
+            str(data),
+            "--tz",
+            "UTC",
+            "--battery-kw",
+            "10",
+            "--battery-kwh",
+            "10",
+            "--thresholds",
+            "15",
+            "--no-trained",
+            "--self-tuned",
+            "--replan-minutes",
+            "30",
+            "--json",
+            str(out),
+        ]
+    )
+    assert dispatch.run(args) == 0
+    rows = {row["controller"]: row for row in json.loads(out.read_text())}
+    assert "self-tuned" in rows
+    tuned, baseline = rows["self-tuned"], rows["baseline"]
+    # Three days are fewer than the 14 the selection needs: every night serves the defaults,
+    # which are the baseline's settings, so it bills what the baseline bills.
+    assert "3 on the defaults" in tuned["note"] and "baseline 3" in tuned["note"]
+    assert tuned["billed_kw"] == pytest.approx(baseline["billed_kw"])
+    assert tuned["violations"] == 0
+    assert "self-tuned" in capsys.readouterr().out

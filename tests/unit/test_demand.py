@@ -316,8 +316,11 @@ def test_chiller_limit_steps_with_shed_and_is_rate_limited() -> None:
     feed(tracker, S + 1, [100.0] * 4)
     shed = (130.0 - 100.0) * 10 / 15
     assert limit(S + 5, 130.0) == pytest.approx(90.0 - 100.0 * shed / 100.0)  # 70
-    feed(tracker, S + 5, [100.0] * 10)
-    assert limit(S + 15, 50.0) == pytest.approx(70.0 + 10.0)  # under target - deadband: up
+    feed(tracker, S + 5, [100.0] * 9 + [80.0])
+    # The meter fell to 80 kW: the forecast (50) and the measured level are both under the
+    # target less the deadband, so the limit steps up. (At a measured 100 kW it would not: the
+    # rest of the interval is projected at least at the measured level.)
+    assert limit(S + 15, 50.0) == pytest.approx(70.0 + 10.0)
     feed(tracker, S + 15, [100.0] * 5)
     assert limit(S + 20, 1000.0) == pytest.approx(80.0 - 20.0)  # step capped at 20 %
     feed(tracker, S + 20, [100.0] * 5)
@@ -464,11 +467,12 @@ def test_a_flag_cannot_flip_back_before_the_min_on_and_off_times() -> None:
     config = permit_config(target_kw=100.0, min_on_minutes=5, min_off_minutes=5)
     tracker = DemandTracker(config)
     history: list[bool] = []
-    # Meter 100 kW every minute; the forecast alone swings the projection over / under target.
-    feed(tracker, S, [100.0])
+    # Meter 90 kW every minute (under the target less the deadband, so the measured level holds
+    # the projection under it); the forecast alone swings the projection over / under target.
+    feed(tracker, S, [90.0])
     for offset in range(1, 12):
         if offset > 1:
-            tracker.observe_minute(S + offset - 1, 100.0)
+            tracker.observe_minute(S + offset - 1, 90.0)
         kw = 200.0 if offset == 1 or offset >= 7 else 50.0
         snap = tracker.evaluate(
             at(S + offset), forecast(S + offset - 1, kw), all_inputs(S + offset)

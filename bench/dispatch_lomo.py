@@ -1,0 +1,396 @@
+"""Leave-one-month-out table of the dispatch controllers: `python -m bench.dispatch_lomo`.
+
+For every month of the given meter files (by default the shared minute file's two months and the
+shared hourly file's eleven whole months), the share of the perfect-foresight optimum's cut that
+each controller keeps (``(no battery - billed) / (no battery - optimum)``), with the mean and the
+minimum over the months, through the dispatch bench's closed loop (``core.dispatch.replay``,
+re-planning every minute as the service does, SOC 50 % at each month start).
+
+Controllers: the self-tuning's candidates (``core.dispatch.tuning.candidates``); ``self-tuned``
+(each local midnight, the candidate with the lowest bill over the candidates' replays of the last
+28 days before it, applied the next day; the defaults until 14 days of history); the rules of
+the live layer and the plan switched off one at a time (``no-<rule>``, for deciding which rules
+earn their place); and ``lomo-fixed``: for each month, the candidate with the best mean share on
+the *other* months (what choosing one setting on other data would have kept on this month).
+
+The months run in worker processes (``--workers``); every finished replay is written to
+``--json`` at once, and a rerun with the same ``--json`` skips what is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from core.dispatch.assets import Battery
+from core.dispatch.controller import DispatchSettings
+from core.dispatch.replay import (
+    IntervalRecord,
+    NoBattery,
+    month_bounds,
+    month_optimum,
+    simulate_month,
+)
+from core.dispatch.tuning import (
+    Candidate,
+    CandidateController,
+    SelfTuned,
+    candidates,
+)
+from core.forecast.baseline import SeasonalMeanForecaster
+from core.forecast.meter_csv import FloatArray, load_meter_csv
+
+logger = logging.getLogger(__name__)
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DEFAULT_SETS = (
+    f"minute={SHARED / 'egauge_minute_kw_2022-07_08.csv'}",
+    f"hourly={SHARED / 'hourly_kw_2022-03_2023-03.csv'}:2022-04-01:2023-03-01",
+)
+START_SOC_PCT = 50.0
+# (set label, file, month, first index, end index, controller, self-tuned's pool)
+Job = tuple[str, str, str, int, int, str, dict[str, Any] | None]
+
+
+def knob_variants() -> tuple[Candidate, ...]:
+    """The live layer's and the plan's rules, each switched off on its own."""
+    base = DispatchSettings()
+    return (
+        Candidate("no-follow-plan", replace(base, follow_plan=False)),
+        Candidate("no-hold-floor", replace(base, spare_share_to_hold_floor=None)),
+        Candidate("no-sure-share", replace(base, sure_share_of_planned=0.0)),
+        Candidate("no-bias", replace(base, bias_steps=0)),
+        Candidate("no-lift", replace(base, level_minutes=0)),
+    )
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.dispatch_lomo", description=__doc__)
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=None,
+        help="LABEL=FILE[:FROM:TO] (days YYYY-MM-DD); repeatable; default: the shared minute "
+        "file and the shared hourly file's eleven whole months",
+    )
+    parser.add_argument("--tz", default="America/Chicago", help="site time zone (IANA)")
+    parser.add_argument("--battery-kw", type=float, default=10.0)
+    parser.add_argument("--battery-kwh", type=float, default=20.0)
+    parser.add_argument("--efficiency", type=float, default=0.92)
+    parser.add_argument("--interval-minutes", type=int, default=15, choices=(5, 10, 15, 30, 60))
+    parser.add_argument(
+        "--no-knobs", action="store_true", help="skip the rules-switched-off variants"
+    )
+    parser.add_argument(
+        "--knobs", default=None, help="only these rules-switched-off variants (comma-separated)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument("--json", type=Path, default=None, help="results (and resume) file")
+    parser.add_argument(
+        "--report", action="store_true", help="only print the table of what --json holds"
+    )
+    return parser.parse_args(argv)
+
+
+def _battery(args: argparse.Namespace) -> Battery:
+    return Battery(
+        capacity_kwh=args.battery_kwh,
+        charge_kw=args.battery_kw,
+        discharge_kw=args.battery_kw,
+        efficiency=args.efficiency,
+        reserve_pct=0.0,
+        max_pct=100.0,
+    )
+
+
+@lru_cache(maxsize=4)
+def _series(path: str, tz: str) -> tuple[int, FloatArray]:
+    series = load_meter_csv(Path(path), ZoneInfo(tz))
+    return series.start_minute, series.values_kw
+
+
+def _months(spec: str, tz: str) -> tuple[str, str, list[tuple[str, int, int]]]:
+    """(label, path, [(month, first, end)]) of one ``LABEL=FILE[:FROM:TO]``."""
+    label, _, rest = spec.partition("=")
+    path, *days = rest.split(":")
+    start, load = _series(path, tz)
+    zone = ZoneInfo(tz)
+    bounds = month_bounds(start, len(load), zone)
+    if days:
+        from bench.dispatch import _day_minute
+
+        lo = _day_minute(days[0], zone)
+        hi = _day_minute(days[1], zone) if len(days) > 1 else None
+        bounds = [
+            (m, max(f, (lo - start) if lo else f), min(e, (hi - start) if hi else e))
+            for m, f, e in bounds
+        ]
+    return label, path, [(m, f, e) for m, f, e in bounds if e - f >= 24 * 60]
+
+
+def _factory(battery: Battery, tz: ZoneInfo, start: int, load: FloatArray, step: int) -> Any:
+    baseline = SeasonalMeanForecaster(weeks=2)
+
+    def build(candidate: Candidate) -> CandidateController:
+        return CandidateController(
+            candidate,
+            battery,
+            tz,
+            start,
+            lambda h, at: baseline.day_ahead(h, tz, at),
+            baseline.day_ahead_history_minutes,
+            load,
+            step,
+        )
+
+    return build
+
+
+def _record_rows(records: list[IntervalRecord]) -> list[list[float]]:
+    return [[r.start_minute, r.grid_kw, r.throughput_kwh] for r in records]
+
+
+def _records(rows: list[list[float]]) -> list[IntervalRecord]:
+    return [IntervalRecord(int(r[0]), float(r[1]), float(r[2])) for r in rows]
+
+
+def replay_job(
+    path: str,
+    tz_name: str,
+    month: str,
+    first: int,
+    end: int,
+    name: str,
+    battery: Battery,
+    step: int,
+    pool: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One controller over one month (in a worker): its bill, throughput and interval records."""
+    tz = ZoneInfo(tz_name)
+    start, load = _series(path, tz_name)
+    t0 = time.process_time()
+    records: list[IntervalRecord] = []
+    solve: list[float] = []
+    note = ""
+    if name == "optimum":
+        result = month_optimum(load, start, first, end, battery, START_SOC_PCT, step, month)
+    elif name == "no-battery":
+        result = simulate_month(
+            NoBattery(), load, start, first, end, None, START_SOC_PCT, step, month, records
+        )
+    else:
+        build = _factory(battery, tz, start, load, step)
+        everything = {c.name: c for c in candidates() + knob_variants()}
+        controller: Any
+        if name == "self-tuned":
+            assert pool is not None
+            controller = SelfTuned(
+                build,
+                candidates(),
+                {k: _records(v) for k, v in pool["records"].items()},
+                _records(pool["no_battery"]),
+                pool["history_start"],
+                tz,
+            )
+        else:
+            controller = build(everything[name])
+        result = simulate_month(
+            controller, load, start, first, end, battery, START_SOC_PCT, step, month, records
+        )
+        solve = list(controller.solve_ms)
+        if name == "self-tuned":
+            picked = [choice.chosen for _, choice in controller.choices]
+            note = " ".join(f"{p}" for p in picked)
+    return {
+        "month": month,
+        "controller": name,
+        "billed_kw": result.billed_kw,
+        "throughput_kwh": result.throughput_kwh,
+        "violations": result.violations,
+        "solve_ms_p99": float(np.percentile(solve, 99)) if solve else None,
+        "cpu_s": time.process_time() - t0,
+        "records": _record_rows(records),
+        "note": note,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Replay, print the table, write the JSON."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args = _arguments(argv)
+    battery = _battery(args)
+    step = args.interval_minutes
+    sets = [_months(spec, args.tz) for spec in (args.sets or DEFAULT_SETS)]
+    done: dict[str, dict[str, Any]] = {}
+    if args.json is not None and args.json.exists():
+        done = json.loads(args.json.read_text())
+    pool_names = [c.name for c in candidates()]
+    knobs = [] if args.no_knobs else [c.name for c in knob_variants()]
+    if args.knobs:
+        knobs = [k for k in knobs if k in args.knobs.split(",")]
+    started = time.monotonic()
+    if args.report:
+        _print(sets, done, pool_names, knobs, args, 0.0)
+        return 0
+
+    def key(label: str, month: str, name: str) -> str:
+        return f"{label}|{month}|{name}"
+
+    def save() -> None:
+        if args.json is not None:
+            args.json.write_text(json.dumps(done))
+
+    def run_phase(jobs: list[Job]) -> None:
+        with ProcessPoolExecutor(args.workers) as executor:
+            futures: dict[Future[dict[str, Any]], str] = {}
+            for label, path, month, first, end, name, pool in jobs:
+                k = key(label, month, name)
+                if k in done:
+                    continue
+                futures[
+                    executor.submit(
+                        replay_job, path, args.tz, month, first, end, name, battery, step, pool
+                    )
+                ] = k
+            for future in list(futures):
+                k = futures[future]
+                done[k] = future.result()
+                logger.info("%s: %.2f kW (%.0f s cpu)", k, done[k]["billed_kw"], done[k]["cpu_s"])
+                save()
+
+    first_jobs: list[Job] = [
+        (label, path, month, first, end, name, None)
+        for label, path, months in sets
+        for month, first, end in months
+        for name in ["no-battery", "optimum", *pool_names]
+    ]
+    run_phase(first_jobs)
+    second_jobs: list[Job] = []
+    for label, path, months in sets:
+        records = {
+            name: [r for month, _, _ in months for r in done[key(label, month, name)]["records"]]
+            for name in pool_names
+        }
+        no_battery = [
+            r for month, _, _ in months for r in done[key(label, month, "no-battery")]["records"]
+        ]
+        start, _ = _series(path, args.tz)
+        pool: dict[str, Any] = {
+            "records": records,
+            "no_battery": no_battery,
+            "history_start": start + months[0][1],
+        }
+        for month, first, end in months:
+            second_jobs.append((label, path, month, first, end, "self-tuned", pool))
+    for label, path, months in sets:
+        for month, first, end in months:
+            for name in knobs:
+                second_jobs.append((label, path, month, first, end, name, None))
+    run_phase(second_jobs)
+    _print(sets, done, pool_names, knobs, args, time.monotonic() - started)
+    return 0
+
+
+def _share(done: dict[str, dict[str, Any]], label: str, month: str, name: str) -> float | None:
+    row = done.get(f"{label}|{month}|{name}")
+    base = done.get(f"{label}|{month}|no-battery")
+    best = done.get(f"{label}|{month}|optimum")
+    if row is None or base is None or best is None:
+        return None
+    cut = base["billed_kw"] - best["billed_kw"]
+    if cut <= 1e-9:
+        return None
+    return float((base["billed_kw"] - row["billed_kw"]) / cut)
+
+
+def _print(
+    sets: list[tuple[str, str, list[tuple[str, int, int]]]],
+    done: dict[str, dict[str, Any]],
+    pool_names: list[str],
+    knobs: list[str],
+    args: argparse.Namespace,
+    elapsed_s: float,
+) -> None:
+    out = sys.stdout.write
+    names = [*pool_names, "self-tuned", "lomo-fixed", *knobs]
+    months = [(label, month) for label, _, ms in sets for month, _, _ in ms]
+    shares: dict[str, list[float | None]] = {n: [] for n in names}
+    for label, month in months:
+        for name in names:
+            if name == "lomo-fixed":
+                continue
+            shares[name].append(_share(done, label, month, name))
+    # lomo-fixed: the candidate with the best mean share on the other months.
+    for index in range(len(months)):
+        best_name, best_mean = None, -np.inf
+        for name in pool_names:
+            others = [s for i, s in enumerate(shares[name]) if i != index and s is not None]
+            if others and float(np.mean(others)) > best_mean:
+                best_name, best_mean = name, float(np.mean(others))
+        shares["lomo-fixed"].append(shares[best_name][index] if best_name else None)
+    out(
+        f"\nbench dispatch leave-one-month-out: battery {args.battery_kw:g} kW / "
+        f"{args.battery_kwh:g} kWh, {args.interval_minutes}-minute intervals, share of the "
+        f"optimum's cut ({elapsed_s:.0f} s)\n\n"
+    )
+    width = max(len(n) for n in names) + 1
+    out(f"{'set|month':16}" + "".join(f"{n[:width]:>{width}}" for n in names) + "\n")
+
+    def cell(value: float | None) -> str:
+        return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.0%}"
+
+    for index, (label, month) in enumerate(months):
+        out(f"{label + '|' + month:16}" + "".join(cell(shares[n][index]) for n in names) + "\n")
+    for title, fn in (("mean", np.mean), ("min", np.min)):
+        row = ""
+        for name in names:
+            values = [s for s in shares[name] if s is not None]
+            row += cell(float(fn(values)) if values else None)
+        out(f"{title:16}" + row + "\n")
+    if knobs:
+        out("\nrule switched off against baseline (months the rule helps / hurts / ties):\n")
+        for name in knobs:
+            helps = hurts = ties = 0
+            for with_rule, without in zip(shares["baseline"], shares[name], strict=True):
+                if with_rule is None or without is None:
+                    continue
+                if with_rule > without + 0.005:
+                    helps += 1
+                elif without > with_rule + 0.005:
+                    hurts += 1
+                else:
+                    ties += 1
+            out(f"  {name:16} helps {helps:2d}  hurts {hurts:2d}  ties {ties:2d}\n")
+    bad = [k for k, v in done.items() if v.get("violations")]
+    out(f"\nreplays with a limit broken: {len(bad)}\n")
+    above = [
+        f"{label}|{month}|{name}"
+        for label, month in months
+        for name in [*pool_names, "self-tuned"]
+        if (s := _share(done, label, month, name)) is not None and s < -1e-9
+    ]
+    out(f"replays billed above no battery: {', '.join(above) or 'none'}\n")
+    for label, month in months:
+        tuned = done.get(f"{label}|{month}|self-tuned")
+        if tuned is not None:
+            picks = tuned["note"].split()
+            counts = {p: picks.count(p) for p in dict.fromkeys(picks)}
+            out(f"self-tuned {label}|{month}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            out("\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
