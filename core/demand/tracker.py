@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,8 +10,8 @@ from typing import Any
 from core.demand.accounting import (
     BillingPeriod,
     ClosedInterval,
+    IntervalLedger,
     billing_period,
-    interval_average_kw,
     interval_start_minute,
 )
 from core.demand.config import (
@@ -124,13 +123,7 @@ class DemandTracker:
         self._config = config
         self._target_kw = config.target_kw
         self._target_from_operator = False
-        self._minutes_kw: dict[int, float] = {}  # observed minutes of the last L minutes
-        self._open_start: int | None = None  # fixed mode: the interval being filled
-        self._last_minute: int | None = None
-        self._last_kw: float | None = None
-        self._period_start_minute: int | None = None
-        self._peak_kw: float | None = None
-        self._peak_start_minute: int | None = None
+        self._ledger = IntervalLedger(config)
         self._latches = {name: Latch() for name in LATCHES}
         self._chiller = ChillerLimit()
 
@@ -147,12 +140,12 @@ class DemandTracker:
     @property
     def period_peak_kw(self) -> float | None:
         """Highest counted interval average of the tracked billing period so far."""
-        return self._peak_kw
+        return self._ledger.peak_kw
 
     @property
     def period_peak_start_minute(self) -> int | None:
         """UTC start minute of the interval that set the period peak."""
-        return self._peak_start_minute
+        return self._ledger.peak_start_minute
 
     def set_target(self, kw: float | None) -> None:
         """Set the demand target (kW) from the operator; None removes it. Persisted in state."""
@@ -166,103 +159,17 @@ class DemandTracker:
     def observe_minute(self, minute: int, kw: float) -> list[ClosedInterval]:
         """Add one completed minute mean of the meter (kW); return the intervals it closed.
 
-        Minutes must come in increasing order; a repeated or older minute, or a non-finite kW, is
-        ignored. A missing minute is a gap: it does not count toward the interval average, the
-        interval is marked incomplete, and projections treat it as having been at the average of
-        the observed minutes. Fixed mode closes an interval on its last minute, or on the first
-        minute seen after it (or ``close_due``) when its last minute is missing. Sliding mode
-        closes the window ending at each observed minute.
+        The rules (order, gaps, when an interval closes) are ``IntervalLedger.observe_minute``'s.
         """
-        if not math.isfinite(kw) or (self._last_minute is not None and minute <= self._last_minute):
-            return []
-        cfg = self._config
-        length = cfg.interval_minutes
-        closed: list[ClosedInterval] = []
-        if cfg.window is WindowMode.FIXED:
-            start = interval_start_minute(minute, length, cfg.timezone)
-            if self._open_start is not None and self._open_start != start:
-                closed.extend(self._close_open_interval())
-            self._record(minute, kw)
-            if self._open_start is None:
-                self._open_start = start
-            if minute == start + length - 1:
-                closed.extend(self._close_open_interval())
-        else:
-            self._record(minute, kw)
-            window = self._close(minute - length + 1, minute)
-            if window is not None:
-                closed.append(window)
-        return closed
+        return self._ledger.observe_minute(minute, kw)
 
     def seed_peak(self, intervals: Sequence[ClosedInterval]) -> bool:
-        """Count intervals measured from stored (imported) minutes toward the period peak.
-
-        Only intervals that count for the peak of the tracked period (or a newer one) raise it;
-        returns True when the peak changed.
-        """
-        changed = False
-        for item in intervals:
-            if not item.counted_for_peak or not self._roll_period(item.period_start_minute):
-                continue
-            if self._peak_kw is None or item.average_kw > self._peak_kw:
-                self._peak_kw, self._peak_start_minute = item.average_kw, item.start_minute
-                changed = True
-        return changed
+        """Count intervals measured from stored (imported) minutes toward the period peak."""
+        return self._ledger.seed_peak(intervals)
 
     def close_due(self, now: datetime) -> list[ClosedInterval]:
         """Close a fixed interval that has ended without its last minute (meter gap)."""
-        if self._open_start is None:
-            return []
-        if minute_of(now) >= self._open_start + self._config.interval_minutes:
-            return self._close_open_interval()
-        return []
-
-    def _record(self, minute: int, kw: float) -> None:
-        self._minutes_kw[minute] = kw
-        oldest = minute - self._config.interval_minutes
-        for old in [m for m in self._minutes_kw if m <= oldest]:
-            del self._minutes_kw[old]
-        self._last_minute, self._last_kw = minute, kw
-
-    def _close_open_interval(self) -> list[ClosedInterval]:
-        start = self._open_start
-        self._open_start = None
-        if start is None:
-            return []
-        closed = self._close(start, start)
-        return [] if closed is None else [closed]
-
-    def _close(self, start: int, period_minute: int) -> ClosedInterval | None:
-        """Build the record of [start, start + L); ``period_minute`` picks its billing period."""
-        cfg = self._config
-        length = cfg.interval_minutes
-        values = [kw for m, kw in self._minutes_kw.items() if start <= m < start + length]
-        average = interval_average_kw(values)
-        if average is None:
-            return None
-        period = billing_period(minute_start(period_minute), cfg.timezone, cfg.billing_cycle_day)
-        is_current = self._roll_period(period.start_minute)
-        covered = 100.0 * len(values) / length >= cfg.peak_min_coverage_pct
-        counted = is_current and covered
-        if counted and (self._peak_kw is None or average > self._peak_kw):
-            self._peak_kw, self._peak_start_minute = average, start
-        return ClosedInterval(
-            start_minute=start,
-            length_minutes=length,
-            average_kw=average,
-            observed_minutes=len(values),
-            complete=len(values) == length,
-            period_start_minute=period.start_minute,
-            counted_for_peak=counted,
-        )
-
-    def _roll_period(self, period_start_minute: int) -> bool:
-        """Move to a newer billing period (resetting the peak); False for an older one."""
-        if self._period_start_minute is None or period_start_minute > self._period_start_minute:
-            self._period_start_minute = period_start_minute
-            self._peak_kw, self._peak_start_minute = None, None
-            return True
-        return period_start_minute == self._period_start_minute
+        return self._ledger.close_due(now)
 
     # -- evaluation ----------------------------------------------------------------------------
 
@@ -287,10 +194,10 @@ class DemandTracker:
         notes: list[str] = []
 
         period = billing_period(now, cfg.timezone, cfg.billing_cycle_day)
-        self._roll_period(period.start_minute)
-        in_period = self._period_start_minute == period.start_minute
-        peak_kw = self._peak_kw if in_period else None
-        peak_start = self._peak_start_minute if in_period else None
+        self._ledger.roll_period(period.start_minute)
+        in_period = self._ledger.period_start_minute == period.start_minute
+        peak_kw = self._ledger.peak_kw if in_period else None
+        peak_start = self._ledger.peak_start_minute if in_period else None
 
         max_age_s = cfg.input_max_age_s
         soc = fresh_value(
@@ -327,11 +234,11 @@ class DemandTracker:
         else:
             win_start = now_minute - length + 1
         interval = interval_status(
-            cfg, self._minutes_kw, win_start, now_minute, held_kw, step, effective, notes
+            cfg, self._ledger.minutes_kw, win_start, now_minute, held_kw, step, effective, notes
         )
 
         windows = next_hour_windows(
-            cfg, self._minutes_kw, win_start, now_minute, usable, step, held_kw, effective
+            cfg, self._ledger.minutes_kw, win_start, now_minute, usable, step, held_kw, effective
         )
         if not windows and usable is not None:
             notes.append("forecast does not cover a whole demand window: no next-hour outlook")
@@ -394,11 +301,11 @@ class DemandTracker:
         )
 
     def _held_kw(self, now_minute: int) -> float | None:
-        if self._last_minute is None or self._last_kw is None:
+        if self._ledger.last_minute is None or self._ledger.last_kw is None:
             return None
-        if now_minute - self._last_minute - 1 > self._config.meter_max_age_minutes:
+        if now_minute - self._ledger.last_minute - 1 > self._config.meter_max_age_minutes:
             return None
-        return self._last_kw
+        return self._ledger.last_kw
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -413,13 +320,13 @@ class DemandTracker:
             "billing_cycle_day": cfg.billing_cycle_day,
             "target_kw": self._target_kw,
             "target_from_operator": self._target_from_operator,
-            "minutes_kw": [[m, kw] for m, kw in sorted(self._minutes_kw.items())],
-            "open_start_minute": self._open_start,
-            "last_minute": self._last_minute,
-            "last_kw": self._last_kw,
-            "period_start_minute": self._period_start_minute,
-            "peak_kw": self._peak_kw,
-            "peak_start_minute": self._peak_start_minute,
+            "minutes_kw": [[m, kw] for m, kw in sorted(self._ledger.minutes_kw.items())],
+            "open_start_minute": self._ledger.open_start,
+            "last_minute": self._ledger.last_minute,
+            "last_kw": self._ledger.last_kw,
+            "period_start_minute": self._ledger.period_start_minute,
+            "peak_kw": self._ledger.peak_kw,
+            "peak_start_minute": self._ledger.peak_start_minute,
             "latches": {
                 name: {"on": latch.on, "since_minute": latch.since_minute}
                 for name, latch in self._latches.items()
@@ -449,14 +356,14 @@ class DemandTracker:
                 and state["window"] == config.window.value
                 and state["billing_cycle_day"] == config.billing_cycle_day
             )
-            tracker._last_minute = _opt_int(state["last_minute"])
-            tracker._last_kw = _opt_float(state["last_kw"])
+            tracker._ledger.last_minute = _opt_int(state["last_minute"])
+            tracker._ledger.last_kw = _opt_float(state["last_kw"])
             if same_grid:
-                tracker._minutes_kw = {int(m): float(kw) for m, kw in state["minutes_kw"]}
-                tracker._open_start = _opt_int(state["open_start_minute"])
-                tracker._period_start_minute = _opt_int(state["period_start_minute"])
-                tracker._peak_kw = _opt_float(state["peak_kw"])
-                tracker._peak_start_minute = _opt_int(state["peak_start_minute"])
+                tracker._ledger.minutes_kw = {int(m): float(kw) for m, kw in state["minutes_kw"]}
+                tracker._ledger.open_start = _opt_int(state["open_start_minute"])
+                tracker._ledger.period_start_minute = _opt_int(state["period_start_minute"])
+                tracker._ledger.peak_kw = _opt_float(state["peak_kw"])
+                tracker._ledger.peak_start_minute = _opt_int(state["peak_start_minute"])
             for name in LATCHES:
                 saved = state["latches"][name]
                 tracker._latches[name] = Latch(bool(saved["on"]), _opt_int(saved["since_minute"]))
