@@ -10,10 +10,8 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Protocol
 
 import numpy as np
 
@@ -26,7 +24,6 @@ from core.compute import SnapshotComputer
 from core.config import Settings
 from core.demand import (
     ClosedInterval,
-    DemandConfig,
     DemandTracker,
     OptionalInputs,
     WindowMode,
@@ -35,7 +32,7 @@ from core.demand import (
     value_if_fresh,
 )
 from core.demand import Reading as DemandReading
-from core.dispatch.assets import Battery, EvChargers, Tariff
+from core.dispatch.assets import Battery
 from core.dispatch.controller import DispatchController
 from core.errors import InvalidReading, InvalidRequest
 from core.forecast.base import (
@@ -43,6 +40,11 @@ from core.forecast.base import (
     Forecaster,
 )
 from core.ingest import LiveMinutes
+from core.intake import BatchResult as BatchResult
+from core.intake import Reading as Reading
+from core.intake import ReadingLike as ReadingLike
+from core.intake import ReadingsPage as ReadingsPage
+from core.intake import ReadingStats as ReadingStats
 from core.month import MonthSummary, fixed_intervals, month_summary
 from core.readings import CompletedMinute, ReadingGrid
 from core.records import DemandIntervalRecord, HeldMinute, LoggedForecast, ModelRunRecord
@@ -50,9 +52,12 @@ from core.series import MinuteSeries
 from core.signals import (
     LoadClassifier,
 )
+from core.site_config import demand_config as demand_config
+from core.site_config import dispatch_controller as dispatch_controller
+from core.site_config import tariff_of as tariff_of
 from core.snapshot import ModelStatus, Quality, Snapshot
 from core.storage import recovery
-from core.storage.repository import MinuteColumns, Storage, StoredMinute
+from core.storage.repository import MinuteColumns, Storage
 from core.timegrid import (
     MINUTES_PER_DAY,
     MINUTES_PER_WEEK,
@@ -86,111 +91,6 @@ STATE_COMMANDS = "commands"
 PERSISTED_INPUTS = frozenset(
     {InputKey.METER_KW, InputKey.DEMAND_TARGET_KW, InputKey.OUTDOOR_AIR_TEMP}
 )
-
-
-def demand_config(settings: Settings) -> DemandConfig:
-    """The demand domain's configuration from the service settings."""
-    return DemandConfig(
-        timezone=settings.tz,
-        interval_minutes=settings.demand_interval_minutes,
-        window=WindowMode(settings.demand_window),
-        billing_cycle_day=settings.billing_cycle_day,
-        target_kw=settings.demand_target_kw,
-        ratchet_to_period_peak=settings.demand_ratchet,
-        deadband_kw=settings.demand_deadband_kw,
-        min_on_minutes=settings.demand_min_on_minutes,
-        min_off_minutes=settings.demand_min_off_minutes,
-        meter_max_age_minutes=max(1, math.ceil(settings.stale_after_s / SECONDS_PER_MINUTE)),
-        input_max_age_s=settings.stale_after_s,
-        chiller_rated_kw=settings.chiller_rated_kw,
-        chiller_min_pct=settings.chiller_min_pct,
-        has_battery=settings.has_battery,
-        battery_reserve_pct=settings.battery_reserve_pct,
-        battery_charge_kw=settings.battery_charge_kw,
-        has_ev=settings.has_ev,
-        ev_charge_kw=settings.ev_charge_kw,
-        # The forecasters learn the base load (the meter less what is dispatched; compute.py).
-        forecast_is_base_load=True,
-    )
-
-
-def tariff_of(settings: Settings) -> Tariff:
-    """The tariff the settings describe (demand charge, flat or time-of-use energy price)."""
-    return Tariff(
-        demand_charge_per_kw=settings.demand_charge_per_kw,
-        energy_price_per_kwh=settings.energy_price_per_kwh,
-        tou_prices=settings.tou_schedule(),
-    )
-
-
-def dispatch_controller(settings: Settings) -> DispatchController | None:
-    """The battery/EV dispatch controller the settings describe (None without a battery)."""
-    if not settings.has_battery or settings.battery_capacity_kwh is None:
-        return None
-    charge_kw = settings.battery_charge_kw
-    battery = Battery(
-        capacity_kwh=settings.battery_capacity_kwh,
-        charge_kw=charge_kw,
-        discharge_kw=charge_kw
-        if settings.battery_discharge_kw is None
-        else settings.battery_discharge_kw,
-        efficiency=settings.battery_efficiency,
-        reserve_pct=settings.battery_reserve_pct,
-        max_pct=settings.battery_max_pct,
-    )
-    ev = None
-    ev_max = settings.ev_max_kw if settings.ev_max_kw is not None else settings.ev_charge_kw
-    if settings.has_ev and ev_max > 0:
-        ev = EvChargers(max_kw=ev_max, min_kw=min(settings.ev_min_kw, ev_max))
-    return DispatchController(battery, tariff_of(settings), settings.tz, ev=ev)
-
-
-class ReadingLike(Protocol):
-    """Anything with a reading's two fields (the REST body's items are passed as they are)."""
-
-    @property
-    def kw(self) -> float: ...
-
-    @property
-    def observed_at(self) -> datetime | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One meter reading as submitted by a face; ``observed_at`` None means now."""
-
-    kw: float
-    observed_at: datetime | None = None
-
-
-@dataclass(slots=True)
-class ReadingStats:
-    """Counters of readings accepted and refused, by source (for metrics)."""
-
-    accepted: dict[str, int] = dataclasses.field(default_factory=dict)
-    rejected: dict[str, int] = dataclasses.field(default_factory=dict)
-
-    def count(self, accepted: bool, source: str, n: int = 1) -> None:
-        """Add ``n`` to one counter."""
-        table = self.accepted if accepted else self.rejected
-        table[source] = table.get(source, 0) + n
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    """What a batch of readings did."""
-
-    accepted: int
-    live: int
-    historical_minutes: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReadingsPage:
-    """A page of stored minutes and where the next page starts."""
-
-    items: list[StoredMinute]
-    next_start: datetime | None
 
 
 class DsmCore:

@@ -1,0 +1,382 @@
+"""The demand tracker: feeds the accounting, runs the projection and the decisions, keeps state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from core.demand.accounting import (
+    BillingPeriod,
+    ClosedInterval,
+    IntervalLedger,
+    billing_period,
+    interval_start_minute,
+)
+from core.demand.config import (
+    DemandConfig,
+    OptionalInputs,
+    WindowMode,
+    check_kw,
+)
+from core.demand.decisions import LATCHES, ChillerLimit, DemandDecisions, Latch, decide
+from core.demand.loads import battery_power_in_force, fresh_value, gross_load_kw
+from core.demand.projection import (
+    IntervalStatus,
+    band_ok,
+    interval_status,
+    next_hour_windows,
+    probability_of_exceedance,
+    step_function,
+    usable_forecast,
+)
+from core.forecast.base import Forecast
+from core.timegrid import minute_of, minute_start
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DemandSnapshot:
+    """Everything ``evaluate`` worked out for one moment.
+
+    ``p_exceed_interval`` / ``p_exceed_next_hour``: the chance that the current window, and any
+    window ending within the next hour, averages above the effective target. Each forecast
+    minute is Normal(kw, (p90 - p10) / 2.563); step errors are assumed perfectly correlated
+    (conservative), so a window's sigma is the sum of its future steps' sigmas / L, elapsed
+    minutes carry none, and P(any window) is the largest single-window P. None without a band.
+    """
+
+    at: datetime
+    minute: int
+    interval: IntervalStatus
+    period: BillingPeriod
+    period_peak_kw: float | None
+    period_peak_start_minute: int | None
+    target_kw: float | None
+    effective_target_kw: float | None
+    next_hour_peak_kw: float | None
+    next_hour_peak_start_minute: int | None
+    p_exceed_interval: float | None
+    p_exceed_next_hour: float | None
+    gross_load_kw: float | None
+    decisions: DemandDecisions
+    notes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form for REST."""
+
+        def iso(minute: int | None) -> str | None:
+            return None if minute is None else minute_start(minute).isoformat()
+
+        interval = self.interval
+        decisions = self.decisions
+        return {
+            "at": self.at.astimezone(UTC).isoformat(),
+            "interval": {
+                "start": interval.start.isoformat(),
+                "length_minutes": interval.length_minutes,
+                "elapsed_minutes": interval.elapsed_minutes,
+                "observed_minutes": interval.observed_minutes,
+                "remaining_minutes": interval.remaining_minutes,
+                "average_so_far_kw": interval.average_so_far_kw,
+                "projected_kw": interval.projected_kw,
+                "projection": interval.projection.value,
+                "allowance_kw": interval.allowance_kw,
+            },
+            "period": {"start": self.period.start.isoformat(), "end": self.period.end.isoformat()},
+            "period_peak_kw": self.period_peak_kw,
+            "period_peak_start": iso(self.period_peak_start_minute),
+            "target_kw": self.target_kw,
+            "effective_target_kw": self.effective_target_kw,
+            "next_hour_peak_kw": self.next_hour_peak_kw,
+            "next_hour_peak_start": iso(self.next_hour_peak_start_minute),
+            "p_exceed_interval": self.p_exceed_interval,
+            "p_exceed_next_hour": self.p_exceed_next_hour,
+            "gross_load_kw": self.gross_load_kw,
+            "decisions": {
+                "kw_to_shed": decisions.kw_to_shed,
+                "chiller_capacity_limit_pct": decisions.chiller_capacity_limit_pct,
+                "battery_charge_permit": decisions.battery_charge_permit,
+                "ev_charge_permit": decisions.ev_charge_permit,
+                "battery_discharge_request": decisions.battery_discharge_request,
+                "charge_headroom_kw": decisions.charge_headroom_kw,
+                "quality": {k: v.value for k, v in decisions.quality.items()},
+            },
+            "notes": list(self.notes),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracker
+
+
+class DemandTracker:
+    """Tracks interval demand and the billing-period peak from minute means; makes decisions.
+
+    Feed ``observe_minute`` every completed minute mean of the net (meter) load in time order,
+    call ``evaluate`` as often as wanted (the service: every 60 s), persist ``to_state``.
+    """
+
+    def __init__(self, config: DemandConfig) -> None:
+        self._config = config
+        self._target_kw = config.target_kw
+        self._target_from_operator = False
+        self._ledger = IntervalLedger(config)
+        self._latches = {name: Latch() for name in LATCHES}
+        self._chiller = ChillerLimit()
+
+    @property
+    def config(self) -> DemandConfig:
+        """The settings this tracker runs with."""
+        return self._config
+
+    @property
+    def target_kw(self) -> float | None:
+        """The configured (or operator-set) demand target, before the peak ratchet."""
+        return self._target_kw
+
+    @property
+    def period_peak_kw(self) -> float | None:
+        """Highest counted interval average of the tracked billing period so far."""
+        return self._ledger.peak_kw
+
+    @property
+    def period_peak_start_minute(self) -> int | None:
+        """UTC start minute of the interval that set the period peak."""
+        return self._ledger.peak_start_minute
+
+    def set_target(self, kw: float | None) -> None:
+        """Set the demand target (kW) from the operator; None removes it. Persisted in state."""
+        if kw is not None:
+            check_kw("target", kw)
+        self._target_kw = kw
+        self._target_from_operator = True
+
+    # -- observations --------------------------------------------------------------------------
+
+    def observe_minute(self, minute: int, kw: float) -> list[ClosedInterval]:
+        """Add one completed minute mean of the meter (kW); return the intervals it closed.
+
+        The rules (order, gaps, when an interval closes) are ``IntervalLedger.observe_minute``'s.
+        """
+        return self._ledger.observe_minute(minute, kw)
+
+    def seed_peak(self, intervals: Sequence[ClosedInterval]) -> bool:
+        """Count intervals measured from stored (imported) minutes toward the period peak."""
+        return self._ledger.seed_peak(intervals)
+
+    def close_due(self, now: datetime) -> list[ClosedInterval]:
+        """Close a fixed interval that has ended without its last minute (meter gap)."""
+        return self._ledger.close_due(now)
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        now: datetime,
+        forecast: Forecast | None,
+        inputs: OptionalInputs,
+        battery_setpoint_kw: float | None = None,
+    ) -> DemandSnapshot:
+        """Status of the interval containing ``now``, next-hour outlook, and the decisions.
+
+        ``battery_setpoint_kw``: the battery power the dispatch plan asks for now; a base-load
+        forecast adds it back when no ``battery_power_kw`` measurement is fresh.
+
+        Updates the hysteresis state (latches, chiller limit), so call it at most a few times a
+        minute; calls within one minute cannot flip a latch twice.
+        """
+        cfg = self._config
+        length = cfg.interval_minutes
+        now_minute = minute_of(now)
+        notes: list[str] = []
+
+        period = billing_period(now, cfg.timezone, cfg.billing_cycle_day)
+        self._ledger.roll_period(period.start_minute)
+        in_period = self._ledger.period_start_minute == period.start_minute
+        peak_kw = self._ledger.peak_kw if in_period else None
+        peak_start = self._ledger.peak_start_minute if in_period else None
+
+        max_age_s = cfg.input_max_age_s
+        soc = fresh_value(
+            inputs.battery_soc_pct, "battery_soc_pct", now, notes, cfg.has_battery, max_age_s
+        )
+        battery_kw = fresh_value(
+            inputs.battery_power_kw, "battery_power_kw", now, notes, cfg.has_battery, max_age_s
+        )
+        ev_kw = fresh_value(
+            inputs.ev_charging_power_kw, "ev_charging_power_kw", now, notes, cfg.has_ev, max_age_s
+        )
+        pv_kw = fresh_value(inputs.pv_power_kw, "pv_power_kw", now, notes, False, max_age_s)
+
+        held_kw = self._held_kw(now_minute)
+        if held_kw is None:
+            notes.append("no recent meter minute: no held-load fallback")
+        usable = usable_forecast(cfg, forecast, now_minute, notes)
+        step = step_function(
+            cfg, usable, battery_power_in_force(battery_kw, battery_setpoint_kw), ev_kw, notes
+        )
+
+        target = self._target_kw
+        effective = target
+        if cfg.ratchet_to_period_peak and peak_kw is not None:
+            # Billed demand is never below zero: a period whose intervals so far all exported
+            # (PV over the load) ratchets to 0, so load that still exports is never shed.
+            ratchet = max(peak_kw, 0.0)
+            effective = ratchet if effective is None else max(effective, ratchet)
+        if effective is None:
+            notes.append("no demand target and no period peak yet: no shedding decisions")
+
+        if cfg.window is WindowMode.FIXED:
+            win_start = interval_start_minute(now_minute, length, cfg.timezone)
+        else:
+            win_start = now_minute - length + 1
+        interval = interval_status(
+            cfg, self._ledger.minutes_kw, win_start, now_minute, held_kw, step, effective, notes
+        )
+
+        windows = next_hour_windows(
+            cfg, self._ledger.minutes_kw, win_start, now_minute, usable, step, held_kw, effective
+        )
+        if not windows and usable is not None:
+            notes.append("forecast does not cover a whole demand window: no next-hour outlook")
+        has_band = usable is not None and band_ok(usable)
+        if usable is not None and not has_band:
+            notes.append("forecast has no P10/P90 band: no exceedance probability")
+        p_interval: float | None = None
+        p_hour: float | None = None
+        if has_band and effective is not None and windows:
+            probs = [
+                probability_of_exceedance(w.mean_kw, w.sigma_kw or 0.0, effective) for w in windows
+            ]
+            # With perfectly correlated errors one standard normal drives every window, so the
+            # chance that any window exceeds equals the largest single-window chance.
+            p_hour = max(probs)
+            if windows[0].start_minute == win_start:
+                p_interval = probs[0]
+        peak_window = max(windows, key=lambda w: w.mean_kw) if windows else None
+
+        decisions = decide(
+            cfg,
+            self._latches,
+            self._chiller,
+            now_minute,
+            interval,
+            effective,
+            windows,
+            usable is not None,
+            soc,
+            battery_kw,
+            ev_kw,
+            notes,
+        )
+
+        gross: float | None = None
+        if (
+            pv_kw is not None
+            and held_kw is not None
+            and (battery_kw is not None or not cfg.has_battery)
+            and (ev_kw is not None or not cfg.has_ev)
+        ):
+            gross = gross_load_kw(held_kw, pv_kw, battery_kw or 0.0, ev_kw or 0.0)
+
+        return DemandSnapshot(
+            at=now,
+            minute=now_minute,
+            interval=interval,
+            period=period,
+            period_peak_kw=peak_kw,
+            period_peak_start_minute=peak_start,
+            target_kw=target,
+            effective_target_kw=effective,
+            next_hour_peak_kw=None if peak_window is None else peak_window.mean_kw,
+            next_hour_peak_start_minute=None if peak_window is None else peak_window.start_minute,
+            p_exceed_interval=p_interval,
+            p_exceed_next_hour=p_hour,
+            gross_load_kw=gross,
+            decisions=decisions,
+            notes=tuple(notes),
+        )
+
+    def _held_kw(self, now_minute: int) -> float | None:
+        if self._ledger.last_minute is None or self._ledger.last_kw is None:
+            return None
+        if now_minute - self._ledger.last_minute - 1 > self._config.meter_max_age_minutes:
+            return None
+        return self._ledger.last_kw
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-safe state: enough to resume after a restart."""
+        cfg = self._config
+        return {
+            "version": STATE_VERSION,
+            "timezone": cfg.timezone.key,
+            "interval_minutes": cfg.interval_minutes,
+            "window": cfg.window.value,
+            "billing_cycle_day": cfg.billing_cycle_day,
+            "target_kw": self._target_kw,
+            "target_from_operator": self._target_from_operator,
+            "minutes_kw": [[m, kw] for m, kw in sorted(self._ledger.minutes_kw.items())],
+            "open_start_minute": self._ledger.open_start,
+            "last_minute": self._ledger.last_minute,
+            "last_kw": self._ledger.last_kw,
+            "period_start_minute": self._ledger.period_start_minute,
+            "peak_kw": self._ledger.peak_kw,
+            "peak_start_minute": self._ledger.peak_start_minute,
+            "latches": {
+                name: {"on": latch.on, "since_minute": latch.since_minute}
+                for name, latch in self._latches.items()
+            },
+            "chiller_pct": self._chiller.pct,
+            "chiller_changed_minute": self._chiller.changed_minute,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], config: DemandConfig) -> DemandTracker:
+        """Resume from ``to_state``; raise ValueError for an unknown version or malformed state.
+
+        A config-set target follows ``config`` (an operator-set one survives). When the interval
+        length, window mode, time zone or cycle day changed, the partial interval and the period
+        peak are dropped (they were measured differently); the latches are kept.
+        """
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported demand state version {state.get('version')!r}")
+        tracker = cls(config)
+        try:
+            if state["target_from_operator"]:
+                tracker._target_kw = _opt_float(state["target_kw"])
+                tracker._target_from_operator = True
+            same_grid = (
+                state["timezone"] == config.timezone.key
+                and state["interval_minutes"] == config.interval_minutes
+                and state["window"] == config.window.value
+                and state["billing_cycle_day"] == config.billing_cycle_day
+            )
+            tracker._ledger.last_minute = _opt_int(state["last_minute"])
+            tracker._ledger.last_kw = _opt_float(state["last_kw"])
+            if same_grid:
+                tracker._ledger.minutes_kw = {int(m): float(kw) for m, kw in state["minutes_kw"]}
+                tracker._ledger.open_start = _opt_int(state["open_start_minute"])
+                tracker._ledger.period_start_minute = _opt_int(state["period_start_minute"])
+                tracker._ledger.peak_kw = _opt_float(state["peak_kw"])
+                tracker._ledger.peak_start_minute = _opt_int(state["peak_start_minute"])
+            for name in LATCHES:
+                saved = state["latches"][name]
+                tracker._latches[name] = Latch(bool(saved["on"]), _opt_int(saved["since_minute"]))
+            tracker._chiller.pct = float(state["chiller_pct"])
+            tracker._chiller.changed_minute = _opt_int(state["chiller_changed_minute"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed demand state: {exc!r}") from exc
+        return tracker
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
