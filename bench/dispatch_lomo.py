@@ -8,7 +8,7 @@ re-planning every minute as the service does, SOC 50 % at each month start).
 
 Controllers: the self-tuning's candidates (``core.dispatch.tuning.candidates``); ``self-tuned``
 (each local midnight, the candidate with the lowest bill over the candidates' replays of the last
-28 days before it, applied the next day; the defaults until 14 days of history); the rules of
+28 days before it, applied the next day; the defaults until 28 days of history); the rules of
 the live layer and the plan switched off one at a time (``no-<rule>``, for deciding which rules
 earn their place); and ``lomo-fixed``: for each month, the candidate with the best mean share on
 the *other* months (what choosing one setting on other data would have kept on this month).

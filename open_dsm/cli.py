@@ -58,7 +58,9 @@ def add_settings_arguments(
         if names is not None and name not in names:
             continue
         env = f"OPEN_DSM_{name.upper()}"
-        if field.default_factory is not None:
+        if name in _LIST_FIELDS:
+            default = "empty"
+        elif field.default_factory is not None:
             default = "computed"
         elif field.default is None:
             default = "unset"

@@ -85,8 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="HH:MM|busiest",
         help="play from this time of day (the first weekday at or after it, with 28 days of "
-        "history before), or 'busiest': the 90 minutes before the file's highest interval; "
-        "runs on the simulated clock",
+        "history before), or 'busiest': the 90 minutes before the highest interval after those "
+        "28 days; runs on the simulated clock",
     )
     parser.add_argument(
         "--minutes",
@@ -108,7 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "serve_args",
         nargs=argparse.REMAINDER,
-        help="after --: extra `open-dsm serve` flags, e.g. -- --has-battery true",
+        help="after --: extra `open-dsm serve` flags, e.g. -- --has-battery true "
+        "--battery-capacity-kwh 20 --battery-charge-kw 10 (the dispatch plan needs the capacity)",
     )
 
 

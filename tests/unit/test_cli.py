@@ -48,3 +48,9 @@ def test_other_commands_list_only_their_settings(
 def test_bench_demand_help_shows_percent(capsys: pytest.CaptureFixture[str]) -> None:
     text = _help(capsys, ["bench", "demand"])
     assert "20% of the target" in " ".join(text.split())
+
+
+def test_serve_help_shows_an_empty_list_default(capsys: pytest.CaptureFixture[str]) -> None:
+    text = " ".join(_help(capsys, ["serve"]).split())
+    assert "[OPEN_DSM_BBMD_BDT; default: empty]" in text
+    assert "default: computed" not in text

@@ -98,3 +98,13 @@ def test_the_systemd_unit_is_hardened() -> None:
     assert float(match[1]) <= 2.5
     unit = (ROOT / "deploy/open-dsm.service").read_text()
     assert re.search(r"^MemoryMax=\d+[MG]$", unit, re.M)
+
+
+def test_the_env_example_names_every_setting() -> None:
+    """deploy/open-dsm.env.example is the documented env file: every setting has its line."""
+    from core.config import Settings
+
+    text = (ROOT / "deploy" / "open-dsm.env.example").read_text()
+    named = set(re.findall(r"^# (OPEN_DSM_[A-Z0-9_]+)=", text, flags=re.MULTILINE))
+    missing = {f"OPEN_DSM_{name.upper()}" for name in Settings.model_fields} - named
+    assert not missing, f"settings missing from the env example: {sorted(missing)}"
