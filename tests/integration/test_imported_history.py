@@ -86,8 +86,11 @@ async def test_month_counts_what_the_battery_took_off(make_core, storage: Storag
 
 
 async def test_replayed_forecasts_fill_the_last_day(
-    make_core, clock: FakeClock, storage: Storage
+    make_core, clock: FakeClock, storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The replay yields the loop after every forecast here (slice_s=0); its pause between slices
+    # is for the service's other work, and only makes this test wait.
+    monkeypatch.setattr("core.service.REPLAY_PAUSE_S", 0.0)
     _imported(storage)
     core = make_core()
     await core.start()
