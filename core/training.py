@@ -40,8 +40,9 @@ TRAINER_NICENESS = 10
 _PR_SET_PDEATHSIG = 1
 
 
-def _trainer_process_init(parent_pid: int) -> None:
-    """In the training process: die with the service, and run at a lower CPU priority.
+def background_child_init(parent_pid: int, niceness: int) -> None:
+    """In a background child (training, the dispatch tuning): die with the service, and run at
+    a lower CPU priority (``niceness``).
 
     Linux's parent-death signal kills this process when the service dies, even by SIGKILL, so no
     orphan trains on (and holds a gigabyte) after the service is gone.
@@ -52,7 +53,7 @@ def _trainer_process_init(parent_pid: int) -> None:
     if os.getppid() != parent_pid:  # the service died before the signal was armed
         os._exit(1)
     with contextlib.suppress(OSError):
-        os.nice(TRAINER_NICENESS)
+        os.nice(niceness)
 
 
 def next_local_midnight(now: datetime, tz: ZoneInfo) -> datetime:
@@ -174,8 +175,8 @@ class TrainingManager:
         pool = ProcessPoolExecutor(
             1,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_trainer_process_init,
-            initargs=(os.getpid(),),
+            initializer=background_child_init,
+            initargs=(os.getpid(), TRAINER_NICENESS),
         )
         job = partial(
             run_training,

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
-import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -43,6 +40,7 @@ from core.dispatch.tuning import (
 )
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.timegrid import minute_of, minute_start
+from core.training import background_child_init, next_local_midnight
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +48,6 @@ Sleep = Callable[[float], Awaitable[None]]
 # The replay starts this long after the local midnight (the training child starts at midnight).
 TUNING_DELAY = timedelta(minutes=20)
 TUNING_NICENESS = 10
-_PR_SET_PDEATHSIG = 1
 # Seasonal baseline history before the window's first day (two weeks and a DST hour).
 _FORECAST_HISTORY_MINUTES = SeasonalMeanForecaster(weeks=2).day_ahead_history_minutes
 
@@ -69,18 +66,6 @@ class TuningJob:
     names: tuple[str, ...] | None = None
     replan_every_minutes: int = 1
     min_history_days: float = MIN_HISTORY_DAYS
-
-
-def _child_init(parent_pid: int) -> None:
-    """In the tuning process: die with the service (Linux's parent-death signal, even when the
-    service is killed) and yield the CPU to serving."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the service died before the signal was armed
-        os._exit(1)
-    with contextlib.suppress(OSError):
-        os.nice(TUNING_NICENESS)
 
 
 def run_tuning(job: TuningJob) -> dict[str, Any]:
@@ -221,8 +206,8 @@ class TuningManager:
         pool = ProcessPoolExecutor(
             1,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_child_init,
-            initargs=(os.getpid(),),
+            initializer=background_child_init,
+            initargs=(os.getpid(), TUNING_NICENESS),
         )
         self._pool = pool
         try:
@@ -264,8 +249,6 @@ class TuningManager:
 
     async def run_schedule(self, sleep: Sleep = asyncio.sleep) -> None:
         """Replay every night, ``TUNING_DELAY`` after the site's local midnight."""
-        from core.training import next_local_midnight
-
         while True:
             now = self._clock.now()
             due = next_local_midnight(now - TUNING_DELAY, self._tz) + TUNING_DELAY
