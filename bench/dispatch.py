@@ -25,6 +25,7 @@ import multiprocessing
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -461,6 +462,31 @@ class _MonthReplay:
         return result
 
 
+def candidate_factory(
+    baseline: SeasonalMeanForecaster,
+    battery: Battery,
+    tz: ZoneInfo,
+    start: int,
+    load: FloatArray,
+    step_minutes: int,
+) -> Callable[[Candidate], CandidateController]:
+    """Builds a candidate's controller planning on the seasonal baseline's day-ahead."""
+
+    def build(candidate: Candidate) -> CandidateController:
+        return CandidateController(
+            candidate,
+            battery,
+            tz,
+            start,
+            lambda h, at: baseline.day_ahead(h, tz, at),
+            baseline.day_ahead_history_minutes,
+            load,
+            step_minutes,
+        )
+
+    return build
+
+
 def _replay_self_tuned(
     load: FloatArray,
     start: int,
@@ -480,18 +506,7 @@ def _replay_self_tuned(
         for c in candidates()
     ]
 
-    def build(candidate: Candidate) -> CandidateController:
-        return CandidateController(
-            candidate,
-            battery,
-            tz,
-            start,
-            lambda h, at: baseline.day_ahead(h, tz, at),
-            baseline.day_ahead_history_minutes,
-            load,
-            args.interval_minutes,
-        )
-
+    build = candidate_factory(baseline, battery, tz, start, load, args.interval_minutes)
     for candidate in pool:
         if candidate.name != DEFAULT_CANDIDATE:  # the baseline row is that candidate
             replay(build(candidate), records=records.setdefault(candidate.name, []), shown=False)

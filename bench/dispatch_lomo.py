@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from bench.dispatch import candidate_factory
 from core.dispatch.assets import Battery
 from core.dispatch.controller import DispatchSettings
 from core.dispatch.replay import (
@@ -45,7 +46,6 @@ from core.dispatch.replay import (
 )
 from core.dispatch.tuning import (
     Candidate,
-    CandidateController,
     SelfTuned,
     candidates,
 )
@@ -142,21 +142,7 @@ def _months(spec: str, tz: str) -> tuple[str, str, list[tuple[str, int, int]]]:
 
 
 def _factory(battery: Battery, tz: ZoneInfo, start: int, load: FloatArray, step: int) -> Any:
-    baseline = SeasonalMeanForecaster(weeks=2)
-
-    def build(candidate: Candidate) -> CandidateController:
-        return CandidateController(
-            candidate,
-            battery,
-            tz,
-            start,
-            lambda h, at: baseline.day_ahead(h, tz, at),
-            baseline.day_ahead_history_minutes,
-            load,
-            step,
-        )
-
-    return build
+    return candidate_factory(SeasonalMeanForecaster(weeks=2), battery, tz, start, load, step)
 
 
 def _record_rows(records: list[IntervalRecord]) -> list[list[float]]:
