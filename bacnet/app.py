@@ -774,13 +774,9 @@ class OpenDsmApplication(Application):  # type: ignore[misc]
         if property_type is None:
             raise ExecutionError(errorClass="property", errorCode="unknownProperty")
         name = PropertyIdentifier(pid).attr if isinstance(pid, int) else str(pid)
-        if hasattr(obj, "WRITABLE"):  # Calendar: date-list, through the core's calendar keeper
-            writable = name in obj.WRITABLE and bool(getattr(obj, "_writer", None))
-        else:  # network-port's writable settings; a point's present-value with its writer
-            writable = name in getattr(obj, "network_writable", ()) or (
-                name == "presentValue" and bool(getattr(obj, "_writer", None))
-            )
-        if not writable:
+        # Each writable object type says what a network write may change (a point's
+        # present-value, a Calendar's date-list, network-port's BBMD setting); the rest is denied.
+        if name not in getattr(obj, "network_writable", ()):
             raise ExecutionError(errorClass="property", errorCode="writeAccessDenied")
         if issubclass(property_type, Array) and index is not None:
             property_type = Unsigned if index == 0 else property_type._subtype

@@ -136,9 +136,13 @@ def core_entries(elements: Sequence[Any], day_type: DayType) -> list[CalendarEnt
 class SiteCalendarObject(_PropertyList, CalendarObject):  # type: ignore[misc]
     """A Calendar object over the core's calendar: date-list writable, present-value derived."""
 
-    WRITABLE = ("dateList",)
     _spec: CalendarSpec
     _writer: CalendarKeeper
+
+    @property
+    def network_writable(self) -> frozenset[str]:
+        """Properties a network write may change: date-list, once the core's calendar is set."""
+        return frozenset({"dateList"}) if getattr(self, "_writer", None) else frozenset()
 
     async def write_property(
         self, attr: int | str, value: Any, index: int | None = None, priority: int | None = None

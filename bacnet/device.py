@@ -282,12 +282,18 @@ class CommandableInput(_PropertyList, Commandable, AnalogValueObject):  # type: 
     """A commandable input (the meter, the demand target, PV/battery/EV values, outdoor air).
 
     Only presentValue (with a priority, or Null to relinquish) is writable. The priority array is
-    the core's (one truth for every face): a write is validated (NaN, infinity or an implausible
-    value answers value-out-of-range and changes nothing), handed to the core, and the object
-    mirrors the core's array when the core publishes (``BacnetFace.sync``).
+    the core's (one truth for every face): a write is handed to the core, which validates it once
+    (NaN, infinity or an implausible value answers value-out-of-range, changes nothing and is
+    counted), and the object mirrors the core's array when the core publishes
+    (``BacnetFace.sync``).
     """
 
     _writer: Writer
+
+    @property
+    def network_writable(self) -> frozenset[str]:
+        """Properties a network write may change: present-value, once the core takes writes."""
+        return frozenset({"presentValue"}) if getattr(self, "_writer", None) else frozenset()
 
     async def write_property(
         self, attr: int | str, value: Any, index: int | None = None, priority: int | None = None
