@@ -43,6 +43,11 @@ class RateLimitedLogger:
         self._logger.log(level, msg, *args)
         return True
 
+    def reset(self) -> None:
+        """Forget every key: the next line of each kind is logged (a test starts afresh)."""
+        self._last.clear()
+        self._suppressed.clear()
+
     def warning(self, msg: str, *args: object, key: str | None = None) -> bool:
         """A rate-limited warning keyed by ``key`` (default: the message template)."""
         return self.log(logging.WARNING, key or msg, msg, *args)

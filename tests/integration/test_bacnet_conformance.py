@@ -14,10 +14,12 @@ import pytest
 from bacpypes3.basetypes import PropertyIdentifier
 from bacpypes3.primitivedata import ObjectIdentifier
 
-from bacnet import app as bacnet_app
+from bacnet import cov as bacnet_cov
 from bacnet import device as bacnet_device
+from bacnet import logs as bacnet_logs
+from bacnet import reads as bacnet_reads
+from bacnet import screen as bacnet_screen
 from core.config import Settings
-from core.logs import RateLimitedLogger
 from tests import bacnet_wire as wire
 from tests.helpers import free_port
 from tests.integration.test_bacnet_device import INSTANCE, running_device
@@ -60,7 +62,7 @@ async def test_aborts_from_handlers_carry_srv(make_core: Any, settings: Settings
         while len(replies) < 8 and (answer := await client.receive(wait_s=2.0)) is not None:
             replies.append(answer)
         assert sorted(r.apdu[1] for r in replies) == list(range(20, 28)), "every one answered"
-        assert len(aborts) == 8 - bacnet_app.MAX_QUEUED_EXPENSIVE
+        assert len(aborts) == 8 - bacnet_screen.MAX_QUEUED_EXPENSIVE
         assert all(r.srv and r.reason == OUT_OF_RESOURCES for r in aborts)
 
 
@@ -131,7 +133,7 @@ async def test_cov_slots_are_shared_fairly_between_sources(
     make_core: Any, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     """One host (two UDP ports) gets MAX_COV_PER_SOURCE slots; another host still subscribes."""
-    cap = bacnet_app.MAX_COV_PER_SOURCE
+    cap = bacnet_cov.MAX_COV_PER_SOURCE
     async with running_device(make_core, settings) as (_core, face, first):
         second_port = wire.WireClient(first.device[1])  # same host, another UDP port
         other_host = wire.WireClient(first.device[1], host="127.0.0.2")
@@ -164,7 +166,7 @@ async def test_cov_lifetime_is_bounded(
     async with running_device(make_core, settings) as (_core, face, client):
         caplog.clear()
         with caplog.at_level(logging.INFO):
-            cap = bacnet_app.MAX_COV_LIFETIME_S
+            cap = bacnet_cov.MAX_COV_LIFETIME_S
             for lifetime, confirmed in ((0, False), (cap + 1, False), (None, True), (None, False)):
                 reply = await client.ask(
                     wire.subscribe_cov(
@@ -209,7 +211,7 @@ async def test_dead_confirmed_subscriber_is_dropped_quietly(
                     )
                 )
                 assert reply.kind == wire.SIMPLE_ACK
-                for value in range(1, 2 + bacnet_app.MAX_COV_NOTIFY_FAILURES):
+                for value in range(1, 2 + bacnet_cov.MAX_COV_NOTIFY_FAILURES):
                     ack = await writer.ask(
                         wire.write_property(
                             "analog-value", 1, wire.PRESENT_VALUE, wire.real(float(value)), 16
@@ -366,7 +368,7 @@ async def test_rpm_required_returns_every_required_property(
         assert face.app is not None
         for (kind, instance), wanted in REQUIRED_BY_OBJECT.items():
             obj = face.app.get_object_id(ObjectIdentifier((kind, instance)))
-            names = bacnet_app.expand_properties(obj, PropertyIdentifier.required)
+            names = bacnet_reads.expand_properties(obj, PropertyIdentifier.required)
             assert wanted <= {int(PropertyIdentifier(n)) for n in names}, kind
             reply = await client.ask(
                 wire.read_property_multiple([(kind, instance, [REQUIRED])]), wait_s=3.0
@@ -539,11 +541,10 @@ async def test_log_stays_under_the_ceiling_whatever_a_client_sends(
     make_core: Any,
     settings: Settings,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """2.5 s of every misbehaviour at once: at most one line per cause, no traceback."""
     # A fresh minute for every cause (earlier tests in this process logged some already).
-    monkeypatch.setattr(bacnet_app, "_bad_packets", RateLimitedLogger(bacnet_app.log, 60.0))
+    bacnet_logs.bad_packets.reset()
     async with running_device(make_core, settings) as (_core, face, writer):
         assert face.app is not None
         guard = face.app.source_guard  # never muted: every request reaches a handler
@@ -555,7 +556,7 @@ async def test_log_stays_under_the_ceiling_whatever_a_client_sends(
         try:
             # Dead confirmed subscribers and subscriptions beyond each one's cap.
             for client in clients:
-                for process_id in range(bacnet_app.MAX_COV_PER_SOURCE + 2):
+                for process_id in range(bacnet_cov.MAX_COV_PER_SOURCE + 2):
                     await client.send(
                         wire.subscribe_cov(
                             process_id, "analog-value", 1, confirmed_notifications=True

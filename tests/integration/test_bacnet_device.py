@@ -12,7 +12,8 @@ import pytest
 from bacpypes3.apdu import APCISequence
 from bacpypes3.primitivedata import ObjectIdentifier
 
-from bacnet import app as bacnet_app
+from bacnet import cov as bacnet_cov
+from bacnet import screen as bacnet_screen
 from bacnet.device import BacnetFace
 from core.commands import InputKey
 from core.config import Settings
@@ -122,7 +123,7 @@ async def test_expensive_rpm_is_refused_before_any_work(make_core: Any, settings
 async def test_cov_subscriptions_are_capped(make_core: Any, settings: Settings) -> None:
     """Defects 2, 6: a per-address cap (resources/no-space); active-cov-subscriptions lists them."""
     async with running_device(make_core, settings) as (_core, _face, client):
-        cap = bacnet_app.MAX_COV_PER_SOURCE
+        cap = bacnet_cov.MAX_COV_PER_SOURCE
         kinds = []
         for process_id in range(cap + 5):
             reply = await client.ask(
@@ -304,9 +305,9 @@ def test_rpm_references_are_counted_from_the_raw_octets() -> None:
         [("device", 1, [wire.ALL, wire.OBJECT_NAME]), ("analog-value", 1, [85, 111])]
     )
     params = frame[4 + 2 + 4 :]  # BVLC, NPDU, confirmed-request header
-    assert bacnet_app.rpm_reference_count(params, lambda _oid, _prop: 40) == 40 + 1 + 2
-    assert bacnet_app.rpm_reference_count(params[:-1], lambda _oid, _prop: 40) is None
-    assert bacnet_app.rpm_reference_count(b"\x0c\x00", lambda _oid, _prop: 40) is None
+    assert bacnet_screen.rpm_reference_count(params, lambda _oid, _prop: 40) == 40 + 1 + 2
+    assert bacnet_screen.rpm_reference_count(params[:-1], lambda _oid, _prop: 40) is None
+    assert bacnet_screen.rpm_reference_count(b"\x0c\x00", lambda _oid, _prop: 40) is None
 
 
 async def test_segments_fit_the_clients_max_apdu(make_core: Any, settings: Settings) -> None:
