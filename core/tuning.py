@@ -53,6 +53,30 @@ _FORECAST_HISTORY_MINUTES = SeasonalMeanForecaster(weeks=2).day_ahead_history_mi
 
 
 @dataclass(frozen=True, slots=True)
+class TunedCandidate:
+    """One candidate controller's replay of the site's recent history."""
+
+    name: str
+    billed_kw: float  # the highest interval average of grid import it replayed
+    throughput_kwh: float  # through the battery over the window
+
+
+@dataclass(frozen=True, slots=True)
+class TuningStatus:
+    """The self-tuning as served: the choice, each candidate's replayed bill, the saving."""
+
+    chosen: str  # the candidate served (baseline: the defaults)
+    note: str | None = None
+    level_kw: float | None = None  # the fixed level it defends (history-level)
+    night_at: datetime | None = None  # the night the replay ran for
+    history_days: float | None = None
+    no_battery_kw: float | None = None  # the window's bill without a battery
+    saving_kw: float | None = None  # kW the choice cut off that bill
+    saving_per_month: float | None = None  # saving_kw at the demand charge (currency a month)
+    candidates: tuple[TunedCandidate, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TuningJob:
     """What the child needs: where the history is, the battery and tariff, the night."""
 
@@ -264,30 +288,36 @@ class TuningManager:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
-    def status(self, demand_charge_per_kw: float) -> dict[str, Any]:
+    def status(self, demand_charge_per_kw: float) -> TuningStatus:
         """What the API shows: the served choice, every candidate's replayed bill, the saving."""
         run = self.served
         if run is None:
-            return {
-                "chosen": DEFAULT_CANDIDATE,
-                "note": "no nightly replay recorded yet: the defaults are served",
-                "candidates": [],
-            }
-        scores = run.get("candidates") or []
-        chosen = next((s for s in scores if s["name"] == run.get("chosen")), None)
+            return TuningStatus(
+                chosen=DEFAULT_CANDIDATE,
+                note="no nightly replay recorded yet: the defaults are served",
+            )
+        scores = tuple(
+            TunedCandidate(str(s["name"]), float(s["billed_kw"]), float(s["throughput_kwh"]))
+            for s in run.get("candidates") or []
+        )
+        chosen = next((s for s in scores if s.name == run.get("chosen")), None)
         base = run.get("no_battery_kw")
         saving_kw = None
         if chosen is not None and base is not None:
-            saving_kw = max(0.0, float(base) - float(chosen["billed_kw"]))
+            saving_kw = max(0.0, float(base) - chosen.billed_kw)
         night = run.get("night_at")
-        return {
-            "chosen": run.get("chosen") or DEFAULT_CANDIDATE,
-            "level_kw": run.get("level_kw"),
-            "night_at": night.isoformat() if isinstance(night, datetime) else night,
-            "history_days": run.get("history_days"),
-            "no_battery_kw": base,
-            "candidates": scores,
-            "saving_kw": saving_kw,
-            "saving_per_month": None if saving_kw is None else saving_kw * demand_charge_per_kw,
-            "note": run.get("note"),
-        }
+        return TuningStatus(
+            chosen=run.get("chosen") or DEFAULT_CANDIDATE,
+            level_kw=_float_or_none(run.get("level_kw")),
+            night_at=datetime.fromisoformat(night) if isinstance(night, str) else night,
+            history_days=_float_or_none(run.get("history_days")),
+            no_battery_kw=_float_or_none(base),
+            candidates=scores,
+            saving_kw=saving_kw,
+            saving_per_month=None if saving_kw is None else saving_kw * demand_charge_per_kw,
+            note=run.get("note"),
+        )
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)

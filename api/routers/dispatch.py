@@ -167,6 +167,17 @@ async def dispatch_tuning(context: ContextDep) -> DispatchTuningOut:
     status = tuning.status(context.core.settings.demand_charge_per_kw)
     return DispatchTuningOut(
         configured=True,
+        chosen=status.chosen,
+        level_kw=status.level_kw,
+        night_at=status.night_at,
+        history_days=status.history_days,
+        no_battery_kw=status.no_battery_kw,
+        saving_kw=status.saving_kw,
+        saving_per_month=status.saving_per_month,
+        candidates=[
+            TuningCandidateOut(name=c.name, billed_kw=c.billed_kw, throughput_kwh=c.throughput_kwh)
+            for c in status.candidates
+        ],
         replay_running=tuning.running,
-        **{k: v for k, v in status.items() if k in DispatchTuningOut.model_fields},
+        note=status.note,
     )

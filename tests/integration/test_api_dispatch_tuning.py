@@ -108,6 +108,32 @@ def test_the_tuning_endpoint_serves_the_recorded_choice(settings: Settings, stor
         assert body["saving_kw"] == pytest.approx(27.6 - 22.2)
         assert body["saving_per_month"] == pytest.approx((27.6 - 22.2) * 12.0)
         assert body["history_days"] == 28.0
+        assert body["candidates"][1] == {
+            "name": "margin-wide",
+            "billed_kw": 22.2,
+            "throughput_kwh": 380.0,
+        }
+        assert body["night_at"].startswith("2026-06-01T00:00:00")
+        # The response is a typed record end to end: the OpenAPI schema names every field.
+        schemas = httpx.get(f"{base_url}/openapi.json").json()["components"]["schemas"]
+        assert set(schemas["DispatchTuningOut"]["properties"]) == {
+            "configured",
+            "chosen",
+            "level_kw",
+            "night_at",
+            "history_days",
+            "no_battery_kw",
+            "saving_kw",
+            "saving_per_month",
+            "candidates",
+            "replay_running",
+            "note",
+        }
+        assert set(schemas["TuningCandidateOut"]["properties"]) == {
+            "name",
+            "billed_kw",
+            "throughput_kwh",
+        }
         # The choice is served: the controller runs the candidate's settings.
         served = {c.name: c for c in candidates()}["margin-wide"].settings
         assert core.dispatch_controller is not None

@@ -80,9 +80,10 @@ async def test_the_nightly_replay_is_recorded_served_and_survives_a_restart(
     chosen = candidate_named(result["chosen"])
     assert controller.settings == chosen.settings
     status = manager.status(15.0)
-    assert status["chosen"] == result["chosen"]
-    assert status["saving_kw"] is not None and status["saving_kw"] > 0
-    assert status["saving_per_month"] == pytest.approx(status["saving_kw"] * 15.0)
+    assert status.chosen == result["chosen"]
+    assert [c.name for c in status.candidates] == [c["name"] for c in result["candidates"]]
+    assert status.saving_kw is not None and status.saving_kw > 0
+    assert status.saving_per_month == pytest.approx(status.saving_kw * 15.0)
 
     # A restart: a fresh controller and manager serve the recorded choice again.
     again = DispatchController(BATTERY, Tariff(), TZ)
