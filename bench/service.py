@@ -3,6 +3,8 @@
 The real service (``open-dsm serve``) and a bare bacpypes3 device with seven plain objects
 (``bench.bare_device``) run as separate processes on loopback; this process is the client for both,
 so the ratios compare the servers under the same client, in the same run.
+One room though over 600 lines: one client's sequence of measurements over the two server processes
+it starts; the process handling could move out, left here while ``bench`` edits this file (#30).
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""The repository: every database access the core makes goes through ``Storage``."""
+"""The repository: every database access the core makes goes through ``Storage``.
+
+One room though over 600 lines: ``Storage`` is the core's one port to the database, about 40
+short queries grouped by table around one engine and session factory; split per table, every
+caller would hold several repositories sharing that engine, for no gain in what a reader follows.
+"""
 
 from __future__ import annotations
 

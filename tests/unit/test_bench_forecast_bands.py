@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from bench.forecast import served_bands
+from bench.forecast_scoring import served_bands
 
 
 def _case(days: int = 20) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
@@ -71,7 +71,7 @@ def test_a_served_day_ahead_band_depends_only_on_what_was_known_at_its_origin() 
 
 def test_a_child_that_dies_without_a_result_is_an_error_not_a_hang() -> None:
     # sys.exit(args, queue) raises TypeError in the child: it exits 1 and never puts a result.
-    from bench.forecast import in_child
+    from bench.forecast_children import in_child
 
     with pytest.raises(RuntimeError, match="exited with 1 and no result"):
         in_child(sys.exit, {})
