@@ -25,6 +25,35 @@
     month: null, dayAhead: null, dayAheadError: null, plan: null, tz: undefined,
   };
 
+  // The core's notes name its inputs and outputs by their API field (battery_soc_pct); a
+  // facility manager reads words. Known fields by name, any other one by its parts.
+  const FIELD_WORDS = {
+    meter_kw: "meter power",
+    battery_soc_pct: "battery state of charge",
+    battery_power_kw: "battery power",
+    ev_charging_power_kw: "EV charging power",
+    pv_power_kw: "PV power",
+    outdoor_air_temp: "outdoor air temperature",
+    battery_charge_permit: "battery charge permit",
+    ev_charge_permit: "EV charge permit",
+    battery_discharge_request: "battery discharge request",
+  };
+  const PART_WORDS = { ev: "EV", pv: "PV", soc: "state of charge", bas: "BAS", temp: "temperature" };
+  const UNIT_PARTS = new Set(["kw", "kwh", "pct", "s"]);
+
+  function fieldWords(field) {
+    if (FIELD_WORDS[field]) return FIELD_WORDS[field];
+    const words = field.split("_");
+    if (words.length > 1 && UNIT_PARTS.has(words[words.length - 1])) words.pop();
+    return words.map((w) => PART_WORDS[w] || w).join(" ");
+  }
+
+  // A note as words: every snake_case field name in it replaced (units stay in the numbers).
+  function inWords(text) {
+    return String(text).replace(/\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b/g, fieldWords);
+  }
+  window.openDsm = Object.freeze({ inWords }); // for the browser test
+
   const all = (selector) => Array.from(document.querySelectorAll(selector));
   const byId = (id) => document.getElementById(id);
 
@@ -185,7 +214,7 @@
     const notes = byId("demand-notes");
     notes.replaceChildren(...(demand ? demand.notes : []).map((text) => {
       const li = document.createElement("li");
-      li.textContent = text;
+      li.textContent = inWords(text);
       return li;
     }));
   }
@@ -255,7 +284,7 @@
     }));
     byId("month-notes").replaceChildren(...month.notes.map((text) => {
       const li = document.createElement("li");
-      li.textContent = text;
+      li.textContent = inWords(text);
       return li;
     }));
     const target = state.points["effective-demand-target"];
@@ -388,7 +417,7 @@
       const band = steps.some((s) => s.p10_kw !== null) ? "with a P10–P90 band" : "no P10–P90 band (this forecaster has none)";
       note.textContent = `${forecast.forecaster}, made ${fmtTime(forecast.made_at)}, quality ${forecast.quality}; ` +
         `next-hour peak ${fmtKw(forecast.peak_kw)} kW at ${fmtTime(forecast.peak_at)}; ${band}` +
-        (forecast.note ? `; ${forecast.note}` : "");
+        (forecast.note ? `; ${inWords(forecast.note)}` : "");
     }
     const tile = byId("forecaster");
     tile.textContent = forecast ? `${forecast.forecaster}, made ${fmtTime(forecast.made_at)}` : "no forecast yet";
@@ -410,7 +439,7 @@
       for (const el of all("[data-dispatch]")) {
         const key = el.dataset.dispatch;
         const value = plan[key];
-        if (key === "reliable") el.textContent = value ? "inputs fresh" : `on the safe rule: ${plan.fallback || "inputs stale or incomplete"}`;
+        if (key === "reliable") el.textContent = value ? "inputs fresh" : `on the safe rule: ${inWords(plan.fallback || "inputs stale or incomplete")}`;
         else if (key.endsWith("_at")) el.textContent = fmtTime(value);
         else el.textContent = value === null || value === undefined ? "n/a" : value.toFixed(2);
         el.classList.toggle("warn-text", key === "reliable" && !value);
@@ -491,7 +520,7 @@
     line.textContent = `self-tuning: serving ${tuning.chosen}` +
       (tuning.level_kw ? ` (level ${tuning.level_kw.toFixed(2)} kW)` : "") + saving +
       (bills ? `; replayed bills over the last ${Math.round(tuning.history_days)} days: ${bills}` : "") +
-      (tuning.note && !bills ? `; ${tuning.note}` : "");
+      (tuning.note && !bills ? `; ${inWords(tuning.note)}` : "");
   }
 
   // -- polling ---------------------------------------------------------------------------------
@@ -531,7 +560,7 @@
         } catch (error) {
           if (!error.status) throw error;
           state.forecast = null;
-          state.forecastError = `no forecast: ${error.detail || error.message}`;
+          state.forecastError = `no forecast: ${inWords(error.detail || error.message)}`;
         }
       }
       state.points = Object.fromEntries(points.map((p) => [p.name, p]));
@@ -572,7 +601,7 @@
       } catch (error) {
         if (!error.status) throw error;
         state.dayAhead = null;
-        state.dayAheadError = `no day-ahead forecast: ${error.detail || error.message}`;
+        state.dayAheadError = `no day-ahead forecast: ${inWords(error.detail || error.message)}`;
       }
       state.readings = readings.items;
       state.logged = logged.items;

@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -408,6 +409,20 @@ def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
                 break
             time.sleep(16)
         assert wrong == []
+        # The notes read as words, not API field names (battery_soc_pct), stale meter and all.
+        notes = tools.evaluate(
+            "[...document.querySelectorAll('.notes li, #hour-note, #ahead-note, #day-note,"
+            ' #dispatch-tuning, [data-dispatch="reliable"]\')].map(e => e.textContent)'
+        )
+        assert notes and not [n for n in notes if re.search(r"\b[a-z0-9]+_[a-z0-9_]+\b", n)]
+        assert (
+            tools.evaluate("window.openDsm.inWords('battery_soc_pct stale (40 s old): ignored')")
+            == "battery state of charge stale (40 s old): ignored"
+        )
+        assert (
+            tools.evaluate("window.openDsm.inWords('ev_charge_permit: withheld')")
+            == "EV charge permit: withheld"
+        )
         stale = tools.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         (ARTIFACTS / "dashboard-stale.png").write_bytes(base64.b64decode(stale["data"]))
 
