@@ -23,15 +23,15 @@ from core.forecast.features import (
 )
 from core.forecast.meter_csv import load_meter_csv
 
-logger = logging.getLogger(__name__)
-
 
 def calendar_of(args: dict[str, Any]) -> SiteCalendar | None:
+    """The site calendar a child was handed (its JSON document), or None."""
     document = args.get("calendar")
     return None if document is None else parse_calendar(document)
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory (MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -53,6 +53,7 @@ def weather_for(path: str | None, tz: ZoneInfo, start: int, length: int) -> Floa
 
 
 def child_ours(args: dict[str, Any], queue: Any) -> None:
+    """Train our model on the history before the split and write its artifact."""
     from core.forecast import neural
     from core.forecast.lite import write_artifact
 
@@ -91,6 +92,7 @@ def child_ours(args: dict[str, Any], queue: Any) -> None:
 
 
 def child_serving(args: dict[str, Any], queue: Any) -> None:
+    """Time our model's forecasts as the service makes them (no TensorFlow loaded)."""
     # Imports only the serving module: this is what the service process pays for a forecast.
     from core.forecast.lite import LiteForecaster
 

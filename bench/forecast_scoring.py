@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -23,8 +22,6 @@ from core.forecast.features import (
     local_minutes,
 )
 from core.timegrid import MINUTES_PER_DAY
-
-logger = logging.getLogger(__name__)
 
 COLUMNS = (
     "model",
@@ -116,6 +113,7 @@ def seasonal_day_ahead(
 def table_row(
     model: str, metrics: dict[str, float] | None, **extra: float | None
 ) -> dict[str, Any]:
+    """One row of the table: the model's metrics and extra figures, the rest empty."""
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row["model"] = model
     if metrics is not None:
@@ -129,6 +127,7 @@ def table_row(
 
 
 def scored_metrics(pred: FloatArray, actual: FloatArray, **bands: FloatArray) -> dict[str, float]:
+    """forecast_metrics over the windows whose outcomes are all known (no NaN)."""
     # Score only minutes that exist (a gap inside a target window is skipped, not imputed).
     ok = ~np.isnan(actual).any(axis=1)
     kw = {k: v[ok] for k, v in bands.items()}
@@ -171,6 +170,8 @@ def served_bands(
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a plain-text table with aligned columns."""
+
     def cell(value: Any) -> str:
         return "-" if value is None else str(value)
 

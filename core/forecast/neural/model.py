@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -13,8 +12,6 @@ from core.forecast.features import (
     FeatureConfig,
     FloatArray,
 )
-
-logger = logging.getLogger(__name__)
 
 QUANTILES = (0.1, 0.9)
 

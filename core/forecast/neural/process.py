@@ -45,6 +45,7 @@ def trim_malloc() -> None:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory (MB)."""
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -59,6 +59,7 @@ class SampleSet:
 
 
 def check_history(values_kw: FloatArray) -> None:
+    """Raise InsufficientHistoryError unless the history is long and valid enough."""
     days = len(values_kw) / MINUTES_PER_DAY
     valid = float(np.mean(~np.isnan(values_kw))) if len(values_kw) else 0.0
     if days < MIN_HISTORY_DAYS or valid * days < MIN_HISTORY_DAYS * MIN_VALID_FRACTION:
@@ -79,6 +80,7 @@ def build_samples(
     outdoor_air: FloatArray | None = None,
     calendar: SiteCalendar | None = None,
 ) -> SampleSet:
+    """The 60-minute model's samples at ``origins``, scaled, built in chunks."""
     # Chunks bound the temporary windows' memory (the training process must stay small).
     parts: list[SampleSet] = []
     for lo in range(0, max(len(origins), 1), CHUNK):
@@ -110,6 +112,7 @@ def build_day_ahead_samples(
     groups: WeekdayGroups | None = None,
     calendar: SiteCalendar | None = None,
 ) -> SampleSet:
+    """The day-ahead model's samples at ``origins``, scaled, built in chunks."""
     parts: list[SampleSet] = []
     for lo in range(0, max(len(origins), 1), CHUNK):
         chunk = origins[lo : lo + CHUNK]
@@ -131,6 +134,7 @@ def build_day_ahead_samples(
 
 
 def concat_samples(parts: list[SampleSet]) -> SampleSet:
+    """One SampleSet of the parts, in order."""
     return SampleSet(
         x=np.concatenate([p.x for p in parts]),
         residual=np.concatenate([p.residual for p in parts]),
@@ -141,6 +145,7 @@ def concat_samples(parts: list[SampleSet]) -> SampleSet:
 
 
 def window_start(end_origin: int, first_origin: int, weeks: int | None) -> int:
+    """The first fit origin: ``weeks`` (at most MAX_TRAIN_WEEKS) before ``end_origin``."""
     weeks = MAX_TRAIN_WEEKS if weeks is None else min(weeks, MAX_TRAIN_WEEKS)
     return max(first_origin, end_origin - weeks * MINUTES_PER_WEEK)
 
