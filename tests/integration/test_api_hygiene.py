@@ -388,7 +388,7 @@ def test_error_replies_match_the_openapi_document(live: Live) -> None:
     demand_reply = httpx.get(f"{live.base_url}/api/v1/demand")
     assert demand_reply.status_code == 200
     demand = DemandOut.model_validate(demand_reply.json())
-    assert demand.interval.length_minutes == live.core.settings.demand_interval_minutes
+    assert demand.interval.length_minutes == live.core.reads.settings.demand_interval_minutes
     assert demand.decisions.kw_to_shed >= 0
 
 

@@ -56,7 +56,7 @@ async def _manager(settings: Settings, storage: Storage) -> tuple[DsmCore, Train
     clock = FakeClock(END + timedelta(seconds=30))
     core = build_core(settings, storage, clock, SeasonalMeanForecaster())
     await core.start()
-    manager = TrainingManager(settings, storage, clock, core)
+    manager = TrainingManager(settings, storage, clock, core, core.writer)
     await manager.start()
     return core, manager
 

@@ -44,7 +44,7 @@ async def test_concurrent_triggers_start_one_run(settings: Settings, tmp_path: P
     clock = FakeClock(END)
     core = build_core(run_settings, storage, clock, SeasonalMeanForecaster())
     await core.start()
-    manager = TrainingManager(run_settings, storage, clock, core)
+    manager = TrainingManager(run_settings, storage, clock, core, core.writer)
     await manager.start()
     results = await asyncio.gather(
         *(manager.trigger("api") for _ in range(5)), return_exceptions=True
