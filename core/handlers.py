@@ -25,6 +25,7 @@ from core.history import ImportedHistory
 from core.intake import BatchResult, ReadingStats
 from core.minute_cache import MinuteCache, MinuteKeeper, meter_quality
 from core.ports import (
+    MAX_BATCH,
     Command,
     NoteTraining,
     RelinquishInput,
@@ -42,7 +43,6 @@ from core.timegrid import minute_of
 from core.validation import InputValidator
 from core.writer import DatabaseWriter
 
-MAX_BATCH = 100_000
 # A batch is validated and folded in slices of this many readings, yielding the loop between
 # them (a slice takes a few ms: no request holds the loop past 50 ms).
 INGEST_SLICE = 1000

@@ -31,6 +31,9 @@ from core.writer import DatabaseWriter
 
 R = TypeVar("R")
 
+# The most readings one SubmitReadings may carry (REST states it in its schema).
+MAX_BATCH = 100_000
+
 
 class Command(Generic[R]):
     """A request to change the core's state; ``R`` is what its handler returns."""

@@ -13,8 +13,7 @@ from pydantic import Field
 from api.deps import CommandsDep, CoreDep, WriteAllowed
 from api.errors import error_responses
 from api.schemas import BatchAccepted, IsoDateTime, MinuteOut, ReadingIn, ReadingsPageOut
-from core.handlers import MAX_BATCH
-from core.ports import SubmitReadings
+from core.ports import MAX_BATCH, SubmitReadings
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
 
