@@ -89,7 +89,7 @@ async def test_the_nightly_replay_is_recorded_served_and_survives_a_restart(
     restarted = _manager(storage, again)
     await restarted.start()
     assert restarted.served is not None and restarted.served["chosen"] == result["chosen"]
-    assert again.reads.settings == chosen.settings
+    assert again.settings == chosen.settings
 
 
 async def test_a_killed_replay_leaves_the_served_choice_unchanged(storage: Storage) -> None:
