@@ -24,7 +24,7 @@ from api.routers import (
     points,
     readings,
 )
-from core.service import DsmCore
+from core.ports import CorePorts
 from core.training import TrainingManager
 from core.tuning import TuningManager
 
@@ -42,7 +42,7 @@ Every error is JSON `{"detail": "what was wrong"}`; 422 and 400 add `errors`, at
 
 
 def create_app(
-    core: DsmCore,
+    core: CorePorts,
     *,
     point_table: PointTable,
     bacnet_bound: Callable[[], bool],
@@ -50,7 +50,7 @@ def create_app(
     version: str = "0",
     tuning: TuningManager | None = None,
 ) -> FastAPI:
-    """Build the app around a started core; ``point_table`` is the BACnet point list as
+    """Build the app around a started core's two ports; ``point_table`` is the BACnet point list as
     records (handed in by the composition root: the API does not import the BACnet adapter)."""
     app = FastAPI(
         title="open-dsm",
@@ -71,11 +71,13 @@ def create_app(
             {"name": "metrics", "description": "Prometheus"},
         ],
     )
+    reads = core.reads
     app.state.context = AppContext(
-        core=core,
+        core=reads,
+        commands=core,
         points=point_table,
         bacnet_bound=bacnet_bound,
-        registry=metrics.build_registry(core, point_table, version),
+        registry=metrics.build_registry(reads, point_table, version),
         training=training,
         tuning=tuning,
     )
@@ -83,8 +85,8 @@ def create_app(
     # Outermost guard: the token, then the body size, before any route parses a byte.
     app.add_middleware(
         RequestLimits,
-        token=core.settings.api_token,
-        max_body_bytes=core.settings.max_body_bytes,
+        token=reads.settings.api_token,
+        max_body_bytes=reads.settings.max_body_bytes,
         routes=lambda: app.router.routes,
     )
     for module in (

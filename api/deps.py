@@ -12,8 +12,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from core.ports import CommandPort, CoreReads
 from core.records import FileRecord, PointRecord
-from core.service import DsmCore
 from core.snapshot import Snapshot
 from core.training import TrainingManager
 from core.tuning import TuningManager
@@ -40,10 +40,11 @@ class PointTable(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class AppContext:
-    """What the routers need: the core, the point table, how to ask whether BACnet is bound,
-    the metrics."""
+    """What the routers need: the core's two ports (``core`` reads, ``commands`` writes), the
+    point table, how to ask whether BACnet is bound, the metrics."""
 
-    core: DsmCore
+    core: CoreReads
+    commands: CommandPort
     points: PointTable
     bacnet_bound: Callable[[], bool]
     registry: CollectorRegistry
@@ -57,9 +58,14 @@ async def get_context(request: Request) -> AppContext:
     return context
 
 
-async def get_core(context: Annotated[AppContext, Depends(get_context)]) -> DsmCore:
-    """The core."""
+async def get_core(context: Annotated[AppContext, Depends(get_context)]) -> CoreReads:
+    """The core's read side."""
     return context.core
+
+
+async def get_commands(context: Annotated[AppContext, Depends(get_context)]) -> CommandPort:
+    """The core's command port: every write goes through it."""
+    return context.commands
 
 
 _bearer = HTTPBearer(auto_error=False, description="Required for writes when --api-token is set.")
@@ -81,7 +87,7 @@ def token_problem(expected: SecretStr | None, authorization: str | None) -> str 
 
 async def require_token(
     request: Request,
-    core: Annotated[DsmCore, Depends(get_core)],
+    core: Annotated[CoreReads, Depends(get_core)],
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """Reject a write without the configured bearer token (reads stay open).
@@ -97,5 +103,6 @@ async def require_token(
 
 
 ContextDep = Annotated[AppContext, Depends(get_context)]
-CoreDep = Annotated[DsmCore, Depends(get_core)]
+CoreDep = Annotated[CoreReads, Depends(get_core)]
+CommandsDep = Annotated[CommandPort, Depends(get_commands)]
 WriteAllowed = Depends(require_token)

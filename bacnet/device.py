@@ -8,10 +8,9 @@ import inspect
 import logging
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bacpypes3.basetypes import (
     BDTEntry,
@@ -74,16 +73,15 @@ MAX_FOREIGN_DEVICES = 64
 REGISTER_FOREIGN_DEVICE_NAK = 0x0030
 OBJECT_TYPES_SUPPORTED = ("device", "analog-value", "binary-value", "network-port", "calendar")
 
-# Write ``value`` (None relinquishes) at ``priority`` into the core's priority array.
-CommandValue = Callable[[float | None, int], Awaitable[None]]
 
+class Writer(Protocol):
+    """How a writable point hands a write to the core (``core.ports.InputWriter``: the command
+    port and the point's input key), which validates it once, counts a refusal as it does for
+    REST, and commands it."""
 
-@dataclass(frozen=True, slots=True)
-class Writer:
-    """How a writable point hands a write to the core, which validates it once (and counts a
-    refusal, as it does for REST) and commands it."""
-
-    command: CommandValue
+    async def command(self, value: float | None, priority: int) -> None:
+        """Write ``value`` (None relinquishes) at ``priority`` into the input's priority array."""
+        ...
 
 
 def _denied() -> ExecutionError:

@@ -25,10 +25,11 @@ from core.clock import Clock
 from core.config import Settings
 from core.errors import Busy, NotReady
 from core.forecast.base import Forecaster
+from core.ports import CommandPort, NoteTraining, UseForecaster
 from core.records import ModelRunRecord, RunStatus
-from core.service import DsmCore
 from core.storage.repository import Storage
 from core.trainer import TrainingOutcome, run_training
+from core.writer import DatabaseWriter
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,19 @@ def trainer_installed() -> bool:
 class TrainingManager:
     """Starts training runs in a separate process, one at a time, and swaps in accepted models."""
 
-    def __init__(self, settings: Settings, storage: Storage, clock: Clock, core: DsmCore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        clock: Clock,
+        commands: CommandPort,
+        writer: DatabaseWriter,
+    ) -> None:
         self._settings = settings
         self._storage = storage
         self._clock = clock
-        self._core = core
+        self._commands = commands  # the served model and training time go to the core here
+        self._writer = writer
         self._task: asyncio.Task[TrainingOutcome] | None = None
         self._starting = False
         self._running_id: int | None = None
@@ -104,7 +113,7 @@ class TrainingManager:
         """Mark runs interrupted by a crash as failed; serve the last accepted model."""
         for run in await asyncio.to_thread(self._storage.model_runs, 20):
             if run.status is RunStatus.RUNNING:
-                await self._core.writer.submit(
+                await self._writer.submit(
                     "interrupted model run",
                     partial(
                         self._storage.update_model_run,
@@ -122,7 +131,9 @@ class TrainingManager:
         runs = await asyncio.to_thread(self._storage.model_runs, 50)
         finished = [r for r in runs if r.status.final]
         if finished and finished[0].training_minutes is not None:
-            self._core.note_training(finished[0].training_minutes, finished[0].finished_at)
+            await self._commands.command(
+                NoteTraining(finished[0].training_minutes, finished[0].finished_at)
+            )
         for run in runs:
             if run.status is not RunStatus.ACCEPTED:
                 continue
@@ -133,7 +144,7 @@ class TrainingManager:
             except Exception:
                 log.exception("cannot load the model of run %d; trying an older one", run.id)
                 continue
-            self._core.use_forecaster(forecaster, run)
+            await self._commands.command(UseForecaster(forecaster, run))
             self._served_run_id = run.id
             log.info("serving model %s (run %d)", run.model_version, run.id)
             return
@@ -153,7 +164,7 @@ class TrainingManager:
             raise Busy(f"training run {self._running_id or '(starting)'} is already running")
         self._starting = True
         try:
-            run_id = await self._core.writer.submit(
+            run_id = await self._writer.submit(
                 "new model run",
                 partial(
                     self._storage.add_model_run,
@@ -211,7 +222,7 @@ class TrainingManager:
         # loop: BACnet and REST keep answering through the end of a run.
         await asyncio.to_thread(pool.shutdown, True)
         if outcome.fields is not None:
-            await self._core.writer.submit(
+            await self._writer.submit(
                 "model run result",
                 partial(self._storage.update_model_run, run_id, **outcome.fields),
             )

@@ -14,7 +14,6 @@ import socket
 import tempfile
 import time
 from collections.abc import Generator
-from functools import partial
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -26,7 +25,9 @@ from core.clock import Clock, ScaledClock, SystemClock
 from core.commands import InputKey
 from core.config import Settings
 from core.dispatch.assets import Tariff
+from core.factory import build_core
 from core.forecast.baseline import SeasonalMeanForecaster
+from core.ports import CommandPort, InputWriter
 from core.service import DsmCore
 from core.storage import health, recovery
 from core.storage.migrate import upgrade_to_head
@@ -202,9 +203,10 @@ def check_udp_port(host: str, port: int) -> None:
         probe.close()
 
 
-def bacnet_writers(core: DsmCore) -> dict[str, Writer]:
-    """What each writable BACnet point calls in the core, keyed by the point's input key."""
-    return {key.value: Writer(partial(core.command_input, key)) for key in InputKey}
+def bacnet_writers(commands: CommandPort) -> dict[str, Writer]:
+    """What each writable BACnet point holds, keyed by its input key: the command port and the
+    key, which send a ``WriteInput`` (or ``RelinquishInput``) for every network write."""
+    return {key.value: InputWriter(commands, key) for key in InputKey}
 
 
 class _Server(uvicorn.Server):
@@ -217,7 +219,7 @@ class _Server(uvicorn.Server):
 
 def _tuning_manager(settings: Settings, storage: Storage, core: DsmCore) -> TuningManager:
     """The dispatch self-tuning (its nightly replay does nothing without a battery)."""
-    controller = core.dispatch_controller
+    controller = core.reads.dispatch_controller
     return TuningManager(
         storage,
         SystemClock(),
@@ -259,7 +261,7 @@ async def serve(settings: Settings) -> None:
             settings.clock_speed,
             clock.now().isoformat(),
         )
-    core = DsmCore(settings, storage, clock, SeasonalMeanForecaster(weeks=2), writer=writer)
+    core = build_core(settings, storage, clock, SeasonalMeanForecaster(weeks=2), writer=writer)
     await core.start()
     watch_task = asyncio.create_task(
         writer.watch(health.WATCH_INTERVAL_S), name="open-dsm-database-watch"
@@ -269,7 +271,7 @@ async def serve(settings: Settings) -> None:
     ip, port = face.resolve_address()
     check_udp_port(ip, port)
     http_socket = bind_http_socket(settings.http_host, settings.http_port)
-    face.start(core.snapshot, bacnet_writers(core), core.calendar)
+    face.start(core.snapshot, bacnet_writers(core), core.reads.calendar)
     core.subscribe(face.sync)
     try:
         await face.wait_bound(timeout_s=5.0)
@@ -277,7 +279,7 @@ async def serve(settings: Settings) -> None:
         raise StartupError(str(exc)) from exc
     log.info("BACnet/IP bound on %s:%d in %.2f s", ip, port, time.monotonic() - started)
 
-    training = TrainingManager(settings, storage, SystemClock(), core)
+    training = TrainingManager(settings, storage, SystemClock(), core, writer)
     # After the device is up: loading a trained model (LiteRT) must not delay the first I-Am;
     # the baseline serves until it is loaded.
     training_start = asyncio.create_task(training.start(), name="open-dsm-model-load")

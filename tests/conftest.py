@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 
 from core.clock import FakeClock
 from core.config import Settings
+from core.factory import build_core
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.service import DsmCore
 from core.storage.migrate import upgrade_to_head
@@ -79,7 +80,7 @@ def make_core(settings: Settings, storage: Storage, clock: FakeClock):  # type: 
 
     def build(**overrides: object) -> DsmCore:
         merged = settings.model_copy(update=overrides) if overrides else settings
-        return DsmCore(merged, storage, clock, SeasonalMeanForecaster())
+        return build_core(merged, storage, clock, SeasonalMeanForecaster())
 
     return build
 

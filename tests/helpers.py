@@ -16,6 +16,9 @@ from typing import Any
 
 import httpx
 
+from core.intake import Reading
+from core.ports import CommandPort, InputWriter, SubmitReadings
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -149,3 +152,15 @@ def running_service(
         yield service
     finally:
         service.stop()
+
+
+async def submit_reading(core: CommandPort, kw: float, observed_at: datetime | None = None) -> None:
+    """One REST meter reading (a batch of one) through the command port."""
+    await core.command(SubmitReadings([Reading(kw, observed_at)], "rest"))
+
+
+async def command_input(
+    core: CommandPort, key: str, value: float | None, priority: int, source: str = "bacnet"
+) -> None:
+    """A write (None: a relinquish) of one input at ``priority``, as a BACnet point sends it."""
+    await InputWriter(core, key, source).command(value, priority)

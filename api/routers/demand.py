@@ -6,11 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.deps import CoreDep, WriteAllowed
+from api.deps import CommandsDep, CoreDep, WriteAllowed
 from api.errors import error_responses
 from api.schemas import DemandIntervalOut, DemandOut, InputsIn, IsoDateTime, TargetIn
 from core.commands import InputKey
 from core.errors import InvalidReading, NotReady
+from core.ports import WriteInputs
 
 router = APIRouter(prefix="/api/v1/demand", tags=["demand"])
 
@@ -74,9 +75,9 @@ async def list_intervals(
         e503="The database is not taking writes; nothing changed.",
     ),
 )
-async def put_target(core: CoreDep, body: TargetIn) -> TargetIn:
+async def put_target(core: CoreDep, commands: CommandsDep, body: TargetIn) -> TargetIn:
     """Set the demand target in kW at priority 16 (null relinquishes REST's write)."""
-    await core.rest_command({InputKey.DEMAND_TARGET_KW: body.target_kw})
+    await commands.command(WriteInputs({InputKey.DEMAND_TARGET_KW: body.target_kw}))
     return TargetIn(target_kw=core.snapshot.demand_target_kw)
 
 
@@ -91,9 +92,9 @@ async def put_target(core: CoreDep, body: TargetIn) -> TargetIn:
         e503="The database is not taking writes; nothing changed.",
     ),
 )
-async def post_inputs(core: CoreDep, body: InputsIn) -> None:
+async def post_inputs(commands: CommandsDep, body: InputsIn) -> None:
     """Post site inputs (PV, battery, EV, outdoor air) at priority 16; same checks as BACnet."""
     values = body.model_dump(exclude_none=True, exclude={"observed_at"})
     if not values:
         raise InvalidReading("give at least one of " + ", ".join(InputsIn.input_names()))
-    await core.rest_command(values, body.observed_at)
+    await commands.command(WriteInputs(values, body.observed_at))

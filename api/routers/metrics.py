@@ -23,8 +23,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from api.deps import ContextDep, PointTable
+from core.ports import CoreReads
 from core.records import PointRecord
-from core.service import DsmCore
 
 router = APIRouter(tags=["metrics"])
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -77,7 +77,7 @@ def quantity_of(point: PointRecord) -> Quantity:
 class SnapshotCollector(Collector):
     """Turns the current snapshot into gauges at scrape time (nothing computed twice)."""
 
-    def __init__(self, core: DsmCore, points: PointTable, version: str) -> None:
+    def __init__(self, core: CoreReads, points: PointTable, version: str) -> None:
         self._core = core
         self._points = points
         self._version = version
@@ -157,7 +157,7 @@ class SnapshotCollector(Collector):
         yield info
 
 
-def build_registry(core: DsmCore, points: PointTable, version: str = "0") -> CollectorRegistry:
+def build_registry(core: CoreReads, points: PointTable, version: str = "0") -> CollectorRegistry:
     """A registry for this app only: the snapshot, the process and the Python runtime."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(core, points, version))

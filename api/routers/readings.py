@@ -10,10 +10,10 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from api.deps import CoreDep, WriteAllowed
+from api.deps import CommandsDep, CoreDep, WriteAllowed
 from api.errors import error_responses
 from api.schemas import BatchAccepted, IsoDateTime, MinuteOut, ReadingIn, ReadingsPageOut
-from core.service import MAX_BATCH
+from core.ports import MAX_BATCH, SubmitReadings
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
 
@@ -42,7 +42,7 @@ _BODY_EXAMPLES = {
     ),
 )
 async def post_readings(
-    core: CoreDep,
+    commands: CommandsDep,
     body: Annotated[
         # The core checks the batch's size (one clear message); the schema states the limits.
         ReadingIn
@@ -54,7 +54,7 @@ async def post_readings(
 ) -> BatchAccepted:
     """Post one reading or a batch (same validation as a BACnet write; all or nothing)."""
     items = body if isinstance(body, list) else [body]
-    result = await core.submit_readings(items, source="rest")
+    result = await commands.command(SubmitReadings(items, source="rest"))
     return BatchAccepted(
         accepted=result.accepted, live=result.live, historical_minutes=result.historical_minutes
     )

@@ -12,13 +12,17 @@ import pytest
 
 from core.clock import FakeClock
 from core.commands import InputKey
+from core.factory import build_core
 from core.forecast.baseline import SeasonalMeanForecaster
-from core.service import DsmCore, Reading
+from core.intake import Reading
+from core.ports import SubmitReadings
+from core.service import DsmCore
 from core.storage.migrate import upgrade_to_head
 from core.storage.repository import Storage, create_db_engine
 from core.timegrid import minute_of
 from core.writer import DatabaseWriter
 from tests.conftest import START
+from tests.helpers import command_input, submit_reading
 
 pytestmark = pytest.mark.anyio
 
@@ -41,20 +45,22 @@ async def test_a_crash_just_after_a_minute_boundary_loses_no_acknowledged_readin
     upgrade_to_head(engine)
     storage = Storage(engine)
     clock = FakeClock(START)
-    core = DsmCore(settings, storage, clock, SeasonalMeanForecaster(), writer=DatabaseWriter(clock))
+    core = build_core(
+        settings, storage, clock, SeasonalMeanForecaster(), writer=DatabaseWriter(clock)
+    )
     await core.start()
     acknowledged: dict[int, list[float]] = {}
     for second in range(0, 60, 5):  # BACnet and REST writes through one minute
         clock.set(START.replace(second=second))
         kw = 10.0 + second
         if second % 10:
-            await core.command_input(InputKey.METER_KW, kw, 16)
+            await command_input(core, InputKey.METER_KW, kw, 16)
         else:
-            await core.submit_readings([Reading(kw)], "rest")
+            await core.command(SubmitReadings([Reading(kw)], "rest"))
         acknowledged.setdefault(minute_of(clock.now()), []).append(kw)
     boundary = START.replace(second=0).timestamp() + 60
     clock.set(datetime.fromtimestamp(boundary + after_boundary_s, UTC))
-    await core.submit_reading(99.0)  # closes the first minute, opens the next
+    await submit_reading(core, 99.0)  # closes the first minute, opens the next
     acknowledged.setdefault(minute_of(clock.now()), []).append(99.0)
     await _crash(core)  # no stop(): no flush, nothing queued written
     engine.dispose()
@@ -66,9 +72,9 @@ async def test_a_crash_just_after_a_minute_boundary_loses_no_acknowledged_readin
         assert stored[minute].kw == pytest.approx(sum(values) / len(values))
         assert stored[minute].sample_count == len(values)
     # The restarted core reopens the minute in progress with its stored samples.
-    again = DsmCore(settings, storage, clock, SeasonalMeanForecaster())
+    again = build_core(settings, storage, clock, SeasonalMeanForecaster())
     await again.start()
-    await again.submit_reading(1.0)
+    await submit_reading(again, 1.0)
     await again.stop()
     current = minute_of(clock.now())
     row = {r.minute: r for r in storage.list_minutes(None, None, 10)}[current]
@@ -81,7 +87,7 @@ async def test_the_stored_open_minute_is_not_taken_for_an_import(  # type: ignor
 ):
     core = make_core()
     await core.start()
-    await core.submit_reading(12.0)  # committed: the open minute's running mean is stored
+    await submit_reading(core, 12.0)  # committed: the open minute's running mean is stored
     assert storage.count_minutes() == 1
-    assert await core.pick_up_imports() == 0
+    assert await core.history.pick_up_imports() == 0
     await core.stop()

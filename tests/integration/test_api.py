@@ -22,6 +22,7 @@ from bacnet.points import POINTS
 from bacnet.table import BacnetPointTable
 from core.clock import SystemClock
 from core.config import Settings
+from core.factory import build_core
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.readings import CompletedMinute
 from core.service import DsmCore
@@ -44,7 +45,7 @@ def serve_app(settings: Settings, storage: Storage) -> Iterator[LiveApi]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    core = DsmCore(settings, storage, SystemClock(), SeasonalMeanForecaster())
+    core = build_core(settings, storage, SystemClock(), SeasonalMeanForecaster())
     ready = threading.Event()
     holder: dict[str, Any] = {}
 
@@ -52,7 +53,7 @@ def serve_app(settings: Settings, storage: Storage) -> Iterator[LiveApi]:
         await core.start()
         app = create_app(
             core,
-            point_table=BacnetPointTable(core.settings),
+            point_table=BacnetPointTable(core.reads.settings),
             bacnet_bound=lambda: False,
             version="test",
         )

@@ -21,6 +21,7 @@ from core.clock import SystemClock
 from core.config import Settings
 from core.dispatch.assets import Tariff
 from core.dispatch.tuning import candidates
+from core.factory import build_core
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.service import DsmCore
 from core.storage.repository import Storage
@@ -35,13 +36,13 @@ def serve(settings: Settings, storage: Storage) -> Iterator[tuple[str, DsmCore]]
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    core = DsmCore(settings, storage, SystemClock(), SeasonalMeanForecaster())
+    core = build_core(settings, storage, SystemClock(), SeasonalMeanForecaster())
     ready = threading.Event()
     holder: dict[str, Any] = {}
 
     async def main() -> None:
         await core.start()
-        controller = core.dispatch_controller
+        controller = core.reads.dispatch_controller
         tuning = TuningManager(
             storage,
             SystemClock(),
@@ -55,7 +56,7 @@ def serve(settings: Settings, storage: Storage) -> Iterator[tuple[str, DsmCore]]
         await tuning.start()
         app = create_app(
             core,
-            point_table=BacnetPointTable(core.settings),
+            point_table=BacnetPointTable(core.reads.settings),
             bacnet_bound=lambda: False,
             version="test",
             tuning=tuning,
@@ -136,8 +137,8 @@ def test_the_tuning_endpoint_serves_the_recorded_choice(settings: Settings, stor
         }
         # The choice is served: the controller runs the candidate's settings.
         served = {c.name: c for c in candidates()}["margin-wide"].settings
-        assert core.dispatch_controller is not None
-        assert core.dispatch_controller.settings == served
+        assert core.reads.dispatch_controller is not None
+        assert core.reads.dispatch_controller.settings == served
 
 
 def test_the_tuning_endpoint_without_a_battery(settings: Settings, storage: Storage) -> None:

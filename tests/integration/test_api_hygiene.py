@@ -32,6 +32,7 @@ from api.schemas import DemandOut, ErrorOut
 from bacnet.table import BacnetPointTable
 from core.clock import SystemClock
 from core.config import Settings
+from core.factory import build_core
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.service import DsmCore
 from core.storage.repository import Storage
@@ -69,7 +70,7 @@ def serve(settings: Settings, storage: Storage) -> Iterator[Live]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
-    core = DsmCore(settings, storage, SystemClock(), SeasonalMeanForecaster())
+    core = build_core(settings, storage, SystemClock(), SeasonalMeanForecaster())
     ready = threading.Event()
     holder: dict[str, Any] = {}
 
@@ -77,7 +78,7 @@ def serve(settings: Settings, storage: Storage) -> Iterator[Live]:
         await core.start()
         app = create_app(
             core,
-            point_table=BacnetPointTable(core.settings),
+            point_table=BacnetPointTable(core.reads.settings),
             bacnet_bound=lambda: False,
             version="test",
         )
@@ -387,7 +388,7 @@ def test_error_replies_match_the_openapi_document(live: Live) -> None:
     demand_reply = httpx.get(f"{live.base_url}/api/v1/demand")
     assert demand_reply.status_code == 200
     demand = DemandOut.model_validate(demand_reply.json())
-    assert demand.interval.length_minutes == live.core.settings.demand_interval_minutes
+    assert demand.interval.length_minutes == live.core.reads.settings.demand_interval_minutes
     assert demand.decisions.kw_to_shed >= 0
 
 

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from bacnet.device import BacnetFace, Writer
+from bacnet.device import BacnetFace
 from bacnet.points import POINTS
 from core.config import Settings
 from core.snapshot import Snapshot
@@ -35,8 +35,11 @@ def _bbmd_client(port: int):  # type: ignore[no-untyped-def]
     return Application.from_object_list([device, network_port])
 
 
-async def _ignore(_value: float | None, _priority: int) -> None:
-    """A point's command that accepts and drops the value."""
+class _Ignore:
+    """A point's writer that accepts and drops every value."""
+
+    async def command(self, value: float | None, priority: int) -> None:
+        """Drop the write."""
 
 
 async def test_global_who_is_reaches_a_foreign_registered_device(tmp_path) -> None:
@@ -53,7 +56,7 @@ async def test_global_who_is_reaches_a_foreign_registered_device(tmp_path) -> No
     )
     face = BacnetFace(settings, "test")
     # Writes are not exercised here: each input accepts and drops its value.
-    writers = {p.input_key: Writer(_ignore) for p in POINTS if p.input_key}
+    writers = {p.input_key: _Ignore() for p in POINTS if p.input_key}
     face.start(Snapshot(), writers)
     try:
         await face.wait_bound(5)

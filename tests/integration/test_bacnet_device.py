@@ -87,8 +87,8 @@ async def test_a_refused_write_is_counted_once_and_changes_nothing(
         )
         assert reply.error == (2, 37)  # property, value-out-of-range
         assert _meter(core) == pytest.approx(42.0)
-        assert core.stats.rejected.get("bacnet") == 1
-        assert core.stats.accepted.get("bacnet") == 1
+        assert core.reads.stats.rejected.get("bacnet") == 1
+        assert core.reads.stats.accepted.get("bacnet") == 1
 
 
 async def test_null_without_priority_relinquishes_16(make_core: Any, settings: Settings) -> None:

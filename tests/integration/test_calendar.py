@@ -26,7 +26,7 @@ from core.service import DsmCore
 from core.storage.repository import Storage
 from open_dsm.bootstrap import bacnet_writers
 from tests import bacnet_wire as wire
-from tests.helpers import free_port
+from tests.helpers import free_port, submit_reading
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -106,7 +106,7 @@ async def running_site(
     core = make_core(**update)
     await core.start()
     face = BacnetFace(settings.model_copy(update=update), "test")
-    face.start(core.snapshot, bacnet_writers(core), core.calendar)
+    face.start(core.snapshot, bacnet_writers(core), core.reads.calendar)
     core.subscribe(face.sync)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -166,7 +166,7 @@ async def test_a_bas_writes_a_holiday_and_reads_present_value_true_on_that_date(
         listed = await client.ask(read(HOLIDAYS, DATE_LIST))
         assert date_entry(2026, 7, 2) in listed.apdu and week_n_day_entry(11, 4, 4) in listed.apdu
         # Stored: the database has it (a restart reads it back).
-        assert storage.load_calendar().to_dict() == core.calendar.calendar.to_dict()
+        assert storage.load_calendar().to_dict() == core.reads.calendar.calendar.to_dict()
 
 
 async def test_rest_and_bacnet_show_the_same_calendar_and_list_changes(
@@ -202,7 +202,7 @@ async def test_rest_and_bacnet_show_the_same_calendar_and_list_changes(
         reply = await client.ask(missing)
         assert reply.kind == wire.ERROR and reply.error == (SERVICES, LIST_ELEMENT_NOT_FOUND)
         assert reply.apdu.endswith(b"\x19\x02")  # first failed element: the 2nd
-        assert len(core.calendar.calendar.entries) == 3
+        assert len(core.reads.calendar.calendar.entries) == 3
         remove = change_list(REMOVE_LIST_ELEMENT, HOLIDAYS, date_entry(2027, 1, 1))
         assert (await client.ask(remove)).kind == wire.SIMPLE_ACK
         assert len((await http.get("/api/v1/calendar")).json()["entries"]) == 2
@@ -224,7 +224,7 @@ async def test_a_bad_date_or_day_type_is_a_clear_error_that_changes_nothing(
     async with running_site(make_core, settings) as (core, _face, client, http):
         good = {"entries": [{"date": "2026-07-01", "day_type": "closed"}]}
         assert (await http.put("/api/v1/calendar", json=good, headers=AUTH)).status_code == 200
-        before = core.calendar.calendar.to_dict()
+        before = core.reads.calendar.calendar.to_dict()
         for bad, words in (
             ({"entries": [{"date": "2026-02-30", "day_type": "closed"}]}, "2026-02-30"),
             ({"entries": [{"date": "2026-07-04", "day_type": "like someday"}]}, "day_type"),
@@ -261,7 +261,7 @@ async def test_a_bad_date_or_day_type_is_a_clear_error_that_changes_nothing(
         assert reply.kind == wire.ERROR and reply.error == (PROPERTY, UNKNOWN_PROPERTY)
         reply = await client.ask(change_list(ADD_LIST_ELEMENT, 99, date_entry(2026, 7, 9)))
         assert reply.kind == wire.ERROR and reply.error == (OBJECT, UNKNOWN_OBJECT)
-        assert core.calendar.calendar.to_dict() == before
+        assert core.reads.calendar.calendar.to_dict() == before
         assert storage.load_calendar().to_dict() == before
 
 
@@ -292,7 +292,7 @@ async def test_the_served_forecasts_read_a_listed_day_as_its_type(
     try:
 
         async def served() -> tuple[float, float]:
-            await core.submit_reading(5.0)
+            await submit_reading(core, 5.0)
             clock.advance(60)
             snapshot = await core.tick()
             assert snapshot.forecast is not None and snapshot.day_ahead is not None
@@ -301,7 +301,7 @@ async def test_the_served_forecasts_read_a_listed_day_as_its_type(
 
         assert await served() == (5.0, 5.0)  # an ordinary Tuesday: closed until 11 h
         listed = parse_calendar({"entries": [{"date": "2026-07-07", "day_type": "like monday"}]})
-        await core.calendar.replace(listed, "test")
+        await core.reads.calendar.replace(listed, "test")
         assert await served() == (30.0, 30.0)  # like a Monday: open since 8 h
     finally:
         await core.stop()

@@ -11,8 +11,8 @@ import pytest
 
 from core.clock import FakeClock
 from core.config import Settings
+from core.factory import build_core
 from core.forecast.baseline import SeasonalMeanForecaster
-from core.service import DsmCore
 from core.storage.migrate import upgrade_to_head
 from core.storage.repository import Storage, create_db_engine
 from open_dsm.cli import main
@@ -91,18 +91,18 @@ async def test_a_running_core_picks_up_an_imported_calendar(
     engine = create_db_engine(url)
     upgrade_to_head(engine)
     storage = Storage(engine)
-    core = DsmCore(settings, storage, clock, SeasonalMeanForecaster())
+    core = build_core(settings, storage, clock, SeasonalMeanForecaster())
     await core.start()
     try:
-        assert core.calendar.calendar.empty
+        assert core.reads.calendar.calendar.empty
         other = Storage(create_db_engine(url))  # what `open-dsm import` does, beside the service
         from core.calendar import parse_calendar
 
         imported: Any = parse_calendar({"entries": [{"date": "2026-07-01", "day_type": "closed"}]})
         other.save_calendar(imported)
-        await core.pick_up_imports()
-        assert core.calendar.calendar.to_dict() == imported.to_dict()
-        assert core.calendar.day_type_today() is not None  # the fake clock is on 2026-07-01
+        await core.history.pick_up_imports()
+        assert core.reads.calendar.calendar.to_dict() == imported.to_dict()
+        assert core.reads.calendar.day_type_today() is not None  # the fake clock is on 2026-07-01
     finally:
         await core.stop()
         engine.dispose()

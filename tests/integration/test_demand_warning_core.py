@@ -8,8 +8,10 @@ from datetime import timedelta
 import pytest
 
 from core.clock import FakeClock
-from core.service import Reading
+from core.intake import Reading
+from core.ports import SubmitReadings
 from tests.conftest import START
+from tests.helpers import submit_reading
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -26,12 +28,12 @@ async def test_a_step_over_the_target_raises_kw_to_shed_within_two_minutes(
     minutes = int((START - history_start).total_seconds() // 60)
     calm = [Reading(4.0, history_start + timedelta(minutes=i, seconds=10)) for i in range(minutes)]
     await core.start()
-    await core.submit_readings(calm, "import")
+    await core.command(SubmitReadings(calm, "import"))
     # START is 12:00 UTC, the start of a 5- and a 15-minute interval; the meter steps at once.
     shed: list[float] = []
     projected: list[float | None] = []
     for _ in range(interval):
-        await core.submit_reading(28.5)
+        await submit_reading(core, 28.5)
         clock.advance(60)
         snapshot = await core.tick()
         assert snapshot.demand is not None

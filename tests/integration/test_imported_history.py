@@ -41,7 +41,7 @@ async def test_imported_minutes_seed_the_peak_and_the_month(make_core, storage: 
     await core.start()
     await core.writer.drain()
     # The period peak is the imported 03:00 interval, not last period's 80 kW.
-    month = await core.month()
+    month = await core.reads.month()
     assert month.billed_peak_kw == pytest.approx(50.0)
     assert month.billed_peak_start_minute == minute_of(SPIKE)
     assert month.demand_charge == pytest.approx(50.0 * 15.0)
@@ -76,7 +76,7 @@ async def test_month_counts_what_the_battery_took_off(make_core, storage: Storag
         )
     core = make_core(has_battery=True, battery_capacity_kwh=40.0, battery_charge_kw=20.0)
     await core.start()
-    month = await core.month()
+    month = await core.reads.month()
     assert month.billed_peak_kw == pytest.approx(50.0)
     assert month.peak_without_dispatch_kw == pytest.approx(70.0)
     assert month.dispatch_saving_kw == pytest.approx(20.0)
@@ -90,7 +90,7 @@ async def test_replayed_forecasts_fill_the_last_day(
 ) -> None:
     # The replay yields the loop after every forecast here (slice_s=0); its pause between slices
     # is for the service's other work, and only makes this test wait.
-    monkeypatch.setattr("core.service.REPLAY_PAUSE_S", 0.0)
+    monkeypatch.setattr("core.history.REPLAY_PAUSE_S", 0.0)
     _imported(storage)
     core = make_core()
     await core.start()
@@ -98,7 +98,7 @@ async def test_replayed_forecasts_fill_the_last_day(
     # A forecast logged live for one target minute is kept as it is.
     live_target = now_minute - 30
     storage.log_forecast(live_target, "live-one", 1.5, minute_start(live_target - 59))
-    count = await core.replay_forecasts(slice_s=0.0)
+    count = await core.history.replay_forecasts(slice_s=0.0)
     assert count == 24 * 60 + 60 - 2  # targets now-1440 .. now+58, less the live one
     rows = storage.forecast_log_between(now_minute - 1440, now_minute + 60, 5000)
     assert len(rows) == count + 1
@@ -112,7 +112,7 @@ async def test_replayed_forecasts_fill_the_last_day(
         assert np.isfinite(row.kw)
     # The live error ignores replayed forecasts; replaying again replaces, never duplicates.
     assert storage.forecasts_since(now_minute - 1440) == [(live_target, 1.5)]
-    assert await core.replay_forecasts() == count
+    assert await core.history.replay_forecasts() == count
     assert len(storage.forecast_log_between(now_minute - 1440, now_minute + 60, 5000)) == count + 1
     # A live forecast for a replayed minute replaces it.
     storage.log_forecast(now_minute + 10, "live-two", 2.0, minute_start(now_minute - 49))

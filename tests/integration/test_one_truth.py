@@ -21,13 +21,16 @@ from bacnet.points import POINTS_BY_NAME, Reliability
 from core.clock import FakeClock
 from core.commands import REST_PRIORITY, InputKey
 from core.errors import CommandConflict, StorageUnavailable
+from core.factory import build_core
 from core.forecast.baseline import SeasonalMeanForecaster
+from core.ports import WriteInputs
 from core.service import DsmCore
 from core.snapshot import Quality
 from core.storage.repository import Storage
 from core.timegrid import minute_of
 from core.writer import DatabaseWriter
 from tests.conftest import START
+from tests.helpers import command_input, submit_reading
 
 pytestmark = [pytest.mark.integration]
 
@@ -59,7 +62,7 @@ def test_bacnet_and_rest_writes_agree_everywhere(settings, storage: Storage, ops
 
     async def scenario() -> None:
         clock = FakeClock(START)  # a fresh clock and core per example, one database
-        core = DsmCore(settings, storage, clock, SeasonalMeanForecaster())
+        core = build_core(settings, storage, clock, SeasonalMeanForecaster())
         await core.start()
         key = InputKey.DEMAND_TARGET_KW if use_target else InputKey.METER_KW
         point = TARGET if use_target else METER
@@ -76,7 +79,7 @@ def test_bacnet_and_rest_writes_agree_everywhere(settings, storage: Storage, ops
                     continue
                 await _rest(core, key, value)
             else:
-                await core.command_input(key, value, priority, "bacnet")
+                await command_input(core, key, value, priority, "bacnet")
             before = _winner(slots)
             if value is None:
                 slots.pop(priority, None)
@@ -87,7 +90,7 @@ def test_bacnet_and_rest_writes_agree_everywhere(settings, storage: Storage, ops
                 winner = held if before is None else before
             held = winner
             expected = winner
-            state = core.command_state(key)
+            state = core.reads.command_state(key)
             assert state.present_value == expected
             assert state.active_priority == (min(slots) if slots else None)
             published = point.value_of(core.snapshot)
@@ -110,9 +113,9 @@ def test_bacnet_and_rest_writes_agree_everywhere(settings, storage: Storage, ops
 
 async def _rest(core: DsmCore, key: str, value: float) -> None:
     if key == InputKey.METER_KW:
-        await core.submit_reading(value)
+        await submit_reading(core, value)
     else:
-        await core.rest_command({key: value})
+        await core.command(WriteInputs({key: value}))
 
 
 def storage_reset(storage: Storage) -> None:
@@ -164,7 +167,7 @@ async def test_unwritable_database_is_reported_refused_and_nothing_acknowledged_
     settings, storage: Storage, clock: FakeClock, full_disk: _FullDisk
 ):  # type: ignore[no-untyped-def]
     writer = DatabaseWriter(clock, retry_initial_s=0.05, retry_max_s=0.2)
-    core = DsmCore(settings, storage, clock, SeasonalMeanForecaster(), writer=writer)
+    core = build_core(settings, storage, clock, SeasonalMeanForecaster(), writer=writer)
     await core.start()
     await core.writer.drain()
     full_disk.set(True)
@@ -174,7 +177,7 @@ async def test_unwritable_database_is_reported_refused_and_nothing_acknowledged_
     for _ in range(40):
         minute = minute_of(clock.now())
         try:
-            await core.submit_reading(20.0 + minute % 7)
+            await submit_reading(core, 20.0 + minute % 7)
         except StorageUnavailable:
             break
         acknowledged[minute] = 20.0 + minute % 7
@@ -188,9 +191,9 @@ async def test_unwritable_database_is_reported_refused_and_nothing_acknowledged_
     assert snapshot.storage_fault is not None
     assert METER.reliability(snapshot) is Reliability.UNRELIABLE_OTHER
     assert METER.quality(snapshot) is Quality.STORAGE_FAULT
-    assert not await core.ready()
+    assert not await core.reads.ready()
     with pytest.raises(StorageUnavailable):
-        await core.rest_command({"demand_target_kw": 30.0})
+        await core.command(WriteInputs({"demand_target_kw": 30.0}))
     # Writable again: the queued writes are retried and every acknowledged minute is kept.
     full_disk.set(False)
     for _ in range(100):
@@ -207,7 +210,7 @@ async def test_unwritable_database_is_reported_refused_and_nothing_acknowledged_
     for minute, kw in acknowledged.items():
         assert stored[minute] == pytest.approx(kw)
     assert writer.dropped_total == 0
-    assert await core.ready()
+    assert await core.reads.ready()
     await core.stop()
 
 
@@ -215,19 +218,19 @@ async def test_unwritable_database_is_reported_refused_and_nothing_acknowledged_
 async def test_rest_reading_refused_while_bacnet_priority_commands(make_core, clock):  # type: ignore[no-untyped-def]
     core = make_core()
     await core.start()
-    await core.command_input(InputKey.METER_KW, 12.5, 8, "bacnet")
+    await command_input(core, InputKey.METER_KW, 12.5, 8, "bacnet")
     clock.advance(5)
     with pytest.raises(CommandConflict, match="priority 8"):
-        await core.submit_reading(30.0)
+        await submit_reading(core, 30.0)
     assert core.snapshot.input_kw == 12.5
     assert METER.present_value(core.snapshot) == 12.5
-    await core.command_input(InputKey.METER_KW, 60.0, 16, "bacnet")
-    await core.command_input(InputKey.METER_KW, None, 8, "bacnet")  # relinquish reaches the core
+    await command_input(core, InputKey.METER_KW, 60.0, 16, "bacnet")
+    await command_input(core, InputKey.METER_KW, None, 8, "bacnet")  # relinquish reaches the core
     assert core.snapshot.input_kw == 60.0
     clock.advance(5)
-    await core.submit_reading(30.0)  # REST writes priority 16 once nothing above commands
+    await submit_reading(core, 30.0)  # REST writes priority 16 once nothing above commands
     assert core.snapshot.input_kw == 30.0
-    assert core.command_state(InputKey.METER_KW).priority_array[15] == 30.0
+    assert core.reads.command_state(InputKey.METER_KW).priority_array[15] == 30.0
     await core.stop()
 
 
@@ -237,7 +240,7 @@ async def test_commands_off_the_loop_thread_are_refused(make_core):  # type: ign
     await core.start()
     with pytest.raises(RuntimeError, match="event loop thread"):
         # A worker thread (where a sync FastAPI route would run) with a loop of its own.
-        await asyncio.to_thread(asyncio.run, core.command_input(InputKey.PV_POWER_KW, 1.0, 16))
+        await asyncio.to_thread(asyncio.run, command_input(core, InputKey.PV_POWER_KW, 1.0, 16))
     assert core.snapshot.optional_input(InputKey.PV_POWER_KW) is None
     await core.stop()
 

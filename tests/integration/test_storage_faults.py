@@ -20,7 +20,9 @@ from sqlalchemy import Engine, event
 
 from core.clock import FakeClock
 from core.errors import StorageUnavailable
+from core.factory import build_core
 from core.forecast.baseline import SeasonalMeanForecaster
+from core.ports import SubmitReadings, WriteInputs
 from core.service import DsmCore
 from core.storage import health, recovery
 from core.storage.migrate import upgrade_to_head
@@ -28,6 +30,7 @@ from core.storage.repository import Storage, create_db_engine
 from core.timegrid import minute_of
 from core.writer import DatabaseWriter, looks_corrupt
 from open_dsm.bootstrap import StartupError, check_database_file, remember_database
+from tests.helpers import submit_reading
 
 pytestmark = pytest.mark.anyio
 
@@ -72,7 +75,7 @@ def _sqlite_error(message: str, code: int) -> sqlite3.DatabaseError:
 async def _core(settings: Any, storage: Storage, clock: FakeClock, db_path: Path) -> DsmCore:
     writer = DatabaseWriter(clock, retry_initial_s=0.01, retry_max_s=0.02, confirm_timeout_s=2.0)
     writer.use_check(health.FileWatch(db_path), health.database_name(f"sqlite:///{db_path}"))
-    core = DsmCore(settings, storage, clock, SeasonalMeanForecaster(), writer=writer)
+    core = build_core(settings, storage, clock, SeasonalMeanForecaster(), writer=writer)
     await core.start()
     await writer.drain()
     return core
@@ -96,7 +99,7 @@ async def test_corrupt_errors_stay_a_fault_until_a_write_commits(  # type: ignor
     core = await _core(settings, file_storage, clock, db_path)
     writer = core.writer
     injector = _Injector(file_storage.engine)
-    await core.submit_reading(20.0)
+    await submit_reading(core, 20.0)
     injector.error = _sqlite_error(message, code)
     clock.advance(60)
     await core.tick()  # closes the minute: its row is queued and fails
@@ -105,9 +108,9 @@ async def test_corrupt_errors_stay_a_fault_until_a_write_commits(  # type: ignor
     assert writer.dropped_total == 0
     assert writer.fault is not None and "corrupt" in writer.fault.error
     assert core.snapshot.storage_fault is not None
-    assert not await core.ready()
+    assert not await core.reads.ready()
     with pytest.raises(StorageUnavailable, match="database"):
-        await core.submit_reading(21.0)
+        await submit_reading(core, 21.0)
     assert "succeed again" not in caplog.text
     injector.error = None
     with caplog.at_level(logging.WARNING, logger="core.writer"):
@@ -131,7 +134,7 @@ async def test_file_gone_or_garbled_is_a_sticky_fault_that_refuses_writes(  # ty
 ):
     core = await _core(settings, file_storage, clock, db_path)
     writer = core.writer
-    await core.submit_reading(20.0)
+    await submit_reading(core, 20.0)
     if how == "deleted":
         db_path.unlink()
     elif how == "replaced":
@@ -145,11 +148,11 @@ async def test_file_gone_or_garbled_is_a_sticky_fault_that_refuses_writes(  # ty
     assert problem is not None and how in problem and str(db_path) in problem
     assert writer.fault is not None and writer.fault.error == problem
     assert core.snapshot.storage_fault == problem
-    assert not await core.ready()
+    assert not await core.reads.ready()
     with pytest.raises(StorageUnavailable, match=str(db_path)):
-        await core.submit_reading(21.0)
+        await submit_reading(core, 21.0)
     with pytest.raises(StorageUnavailable):
-        await core.rest_command({"demand_target_kw": 30.0})
+        await core.command(WriteInputs({"demand_target_kw": 30.0}))
     # A write would commit into the unlinked or old inode and keep nothing: the queued minute is
     # held, the fault stays, and a stop hands the acknowledged reading to the recovery file.
     clock.advance(60)
@@ -199,7 +202,7 @@ async def test_acknowledged_writes_stranded_by_a_stop_are_kept_and_imported(  # 
     core = await _core(settings, file_storage, clock, db_path)
     injector = _Injector(file_storage.engine)
     acknowledged = {}
-    await core.submit_reading(31.0)
+    await submit_reading(core, 31.0)
     acknowledged[minute_of(clock.now())] = 31.0
     injector.error = sqlite3.OperationalError("disk I/O error")
     clock.advance(60)
@@ -252,7 +255,7 @@ async def test_a_full_disk_is_a_fault_until_a_write_commits_again(  # type: igno
     storage = Storage(engine)
     core = await _core(settings, storage, clock, path)
     writer = core.writer
-    await core.submit_reading(20.0)
+    await submit_reading(core, 20.0)
     filler = small_tmpfs / "filler"
     with open(filler, "wb") as handle, pytest.raises(OSError):  # fill it to the last byte
         while True:
@@ -263,14 +266,14 @@ async def test_a_full_disk_is_a_fault_until_a_write_commits_again(  # type: igno
     for _ in range(200):  # a day of minutes of history fills what is left, if anything is
         clock.advance(60)
         try:
-            await core.submit_reading(30.0)
+            await submit_reading(core, 30.0)
         except StorageUnavailable:
             refused = True
             break
         acknowledged[minute_of(clock.now())] = 30.0
     assert refused and writer.fault is not None
     assert "full" in writer.fault.error.lower()
-    assert not await core.ready()
+    assert not await core.reads.ready()
     filler.unlink()
     await _wait_for(lambda: writer.fault is None, timeout_s=10)
     await writer.drain()
@@ -287,7 +290,7 @@ async def test_a_history_batch_arriving_as_the_fault_starts_is_refused_at_once( 
 ):
     from datetime import timedelta
 
-    from core.service import Reading
+    from core.intake import Reading
 
     core = await _core(settings, file_storage, clock, db_path)
     injector = _Injector(file_storage.engine)
@@ -297,7 +300,7 @@ async def test_a_history_batch_arriving_as_the_fault_starts_is_refused_at_once( 
     # Accepted at the door (no fault known yet), then answered as soon as the fault is known:
     # not acknowledged, no hang, no 500.
     with pytest.raises(StorageUnavailable, match="corrupt"):
-        await asyncio.wait_for(core.submit_readings(batch, "rest"), 3.0)
+        await asyncio.wait_for(core.command(SubmitReadings(batch, "rest")), 3.0)
     assert core.writer.fault is not None
     injector.error = None
     await _wait_for(lambda: core.writer.fault is None)

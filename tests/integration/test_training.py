@@ -16,6 +16,7 @@ from sqlalchemy import delete
 from core.clock import FakeClock
 from core.config import Settings
 from core.errors import Busy
+from core.factory import build_core
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.service import DsmCore
 from core.storage.models import MinuteReading
@@ -53,9 +54,9 @@ def _weekly_repeat(days: int) -> tuple[int, np.ndarray]:
 
 async def _manager(settings: Settings, storage: Storage) -> tuple[DsmCore, TrainingManager]:
     clock = FakeClock(END + timedelta(seconds=30))
-    core = DsmCore(settings, storage, clock, SeasonalMeanForecaster())
+    core = build_core(settings, storage, clock, SeasonalMeanForecaster())
     await core.start()
-    manager = TrainingManager(settings, storage, clock, core)
+    manager = TrainingManager(settings, storage, clock, core, core.writer)
     await manager.start()
     return core, manager
 
@@ -88,7 +89,7 @@ async def test_accepted_model_is_served_and_reloaded(train_settings, train_stora
     outcome = await manager.wait()
     assert outcome is not None and outcome.run_id == run_id, outcome
     assert outcome.status == "accepted", outcome.message
-    run = (await core.model_runs())[0]
+    run = (await core.reads.model_runs())[0]
     assert run.status == "accepted" and Path(str(run.artifact_path)).is_dir()
     assert run.rmse_kw is not None and run.baseline_metrics is not None
     assert run.rmse_kw < run.baseline_metrics["mean-2-weeks"]["rmse_60"]
@@ -137,7 +138,7 @@ async def test_interrupted_and_failed_runs_keep_the_baseline(train_settings, tra
     start, kw = _site(10, noise_kw=0.4)
     train_storage.insert_missing_minutes(start, kw, "import")
     core, manager = await _manager(train_settings, train_storage)
-    runs = {r.id: r for r in await core.model_runs()}
+    runs = {r.id: r for r in await core.reads.model_runs()}
     assert runs[stale].status == "failed" and "interrupted" in str(runs[stale].error_text)
     await manager.trigger("cli")
     with pytest.raises(Busy):
@@ -145,7 +146,7 @@ async def test_interrupted_and_failed_runs_keep_the_baseline(train_settings, tra
     outcome = await manager.wait()
     assert outcome is not None and outcome.status == "failed"
     assert "28 days" in outcome.message
-    run = (await core.model_runs())[0]
+    run = (await core.reads.model_runs())[0]
     assert run.status == "failed" and "28 days" in str(run.error_text)
     assert manager.served_run_id is None
     assert (await core.tick()).model.forecaster == "mean-2-weeks"

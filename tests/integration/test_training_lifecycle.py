@@ -17,9 +17,9 @@ import pytest
 from core.clock import FakeClock
 from core.config import Settings
 from core.errors import Busy
+from core.factory import build_core
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.records import RunStatus
-from core.service import DsmCore
 from core.storage.migrate import upgrade_to_head
 from core.storage.repository import Storage, create_db_engine
 from core.timegrid import minute_of
@@ -42,9 +42,9 @@ async def test_concurrent_triggers_start_one_run(settings: Settings, tmp_path: P
     run_settings = settings.model_copy(update={"db": url, "training_time_budget_s": 10.0})
     storage = _storage(url)
     clock = FakeClock(END)
-    core = DsmCore(run_settings, storage, clock, SeasonalMeanForecaster())
+    core = build_core(run_settings, storage, clock, SeasonalMeanForecaster())
     await core.start()
-    manager = TrainingManager(run_settings, storage, clock, core)
+    manager = TrainingManager(run_settings, storage, clock, core, core.writer)
     await manager.start()
     results = await asyncio.gather(
         *(manager.trigger("api") for _ in range(5)), return_exceptions=True
@@ -69,12 +69,12 @@ async def test_concurrent_triggers_start_one_run(settings: Settings, tmp_path: P
     # Joining the child (its TensorFlow teardown) happened off the loop (a generous bound: the
     # join on the loop held it about 2 s; the bench measures the real figure).
     assert max(lags) < 1.0, f"the loop was held {max(lags):.2f} s"
-    runs = await core.model_runs()
+    runs = await core.reads.model_runs()
     assert [r.id for r in runs] == started
     assert runs[0].status is RunStatus.FAILED
     # A final status is written once: a late writer (an orphaned trainer) cannot rewrite it.
     assert storage.update_model_run(started[0], status="accepted") is False
-    assert (await core.model_runs())[0].status is RunStatus.FAILED
+    assert (await core.reads.model_runs())[0].status is RunStatus.FAILED
     await core.stop()
 
 
