@@ -64,7 +64,8 @@ log = logging.getLogger(__name__)
 # A BAS (or anyone on the network) decides how often a write is refused: one line a minute.
 _refusals = RateLimitedLogger(log, interval_s=60.0)
 
-# Services this device executes (bacnet/app.py executes them): bacpypes3's own list is derived by
+# Services this device executes: SERVICES_SUPPORTED in bacnet/app.py (the application's mixins in
+# reads.py, writes.py, cov.py and screen.py execute them); bacpypes3's own list is derived by
 # introspection and is wrong, so it is stated there.
 # BACnet/IP's largest APDU: network-port apdu-length, device max-apdu-length-accepted and I-Am.
 MAX_APDU_LENGTH = 1476
