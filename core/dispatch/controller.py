@@ -191,6 +191,10 @@ class DispatchInputs:
     # ``interval_grid_kw`` then holds the ``step_minutes - 1`` minutes before this one, so the
     # minute to come closes a window, and the plan's first step is that window.
     sliding: bool = False
+    # The building's mean kW over the interval's remaining minutes from the demand projection
+    # (each at the larger of its forecast and the latest minute's load, the battery taken out):
+    # the one projection the demand warning also uses. None: ``load_now_kw`` held (the replay).
+    rest_load_kw: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +212,9 @@ class DispatchDecision:
     plan_load_p90_kw: tuple[float, ...]
     soc_assumed_pct: float
     fallback: str | None  # why the safe rule is in force, None when the plan is
+    # The battery power (+ charge) counted from this minute to the interval's end: the setpoint,
+    # within what the SOC holds over the remaining minutes (what the demand warning adds back).
+    rest_kw: float = 0.0
 
     @property
     def reliable(self) -> bool:
@@ -343,6 +350,7 @@ class DispatchController:
             headroom = ceiling - inputs.load_now_kw - max(setpoint, 0.0)
             ev_limit = min(self._ev.max_kw, max(self._ev.min_kw, headroom))
         return DispatchDecision(
+            rest_kw=self._rest_kw(setpoint, energy, inputs.step_minutes - elapsed),
             minute=inputs.minute,
             setpoint_kw=setpoint,
             ev_limit_kw=ev_limit,
@@ -355,6 +363,16 @@ class DispatchController:
             soc_assumed_pct=soc_pct,
             fallback=fallback,
         )
+
+    def _rest_kw(self, setpoint_kw: float, energy_kwh: float, remaining_minutes: int) -> float:
+        """The setpoint held to the interval's end, within what the battery's energy allows."""
+        battery = self._battery
+        hours = max(1, remaining_minutes) / 60.0
+        if setpoint_kw < 0:
+            available = max(0.0, energy_kwh - battery.min_kwh) * battery.efficiency / hours
+            return -min(-setpoint_kw, available)
+        room = max(0.0, battery.max_kwh - energy_kwh) / battery.efficiency / hours
+        return min(setpoint_kw, room)
 
     def _replan(
         self,
@@ -412,9 +430,10 @@ class DispatchController:
             fade = self._settings.level_decay**quarters
             lifted = p50 + level * fade
             load = np.maximum(load, lifted)
-        # Step 0: the measured load now is better than the forecast for the rest of this interval.
+        # Step 0: the measured load now is better than the forecast for the rest of this interval
+        # (the demand projection of the rest, when the service gives one).
         if elapsed and not self._settings.follow_plan_only:
-            load[0] = max(load[0], inputs.load_now_kw)
+            load[0] = max(load[0], self._rest_load_kw(inputs))
         max_discharge = np.minimum(self._battery.discharge_kw, np.maximum(p50, 0.0) * 0.9)
         prices = self._prices(interval_start, step, len(load))
         request = PlanRequest(
@@ -492,6 +511,13 @@ class DispatchController:
             return 0.0
         return max(0.0, min(list(self._errors)[-wanted:]))
 
+    @staticmethod
+    def _rest_load_kw(inputs: DispatchInputs) -> float:
+        """The building's load over the interval's remaining minutes: the demand projection's,
+        else the latest minute's held."""
+        rest = inputs.rest_load_kw
+        return rest if rest is not None and math.isfinite(rest) else inputs.load_now_kw
+
     def _bank_kw(self) -> float:
         """The within-interval reserve per remaining minute: the load's recent largest rise."""
         if len(self._recent) < 2:
@@ -526,9 +552,10 @@ class DispatchController:
 
         Charging is limited by the peak already paid (or the target), not by the planned peak:
         the planned peak is a forecast, and charging up to it would make it real. The rest of the
-        interval is taken at the latest minute's load: the measured level of the demand
-        projection's rule (``core.demand.remaining_minute_kw``), which ``kw-to-shed``, the
-        exceedance chance and the permits also apply (there with the forecast as a floor).
+        interval is the demand projection's (``inputs.rest_load_kw``: each minute at the larger
+        of its forecast and the latest minute's load, ``core.demand.remaining_minute_kw``), the
+        one projection ``kw-to-shed``, the exceedance chance and the permits then see with this
+        response in it; without one (the replay), the latest minute's load held.
         """
         battery = self._battery
         step = inputs.step_minutes
@@ -537,7 +564,7 @@ class DispatchController:
         # kW-minutes kept in hand for the minutes still to come after this one.
         reserve = rise * (remaining - 1)
         allowance = (step * cap - reserve - elapsed_sum) / remaining  # average grid from now on
-        load = inputs.load_now_kw
+        load = self._rest_load_kw(inputs)
         minute_h = 1.0 / 60.0
         available = max(0.0, energy - battery.min_kwh) * battery.efficiency / minute_h
         room = max(0.0, battery.max_kwh - energy) / battery.efficiency / minute_h
@@ -553,7 +580,8 @@ class DispatchController:
             # the optimum's cut over eleven months, throughput -23 %).
             need = max(need, -float(plan.battery_kw[0]))
         if need > 0:
-            discharge = min(need, battery.discharge_kw, available, max(load, 0.0))
+            # Never more than the building draws now (the battery does not export).
+            discharge = min(need, battery.discharge_kw, available, max(inputs.load_now_kw, 0.0))
             return -discharge
         ceiling = min(cap, floor)
         if plan is not None:

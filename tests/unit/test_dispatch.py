@@ -912,7 +912,7 @@ def _service_decision(
     )
     now = datetime(2023, 1, 1, tzinfo=UTC)
     day_ahead = computer.seasonal_day_ahead(end, now)
-    demand = cast(Any, SimpleNamespace(period_peak_kw=12.0, target_kw=None))
+    demand = cast(Any, SimpleNamespace(period_peak_kw=12.0, target_kw=None, rest_building_kw=None))
     inputs = OptionalInputs(battery_soc_pct=DemandReading(60.0, now))
     seen: list[DispatchInputs] = []
     decide = controller.decide
