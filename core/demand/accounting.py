@@ -153,7 +153,9 @@ class IntervalLedger:
         the live path did not observe; return the intervals they closed.
 
         A minute newer than the last one observed is observed as if live (it may close the open
-        interval, and it becomes the latest minute); an older one fills its gap.
+        interval, and it becomes the latest minute); an older one fills its gap, or replaces the
+        value the live path had (a minute it carried forward that a batch then wrote for real:
+        the stored minute is what the meter bills).
         """
         closed: list[ClosedInterval] = []
         for minute in sorted(minutes_kw):
@@ -162,7 +164,7 @@ class IntervalLedger:
                 continue
             if self.last_minute is None or minute > self.last_minute:
                 closed.extend(self.observe_minute(minute, kw))
-            elif minute not in self.minutes_kw:
+            else:
                 self.minutes_kw[minute] = kw
         return closed
 
