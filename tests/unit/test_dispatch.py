@@ -979,3 +979,55 @@ def test_the_solver_prints_nothing_on_stdout() -> None:
         check=True,
     )
     assert result.stdout == "done\n"
+
+
+def test_the_answer_to_the_projected_rest_is_counted_but_the_setpoint_follows_the_meter() -> None:
+    """The demand projection puts the interval's rest above the latest minute (a forecast
+    rise): the setpoint still answers the meter, and the answer the warning counts
+    (``rest_kw``) is the live layer's rule on the projected load, within the SOC."""
+
+    def decide(rest_load_kw: float | None) -> Any:
+        controller = DispatchController(BATTERY, TARIFF, ZoneInfo("UTC"))
+        return controller.decide(
+            DispatchInputs(
+                minute=1_000_005,
+                step_minutes=15,
+                interval_grid_kw=[20.0] * 5,
+                load_now_kw=20.0,
+                forecast_start_minute=None,
+                forecast_p50_kw=None,
+                forecast_p90_kw=None,
+                paid_peak_kw=21.5,
+                target_kw=None,
+                soc_pct=50.0,
+                rest_load_kw=rest_load_kw,
+            )
+        )
+
+    held = decide(None)
+    projected = decide(30.0)
+    # Under the peak already paid the meter lets it charge: (15 x 21.5 - 100) / 10 - 20 - 0.5.
+    assert held.setpoint_kw == pytest.approx(1.75)
+    assert held.rest_kw == pytest.approx(held.setpoint_kw)
+    assert projected.setpoint_kw == pytest.approx(held.setpoint_kw)
+    # At the projected 30 kW it would discharge 30 - (15 x 21.5 - 100) / 10 = 7.75 kW.
+    assert projected.rest_kw == pytest.approx(-7.75)
+    # An almost empty battery answers only what its energy holds over the 10 minutes left.
+    controller = DispatchController(BATTERY, TARIFF, ZoneInfo("UTC"))
+    low = controller.decide(
+        DispatchInputs(
+            minute=1_000_005,
+            step_minutes=15,
+            interval_grid_kw=[20.0] * 5,
+            load_now_kw=20.0,
+            forecast_start_minute=None,
+            forecast_p50_kw=None,
+            forecast_p90_kw=None,
+            paid_peak_kw=21.5,
+            target_kw=None,
+            soc_pct=2.0,
+            rest_load_kw=30.0,
+        )
+    )
+    available_kw = (BATTERY.kwh(2.0) - BATTERY.min_kwh) * BATTERY.efficiency * 60.0 / 10.0
+    assert low.rest_kw == pytest.approx(-min(7.75, available_kw))
