@@ -310,8 +310,13 @@ class SnapshotComputer:
         own = battery_power_in_force(self._fresh(inputs.battery_power_kw, now), setpoint_kw) or 0.0
         soc = self._fresh(inputs.battery_soc_pct, now)
         if day_ahead is not None and day_ahead.forecaster != self._baseline.name:
-            # The plan's pessimistic path: a trained model's P90 raised to the weeks' range.
-            day_ahead = with_seasonal_stress(day_ahead, self.seasonal_day_ahead(origin, now))
+            seasonal = self.seasonal_day_ahead(origin, now)
+            if self._dispatch.plan_forecast == "baseline":
+                # The self-tuning chose to plan on the baseline over the served model.
+                day_ahead = seasonal
+            else:
+                # The plan's pessimistic path: a trained model's P90 raised to the weeks' range.
+                day_ahead = with_seasonal_stress(day_ahead, seasonal)
         forecast_step = day_ahead.step_minutes if day_ahead else DAY_AHEAD_STEP_MINUTES
         return self._dispatch.decide(
             DispatchInputs(

@@ -260,6 +260,7 @@ class DispatchController:
         self._recent: deque[float] = deque(maxlen=max(2, self._settings.bank_lookback_minutes + 1))
         self._recent_minute: int | None = None
         self._level_kw: float | None = None
+        self._plan_forecast: str | None = None
 
     @property
     def battery(self) -> Battery:
@@ -281,9 +282,22 @@ class DispatchController:
         """The fixed level the self-tuning's choice defends at least (None: none)."""
         return self._level_kw
 
-    def use_settings(self, settings: DispatchSettings, level_kw: float | None = None) -> None:
-        """Serve the self-tuning's choice from the next re-plan: its settings, and the level it
-        defends at least (the fixed-level rule; None for the others)."""
+    @property
+    def plan_forecast(self) -> str | None:
+        """The day-ahead the self-tuning's choice plans on ("baseline" or "trained"; None: the
+        served forecaster's)."""
+        return self._plan_forecast
+
+    def use_settings(
+        self,
+        settings: DispatchSettings,
+        level_kw: float | None = None,
+        plan_forecast: str | None = None,
+    ) -> None:
+        """Serve the self-tuning's choice from the next re-plan: its settings, the level it
+        defends at least (the fixed-level rule; None for the others) and the day-ahead it
+        planned on (None: the served forecaster's)."""
+        self._plan_forecast = plan_forecast
         if settings.plan_time_limit_s != self._settings.plan_time_limit_s:
             self._solver = PlanSolver(self._battery, self._tariff, settings.plan_time_limit_s)
         if settings.level_minutes != self._settings.level_minutes:

@@ -126,3 +126,32 @@ async def test_a_killed_replay_leaves_the_served_choice_unchanged(storage: Stora
     runs = storage.tuning_runs(5)
     assert runs[0]["status"] == "failed" and "died" in (runs[0]["note"] or "")
     assert runs[1]["chosen"] == "reserve-off"
+
+
+@pytest.mark.parametrize(
+    ("chosen", "names", "forecast"),
+    [
+        ("trained", ["baseline", "trained"], "trained"),
+        ("baseline", ["baseline", "trained"], "baseline"),
+        ("baseline", ["baseline", "reserve-off"], None),
+    ],
+)
+async def test_the_forecast_the_choice_planned_on_is_served(
+    storage: Storage, chosen: str, names: list[str], forecast: str | None
+) -> None:
+    """A night that weighed the served model's day-ahead against the baseline's serves the one
+    its choice planned on; a night without the model leaves the served forecaster's."""
+    storage.add_tuning_run(
+        night_at=NIGHT,
+        finished_at=NIGHT,
+        status="done",
+        chosen=chosen,
+        candidates=[{"name": n, "billed_kw": 12.0, "throughput_kwh": 9.0} for n in names],
+        no_battery_kw=22.0,
+        history_days=28.0,
+    )
+    controller = DispatchController(BATTERY, Tariff(), TZ)
+    manager = _manager(storage, controller)
+    await manager.start()
+    assert controller.plan_forecast == forecast
+    assert controller.settings == DispatchSettings()
