@@ -72,6 +72,7 @@ class TuningJob:
     # The artifact directory of the model the service serves (None: none served): its day-ahead
     # is then a forecast to plan on, loaded with LiteRT (never TensorFlow).
     model_artifact: str | None = None
+    window_days: int = WINDOW_DAYS
 
 
 def run_tuning(job: TuningJob) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def run_tuning(job: TuningJob) -> dict[str, Any]:
     history = _FORECAST_HISTORY_MINUTES
     if model is not None:
         history = max(history, TrainedDayAhead.history_for(model))
-    start = job.night_minute - WINDOW_DAYS * 1440 - history
+    start = job.night_minute - job.window_days * 1440 - history
     engine = create_db_engine(job.database_url)
     try:
         minutes, values = base_load_series(Storage(engine), start, job.night_minute - 1)
@@ -141,6 +142,7 @@ def tune(
         pool,
         day_ahead,
         job.tariff,
+        window_days=job.window_days,
         min_history_days=job.min_history_days,
     )
     return tuned.to_dict()
@@ -189,10 +191,11 @@ class TuningManager:
         self._task: asyncio.Task[dict[str, Any] | None] | None = None
         self._pool: ProcessPoolExecutor | None = None
         self.served: dict[str, Any] | None = None
-        # Restrict the replay (tests): candidate names and the re-plan cadence.
+        # Restrict the replay (tests): candidate names, the re-plan cadence, the window.
         self.names: tuple[str, ...] | None = None
         self.replan_every_minutes = 1
         self.min_history_days: float = MIN_HISTORY_DAYS
+        self.window_days = WINDOW_DAYS
 
     def child_pids(self) -> list[int]:
         """The replay child's process id while one runs (for operators and tests)."""
@@ -244,6 +247,7 @@ class TuningManager:
             self.replan_every_minutes,
             self.min_history_days,
             self._served_model(),
+            self.window_days,
         )
         loop = asyncio.get_running_loop()
         # A fresh spawned process: nothing of the serving process is inherited, and its memory

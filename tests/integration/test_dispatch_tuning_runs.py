@@ -183,13 +183,14 @@ async def test_the_nightly_replay_plans_on_the_served_model_too(
     load[(of_day >= 900) & (of_day < 945)] += 12.0
     storage.insert_missing_minutes(start, load, "import")
     small = neural.Candidate("small", FeatureConfig(), hidden_units=16)
-    trained = neural.train(start, load, TZ, time_budget_s=60.0, max_epochs=3, candidates=[small])
+    trained = neural.train(start, load, TZ, time_budget_s=30.0, max_epochs=2, candidates=[small])
     artifact = write_artifact(
         tmp_path / "model", trained.tflite_model, trained.meta, trained.day_ahead_model
     )
     controller = DispatchController(BATTERY, Tariff(), TZ)
     manager = _manager(storage, controller, served_model=lambda: str(artifact))
     manager.names = ("baseline", "trained")
+    manager.window_days = 14  # a fortnight replayed: the same loop, half the time
     result = await manager.trigger(NIGHT)
     assert result is not None
     assert {c["name"] for c in result["candidates"]} == {"baseline", "trained"}
