@@ -286,8 +286,8 @@ class SnapshotComputer:
         """The battery/EV decision for the minute after ``origin`` (None without a battery).
 
         ``setpoint_kw``: the battery setpoint in force (the last decision's), the battery's power
-        when no measurement is fresh. The live layer responds to the demand projection of the
-        interval's rest (``demand.rest_building_kw``).
+        when no measurement is fresh. The live layer's answer to the demand projection of the
+        interval's rest (``demand.rest_building_kw``) is the decision's ``rest_kw``.
         """
         if self._dispatch is None:
             return None
