@@ -38,7 +38,7 @@ import numpy as np
 from core.calendar import CalendarError, SiteCalendar
 from core.calendar_ics import load_calendar_file
 from core.dispatch.assets import Battery, Tariff
-from core.dispatch.controller import DispatchController, DispatchSettings, with_seasonal_stress
+from core.dispatch.controller import DispatchController, DispatchSettings
 from core.dispatch.replay import (
     IntervalRecord,
     MinuteController,
@@ -47,6 +47,7 @@ from core.dispatch.replay import (
     PerfectDayAhead,
     PlannerController,
     Threshold,
+    TrainedDayAhead,
     month_bounds,
     month_optimum,
     simulate_month,
@@ -59,7 +60,6 @@ from core.dispatch.tuning import (
     SelfTuned,
     candidates,
 )
-from core.forecast.base import DayAheadForecast, DayAheadForecaster, Forecaster, MinuteHistory
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.forecast.meter_csv import FloatArray, load_meter_csv
 from core.timegrid import minute_start
@@ -195,65 +195,6 @@ def _train_before(
     if outcome.status != "accepted" or outcome.artifact_path is None:
         return None
     return outcome.artifact_path
-
-
-class _TrainedDayAhead:
-    """The trained model's day-ahead when it has one, its P90 raised to the seasonal weeks' range
-    for the plan as the service does (``with_seasonal_stress``); else the baseline's, refined
-    for the next hour by the model's 60-minute forecast."""
-
-    def __init__(self, model: Forecaster, baseline: SeasonalMeanForecaster, tz: ZoneInfo) -> None:
-        self._model = model
-        self._baseline = baseline
-        self._tz = tz
-        self.history_minutes = max(
-            baseline.day_ahead_history_minutes,
-            model.history_minutes,
-            model.day_ahead_history_minutes if isinstance(model, DayAheadForecaster) else 0,
-        )
-
-    def __call__(self, history: MinuteHistory, at: datetime) -> DayAheadForecast | None:
-        if isinstance(self._model, DayAheadForecaster):
-            wanted = self._model.day_ahead_history_minutes
-            own = self._model.day_ahead(_tail(history, wanted), self._tz, at)
-        else:
-            own = None
-        base = self._baseline.day_ahead(
-            _tail(history, self._baseline.day_ahead_history_minutes), self._tz, at
-        )
-        if own is not None:
-            return with_seasonal_stress(own, base)
-        if base is None:
-            return None
-        forecast = self._model.forecast(_tail(history, self._model.history_minutes), self._tz, at)
-        if forecast is None:
-            return base
-        p50, p90 = list(base.p50_kw), list(base.p90_kw or base.p50_kw)
-        minutes = np.arange(forecast.origin_minute + 1, forecast.origin_minute + 61)
-        steps = (minutes - base.start_minute) // base.step_minutes
-        high = forecast.p90_kw or forecast.kw
-        for step in np.unique(steps):
-            mask = steps == step
-            p50[int(step)] = float(np.mean(np.asarray(forecast.kw)[mask]))
-            p90[int(step)] = max(p50[int(step)], float(np.mean(np.asarray(high)[mask])))
-        return DayAheadForecast(
-            forecaster=forecast.forecaster,
-            made_at=at,
-            origin_minute=base.origin_minute,
-            start_minute=base.start_minute,
-            step_minutes=base.step_minutes,
-            p50_kw=tuple(p50),
-            p10_kw=base.p10_kw,
-            p90_kw=tuple(p90),
-        )
-
-
-def _tail(history: MinuteHistory, minutes: int) -> MinuteHistory:
-    if len(history.values_kw) <= minutes:
-        return history
-    return MinuteHistory(
-        history.end_minute - minutes + 1, history.values_kw[-minutes:], calendar=history.calendar
-    )
 
 
 def _planner(
@@ -543,7 +484,7 @@ def _replay_trained(
     if artifact is None:
         return "not run: no model trained on the data before the month beat the baselines"
     model = LiteForecaster.load(artifact)
-    day_ahead = _TrainedDayAhead(model, baseline, tz)
+    day_ahead = TrainedDayAhead(model, baseline, tz)
     note = "trained on data before " + month
     replay(
         _planner(

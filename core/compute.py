@@ -22,7 +22,7 @@ from core.accuracy import BAND_GAMMA, DAY_AHEAD_BAND_GAMMA, BandAdapter, LiveErr
 from core.calendar import SiteCalendar
 from core.demand import (
     ClosedInterval,
-    DemandSnapshot,
+    DemandOutlook,
     DemandTracker,
     OptionalInputs,
     battery_power_in_force,
@@ -193,17 +193,20 @@ class SnapshotComputer:
             band_scale=band.scale,
             band_coverage=band.coverage(),
         )
-        closed = demand.close_due(now)
+        # Every stored minute of the interval in progress counts, imported or batched ones too.
+        closed = demand.add_stored_minutes(now, self._stored_minutes(origin))
+        closed += demand.close_due(now)
         setpoint = previous.dispatch.setpoint_kw if previous.dispatch is not None else None
-        demand_snapshot = demand.evaluate(now, forecast, inputs, battery_setpoint_kw=setpoint)
+        # One projection of the interval: the building's, the battery's response to it, then
+        # every demand decision on the two together.
+        outlook = demand.project(now, forecast, inputs, battery_setpoint_kw=setpoint)
         day_ahead = self._run_day_ahead(forecaster, origin, now) if fresh else None
         # The plan makes its own pessimistic path from the forecast as the model gives it (the
         # replay bench feeds it the same); what is published carries the adapted band.
         dispatch = (
-            self.plan_dispatch(origin, now, demand_snapshot, day_ahead, inputs, setpoint)
-            if fresh
-            else None
+            self.plan_dispatch(origin, now, outlook, day_ahead, inputs, setpoint) if fresh else None
         )
+        demand_snapshot = demand.decide(outlook, None if dispatch is None else dispatch.rest_kw)
         if day_ahead is not None:
             day_ahead = self._adapted_day_ahead(day_ahead, origin)
             # The day-ahead served may be the baseline's (a model without one): show its band.
@@ -264,11 +267,18 @@ class SnapshotComputer:
         band.issued(origin, day_ahead.start_minute, low, high)
         return dataclasses.replace(day_ahead, p10_kw=low, p90_kw=high)
 
+    def _stored_minutes(self, origin: int) -> dict[int, float]:
+        """The cached meter minutes of the last demand interval's length up to ``origin``."""
+        length = self._interval_minutes
+        values = self._series.window(origin, length)
+        first = origin - length + 1
+        return {first + i: float(kw) for i, kw in enumerate(values) if math.isfinite(kw)}
+
     def plan_dispatch(
         self,
         origin: int,
         now: datetime,
-        demand: DemandSnapshot,
+        demand: DemandOutlook,
         day_ahead: DayAheadForecast | None,
         inputs: OptionalInputs,
         setpoint_kw: float | None,
@@ -276,7 +286,8 @@ class SnapshotComputer:
         """The battery/EV decision for the minute after ``origin`` (None without a battery).
 
         ``setpoint_kw``: the battery setpoint in force (the last decision's), the battery's power
-        when no measurement is fresh.
+        when no measurement is fresh. The live layer's answer to the demand projection of the
+        interval's rest (``demand.rest_building_kw``) is the decision's ``rest_kw``.
         """
         if self._dispatch is None:
             return None
@@ -299,8 +310,13 @@ class SnapshotComputer:
         own = battery_power_in_force(self._fresh(inputs.battery_power_kw, now), setpoint_kw) or 0.0
         soc = self._fresh(inputs.battery_soc_pct, now)
         if day_ahead is not None and day_ahead.forecaster != self._baseline.name:
-            # The plan's pessimistic path: a trained model's P90 raised to the weeks' range.
-            day_ahead = with_seasonal_stress(day_ahead, self.seasonal_day_ahead(origin, now))
+            seasonal = self.seasonal_day_ahead(origin, now)
+            if self._dispatch.plan_forecast == "baseline":
+                # The self-tuning chose to plan on the baseline over the served model.
+                day_ahead = seasonal
+            else:
+                # The plan's pessimistic path: a trained model's P90 raised to the weeks' range.
+                day_ahead = with_seasonal_stress(day_ahead, seasonal)
         forecast_step = day_ahead.step_minutes if day_ahead else DAY_AHEAD_STEP_MINUTES
         return self._dispatch.decide(
             DispatchInputs(
@@ -316,6 +332,7 @@ class SnapshotComputer:
                 target_kw=demand.target_kw,
                 soc_pct=soc,
                 sliding=self._sliding,
+                rest_load_kw=demand.rest_building_kw,
             )
         )
 

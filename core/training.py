@@ -98,6 +98,7 @@ class TrainingManager:
         self._starting = False
         self._running_id: int | None = None
         self._served_run_id: int | None = None
+        self._served_artifact: str | None = None
 
     @property
     def running_run_id(self) -> int | None:
@@ -108,6 +109,10 @@ class TrainingManager:
     def served_run_id(self) -> int | None:
         """The accepted run whose model is served (None: the baseline)."""
         return self._served_run_id
+
+    def served_artifact(self) -> str | None:
+        """The artifact directory of the served model (None: the baseline serves)."""
+        return self._served_artifact
 
     async def start(self) -> None:
         """Mark runs interrupted by a crash as failed; serve the last accepted model."""
@@ -146,6 +151,7 @@ class TrainingManager:
                 continue
             await self._commands.command(UseForecaster(forecaster, run))
             self._served_run_id = run.id
+            self._served_artifact = run.artifact_path
             log.info("serving model %s (run %d)", run.model_version, run.id)
             return
 

@@ -30,14 +30,17 @@ import numpy as np
 from core.clock import Clock
 from core.dispatch.assets import Battery, Tariff
 from core.dispatch.controller import DispatchController
+from core.dispatch.replay import DayAheadFn, FloatArray, TrainedDayAhead
 from core.dispatch.tuning import (
     DEFAULT_CANDIDATE,
     MIN_HISTORY_DAYS,
+    TRAINED_CANDIDATE,
     WINDOW_DAYS,
     Candidate,
     candidates,
     replay_window,
 )
+from core.forecast.base import Forecaster
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.timegrid import minute_of, minute_start
 from core.training import background_child_init, next_local_midnight
@@ -90,17 +93,33 @@ class TuningJob:
     names: tuple[str, ...] | None = None
     replan_every_minutes: int = 1
     min_history_days: float = MIN_HISTORY_DAYS
+    # The artifact directory of the model the service serves (None: none served): its day-ahead
+    # is then a forecast to plan on, loaded with LiteRT (never TensorFlow).
+    model_artifact: str | None = None
+    window_days: int = WINDOW_DAYS
 
 
 def run_tuning(job: TuningJob) -> dict[str, Any]:
-    """The nightly replay (in the child): the stored base load of the window, every candidate
-    on the seasonal baseline's day-ahead, the choice as a JSON-able dict."""
+    """The nightly replay (in the child): the stored base load of the window, the served model
+    when there is one, the choice as a JSON-able dict."""
     from core.storage.repository import Storage, create_db_engine
     from core.trainer import base_load_series
 
     t0 = time.monotonic()
-    tz = ZoneInfo(job.timezone)
-    start = job.night_minute - WINDOW_DAYS * 1440 - _FORECAST_HISTORY_MINUTES
+    model: Forecaster | None = None
+    model_note = ""
+    if job.model_artifact is not None:
+        from core.forecast.lite import LiteForecaster
+
+        try:
+            model = LiteForecaster.load(job.model_artifact)
+        except Exception as exc:  # an unreadable artifact: the baseline's candidates still run
+            model_note = f"; the served model could not be loaded ({exc!r})"
+            log.warning("dispatch self-tuning: %s", model_note[2:])
+    history = _FORECAST_HISTORY_MINUTES
+    if model is not None:
+        history = max(history, TrainedDayAhead.history_for(model))
+    start = job.night_minute - job.window_days * 1440 - history
     engine = create_db_engine(job.database_url)
     try:
         minutes, values = base_load_series(Storage(engine), start, job.night_minute - 1)
@@ -108,40 +127,64 @@ def run_tuning(job: TuningJob) -> dict[str, Any]:
         engine.dispose()
     load = np.full(job.night_minute - start, np.nan)
     load[minutes - start] = values
+    out = tune(job, load, start, model)
+    if model_note:
+        out["note"] = f"{out['note']}{model_note}"
+    out["wall_s"] = round(time.monotonic() - t0, 2)
+    return out
+
+
+def tune(
+    job: TuningJob, load_kw: FloatArray, start_minute: int, model: Forecaster | None
+) -> dict[str, Any]:
+    """The replay and the choice on the base load ``load_kw`` from ``start_minute`` up to the
+    night: every candidate on the seasonal baseline's day-ahead, and with ``model`` (the served
+    one) the defaults on its day-ahead as the service plans on it."""
+    tz = ZoneInfo(job.timezone)
     baseline = SeasonalMeanForecaster(weeks=2)
+    day_ahead: dict[str, tuple[DayAheadFn, int]] = {
+        "baseline": (
+            lambda h, at: baseline.day_ahead(h, tz, at),
+            baseline.day_ahead_history_minutes,
+        )
+    }
+    if model is not None:
+        trained = TrainedDayAhead(model, baseline, tz)
+        day_ahead["trained"] = (trained, trained.history_minutes)
     pool = [
         replace(c, settings=replace(c.settings, replan_every_minutes=job.replan_every_minutes))
-        for c in candidates()
+        for c in candidates(trained=model is not None)
         if job.names is None or c.name in job.names
     ]
     tuned = replay_window(
-        load,
-        start,
+        load_kw,
+        start_minute,
         job.night_minute,
         job.battery,
         tz,
         job.interval_minutes,
         pool,
-        {
-            "baseline": (
-                lambda h, at: baseline.day_ahead(h, tz, at),
-                baseline.day_ahead_history_minutes,
-            )
-        },
+        day_ahead,
         job.tariff,
+        window_days=job.window_days,
         min_history_days=job.min_history_days,
     )
-    out = tuned.to_dict()
-    out["wall_s"] = round(time.monotonic() - t0, 2)
-    return out
+    return tuned.to_dict()
 
 
 def candidate_named(name: str | None) -> Candidate:
     """The candidate of a stored choice (the defaults for an unknown or missing name)."""
-    for candidate in candidates():
+    for candidate in candidates(trained=True):
         if candidate.name == name:
             return candidate
     return candidates()[0]
+
+
+def plan_forecast(run: dict[str, Any], candidate: Candidate) -> str | None:
+    """The day-ahead the chosen candidate planned on, when the run weighed the served model's
+    against the baseline's; None (the served forecaster's, as before) when it did not."""
+    names = {str(c.get("name")) for c in run.get("candidates") or [] if isinstance(c, dict)}
+    return candidate.forecast if TRAINED_CANDIDATE in names else None
 
 
 class TuningManager:
@@ -157,7 +200,10 @@ class TuningManager:
         tariff: Tariff,
         interval_minutes: int,
         submit: Callable[[str, Callable[[], Any]], Awaitable[Any]],
+        served_model: Callable[[], str | None] | None = None,
     ) -> None:
+        # The artifact directory of the model the service serves now (None: the baseline).
+        self._served_model = served_model or (lambda: None)
         self._storage = storage
         self._clock = clock
         self._controller = controller
@@ -169,10 +215,11 @@ class TuningManager:
         self._task: asyncio.Task[dict[str, Any] | None] | None = None
         self._pool: ProcessPoolExecutor | None = None
         self.served: dict[str, Any] | None = None
-        # Restrict the replay (tests): candidate names and the re-plan cadence.
+        # Restrict the replay (tests): candidate names, the re-plan cadence, the window.
         self.names: tuple[str, ...] | None = None
         self.replan_every_minutes = 1
         self.min_history_days: float = MIN_HISTORY_DAYS
+        self.window_days = WINDOW_DAYS
 
     def child_pids(self) -> list[int]:
         """The replay child's process id while one runs (for operators and tests)."""
@@ -198,7 +245,7 @@ class TuningManager:
         candidate = candidate_named(run.get("chosen"))
         if self._controller is not None:
             level = run.get("level_kw") if candidate.history_level else None
-            self._controller.use_settings(candidate.settings, level)
+            self._controller.use_settings(candidate.settings, level, plan_forecast(run, candidate))
         self.served = run
         log.info("dispatch self-tuning: serving %s", candidate.name)
 
@@ -223,6 +270,8 @@ class TuningManager:
             self.names,
             self.replan_every_minutes,
             self.min_history_days,
+            self._served_model(),
+            self.window_days,
         )
         loop = asyncio.get_running_loop()
         # A fresh spawned process: nothing of the serving process is inherited, and its memory

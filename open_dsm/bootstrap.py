@@ -217,8 +217,11 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _tuning_manager(settings: Settings, storage: Storage, core: DsmCore) -> TuningManager:
-    """The dispatch self-tuning (its nightly replay does nothing without a battery)."""
+def _tuning_manager(
+    settings: Settings, storage: Storage, core: DsmCore, training: TrainingManager
+) -> TuningManager:
+    """The dispatch self-tuning (its nightly replay does nothing without a battery); it also
+    replays the served model's day-ahead."""
     controller = core.reads.dispatch_controller
     return TuningManager(
         storage,
@@ -229,6 +232,7 @@ def _tuning_manager(settings: Settings, storage: Storage, core: DsmCore) -> Tuni
         controller.tariff if controller is not None else Tariff(),
         settings.demand_interval_minutes,
         core.writer.submit,
+        training.served_artifact,
     )
 
 
@@ -283,7 +287,7 @@ async def serve(settings: Settings) -> None:
     # After the device is up: loading a trained model (LiteRT) must not delay the first I-Am;
     # the baseline serves until it is loaded.
     training_start = asyncio.create_task(training.start(), name="open-dsm-model-load")
-    tuning = _tuning_manager(settings, storage, core)
+    tuning = _tuning_manager(settings, storage, core, training)
     tuning_start = asyncio.create_task(tuning.start(), name="open-dsm-tuning-load")
     app = create_app(
         core,

@@ -54,7 +54,7 @@ from core.demand.projection import (
     remaining_minute_kw,
     sigma_from_band_kw,
 )
-from core.demand.tracker import STATE_VERSION, DemandSnapshot, DemandTracker
+from core.demand.tracker import STATE_VERSION, DemandOutlook, DemandSnapshot, DemandTracker
 
 __all__ = [
     "NEXT_HOUR_MINUTES",
@@ -64,6 +64,7 @@ __all__ = [
     "ClosedInterval",
     "DemandConfig",
     "DemandDecisions",
+    "DemandOutlook",
     "DemandSnapshot",
     "DemandTracker",
     "IntervalStatus",

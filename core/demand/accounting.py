@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -146,6 +146,26 @@ class IntervalLedger:
             window = self._close(minute - length + 1, minute)
             if window is not None:
                 closed.append(window)
+        return closed
+
+    def add_stored(self, minutes_kw: Mapping[int, float], from_minute: int) -> list[ClosedInterval]:
+        """Count stored minutes (imported, or written as a batch) from ``from_minute`` on that
+        the live path did not observe; return the intervals they closed.
+
+        A minute newer than the last one observed is observed as if live (it may close the open
+        interval, and it becomes the latest minute); an older one fills its gap, or replaces the
+        value the live path had (a minute it carried forward that a batch then wrote for real:
+        the stored minute is what the meter bills).
+        """
+        closed: list[ClosedInterval] = []
+        for minute in sorted(minutes_kw):
+            kw = minutes_kw[minute]
+            if minute < from_minute or not math.isfinite(kw):
+                continue
+            if self.last_minute is None or minute > self.last_minute:
+                closed.extend(self.observe_minute(minute, kw))
+            else:
+                self.minutes_kw[minute] = kw
         return closed
 
     def seed_peak(self, intervals: Sequence[ClosedInterval]) -> bool:

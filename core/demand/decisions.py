@@ -16,8 +16,10 @@ class DemandDecisions:
     """Recommendations for the building, each with its quality (keyed by field name).
 
     * ``kw_to_shed``: max(0, projected interval average - effective target), in interval-average
-      kW. Keeping the interval at target needs the load lower by kw_to_shed * L / remaining over
-      the remaining minutes (``IntervalStatus.allowance_kw`` is that load limit).
+      kW, on the projection after the battery's response with any charging on the remaining
+      minutes stopped (``shed_projection_kw``): the building is never asked to shed what the
+      battery removes itself, by discharging or by stopping its charge. Keeping the interval at
+      target needs the load lower by kw_to_shed * L / remaining over the remaining minutes.
     * ``chiller_capacity_limit_pct``: 100 while nothing needs shedding. While kw_to_shed > 0 it
       steps down by 100 * kw_to_shed / chiller_rated_kw (at most ``chiller_max_step_down_pct``,
       never below ``chiller_min_pct``); when the projection is at least ``deadband_kw`` under
@@ -33,9 +35,9 @@ class DemandDecisions:
     * ``battery_charge_permit``: the same with ``battery_charge_kw`` and the present charging
       power, on the headroom left after a granted EV permit's extra power (EV first); never
       together with a discharge request.
-    * ``battery_discharge_request``: requested when the projection exceeds the effective target
-      and SOC > ``battery_reserve_pct``; withdrawn when the projection, with the battery's
-      present discharge put back on the remaining minutes, is below target - ``deadband_kw``;
+    * ``battery_discharge_request``: requested when the projection with the battery stopped
+      (``IntervalStatus.without_battery_kw``) exceeds the effective target and SOC >
+      ``battery_reserve_pct``; withdrawn when that projection is below target - ``deadband_kw``;
       dropped at once (ignoring the minimum on time) when SOC reaches the reserve or is unknown.
 
     The three booleans keep ``min_on_minutes`` / ``min_off_minutes`` between changes.
@@ -123,6 +125,16 @@ class ChillerLimit:
         return self.pct
 
 
+def shed_projection_kw(interval: IntervalStatus) -> float | None:
+    """The projected interval average with the battery's charging on the remaining minutes
+    stopped (its discharge kept): what ``kw_to_shed`` compares with the target."""
+    if interval.projected_kw is None:
+        return None
+    charging_kw = max(0.0, interval.battery_kw or 0.0)
+    share = interval.remaining_minutes / interval.length_minutes
+    return interval.projected_kw - charging_kw * share
+
+
 def decide(
     config: DemandConfig,
     latches: Mapping[str, Latch],
@@ -140,7 +152,7 @@ def decide(
     """Decide shedding, the chiller limit, the permits and the discharge request (hysteresis)."""
     cfg = config
     quality: dict[str, Quality] = {}
-    projected = interval.projected_kw
+    projected = shed_projection_kw(interval)
     base_quality = (
         Quality.GOOD if interval.projection is ProjectionMethod.FORECAST else Quality.DEGRADED
     )
@@ -177,15 +189,14 @@ def decide(
         discharge.force_off(now_minute)
         quality["battery_discharge_request"] = base_quality
     else:
-        # Would the interval still be over target if the battery stopped now? Its current
-        # discharge would come back on the remaining minutes.
-        discharging_kw = max(0.0, -(battery_kw or 0.0))
-        if_stopped_kw = (
-            projected + discharging_kw * interval.remaining_minutes / cfg.interval_minutes
-        )
+        # Is the battery needed: would the interval end over target with it stopped now (its
+        # discharge put back, its charging taken out)?
+        if_stopped_kw = interval.without_battery_kw
+        if if_stopped_kw is None:
+            if_stopped_kw = projected
         discharge.update(
             now_minute,
-            turn_on=projected > effective_kw,
+            turn_on=if_stopped_kw > effective_kw,
             turn_off=if_stopped_kw < effective_kw - cfg.deadband_kw,
             min_on=cfg.min_on_minutes,
             min_off=cfg.min_off_minutes,

@@ -96,6 +96,10 @@ class IntervalStatus:
     projected_kw: float | None
     projection: ProjectionMethod
     allowance_kw: float | None
+    # The battery's power counted on the remaining minutes (+ charging; None: no battery power
+    # known), and the projection with the battery stopped for them (the building's own).
+    battery_kw: float | None = None
+    without_battery_kw: float | None = None
 
     @property
     def start(self) -> datetime:
@@ -159,20 +163,35 @@ def usable_forecast(
     return forecast
 
 
-def step_function(
+def forecast_offset_kw(
     config: DemandConfig,
     forecast: Forecast | None,
-    battery_kw: float | None,
+    battery_now_kw: float | None,
+    battery_rest_kw: float | None,
     ev_kw: float | None,
     notes: list[str],
-) -> Callable[[int], Step | None]:
-    """Expected net kW of a future minute from the forecast, or None where it has none."""
-    offset_kw = 0.0
-    if forecast is not None and config.forecast_is_base_load:
-        # A base-load forecast lacks the dispatched loads; assume what runs now keeps running.
-        offset_kw = (battery_kw or 0.0) + (ev_kw or 0.0)
-        if (config.has_battery and battery_kw is None) or (config.has_ev and ev_kw is None):
+) -> float:
+    """kW added to each forecast minute so it is the meter with the battery at ``battery_rest_kw``.
+
+    A base-load forecast lacks the dispatched loads: the EV's present power is held and the
+    battery counts at its power for the rest (``battery_rest_kw``; None: its present power). A
+    meter forecast already holds the battery as it runs now: only the change is added.
+    """
+    rest_kw = battery_now_kw if battery_rest_kw is None else battery_rest_kw
+    if forecast is None:
+        return 0.0
+    if config.forecast_is_base_load:
+        if (config.has_battery and battery_now_kw is None and battery_rest_kw is None) or (
+            config.has_ev and ev_kw is None
+        ):
             notes.append("base-load forecast: unknown battery/EV power taken as 0 kW")
+        return (rest_kw or 0.0) + (ev_kw or 0.0)
+    return (rest_kw or 0.0) - (battery_now_kw or 0.0)
+
+
+def step_function(forecast: Forecast | None, offset_kw: float) -> Callable[[int], Step | None]:
+    """Expected net kW of a future minute from the forecast (plus ``offset_kw``), or None where
+    it has none."""
     band = forecast is not None and band_ok(forecast)
 
     def step(minute: int) -> Step | None:
@@ -210,8 +229,17 @@ def interval_status(
     step: Callable[[int], Step | None],
     effective_kw: float | None,
     notes: list[str],
+    measured_kw: float | None = None,
+    battery_kw: float | None = None,
 ) -> IntervalStatus:
-    """The interval in progress: average so far, projected end average, allowance."""
+    """The interval in progress: average so far, projected end average, allowance.
+
+    ``held_kw`` (the latest metered minute) fills the elapsed part's gaps; ``measured_kw`` is the
+    measured level the remaining minutes count at least (default ``held_kw``: the meter with the
+    battery as it ran; the tracker passes it with the battery at ``battery_kw`` instead).
+    """
+    if measured_kw is None:
+        measured_kw = held_kw
     length = config.interval_minutes
     end = start + length
     elapsed = now_minute - start
@@ -227,23 +255,23 @@ def interval_status(
     for minute in range(now_minute, end):
         forecast_step = step(minute)
         if forecast_step is not None:
-            kw = remaining_minute_kw(forecast_step.mean_kw, held_kw)
+            kw = remaining_minute_kw(forecast_step.mean_kw, measured_kw)
             remaining_kw.append(forecast_step.mean_kw if kw is None else kw)
             if kw is not None and kw > forecast_step.mean_kw:
                 lifted += 1
             forecast_minutes += 1
-        elif held_kw is not None:
-            remaining_kw.append(held_kw)
+        elif measured_kw is not None:
+            remaining_kw.append(measured_kw)
             method = ProjectionMethod.HELD
         else:
             method = ProjectionMethod.NONE
             break
     if method is ProjectionMethod.HELD and forecast_minutes:
         notes.append("forecast covers only part of the interval: the rest holds latest kW")
-    if lifted and held_kw is not None:
+    if lifted and measured_kw is not None:
         notes.append(
             f"the load runs above the forecast: the interval's rest is projected at least "
-            f"at the measured {held_kw:.2f} kW"
+            f"at the measured {measured_kw:.2f} kW"
         )
     projected: float | None = None
     if method is not ProjectionMethod.NONE and elapsed_sum is not None:
@@ -265,6 +293,7 @@ def interval_status(
             if effective_kw is None or elapsed_sum is None
             else allowance_kw(effective_kw, length, elapsed_sum, end - now_minute)
         ),
+        battery_kw=battery_kw,
     )
 
 
@@ -277,8 +306,15 @@ def next_hour_windows(
     step: Callable[[int], Step | None],
     held_kw: float | None,
     effective_kw: float | None,
+    measured_kw: float | None = None,
 ) -> list[Window]:
-    """Demand windows that end within the next hour and the forecast horizon, current first."""
+    """Demand windows that end within the next hour and the forecast horizon, current first.
+
+    ``held_kw`` fills gaps of the known part; the current window's rest counts at least at
+    ``measured_kw`` (default ``held_kw``), as ``interval_status`` projects it.
+    """
+    if measured_kw is None:
+        measured_kw = held_kw
     if forecast is None:
         return []
     length = config.interval_minutes
@@ -296,7 +332,7 @@ def next_hour_windows(
         if start == win_start:
             # The interval in progress: its rest at least at the measured level, as the
             # projection (``remaining_minute_kw``); later windows keep the forecast.
-            future = [at_least(s, held_kw) for s in future]
+            future = [at_least(s, measured_kw) for s in future]
         if known is None or any(s is None for s in future):
             break
         steps = [s for s in future if s is not None]

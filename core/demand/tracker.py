@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +24,10 @@ from core.demand.decisions import LATCHES, ChillerLimit, DemandDecisions, Latch,
 from core.demand.loads import battery_power_in_force, fresh_value, gross_load_kw
 from core.demand.projection import (
     IntervalStatus,
+    Step,
     band_ok,
+    elapsed_kw_minutes,
+    forecast_offset_kw,
     interval_status,
     next_hour_windows,
     probability_of_exceedance,
@@ -108,6 +111,37 @@ class DemandSnapshot:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class DemandOutlook:
+    """``DemandTracker.project``'s result: the interval in progress projected for the building
+    alone (the battery stopped for its remaining minutes) and what ``decide`` needs to finish.
+
+    The one projection of the interval: each remaining minute at the larger of its forecast and
+    the latest metered minute (``remaining_minute_kw``), the battery's power taken out. The
+    dispatch controller's live layer responds to ``rest_building_kw``; ``decide`` puts that
+    response back and makes every decision on the result.
+    """
+
+    at: datetime
+    minute: int
+    period: BillingPeriod
+    period_peak_kw: float | None
+    period_peak_start_minute: int | None
+    target_kw: float | None
+    effective_target_kw: float | None
+    window_start_minute: int
+    held_kw: float | None  # the latest metered minute (meter kW), within the age limit
+    battery_now_kw: float | None  # the battery's power in force (+ charging): measured or setpoint
+    soc_pct: float | None
+    battery_kw: float | None  # the measured battery power, when fresh
+    ev_kw: float | None
+    pv_kw: float | None
+    forecast: Forecast | None  # the usable forecast (recent, finite), else None
+    building: IntervalStatus | None  # the projection with the battery stopped
+    rest_building_kw: float | None  # the building's mean kW over the remaining minutes
+    notes: tuple[str, ...]
+
+
 # ---------------------------------------------------------------------------------------------
 # Tracker
 
@@ -163,6 +197,23 @@ class DemandTracker:
         """
         return self._ledger.observe_minute(minute, kw)
 
+    def add_stored_minutes(
+        self, now: datetime, minutes_kw: Mapping[int, float]
+    ) -> list[ClosedInterval]:
+        """Count the stored minutes of the interval in progress (imported, or written as a
+        batch) that the live path did not see; return the intervals they closed.
+
+        The projection then counts every stored minute of the interval, whichever way it came.
+        """
+        cfg = self._config
+        now_minute = minute_of(now)
+        if cfg.window is WindowMode.FIXED:
+            start = interval_start_minute(now_minute, cfg.interval_minutes, cfg.timezone)
+        else:
+            start = now_minute - cfg.interval_minutes + 1
+        current = {m: kw for m, kw in minutes_kw.items() if start <= m < now_minute}
+        return self._ledger.add_stored(current, start)
+
     def seed_peak(self, intervals: Sequence[ClosedInterval]) -> bool:
         """Count intervals measured from stored (imported) minutes toward the period peak."""
         return self._ledger.seed_peak(intervals)
@@ -180,7 +231,8 @@ class DemandTracker:
         inputs: OptionalInputs,
         battery_setpoint_kw: float | None = None,
     ) -> DemandSnapshot:
-        """Status of the interval containing ``now``, next-hour outlook, and the decisions.
+        """Status of the interval containing ``now``, next-hour outlook, and the decisions, with
+        the battery's present power held (``decide(project(...))`` without a battery response).
 
         ``battery_setpoint_kw``: the battery power the dispatch plan asks for now; a base-load
         forecast adds it back when no ``battery_power_kw`` measurement is fresh.
@@ -188,6 +240,17 @@ class DemandTracker:
         Updates the hysteresis state (latches, chiller limit), so call it at most a few times a
         minute; calls within one minute cannot flip a latch twice.
         """
+        return self.decide(self.project(now, forecast, inputs, battery_setpoint_kw))
+
+    def project(
+        self,
+        now: datetime,
+        forecast: Forecast | None,
+        inputs: OptionalInputs,
+        battery_setpoint_kw: float | None = None,
+    ) -> DemandOutlook:
+        """The one projection of the interval in progress, for the building alone (the battery
+        stopped for the remaining minutes). Changes nothing; ``decide`` finishes it."""
         cfg = self._config
         length = cfg.interval_minutes
         now_minute = minute_of(now)
@@ -215,9 +278,6 @@ class DemandTracker:
         if held_kw is None:
             notes.append("no recent meter minute: no held-load fallback")
         usable = usable_forecast(cfg, forecast, now_minute, notes)
-        step = step_function(
-            cfg, usable, battery_power_in_force(battery_kw, battery_setpoint_kw), ev_kw, notes
-        )
 
         target = self._target_kw
         effective = target
@@ -233,12 +293,67 @@ class DemandTracker:
             win_start = interval_start_minute(now_minute, length, cfg.timezone)
         else:
             win_start = now_minute - length + 1
-        interval = interval_status(
-            cfg, self._ledger.minutes_kw, win_start, now_minute, held_kw, step, effective, notes
+        outlook = DemandOutlook(
+            at=now,
+            minute=now_minute,
+            period=period,
+            period_peak_kw=peak_kw,
+            period_peak_start_minute=peak_start,
+            target_kw=target,
+            effective_target_kw=effective,
+            window_start_minute=win_start,
+            held_kw=held_kw,
+            battery_now_kw=battery_power_in_force(battery_kw, battery_setpoint_kw),
+            soc_pct=soc,
+            battery_kw=battery_kw,
+            ev_kw=ev_kw,
+            pv_kw=pv_kw,
+            forecast=usable,
+            building=None,
+            rest_building_kw=None,
+            notes=tuple(notes),
+        )
+        # The building alone: the battery at 0 kW from now on (its own notes are decide's).
+        building, _, _ = self._interval(outlook, 0.0, [])
+        rest: float | None = None
+        elapsed_sum = elapsed_kw_minutes(self._ledger.minutes_kw, win_start, now_minute, held_kw)
+        remaining = building.remaining_minutes
+        if building.projected_kw is not None and elapsed_sum is not None and remaining > 0:
+            rest = (building.projected_kw * length - elapsed_sum) / remaining
+        return replace(outlook, building=building, rest_building_kw=rest)
+
+    def decide(
+        self, outlook: DemandOutlook, battery_rest_kw: float | None = None
+    ) -> DemandSnapshot:
+        """Finish ``project``'s outlook: the battery's response on the remaining minutes, then
+        the next-hour outlook and the decisions, all on that one projection.
+
+        ``battery_rest_kw``: the battery power (+ charging) the dispatch controller holds from
+        now to the end of the interval, decided on ``outlook.rest_building_kw``; None: the
+        battery's present power held (no controller: a BAS-driven battery, or none). Updates the
+        hysteresis state (latches, chiller limit).
+        """
+        cfg = self._config
+        notes = list(outlook.notes)
+        now_minute = outlook.minute
+        effective = outlook.effective_target_kw
+        usable = outlook.forecast
+        interval, step, measured = self._interval(outlook, battery_rest_kw, notes)
+        building = outlook.building
+        interval = replace(
+            interval, without_battery_kw=None if building is None else building.projected_kw
         )
 
         windows = next_hour_windows(
-            cfg, self._ledger.minutes_kw, win_start, now_minute, usable, step, held_kw, effective
+            cfg,
+            self._ledger.minutes_kw,
+            outlook.window_start_minute,
+            now_minute,
+            usable,
+            step,
+            outlook.held_kw,
+            effective,
+            measured,
         )
         if not windows and usable is not None:
             notes.append("forecast does not cover a whole demand window: no next-hour outlook")
@@ -254,10 +369,12 @@ class DemandTracker:
             # With perfectly correlated errors one standard normal drives every window, so the
             # chance that any window exceeds equals the largest single-window chance.
             p_hour = max(probs)
-            if windows[0].start_minute == win_start:
+            if windows[0].start_minute == outlook.window_start_minute:
                 p_interval = probs[0]
         peak_window = max(windows, key=lambda w: w.mean_kw) if windows else None
 
+        # The battery's charging the permits see: its response when the controller gave one.
+        permit_battery_kw = outlook.battery_kw if battery_rest_kw is None else battery_rest_kw
         decisions = decide(
             cfg,
             self._latches,
@@ -267,12 +384,18 @@ class DemandTracker:
             effective,
             windows,
             usable is not None,
-            soc,
-            battery_kw,
-            ev_kw,
+            outlook.soc_pct,
+            permit_battery_kw,
+            outlook.ev_kw,
             notes,
         )
 
+        held_kw, battery_kw, ev_kw, pv_kw = (
+            outlook.held_kw,
+            outlook.battery_kw,
+            outlook.ev_kw,
+            outlook.pv_kw,
+        )
         gross: float | None = None
         if (
             pv_kw is not None
@@ -283,13 +406,13 @@ class DemandTracker:
             gross = gross_load_kw(held_kw, pv_kw, battery_kw or 0.0, ev_kw or 0.0)
 
         return DemandSnapshot(
-            at=now,
+            at=outlook.at,
             minute=now_minute,
             interval=interval,
-            period=period,
-            period_peak_kw=peak_kw,
-            period_peak_start_minute=peak_start,
-            target_kw=target,
+            period=outlook.period,
+            period_peak_kw=outlook.period_peak_kw,
+            period_peak_start_minute=outlook.period_peak_start_minute,
+            target_kw=outlook.target_kw,
             effective_target_kw=effective,
             next_hour_peak_kw=None if peak_window is None else peak_window.mean_kw,
             next_hour_peak_start_minute=None if peak_window is None else peak_window.start_minute,
@@ -299,6 +422,34 @@ class DemandTracker:
             decisions=decisions,
             notes=tuple(notes),
         )
+
+    def _interval(
+        self, outlook: DemandOutlook, battery_rest_kw: float | None, notes: list[str]
+    ) -> tuple[IntervalStatus, Callable[[int], Step | None], float | None]:
+        """The interval in progress with the battery at ``battery_rest_kw`` on the remaining
+        minutes (None: its present power), the forecast minutes' function and the measured
+        level the rest counts at least."""
+        cfg = self._config
+        now_kw = outlook.battery_now_kw
+        rest_kw = now_kw if battery_rest_kw is None else battery_rest_kw
+        offset = forecast_offset_kw(cfg, outlook.forecast, now_kw, rest_kw, outlook.ev_kw, notes)
+        step = step_function(outlook.forecast, offset)
+        held = outlook.held_kw
+        # The latest metered minute with the battery's power in it replaced by its power from now.
+        measured = None if held is None else held - (now_kw or 0.0) + (rest_kw or 0.0)
+        status = interval_status(
+            cfg,
+            self._ledger.minutes_kw,
+            outlook.window_start_minute,
+            outlook.minute,
+            held,
+            step,
+            outlook.effective_target_kw,
+            notes,
+            measured_kw=measured,
+            battery_kw=rest_kw,
+        )
+        return status, step, measured
 
     def _held_kw(self, now_minute: int) -> float | None:
         if self._ledger.last_minute is None or self._ledger.last_kw is None:

@@ -21,9 +21,16 @@ import numpy.typing as npt
 
 from core.calendar import SiteCalendar
 from core.dispatch.assets import Battery
-from core.dispatch.controller import DispatchController, DispatchInputs
+from core.dispatch.controller import DispatchController, DispatchInputs, with_seasonal_stress
 from core.dispatch.optimum import optimum_peak
-from core.forecast.base import DAY_AHEAD_STEP_MINUTES, DayAheadForecast, MinuteHistory
+from core.forecast.base import (
+    DAY_AHEAD_STEP_MINUTES,
+    DayAheadForecast,
+    DayAheadForecaster,
+    Forecaster,
+    MinuteHistory,
+)
+from core.forecast.baseline import SeasonalMeanForecaster
 from core.timegrid import minute_start
 
 FloatArray = npt.NDArray[np.float64]
@@ -294,6 +301,72 @@ class PlannerController:
             )
         )
         return decision.setpoint_kw
+
+
+class TrainedDayAhead:
+    """The trained model's day-ahead when it has one, its P90 raised to the seasonal weeks' range
+    for the plan as the service does (``with_seasonal_stress``); else the baseline's, refined
+    for the next hour by the model's 60-minute forecast."""
+
+    def __init__(self, model: Forecaster, baseline: SeasonalMeanForecaster, tz: ZoneInfo) -> None:
+        self._model = model
+        self._baseline = baseline
+        self._tz = tz
+        self.history_minutes = max(
+            baseline.day_ahead_history_minutes, TrainedDayAhead.history_for(model)
+        )
+
+    @staticmethod
+    def history_for(model: Forecaster) -> int:
+        """Minutes of history the model's forecasts read."""
+        return max(
+            model.history_minutes,
+            model.day_ahead_history_minutes if isinstance(model, DayAheadForecaster) else 0,
+        )
+
+    def __call__(self, history: MinuteHistory, at: datetime) -> DayAheadForecast | None:
+        if isinstance(self._model, DayAheadForecaster):
+            wanted = self._model.day_ahead_history_minutes
+            own = self._model.day_ahead(tail(history, wanted), self._tz, at)
+        else:
+            own = None
+        base = self._baseline.day_ahead(
+            tail(history, self._baseline.day_ahead_history_minutes), self._tz, at
+        )
+        if own is not None:
+            return with_seasonal_stress(own, base)
+        if base is None:
+            return None
+        forecast = self._model.forecast(tail(history, self._model.history_minutes), self._tz, at)
+        if forecast is None:
+            return base
+        p50, p90 = list(base.p50_kw), list(base.p90_kw or base.p50_kw)
+        minutes = np.arange(forecast.origin_minute + 1, forecast.origin_minute + 61)
+        steps = (minutes - base.start_minute) // base.step_minutes
+        high = forecast.p90_kw or forecast.kw
+        for step in np.unique(steps):
+            mask = steps == step
+            p50[int(step)] = float(np.mean(np.asarray(forecast.kw)[mask]))
+            p90[int(step)] = max(p50[int(step)], float(np.mean(np.asarray(high)[mask])))
+        return DayAheadForecast(
+            forecaster=forecast.forecaster,
+            made_at=at,
+            origin_minute=base.origin_minute,
+            start_minute=base.start_minute,
+            step_minutes=base.step_minutes,
+            p50_kw=tuple(p50),
+            p10_kw=base.p10_kw,
+            p90_kw=tuple(p90),
+        )
+
+
+def tail(history: MinuteHistory, minutes: int) -> MinuteHistory:
+    """The last ``minutes`` of ``history`` (all of it when shorter)."""
+    if len(history.values_kw) <= minutes:
+        return history
+    return MinuteHistory(
+        history.end_minute - minutes + 1, history.values_kw[-minutes:], calendar=history.calendar
+    )
 
 
 class PerfectDayAhead:

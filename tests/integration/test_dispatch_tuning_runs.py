@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -39,7 +40,11 @@ def _store_site(storage: Storage) -> None:
     storage.insert_missing_minutes(start, load, "import")
 
 
-def _manager(storage: Storage, controller: DispatchController) -> TuningManager:
+def _manager(
+    storage: Storage,
+    controller: DispatchController,
+    served_model: Callable[[], str | None] | None = None,
+) -> TuningManager:
     async def submit(what: str, job: Callable[[], Any]) -> Any:
         return job()
 
@@ -52,6 +57,7 @@ def _manager(storage: Storage, controller: DispatchController) -> TuningManager:
         Tariff(),
         15,
         submit,
+        served_model,
     )
     # Two candidates re-planning every hour: the same loop, a replay of seconds.
     manager.names = ("baseline", "reserve-off")
@@ -127,3 +133,68 @@ async def test_a_killed_replay_leaves_the_served_choice_unchanged(storage: Stora
     runs = storage.tuning_runs(5)
     assert runs[0]["status"] == "failed" and "died" in (runs[0]["note"] or "")
     assert runs[1]["chosen"] == "reserve-off"
+
+
+@pytest.mark.parametrize(
+    ("chosen", "names", "forecast"),
+    [
+        ("trained", ["baseline", "trained"], "trained"),
+        ("baseline", ["baseline", "trained"], "baseline"),
+        ("baseline", ["baseline", "reserve-off"], None),
+    ],
+)
+async def test_the_forecast_the_choice_planned_on_is_served(
+    storage: Storage, chosen: str, names: list[str], forecast: str | None
+) -> None:
+    """A night that weighed the served model's day-ahead against the baseline's serves the one
+    its choice planned on; a night without the model leaves the served forecaster's."""
+    storage.add_tuning_run(
+        night_at=NIGHT,
+        finished_at=NIGHT,
+        status="done",
+        chosen=chosen,
+        candidates=[{"name": n, "billed_kw": 12.0, "throughput_kwh": 9.0} for n in names],
+        no_battery_kw=22.0,
+        history_days=28.0,
+    )
+    controller = DispatchController(BATTERY, Tariff(), TZ)
+    manager = _manager(storage, controller)
+    await manager.start()
+    assert controller.plan_forecast == forecast
+    assert controller.settings == DispatchSettings()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+async def test_the_nightly_replay_plans_on_the_served_model_too(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """With a model served, the child loads its artifact (LiteRT) and replays the trained
+    candidate beside the baseline's; the run records both and serves the forecast chosen."""
+    from core.forecast import neural
+    from core.forecast.features import FeatureConfig
+    from core.forecast.lite import write_artifact
+
+    days = 30
+    start = minute_of(NIGHT) - days * 1440
+    minutes = np.arange(days * 1440)
+    rng = np.random.default_rng(5)
+    load = 10.0 + 4.0 * np.sin(minutes * 2 * np.pi / 1440) + rng.normal(0, 0.5, len(minutes))
+    of_day = minutes % 1440
+    load[(of_day >= 900) & (of_day < 945)] += 12.0
+    storage.insert_missing_minutes(start, load, "import")
+    small = neural.Candidate("small", FeatureConfig(), hidden_units=16)
+    trained = neural.train(start, load, TZ, time_budget_s=30.0, max_epochs=2, candidates=[small])
+    artifact = write_artifact(
+        tmp_path / "model", trained.tflite_model, trained.meta, trained.day_ahead_model
+    )
+    controller = DispatchController(BATTERY, Tariff(), TZ)
+    manager = _manager(storage, controller, served_model=lambda: str(artifact))
+    manager.names = ("baseline", "trained")
+    manager.window_days = 14  # a fortnight replayed: the same loop, half the time
+    result = await manager.trigger(NIGHT)
+    assert result is not None
+    assert {c["name"] for c in result["candidates"]} == {"baseline", "trained"}
+    assert all(c["billed_kw"] <= result["no_battery_kw"] + 1e-6 for c in result["candidates"])
+    assert "could not be loaded" not in result["note"]
+    assert controller.plan_forecast == ("trained" if result["chosen"] == "trained" else "baseline")

@@ -163,3 +163,39 @@ def test_exceedance_chance_and_permits_see_the_measured_level() -> None:
     assert snap.decisions.battery_charge_permit is False
     assert snap.decisions.battery_discharge_request is True
     assert any("measured" in note for note in snap.notes)
+
+
+def test_kw_to_shed_is_what_the_battery_answer_leaves_and_never_its_charging() -> None:
+    config = DemandConfig(
+        target_kw=TARGET_KW,
+        interval_minutes=15,
+        timezone=UTC_ZONE,
+        has_battery=True,
+        forecast_is_base_load=True,
+    )
+    tracker = DemandTracker(config)
+    # Five minutes metered at 31 kW: a 21 kW building and the battery charging 10 kW.
+    for offset in range(5):
+        tracker.observe_minute(S + offset, 31.0)
+    inputs = OptionalInputs(
+        battery_soc_pct=Reading(50.0, at(S + 5)), battery_power_kw=Reading(10.0, at(S + 5))
+    )
+    outlook = tracker.project(at(S + 5), None, inputs)
+    # The building alone: the charge taken out of the measured level for the 10 minutes left.
+    assert outlook.rest_building_kw == pytest.approx(21.0)
+    assert outlook.building is not None
+    assert outlook.building.projected_kw == pytest.approx((5 * 31.0 + 10 * 21.0) / 15)
+    # The battery keeps charging 10 kW: the projection counts it, kw-to-shed does not.
+    charging = tracker.decide(outlook, 10.0)
+    assert charging.interval.projected_kw == pytest.approx((5 * 31.0 + 10 * 31.0) / 15)
+    assert charging.decisions.kw_to_shed == pytest.approx((5 * 31.0 + 10 * 21.0) / 15 - TARGET_KW)
+    # The battery answers with a 3 kW discharge: only what that leaves is asked of the building.
+    answered = tracker.decide(tracker.project(at(S + 5), None, inputs), -3.0)
+    expected = (5 * 31.0 + 10 * 18.0) / 15
+    assert answered.interval.projected_kw == pytest.approx(expected)
+    assert answered.decisions.kw_to_shed == pytest.approx(max(0.0, expected - TARGET_KW))
+    assert answered.interval.without_battery_kw == pytest.approx((5 * 31.0 + 10 * 21.0) / 15)
+    # Without an answer (a BAS-driven battery) the present charge is held, and still not shed.
+    held = tracker.evaluate(at(S + 5), None, inputs)
+    assert held.interval.projected_kw == pytest.approx(31.0)
+    assert held.decisions.kw_to_shed == pytest.approx(charging.decisions.kw_to_shed)

@@ -912,7 +912,7 @@ def _service_decision(
     )
     now = datetime(2023, 1, 1, tzinfo=UTC)
     day_ahead = computer.seasonal_day_ahead(end, now)
-    demand = cast(Any, SimpleNamespace(period_peak_kw=12.0, target_kw=None))
+    demand = cast(Any, SimpleNamespace(period_peak_kw=12.0, target_kw=None, rest_building_kw=None))
     inputs = OptionalInputs(battery_soc_pct=DemandReading(60.0, now))
     seen: list[DispatchInputs] = []
     decide = controller.decide
@@ -979,3 +979,98 @@ def test_the_solver_prints_nothing_on_stdout() -> None:
         check=True,
     )
     assert result.stdout == "done\n"
+
+
+def test_the_answer_to_the_projected_rest_is_counted_but_the_setpoint_follows_the_meter() -> None:
+    """The demand projection puts the interval's rest above the latest minute (a forecast
+    rise): the setpoint still answers the meter, and the answer the warning counts
+    (``rest_kw``) is the live layer's rule on the projected load, within the SOC."""
+
+    def decide(rest_load_kw: float | None) -> Any:
+        controller = DispatchController(BATTERY, TARIFF, ZoneInfo("UTC"))
+        return controller.decide(
+            DispatchInputs(
+                minute=1_000_005,
+                step_minutes=15,
+                interval_grid_kw=[20.0] * 5,
+                load_now_kw=20.0,
+                forecast_start_minute=None,
+                forecast_p50_kw=None,
+                forecast_p90_kw=None,
+                paid_peak_kw=21.5,
+                target_kw=None,
+                soc_pct=50.0,
+                rest_load_kw=rest_load_kw,
+            )
+        )
+
+    held = decide(None)
+    projected = decide(30.0)
+    # Under the peak already paid the meter lets it charge: (15 x 21.5 - 100) / 10 - 20 - 0.5.
+    assert held.setpoint_kw == pytest.approx(1.75)
+    assert held.rest_kw == pytest.approx(held.setpoint_kw)
+    assert projected.setpoint_kw == pytest.approx(held.setpoint_kw)
+    # At the projected 30 kW it would discharge 30 - (15 x 21.5 - 100) / 10 = 7.75 kW.
+    assert projected.rest_kw == pytest.approx(-7.75)
+    # An almost empty battery answers only what its energy holds over the 10 minutes left.
+    controller = DispatchController(BATTERY, TARIFF, ZoneInfo("UTC"))
+    low = controller.decide(
+        DispatchInputs(
+            minute=1_000_005,
+            step_minutes=15,
+            interval_grid_kw=[20.0] * 5,
+            load_now_kw=20.0,
+            forecast_start_minute=None,
+            forecast_p50_kw=None,
+            forecast_p90_kw=None,
+            paid_peak_kw=21.5,
+            target_kw=None,
+            soc_pct=2.0,
+            rest_load_kw=30.0,
+        )
+    )
+    available_kw = (BATTERY.kwh(2.0) - BATTERY.min_kwh) * BATTERY.efficiency * 60.0 / 10.0
+    assert low.rest_kw == pytest.approx(-min(7.75, available_kw))
+
+
+@pytest.mark.parametrize("plan_forecast", [None, "trained", "baseline"])
+def test_the_plan_uses_the_day_ahead_the_self_tuning_chose(plan_forecast: str | None) -> None:
+    from dataclasses import replace
+
+    from core.accuracy import LiveErrorTracker
+    from core.compute import SnapshotComputer
+    from core.demand import OptionalInputs
+    from core.demand import Reading as DemandReading
+    from core.series import MinuteSeries
+    from core.signals import LoadClassifier
+
+    tz = ZoneInfo("UTC")
+    end = 28_000_000 + 3 * 7 * 1440 - 1
+    series = MinuteSeries(3 * 7 * 1440)
+    minutes = np.arange(end - 3 * 7 * 1440 + 1, end + 1, dtype=np.int64)
+    series.set_many(minutes, _synthetic_days(21))
+    controller = DispatchController(BATTERY, TARIFF, tz)
+    controller.use_settings(DispatchSettings(), None, plan_forecast)
+    computer = SnapshotComputer(
+        series, LoadClassifier(90, 10, 900, 60), LiveErrorTracker(), tz, 1440, dispatch=controller
+    )
+    now = datetime(2023, 1, 1, tzinfo=UTC)
+    seasonal = computer.seasonal_day_ahead(end, now)
+    assert seasonal is not None
+    # A served model's day-ahead: twice the seasonal's.
+    model = replace(
+        seasonal,
+        forecaster="model-v1",
+        p50_kw=tuple(2 * v for v in seasonal.p50_kw),
+        p10_kw=None,
+        p90_kw=tuple(2 * v for v in seasonal.p50_kw),
+    )
+    seen: list[DispatchInputs] = []
+    decide = controller.decide
+    controller.decide = lambda given: (seen.append(given), decide(given))[1]  # type: ignore[method-assign]
+    demand = cast(Any, SimpleNamespace(period_peak_kw=12.0, target_kw=None, rest_building_kw=None))
+    inputs = OptionalInputs(battery_soc_pct=DemandReading(60.0, now))
+    computer.plan_dispatch(end, now, demand, model, inputs, None)
+    planned = seen[0].forecast_p50_kw
+    expected = seasonal.p50_kw if plan_forecast == "baseline" else model.p50_kw
+    assert planned == pytest.approx(expected)

@@ -10,10 +10,11 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from core.dispatch.assets import Battery
+from core.dispatch.assets import Battery, Tariff
 from core.dispatch.replay import IntervalRecord, NoBattery, simulate_month
 from core.dispatch.tuning import (
     MIN_HISTORY_DAYS,
+    TRAINED_CANDIDATE,
     Candidate,
     CandidateController,
     CandidateScore,
@@ -23,9 +24,10 @@ from core.dispatch.tuning import (
     replay_window,
     window_score,
 )
-from core.forecast.base import DayAheadForecast, MinuteHistory
+from core.forecast.base import DayAheadForecast, Forecast, MinuteHistory
 from core.forecast.baseline import SeasonalMeanForecaster
 from core.timegrid import minute_of
+from core.tuning import TuningJob, candidate_named, plan_forecast, tune
 
 TZ = ZoneInfo("UTC")
 START = minute_of(datetime(2024, 5, 1, tzinfo=UTC))
@@ -186,3 +188,53 @@ def test_the_self_tuned_choice_is_causal() -> None:
     rng.shuffle(tail)
     shuffled[night * 1440 :] = tail * 3.0
     assert _self_tuned_choices(shuffled, night) == first
+
+
+class WrongModel:
+    """A served model that learnt the wrong building: 40 kW all day, 60 minutes and day ahead."""
+
+    name = "wrong-model"
+    history_minutes = 60
+    day_ahead_history_minutes = 60
+
+    def forecast(self, history: MinuteHistory, tz: ZoneInfo, made_at: datetime) -> Forecast:
+        """60 minutes at 40 kW."""
+        values = (40.0,) * 60
+        return Forecast(self.name, made_at, history.end_minute, values, values, values)
+
+    def day_ahead(
+        self, history: MinuteHistory, tz: ZoneInfo, made_at: datetime
+    ) -> DayAheadForecast:
+        """96 steps at 40 kW from the step in progress."""
+        origin = history.end_minute
+        first = (origin + 1) - (origin + 1) % 15
+        values = (40.0,) * 96
+        return DayAheadForecast(self.name, made_at, origin, first, 15, values, values, values)
+
+
+def test_the_nightly_job_replays_the_served_model_and_keeps_the_baseline_when_it_is_wrong() -> None:
+    load = spiky_site()
+    job = TuningJob(
+        "sqlite://",  # not read: ``tune`` gets the load
+        "UTC",
+        BATTERY,
+        Tariff(),
+        15,
+        START + len(load),
+        names=("baseline", TRAINED_CANDIDATE),
+        replan_every_minutes=FAST,
+        min_history_days=SHORT,
+    )
+    without = tune(job, load, START, None)
+    assert [c["name"] for c in without["candidates"]] == ["baseline"]
+    result = tune(job, load, START, WrongModel())
+    scores = {c["name"]: c["billed_kw"] for c in result["candidates"]}
+    assert set(scores) == {"baseline", TRAINED_CANDIDATE}
+    assert scores[TRAINED_CANDIDATE] > scores["baseline"]
+    assert result["chosen"] == "baseline"
+    # Served: the baseline's day-ahead, since the run weighed the model's against it.
+    assert plan_forecast(result, candidate_named(result["chosen"])) == "baseline"
+    assert plan_forecast(without, candidate_named(without["chosen"])) is None
+    trained = candidate_named(TRAINED_CANDIDATE)
+    assert trained.forecast == "trained" and trained.settings == candidates()[0].settings
+    assert plan_forecast(result, trained) == "trained"
