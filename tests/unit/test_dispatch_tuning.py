@@ -21,6 +21,7 @@ from core.dispatch.tuning import (
     candidates,
     choose,
     replay_window,
+    switch_margin_kw,
     window_score,
 )
 from core.forecast.base import DayAheadForecast, MinuteHistory
@@ -60,8 +61,9 @@ def seasonal() -> tuple[object, int]:
 
 
 def test_choose_takes_the_lowest_bill_and_breaks_ties_on_throughput() -> None:
+    # The defaults cut 30 -> 26 kW over one week: a candidate must bill more than 4 / 2 kW less.
     scores = [
-        CandidateScore("baseline", 20.0, 300.0),
+        CandidateScore("baseline", 26.0, 300.0),
         CandidateScore("reserve-off", 19.0, 500.0),
         CandidateScore("margin-wide", 19.05, 200.0),  # within the tie of 19.0 on a 30 kW bill
         CandidateScore("history-level", 31.0, 10.0),  # above no battery: never chosen
@@ -82,6 +84,22 @@ def test_choose_takes_the_lowest_bill_and_breaks_ties_on_throughput() -> None:
     # Every candidate above no battery: the defaults.
     worse = choose([CandidateScore("reserve-off", 31.0, 1.0)], 30.0, 28.0)
     assert worse.chosen == "baseline" and "above no battery" in worse.note
+
+
+def test_a_gain_smaller_than_the_risk_of_switching_keeps_the_defaults() -> None:
+    # Four weeks; the defaults cut the 30 kW no-battery bill to 20 kW. A candidate no worse in
+    # any week could still lose the whole 10 kW cut on a harder day (a chance of 1 in 6 after
+    # four good weeks): it is served only if it saved more than 10 / 5 = 2 kW.
+    base = CandidateScore("baseline", 20.0, 300.0, (20.0, 19.0, 18.0, 20.0))
+    assert switch_margin_kw(base, 30.0) == pytest.approx(2.0)
+    small = CandidateScore("reserve-off", 18.5, 300.0, (18.5, 18.5, 18.0, 18.5))
+    choice = choose([base, small], 30.0, 28.0)
+    assert choice.chosen == "baseline" and "2.00 kW" in choice.note
+    large = CandidateScore("reserve-off", 17.5, 300.0, (17.5, 17.0, 17.0, 17.5))
+    assert choose([base, large], 30.0, 28.0).chosen == "reserve-off"
+    # However large the gain over the window, a week billed above the defaults keeps them.
+    uneven = CandidateScore("reserve-off", 17.5, 300.0, (17.5, 19.5, 17.0, 17.5))
+    assert choose([base, uneven], 30.0, 28.0).chosen == "baseline"
 
 
 def test_window_score_counts_only_the_window() -> None:
