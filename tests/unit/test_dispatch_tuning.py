@@ -20,7 +20,9 @@ from core.dispatch.tuning import (
     SelfTuned,
     candidates,
     choose,
+    hardest_day,
     replay_window,
+    score,
     switch_margin_kw,
     window_score,
 )
@@ -100,6 +102,40 @@ def test_a_gain_smaller_than_the_risk_of_switching_keeps_the_defaults() -> None:
     # However large the gain over the window, a week billed above the defaults keeps them.
     uneven = CandidateScore("reserve-off", 17.5, 300.0, (17.5, 19.5, 17.0, 17.5))
     assert choose([base, uneven], 30.0, 28.0).chosen == "baseline"
+
+
+def test_a_candidate_that_held_the_hardest_day_lower_than_the_defaults_is_not_served() -> None:
+    # The defaults held the window's hardest day (the highest interval without a battery) at
+    # 18 kW and billed 20 kW on a spike they missed on another day.
+    weeks = (20.0, 18.0, 18.0, 18.0)
+    base = CandidateScore("baseline", 20.0, 300.0, weeks, hardest_day_kw=18.0)
+    # Held the hardest day at 18 kW too and caught the spike: a fix, served.
+    fix = CandidateScore("reserve-half", 17.5, 300.0, (17.5, 18.0, 18.0, 18.0), 18.0)
+    assert choose([base, fix], 30.0, 28.0).chosen == "reserve-half"
+    # Held the hardest day at 16 kW: it won by defending a lower level; the defaults stay.
+    lower = CandidateScore("history-level", 16.0, 300.0, (16.0, 16.0, 16.0, 16.0), 16.0)
+    choice = choose([base, lower], 30.0, 28.0)
+    assert choice.chosen == "baseline" and "hardest day" in choice.note
+    assert choose([base, fix, lower], 30.0, 28.0).chosen == "reserve-half"
+
+
+def test_the_hardest_day_is_the_local_day_of_the_highest_interval_without_a_battery() -> None:
+    chicago = ZoneInfo("America/Chicago")
+    midnight = minute_of(datetime(2024, 5, 2, 5, 0, tzinfo=UTC))  # 2 May 00:00 in Chicago
+    no_battery = [
+        IntervalRecord(midnight - 60, 30.0, 0.0),  # 1 May 23:00 local: outside the window
+        IntervalRecord(midnight + 600, 25.0, 0.0),
+        IntervalRecord(midnight + 1500, 21.0, 0.0),
+    ]
+    lo, hi = midnight - 30, midnight + 2 * 1440
+    assert hardest_day(no_battery, lo, hi, chicago) == (midnight, midnight + 1440)
+    records = [
+        IntervalRecord(midnight + 600, 19.0, 1.0),
+        IntervalRecord(midnight + 1500, 20.0, 1.0),
+    ]
+    scored = score("baseline", records, lo, hi, hardest_day(no_battery, lo, hi, chicago))
+    assert scored is not None and scored.hardest_day_kw == 19.0 and scored.billed_kw == 20.0
+    assert hardest_day([], lo, hi, chicago) is None
 
 
 def test_window_score_counts_only_the_window() -> None:
