@@ -70,7 +70,6 @@ def knob_variants() -> tuple[Candidate, ...]:
     base = DispatchSettings()
     return (
         Candidate("no-follow-plan", replace(base, follow_plan=False)),
-        Candidate("no-hold-floor", replace(base, spare_share_to_hold_floor=None)),
         Candidate("no-sure-share", replace(base, sure_share_of_planned=0.0)),
         Candidate("no-lift", replace(base, level_minutes=0)),
     )

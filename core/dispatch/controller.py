@@ -129,9 +129,6 @@ class DispatchSettings:
     # While the meter asks for a discharge (or would after a recent-sized rise), discharge at
     # least what the plan does in the current step.
     follow_plan: bool = True
-    # Hold the peak already paid (not the planned one) while the plan leaves this share of the
-    # capacity unused (None: always defend the planned peak).
-    spare_share_to_hold_floor: float | None = 0.25
     # Within-interval reserve (kW per minute still to come): the live layer aims the interval that
     # far under the cap early on, so a spike beyond the power limit late in the interval is
     # already covered; the reserve shrinks to nothing by the end of the interval, and what was
@@ -140,9 +137,8 @@ class DispatchSettings:
     # the discharge limit.
     bank_share: float = 0.7
     bank_lookback_minutes: int = 60
-    # The month's peak will surely reach this share of the planned peak: the live layer neither
-    # defends a lower level nor keeps charging under it (early in a month the peak paid so far is
-    # a night's load).
+    # The month's peak will surely reach this share of the planned peak: the live layer keeps
+    # charging under it (early in a month the peak paid so far is a night's load).
     sure_share_of_planned: float = 0.6
     # A day running hotter than its forecast: when the load has run above the P50 forecast in
     # every closed interval of the last ``level_minutes`` (an hour, so a spike does not count),
@@ -307,15 +303,6 @@ class DispatchController:
         else:
             planned_peak = plan.planned_peak_kw
         cap = max(floor, planned_peak)
-        hold = self._settings.spare_share_to_hold_floor
-        if plan is not None and hold is not None and floor > 0:
-            # The plan is made on the pessimistic band; while even it leaves this share of the
-            # battery unused, spend the surplus holding the peak already paid, not the planned one.
-            spare = float(plan.soc_kwh.min()) - self._battery.min_kwh
-            if spare > hold * self._battery.capacity_kwh:
-                cap = floor
-        if plan is not None:
-            cap = max(cap, self._settings.sure_share_of_planned * planned_peak)
         metered = math.isfinite(inputs.load_now_kw)
         if metered and plan is not None and self._settings.follow_plan_only:
             setpoint = self._plan_setpoint(plan, energy, inputs.load_now_kw)
