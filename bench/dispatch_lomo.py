@@ -45,6 +45,7 @@ from core.dispatch.replay import (
     simulate_month,
 )
 from core.dispatch.tuning import (
+    DEFAULT_CANDIDATE,
     Candidate,
     SelfTuned,
     candidates,
@@ -69,9 +70,7 @@ def knob_variants() -> tuple[Candidate, ...]:
     base = DispatchSettings()
     return (
         Candidate("no-follow-plan", replace(base, follow_plan=False)),
-        Candidate("no-hold-floor", replace(base, spare_share_to_hold_floor=None)),
         Candidate("no-sure-share", replace(base, sure_share_of_planned=0.0)),
-        Candidate("no-bias", replace(base, bias_steps=0)),
         Candidate("no-lift", replace(base, level_minutes=0)),
     )
 
@@ -96,6 +95,11 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--knobs", default=None, help="only these rules-switched-off variants (comma-separated)"
+    )
+    parser.add_argument(
+        "--only-knobs",
+        action="store_true",
+        help="only the baseline and the rules-switched-off variants (no pool, no self-tuned)",
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--json", type=Path, default=None, help="results (and resume) file")
@@ -224,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None and args.json.exists():
         done = json.loads(args.json.read_text())
     pool_names = [c.name for c in candidates()]
+    if args.only_knobs:
+        pool_names = [DEFAULT_CANDIDATE]
     knobs = [] if args.no_knobs else [c.name for c in knob_variants()]
     if args.knobs:
         knobs = [k for k in knobs if k in args.knobs.split(",")]
@@ -265,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     run_phase(first_jobs)
     second_jobs: list[Job] = []
-    for label, path, months in sets:
+    for label, path, months in [] if args.only_knobs else sets:
         records = {
             name: [r for month, _, _ in months for r in done[key(label, month, name)]["records"]]
             for name in pool_names

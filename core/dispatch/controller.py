@@ -129,14 +129,6 @@ class DispatchSettings:
     # While the meter asks for a discharge (or would after a recent-sized rise), discharge at
     # least what the plan does in the current step.
     follow_plan: bool = True
-    # Hold the peak already paid (not the planned one) while the plan leaves this share of the
-    # capacity unused (None: always defend the planned peak).
-    spare_share_to_hold_floor: float | None = 0.25
-    # How fast the forecast's recent under-prediction is forgotten (per 15 minutes), and how far
-    # ahead it is added (in 15-minute steps, whatever the demand interval): a day running hotter
-    # than forecast raises the plan early.
-    bias_decay: float = 0.8
-    bias_steps: int = 16
     # Within-interval reserve (kW per minute still to come): the live layer aims the interval that
     # far under the cap early on, so a spike beyond the power limit late in the interval is
     # already covered; the reserve shrinks to nothing by the end of the interval, and what was
@@ -145,9 +137,8 @@ class DispatchSettings:
     # the discharge limit.
     bank_share: float = 0.7
     bank_lookback_minutes: int = 60
-    # The month's peak will surely reach this share of the planned peak: the live layer neither
-    # defends a lower level nor keeps charging under it (early in a month the peak paid so far is
-    # a night's load).
+    # The month's peak will surely reach this share of the planned peak: the live layer keeps
+    # charging under it (early in a month the peak paid so far is a night's load).
     sure_share_of_planned: float = 0.6
     # A day running hotter than its forecast: when the load has run above the P50 forecast in
     # every closed interval of the last ``level_minutes`` (an hour, so a spike does not count),
@@ -251,11 +242,10 @@ class DispatchController:
         self._plan_p90: tuple[float, ...] = ()
         self._planned_at: int | None = None
         self.solve_ms: list[float] = []
-        self._bias_kw = 0.0
-        self._bias_interval: int | None = None
-        self._bias_sum = 0.0
-        self._bias_count = 0
-        self._bias_forecast: float | None = None
+        self._error_interval: int | None = None
+        self._error_sum = 0.0
+        self._error_count = 0
+        self._error_forecast: float | None = None
         self._errors: deque[float] = deque(maxlen=max(1, self._settings.level_minutes))
         self._recent: deque[float] = deque(maxlen=max(2, self._settings.bank_lookback_minutes + 1))
         self._recent_minute: int | None = None
@@ -325,7 +315,7 @@ class DispatchController:
         # of the window's length), so a one-minute window shift is not a closed interval.
         step = inputs.step_minutes
         block = inputs.minute - inputs.minute % step if inputs.sliding else inputs.minute - elapsed
-        self._track_bias(block, inputs.load_now_kw, step)
+        self._track_errors(block, inputs.load_now_kw)
         if math.isfinite(inputs.load_now_kw) and inputs.minute != self._recent_minute:
             # One entry per minute, however often the service takes a snapshot.
             self._recent.append(inputs.load_now_kw)
@@ -337,15 +327,6 @@ class DispatchController:
         else:
             planned_peak = plan.planned_peak_kw
         cap = max(floor, planned_peak)
-        hold = self._settings.spare_share_to_hold_floor
-        if plan is not None and hold is not None and floor > 0:
-            # The plan is made on the pessimistic band; while even it leaves this share of the
-            # battery unused, spend the surplus holding the peak already paid, not the planned one.
-            spare = float(plan.soc_kwh.min()) - self._battery.min_kwh
-            if spare > hold * self._battery.capacity_kwh:
-                cap = floor
-        if plan is not None:
-            cap = max(cap, self._settings.sure_share_of_planned * planned_peak)
         metered = math.isfinite(inputs.load_now_kw)
         if metered and plan is not None and self._settings.follow_plan_only:
             setpoint = self._plan_setpoint(plan, energy, inputs.load_now_kw)
@@ -451,14 +432,10 @@ class DispatchController:
             self._plan_failure = "the day-ahead forecast has no usable step"
             return None
         p90 = np.where(np.isfinite(p90), p90, p50)  # a step without a band plans on its P50
-        if self._bias_forecast is None:
-            self._bias_forecast = float(p50[0])
+        if self._error_forecast is None:
+            self._error_forecast = float(p50[0])
         load = p50 + self._settings.band_weight * (p90 - p50)
         quarters = np.arange(len(load)) * step / 15.0  # steps counted in quarter hours
-        if self._bias_kw > 0 and self._settings.bias_steps > 0:
-            ramp = self._bias_kw * self._settings.bias_decay**quarters
-            ramp[quarters >= self._settings.bias_steps] = 0.0
-            load = load + ramp
         level = self._sustained_error_kw(step)
         if level > 0:
             fade = self._settings.level_decay**quarters
@@ -509,30 +486,26 @@ class DispatchController:
             self._price_key = key
         return self._price_cache
 
-    def _track_bias(self, interval_start: int, load_now_kw: float, step_minutes: int) -> None:
+    def _track_errors(self, interval_start: int, load_now_kw: float) -> None:
         """Follow how far the load of each closed interval ran above its P50 forecast.
 
         ``load_now_kw`` is the load of the minute before ``decide``'s minute, so the minutes seen
         while an interval runs are its own; when the next interval starts the error is known.
         """
-        current = self._bias_interval
+        current = self._error_interval
         if current is not None and current != interval_start:
-            forecast = self._bias_forecast
-            if self._bias_count and forecast is not None:
-                observed = self._bias_sum / self._bias_count
-                self._errors.append(observed - forecast)
-                error = max(0.0, observed - forecast)
-                decay = self._settings.bias_decay ** (step_minutes / 15.0)
-                self._bias_kw = max(error, self._bias_kw * decay)
+            forecast = self._error_forecast
+            if self._error_count and forecast is not None:
+                self._errors.append(self._error_sum / self._error_count - forecast)
             else:
                 # An interval without a measured minute or a forecast breaks a hot day's run.
                 self._errors.clear()
-            self._bias_sum, self._bias_count, self._bias_forecast = 0.0, 0, None
+            self._error_sum, self._error_count, self._error_forecast = 0.0, 0, None
         if current != interval_start:
-            self._bias_interval = interval_start
+            self._error_interval = interval_start
         elif math.isfinite(load_now_kw):
-            self._bias_sum += load_now_kw
-            self._bias_count += 1
+            self._error_sum += load_now_kw
+            self._error_count += 1
 
     def _sustained_error_kw(self, step_minutes: int) -> float:
         """How far the load has run above its P50 forecast in every closed interval of the last

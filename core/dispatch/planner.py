@@ -305,6 +305,11 @@ class PlanSolver:
             raise PlanInfeasible(h.modelStatusToString(status))
         x = np.array(h.getSolution().col_value)
         battery_kw = x[c0 : c0 + n] - x[d0 : d0 + n]
+        # Solver round-off (1e-13 kW on a 400 kW battery) is no power: the live layer reads the
+        # sign of step 0 (a plan that discharges now forbids charging), and a sign from noise
+        # made a building forty times larger with forty times the battery dispatch differently.
+        noise = 1e-9 * max(self._battery.charge_kw, self._battery.discharge_kw)
+        battery_kw[np.abs(battery_kw) < noise] = 0.0
         grid = load + battery_kw
         grid[0] = (request.elapsed_grid_kwmin + remaining0 * (load[0] + battery_kw[0])) / (
             request.step_minutes

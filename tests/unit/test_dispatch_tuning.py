@@ -21,7 +21,10 @@ from core.dispatch.tuning import (
     SelfTuned,
     candidates,
     choose,
+    hardest_day,
     replay_window,
+    score,
+    switch_margin_kw,
     window_score,
 )
 from core.forecast.base import DayAheadForecast, Forecast, MinuteHistory
@@ -62,8 +65,9 @@ def seasonal() -> tuple[object, int]:
 
 
 def test_choose_takes_the_lowest_bill_and_breaks_ties_on_throughput() -> None:
+    # The defaults cut 30 -> 26 kW over one week: a candidate must bill more than 4 / 2 kW less.
     scores = [
-        CandidateScore("baseline", 20.0, 300.0),
+        CandidateScore("baseline", 26.0, 300.0),
         CandidateScore("reserve-off", 19.0, 500.0),
         CandidateScore("margin-wide", 19.05, 200.0),  # within the tie of 19.0 on a 30 kW bill
         CandidateScore("history-level", 31.0, 10.0),  # above no battery: never chosen
@@ -84,6 +88,56 @@ def test_choose_takes_the_lowest_bill_and_breaks_ties_on_throughput() -> None:
     # Every candidate above no battery: the defaults.
     worse = choose([CandidateScore("reserve-off", 31.0, 1.0)], 30.0, 28.0)
     assert worse.chosen == "baseline" and "above no battery" in worse.note
+
+
+def test_a_gain_smaller_than_the_risk_of_switching_keeps_the_defaults() -> None:
+    # Four weeks; the defaults cut the 30 kW no-battery bill to 20 kW. A candidate no worse in
+    # any week could still lose the whole 10 kW cut on a harder day (a chance of 1 in 6 after
+    # four good weeks): it is served only if it saved more than 10 / 5 = 2 kW.
+    base = CandidateScore("baseline", 20.0, 300.0, (20.0, 19.0, 18.0, 20.0))
+    assert switch_margin_kw(base, 30.0) == pytest.approx(2.0)
+    small = CandidateScore("reserve-off", 18.5, 300.0, (18.5, 18.5, 18.0, 18.5))
+    choice = choose([base, small], 30.0, 28.0)
+    assert choice.chosen == "baseline" and "2.00 kW" in choice.note
+    large = CandidateScore("reserve-off", 17.5, 300.0, (17.5, 17.0, 17.0, 17.5))
+    assert choose([base, large], 30.0, 28.0).chosen == "reserve-off"
+    # However large the gain over the window, a week billed above the defaults keeps them.
+    uneven = CandidateScore("reserve-off", 17.5, 300.0, (17.5, 19.5, 17.0, 17.5))
+    assert choose([base, uneven], 30.0, 28.0).chosen == "baseline"
+
+
+def test_a_candidate_that_held_the_hardest_day_lower_than_the_defaults_is_not_served() -> None:
+    # The defaults held the window's hardest day (the highest interval without a battery) at
+    # 18 kW and billed 20 kW on a spike they missed on another day.
+    weeks = (20.0, 18.0, 18.0, 18.0)
+    base = CandidateScore("baseline", 20.0, 300.0, weeks, hardest_day_kw=18.0)
+    # Held the hardest day at 18 kW too and caught the spike: a fix, served.
+    fix = CandidateScore("reserve-half", 17.5, 300.0, (17.5, 18.0, 18.0, 18.0), 18.0)
+    assert choose([base, fix], 30.0, 28.0).chosen == "reserve-half"
+    # Held the hardest day at 16 kW: it won by defending a lower level; the defaults stay.
+    lower = CandidateScore("history-level", 16.0, 300.0, (16.0, 16.0, 16.0, 16.0), 16.0)
+    choice = choose([base, lower], 30.0, 28.0)
+    assert choice.chosen == "baseline" and "hardest day" in choice.note
+    assert choose([base, fix, lower], 30.0, 28.0).chosen == "reserve-half"
+
+
+def test_the_hardest_day_is_the_local_day_of_the_highest_interval_without_a_battery() -> None:
+    chicago = ZoneInfo("America/Chicago")
+    midnight = minute_of(datetime(2024, 5, 2, 5, 0, tzinfo=UTC))  # 2 May 00:00 in Chicago
+    no_battery = [
+        IntervalRecord(midnight - 60, 30.0, 0.0),  # 1 May 23:00 local: outside the window
+        IntervalRecord(midnight + 600, 25.0, 0.0),
+        IntervalRecord(midnight + 1500, 21.0, 0.0),
+    ]
+    lo, hi = midnight - 30, midnight + 2 * 1440
+    assert hardest_day(no_battery, lo, hi, chicago) == (midnight, midnight + 1440)
+    records = [
+        IntervalRecord(midnight + 600, 19.0, 1.0),
+        IntervalRecord(midnight + 1500, 20.0, 1.0),
+    ]
+    scored = score("baseline", records, lo, hi, hardest_day(no_battery, lo, hi, chicago))
+    assert scored is not None and scored.hardest_day_kw == 19.0 and scored.billed_kw == 20.0
+    assert hardest_day([], lo, hi, chicago) is None
 
 
 def test_window_score_counts_only_the_window() -> None:
