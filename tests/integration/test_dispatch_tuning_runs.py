@@ -166,6 +166,8 @@ async def test_the_forecast_the_choice_planned_on_is_served(
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
+# One database: it trains a model (about 30 s); the stored runs' PostgreSQL path is covered above.
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
 async def test_the_nightly_replay_plans_on_the_served_model_too(
     storage: Storage, tmp_path: Path
 ) -> None:
