@@ -239,7 +239,7 @@ def choose(
     window whose hard day was easy for it can lose the next hard day (the shared minute file,
     July 2022: the halved reserve billed 1-3 % less over the first two weeks, and 19 July 2 kW
     more; the hourly file, October 2022: the reserve off, better than the defaults in every week
-    of September's window, kept 4 % of the optimum's cut against the defaults' 31 %). The
+    of September's window, kept 4 % of the optimum's cut against the defaults' 35 %). The
     defaults are kept unless the evidence holds week by week and the gain is worth the risk.
 
     The hardest day: a candidate that held the window's hardest day (the highest interval
