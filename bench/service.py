@@ -29,6 +29,13 @@ import httpx
 
 log = logging.getLogger(__name__)
 
+SHARED_MINUTE_FILE = (
+    Path(__file__).resolve().parents[1]
+    / ".."
+    / "shared"
+    / "data"
+    / "egauge_minute_kw_2022-07_08.csv"
+)
 OURS_INSTANCE = 500001
 BARE_INSTANCE = 500002
 CLIENT_INSTANCE = 599001
@@ -110,10 +117,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["all", "ingest"],
+        choices=["all", "ingest", "tuning"],
         default="all",
         help="'ingest': only open-dsm's WriteProperty acknowledgement and batch rows (no bare "
-        "device, no start-ups)",
+        "device, no start-ups); 'tuning': only the rows of --with-tuning",
+    )
+    parser.add_argument(
+        "--with-tuning",
+        action="store_true",
+        help="also ReadProperty at --rate and REST GET /api/v1/points at --rest-rate while the "
+        "nightly dispatch self-tuning replay runs (core.tuning's child at its low CPU priority, "
+        "over --tuning-data loaded into the service's database), beside the same rows without "
+        "it before and after; prints the replay's wall time, CPU time and peak RSS (implies "
+        "--battery-kwh 20 unless given)",
+    )
+    parser.add_argument(
+        "--tuning-data",
+        type=Path,
+        default=SHARED_MINUTE_FILE,
+        help="the site history the replay reads (a meter CSV, at least 28 days)",
+    )
+    parser.add_argument(
+        "--tuning-tz", default="America/Chicago", help="the time zone of --tuning-data's site"
+    )
+    parser.add_argument(
+        "--tuning-candidates",
+        default=None,
+        help="replay only these candidates (comma-separated; default: all, as the service)",
+    )
+    parser.add_argument(
+        "--tuning-replan-minutes",
+        type=int,
+        default=1,
+        help="the replay re-plans every N minutes (1, the default, is what the service does)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
 
@@ -279,8 +315,10 @@ async def _load(
     rate: float | None,
     duration_s: float,
     concurrency: int,
+    samples: list[float] | None = None,
 ) -> LoadResult:
-    """Open-loop at ``rate`` (latency from the scheduled time) or closed-loop flat out."""
+    """Open-loop at ``rate`` (latency from the scheduled time) or closed-loop flat out; the
+    latencies (s) are also appended to ``samples`` when given."""
     latencies: list[float] = []
     errors = 0
 
@@ -323,6 +361,8 @@ async def _load(
             next_at += interval
         await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - started
+    if samples is not None:
+        samples.extend(latencies)
     ordered = sorted(latencies) or [float("nan")]
     return LoadResult(
         test=test,
@@ -472,6 +512,261 @@ async def _run_ingest(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
         client.close()
 
 
+@dataclass
+class ReplayUsage:
+    """The nightly replay's child process, as sampled from /proc while it ran."""
+
+    wall_s: float  # from the trigger until its result was back in this process
+    child_wall_s: float | None  # the child's own measure of the replay (``run_tuning``)
+    cpu_s: float  # user + system time of the child
+    peak_rss_mb: float  # the child's VmHWM
+    history_days: float | None
+    chosen: str | None
+    candidates: int
+    niceness: int | None
+
+
+def _tuning_seed(workdir: Path, args: argparse.Namespace) -> tuple[Path, Any]:
+    """A data dir whose database holds --tuning-data as imported history (and a trained model's
+    runs with --with-model); the local midnight after the history's last day."""
+    from datetime import datetime
+    from datetime import time as clock_time
+    from zoneinfo import ZoneInfo
+
+    from core.forecast.meter_csv import load_meter_csv
+    from core.storage.migrate import upgrade_to_head
+    from core.storage.repository import Storage, create_db_engine
+    from core.timegrid import minute_start
+
+    seed = workdir / "tuning-seed"
+    seed.mkdir(parents=True, exist_ok=True)
+    database = seed / "open-dsm.sqlite3"
+    if args.with_model is not None:
+        shutil.copy(args.with_model / "open-dsm.sqlite3", database)
+    tz = ZoneInfo(args.tuning_tz)
+    series = load_meter_csv(args.tuning_data, tz)
+    engine = create_db_engine(f"sqlite:///{database}")
+    try:
+        upgrade_to_head(engine)
+        Storage(engine).insert_missing_minutes(series.start_minute, series.values_kw, "import")
+    finally:
+        engine.dispose()
+    last = minute_start(series.start_minute + len(series.values_kw)).astimezone(tz)
+    night = datetime.combine(last.date(), clock_time(0), tzinfo=tz)
+    return seed, night
+
+
+def _proc_usage(pid: int) -> tuple[float, float, int] | None:
+    """(CPU s, peak RSS MB, niceness) of a live process, None once it is gone."""
+    import os
+
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        _, peak = _rss_mb(pid)
+    except (OSError, KeyError, ValueError):
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    # utime and stime are the 14th and 15th fields, nice the 19th (fields[0] is the 3rd).
+    return (int(fields[11]) + int(fields[12])) / ticks, peak, int(fields[16])
+
+
+async def _tuning_rows(
+    client: Any, server: Server, args: argparse.Namespace, database: Path, night: Any
+) -> tuple[list[LoadResult], ReplayUsage]:
+    """ReadProperty and REST latency without the nightly replay, while it runs, and after it.
+
+    The replay is the service's own (``core.tuning.TuningManager``: a spawned child at
+    ``TUNING_NICENESS``, ``run_tuning`` over the service's database, every candidate); it is
+    started from this process rather than by the service's midnight schedule, so its parent
+    here only waits on it: recording the run and serving its choice (one row, one call) are left
+    out.
+    """
+    from zoneinfo import ZoneInfo
+
+    from bacpypes3.pdu import Address
+    from bacpypes3.primitivedata import ObjectIdentifier
+
+    from core.clock import SystemClock
+    from core.dispatch.assets import Battery, Tariff
+    from core.dispatch.controller import DispatchController
+    from core.dispatch.tuning import candidates
+    from core.storage.repository import Storage, create_db_engine
+    from core.tuning import TuningManager
+
+    address = Address(f"127.0.0.1:{server.bacnet_port}")
+    meter = ObjectIdentifier("analog-value,1")
+    url = f"http://127.0.0.1:{server.http_port}/api/v1/points"
+    kwh = float(args.battery_kwh)
+    # The battery the service builds from --battery-kwh (its reserve default, 20 %).
+    battery = Battery(capacity_kwh=kwh, charge_kw=kwh / 2, discharge_kw=kwh / 2, reserve_pct=20.0)
+    tz = ZoneInfo(args.tuning_tz)
+    database_url = f"sqlite:///{database}"
+    engine = create_db_engine(database_url)
+
+    async def not_recorded(what: str, job: Callable[[], Any]) -> Any:
+        return None  # the service's writer records the run; not this process's to write
+
+    manager = TuningManager(
+        Storage(engine),
+        SystemClock(),
+        DispatchController(battery, Tariff(), tz),
+        database_url,
+        tz,
+        Tariff(),
+        15,
+        not_recorded,
+    )
+    if args.tuning_candidates:
+        manager.names = tuple(n.strip() for n in args.tuning_candidates.split(",") if n.strip())
+    manager.replan_every_minutes = args.tuning_replan_minutes
+
+    def rp() -> Awaitable[Any]:
+        return client.read_property(address, meter, "present-value")  # type: ignore[no-any-return]
+
+    rows: list[LoadResult] = []
+    try:
+        async with httpx.AsyncClient() as http:
+
+            async def rest() -> None:
+                (await http.get(url)).raise_for_status()
+
+            async def quiet(label: str) -> None:
+                for test, send, rate in (
+                    ("ReadProperty", rp, args.rate),
+                    ("REST GET /api/v1/points", rest, args.rest_rate),
+                ):
+                    log.info("%s: %s, %s", server.name, test, label)
+                    rows.append(
+                        await _load(f"{test}, {label}", server.name, send, rate, args.duration_s, 1)
+                    )
+
+            await quiet("no replay")
+            usage: dict[str, float] = {"cpu_s": 0.0, "peak_mb": 0.0, "nice": -99.0}
+            started = time.monotonic()
+            task = manager.trigger(night)
+
+            async def sample() -> None:
+                while True:
+                    for pid in manager.child_pids():
+                        now = _proc_usage(pid)
+                        if now is not None:
+                            usage["cpu_s"] = max(usage["cpu_s"], now[0])
+                            usage["peak_mb"] = max(usage["peak_mb"], now[1])
+                            usage["nice"] = now[2]
+                    await asyncio.sleep(0.1)
+
+            sampler = asyncio.create_task(sample())
+            during: dict[str, tuple[list[float], list[LoadResult]]] = {
+                "ReadProperty": ([], []),
+                "REST GET /api/v1/points": ([], []),
+            }
+            try:
+                # Wait until the child is up (spawned, importing) before measuring.
+                for _ in range(1200):
+                    if manager.child_pids() or task.done():
+                        break
+                    await asyncio.sleep(0.05)
+                while not task.done():
+                    for test, send, rate in (
+                        ("ReadProperty", rp, args.rate),
+                        ("REST GET /api/v1/points", rest, args.rest_rate),
+                    ):
+                        if task.done():
+                            break
+                        samples, chunks = during[test]
+                        chunks.append(
+                            await _load(test, server.name, send, rate, args.duration_s, 1, samples)
+                        )
+                result = await task
+                wall_s = time.monotonic() - started
+            finally:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
+            for test, (samples, chunks) in during.items():
+                rate = args.rate if test == "ReadProperty" else args.rest_rate
+                rows.append(_merged(f"{test}, nightly replay", server.name, rate, samples, chunks))
+            await quiet("no replay (after)")
+    finally:
+        engine.dispose()
+    if result is None:
+        raise RuntimeError("the nightly replay gave no result (see the log)")
+    replay = ReplayUsage(
+        wall_s=wall_s,
+        child_wall_s=result.get("wall_s"),
+        cpu_s=usage["cpu_s"],
+        peak_rss_mb=usage["peak_mb"],
+        history_days=result.get("history_days"),
+        chosen=result.get("chosen"),
+        candidates=len(result.get("candidates") or candidates()),
+        niceness=None if usage["nice"] == -99.0 else int(usage["nice"]),
+    )
+    return rows, replay
+
+
+def _merged(
+    test: str, target: str, rate: float, samples: list[float], chunks: list[LoadResult]
+) -> LoadResult:
+    """One row of several load runs (their pooled latencies)."""
+    ordered = sorted(samples) or [float("nan")]
+    return LoadResult(
+        test=test,
+        target=target,
+        offered_per_s=rate,
+        achieved_per_s=statistics.fmean(c.achieved_per_s for c in chunks) if chunks else 0.0,
+        p50_ms=1000 * statistics.median(ordered),
+        p99_ms=1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        errors=sum(c.errors for c in chunks),
+        max_ms=1000 * ordered[-1],
+    )
+
+
+async def _run_tuning(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Only the rows of --with-tuning, on open-dsm alone (the BAS writing every second)."""
+    seed, night = _tuning_seed(workdir, args)
+    client = _client(_free_port("udp"))
+    try:
+        ours = _ours(workdir / "tuning", seed, args.battery_kwh)
+        ours.start()
+        try:
+            await _first_i_am(client, ours, OURS_INSTANCE, time.monotonic())
+            async with _bas_writing(ours.http_port):
+                rows, replay = await _tuning_rows(
+                    client, ours, args, workdir / "tuning" / "open-dsm.sqlite3", night
+                )
+            return {"loads": rows, "footprint": {}, "tuning": replay}
+        finally:
+            ours.stop()
+    finally:
+        client.close()
+
+
+def _tuning_lines(report: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The replay's cost and the latency beside the same rows without it."""
+    replay: ReplayUsage | None = report.get("tuning")
+    if replay is None:
+        return []
+    rows = {r.test: r for r in report["loads"] if r.target == "open-dsm"}
+    lines = [
+        "",
+        f"nightly replay ({replay.candidates} candidates, {replay.history_days} days of "
+        f"{args.tuning_data.name}, child at nice {replay.niceness}): wall {replay.wall_s:.1f} s "
+        f"(the child's own {replay.child_wall_s} s), CPU {replay.cpu_s:.1f} s, peak RSS "
+        f"{replay.peak_rss_mb:.0f} MB (budget <= 300 s, <= 500 MB); chose {replay.chosen}",
+    ]
+    for test, rate in (("ReadProperty", args.rate), ("REST GET /api/v1/points", args.rest_rate)):
+        cells = []
+        for label in ("no replay", "nightly replay", "no replay (after)"):
+            row = rows.get(f"{test}, {label}")
+            if row is not None:
+                cells.append(f"{label} {row.p50_ms:.2f} / {row.p99_ms:.2f}")
+        lines.append(
+            f"{test} at {rate:.0f}/s, p50 / p99 ms: " + ", ".join(cells) + " (p99 limit 10 ms)"
+        )
+    return lines
+
+
 def _rpm_all_frame(instance: int, repeats: int) -> bytes:
     """A ReadPropertyMultiple of every property of the device, ``repeats`` times (raw BACnet/IP)."""
     object_id = ((8 << 22) | instance).to_bytes(4, "big")
@@ -549,9 +844,11 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 finally:
                     server.stop()
 
-        ours = _ours(workdir / "load", args.with_model, args.battery_kwh)
+        tuning_seed, night = _tuning_seed(workdir, args) if args.with_tuning else (None, None)
+        ours = _ours(workdir / "load", tuning_seed or args.with_model, args.battery_kwh)
         ours.start()
         bare: Server | None = None
+        replay: ReplayUsage | None = None
         bas = contextlib.AsyncExitStack()
         try:
             await _first_i_am(client, ours, OURS_INSTANCE, time.monotonic())
@@ -654,6 +951,11 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         results.extend(await _ingest_rows(client, server, args))
                         if args.training_run:
                             results.append(await _training_row(client, server, args))
+                        if args.with_tuning:
+                            rows, replay = await _tuning_rows(
+                                client, server, args, workdir / "load" / "open-dsm.sqlite3", night
+                            )
+                            results.extend(rows)
                 assert server.proc is not None
                 rss, peak = _rss_mb(server.proc.pid)
                 footprint[server.name] = {
@@ -677,24 +979,25 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         base = baseline.get((r.test, r.offered_per_s))
         if r.target == "open-dsm" and base and base.achieved_per_s:
             r.ratio_vs_bare = r.achieved_per_s / base.achieved_per_s
-    return {"loads": results, "footprint": footprint}
+    return {"loads": results, "footprint": footprint, "tuning": replay}
 
 
 def _table(report: dict[str, Any], args: argparse.Namespace) -> str:
+    w = max([36] + [len(r.test) for r in report["loads"]])
     lines = [
-        f"{'test':<36} {'server':<15} {'offered/s':>9} {'achieved/s':>10} {'p50 ms':>7} "
+        f"{'test':<{w}} {'server':<15} {'offered/s':>9} {'achieved/s':>10} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'max ms':>7} {'errors':>6} {'x bare':>6}"
     ]
     for r in report["loads"]:
         lines.append(
-            f"{r.test:<36} {r.target:<15} "
+            f"{r.test:<{w}} {r.target:<15} "
             f"{(f'{r.offered_per_s:.0f}' if r.offered_per_s else 'flat out'):>9} "
             f"{r.achieved_per_s:>10.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
             f"{(r.max_ms if r.max_ms is not None else float('nan')):>7.1f} {r.errors:>6} "
             f"{(f'{r.ratio_vs_bare:.2f}' if r.ratio_vs_bare else '-'):>6}"
         )
     if not report["footprint"]:
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + _tuning_lines(report, args)) + "\n"
     lines.append("")
     lines.append(
         f"{'server':<15} {'start-up to I-Am (median/max s)':>32} {'RSS MB':>7} "
@@ -726,13 +1029,17 @@ def _table(report: dict[str, Any], args: argparse.Namespace) -> str:
             f"{flooded.p99_ms:.2f} ms with {args.flood_rate:.0f} expensive RPM/s from another "
             "client"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _tuning_lines(report, args)) + "\n"
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print one table."""
+    if args.only == "tuning":
+        args.with_tuning = True
+    if args.with_tuning and args.battery_kwh is None:
+        args.battery_kwh = 20.0  # the replay needs a battery, the service then plans
     with tempfile.TemporaryDirectory(prefix="open-dsm-bench-") as tmp:
-        main = _run_ingest if args.only == "ingest" else _run
+        main = {"ingest": _run_ingest, "tuning": _run_tuning}.get(args.only, _run)
         report = asyncio.run(main(args, Path(tmp)))
     sys.stdout.write(_table(report, args))
     if args.json:
@@ -740,5 +1047,7 @@ def run(args: argparse.Namespace) -> int:
             "loads": [asdict(r) for r in report["loads"]],
             "footprint": report["footprint"],
         }
+        if report.get("tuning") is not None:
+            payload["tuning_replay"] = asdict(report["tuning"])
         args.json.write_text(json.dumps(payload, indent=2))
     return 0
