@@ -206,7 +206,7 @@ def make_variant(start: int, load: FloatArray, tz: ZoneInfo, variant: str) -> Fl
         hours = _local_hours(start, len(out), tz)
         days = np.arange(len(out)) // 1440
         cloud = rng.uniform(0.2, 1.0, int(days.max()) + 1)
-        bell = np.clip(np.sin(np.pi * (hours - 6.0) / 14.0), 0.0, None)
+        bell = np.where((hours > 6.0) & (hours < 20.0), np.sin(np.pi * (hours - 6.0) / 14.0), 0.0)
         out = out - PV_PEAK_KW * cloud[days] * bell
     elif variant == "x40":
         out = 40.0 * out
