@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import shutil
 import statistics
 import subprocess
@@ -524,6 +525,7 @@ class ReplayUsage:
     chosen: str | None
     candidates: int
     niceness: int | None
+    load_average: tuple[float, float] = (float("nan"), float("nan"))  # 1-min, replay start / end
 
 
 def _tuning_seed(workdir: Path, args: argparse.Namespace) -> tuple[Path, Any]:
@@ -556,10 +558,13 @@ def _tuning_seed(workdir: Path, args: argparse.Namespace) -> tuple[Path, Any]:
     return seed, night
 
 
+def _load_average() -> float:
+    """The machine's 1-minute load average."""
+    return os.getloadavg()[0]
+
+
 def _proc_usage(pid: int) -> tuple[float, float, int] | None:
     """(CPU s, peak RSS MB, niceness) of a live process, None once it is gone."""
-    import os
-
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         _, peak = _rss_mb(pid)
@@ -643,6 +648,7 @@ async def _tuning_rows(
 
             await quiet("no replay")
             usage: dict[str, float] = {"cpu_s": 0.0, "peak_mb": 0.0, "nice": -99.0}
+            load_at_start = _load_average()
             started = time.monotonic()
             task = manager.trigger(night)
 
@@ -680,6 +686,7 @@ async def _tuning_rows(
                         )
                 result = await task
                 wall_s = time.monotonic() - started
+                load_at_end = _load_average()
             finally:
                 sampler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -701,6 +708,7 @@ async def _tuning_rows(
         chosen=result.get("chosen"),
         candidates=len(result.get("candidates") or candidates()),
         niceness=None if usage["nice"] == -99.0 else int(usage["nice"]),
+        load_average=(load_at_start, load_at_end),
     )
     return rows, replay
 
@@ -753,7 +761,9 @@ def _tuning_lines(report: dict[str, Any], args: argparse.Namespace) -> list[str]
         f"nightly replay ({replay.candidates} candidates, {replay.history_days} days of "
         f"{args.tuning_data.name}, child at nice {replay.niceness}): wall {replay.wall_s:.1f} s "
         f"(the child's own {replay.child_wall_s} s), CPU {replay.cpu_s:.1f} s, peak RSS "
-        f"{replay.peak_rss_mb:.0f} MB (budget <= 300 s, <= 500 MB); chose {replay.chosen}",
+        f"{replay.peak_rss_mb:.0f} MB (budget <= 300 s, <= 500 MB); chose {replay.chosen}; "
+        f"load average {replay.load_average[0]:.1f} at its start, {replay.load_average[1]:.1f} at "
+        f"its end ({os.cpu_count()} CPUs)",
     ]
     for test, rate in (("ReadProperty", args.rate), ("REST GET /api/v1/points", args.rest_rate)):
         cells = []
