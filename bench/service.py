@@ -37,6 +37,9 @@ SHARED_MINUTE_FILE = (
     / "data"
     / "egauge_minute_kw_2022-07_08.csv"
 )
+# A request not answered within this long counts as an error (a lost datagram or a stalled
+# server must not hold a load run, and the bench, for ever).
+REQUEST_TIMEOUT_S = 10.0
 OURS_INSTANCE = 500001
 BARE_INSTANCE = 500002
 CLIENT_INSTANCE = 599001
@@ -326,17 +329,17 @@ async def _load(
     async def timed(scheduled: float) -> None:
         nonlocal errors
         try:
-            await send()
+            await asyncio.wait_for(send(), REQUEST_TIMEOUT_S)
         except asyncio.CancelledError:
             raise
-        except BaseException:  # bacpypes3's AbortPDU is not an Exception
+        except BaseException:  # bacpypes3's AbortPDU is not an Exception; TimeoutError
             errors += 1
             return
         latencies.append(time.perf_counter() - scheduled)
 
     for _ in range(20):  # warm up caches, connections, device-info lookups
         try:
-            await send()
+            await asyncio.wait_for(send(), REQUEST_TIMEOUT_S)
         except asyncio.CancelledError:
             raise
         except BaseException:
@@ -681,8 +684,16 @@ async def _tuning_rows(
                         if task.done():
                             break
                         samples, chunks = during[test]
-                        chunks.append(
-                            await _load(test, server.name, send, rate, args.duration_s, 1, samples)
+                        chunk = await _load(
+                            test, server.name, send, rate, args.duration_s, 1, samples
+                        )
+                        chunks.append(chunk)
+                        log.info(
+                            "%s during the replay: p50 %.2f ms, p99 %.2f ms, %d errors",
+                            test,
+                            chunk.p50_ms,
+                            chunk.p99_ms,
+                            chunk.errors,
                         )
                 result = await task
                 wall_s = time.monotonic() - started
