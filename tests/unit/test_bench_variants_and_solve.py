@@ -124,3 +124,42 @@ def test_the_service_bench_pools_chunks_and_reads_a_process_usage() -> None:
     cpu_s, peak_mb, nice = usage
     assert cpu_s > 0 and peak_mb > 10 and nice == os.nice(0)
     assert service._proc_usage(2**22 + 12345) is None  # no such process
+
+
+def test_the_service_bench_seeds_the_site_history_and_names_the_night(tmp_path: Path) -> None:
+    """The replay's history is the meter file stored as imported minutes; the night is the
+    local midnight after its last day."""
+    from core.storage.repository import Storage, create_db_engine
+
+    data = tmp_path / "meter.csv"
+    # Noise, so the import's flat-line check keeps every minute.
+    kw = _load(3) + np.random.default_rng(1).normal(0.0, 0.3, 3 * 1440)
+    write_minute_csv(data, datetime(2024, 3, 4), kw.tolist())
+    args = argparse.Namespace(with_model=None, tuning_data=data, tuning_tz="America/Chicago")
+    seed, night = service._tuning_seed(tmp_path, args)
+    assert night == datetime(2024, 3, 7, tzinfo=CHICAGO)
+    engine = create_db_engine(f"sqlite:///{seed / 'open-dsm.sqlite3'}")
+    try:
+        first = int(datetime(2024, 3, 4, tzinfo=CHICAGO).timestamp() // 60)
+        minutes, values = Storage(engine).load_series(first, first + 3 * 1440 - 1)
+    finally:
+        engine.dispose()
+    assert len(minutes) == 3 * 1440
+    assert np.allclose(values, kw, atol=1e-4)  # the CSV's four decimals
+
+
+def test_the_service_bench_prints_the_replay_beside_the_rows_without_it() -> None:
+    rows = [
+        service.LoadResult(f"{test}, {label}", "open-dsm", 200.0, 200.0, 2.0, p99, 0)
+        for test in ("ReadProperty", "REST GET /api/v1/points")
+        for label, p99 in (("no replay", 5.0), ("nightly replay", 8.0), ("no replay (after)", 6.0))
+    ]
+    replay = service.ReplayUsage(120.0, 118.5, 95.0, 180.0, 28.0, "baseline", 5, 10, (3.0, 4.0))
+    args = argparse.Namespace(rate=200.0, rest_rate=200.0, tuning_data=Path("m.csv"))
+    text = "\n".join(service._tuning_lines({"loads": rows, "tuning": replay}, args))
+    assert "wall 120.0 s" in text and "CPU 95.0 s" in text and "peak RSS 180 MB" in text
+    assert "child at nice 10" in text and "load average 3.0 at its start" in text
+    assert (
+        "ReadProperty at 200/s, p50 / p99 ms: no replay 2.00 / 5.00, nightly replay 2.00 / 8.00,"
+        " no replay (after) 2.00 / 6.00" in text
+    )
