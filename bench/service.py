@@ -150,6 +150,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replay only these candidates (comma-separated; default: all, as the service)",
     )
     parser.add_argument(
+        "--tuning-quiet-runs",
+        type=int,
+        default=1,
+        help="load runs of each test before and after the replay (pooled like those during it)",
+    )
+    parser.add_argument(
         "--tuning-replan-minutes",
         type=int,
         default=1,
@@ -651,14 +657,21 @@ async def _tuning_rows(
                 (await http.get(url)).raise_for_status()
 
             async def quiet(label: str) -> None:
-                for test, send, rate in (
-                    ("ReadProperty", rp, args.rate),
-                    ("REST GET /api/v1/points", rest, args.rest_rate),
-                ):
-                    log.info("%s: %s, %s", server.name, test, label)
-                    rows.append(
-                        await _load(f"{test}, {label}", server.name, send, rate, args.duration_s, 1)
-                    )
+                # Alternating load runs, as during the replay, pooled per test.
+                pooled: dict[str, tuple[list[float], list[LoadResult]]] = {}
+                for _ in range(args.tuning_quiet_runs):
+                    for test, send, rate in (
+                        ("ReadProperty", rp, args.rate),
+                        ("REST GET /api/v1/points", rest, args.rest_rate),
+                    ):
+                        log.info("%s: %s, %s", server.name, test, label)
+                        samples, chunks = pooled.setdefault(test, ([], []))
+                        chunks.append(
+                            await _load(test, server.name, send, rate, args.duration_s, 1, samples)
+                        )
+                for test, (samples, chunks) in pooled.items():
+                    rate = args.rate if test == "ReadProperty" else args.rest_rate
+                    rows.append(_merged(f"{test}, {label}", server.name, rate, samples, chunks))
 
             await quiet("no replay")
             usage: dict[str, float] = {"cpu_s": 0.0, "peak_mb": 0.0, "nice": -99.0}
