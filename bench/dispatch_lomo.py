@@ -13,6 +13,9 @@ the live layer and the plan switched off one at a time (``no-<rule>``, for decid
 earn their place); and ``lomo-fixed``: for each month, the candidate with the best mean share on
 the *other* months (what choosing one setting on other data would have kept on this month).
 
+``--variants pv,x40,flat,gaps,tz,5min`` adds, for every set, the same months of synthetic
+buildings made from it (``VARIANTS``), each a set of rows of its own (``minute+pv``, ...).
+
 The months run in worker processes (``--workers``); every finished replay is written to
 ``--json`` at once, and a rerun with the same ``--json`` skips what is there.
 """
@@ -106,6 +109,12 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--report", action="store_true", help="only print the table of what --json holds"
     )
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="also the synthetic buildings made from every set, each a set of its own "
+        f"(comma-separated: {', '.join(VARIANTS)})",
+    )
     return parser.parse_args(argv)
 
 
@@ -122,14 +131,111 @@ def _battery(args: argparse.Namespace) -> Battery:
 
 @lru_cache(maxsize=4)
 def _series(path: str, tz: str) -> tuple[int, FloatArray]:
+    file, variant = _split_variant(path)
+    if variant:
+        return _variant_series(file, tz, variant)
     series = load_meter_csv(Path(path), ZoneInfo(tz))
     return series.start_minute, series.values_kw
+
+
+# Synthetic buildings made from a set's file (the dispatch bench's "buildings not seen"), named
+# as ``--variants`` takes them; a variant's set reads ``FILE#NAME`` as its path.
+VARIANTS = {
+    "pv": "the load less a midday PV bell of up to 25 kW, a random cloud factor per day",
+    "x40": "the load and the battery 40 times larger",
+    "flat": "500 kW of flat base load plus half the load",
+    "gaps": "two whole days and 1 % of the minutes missing",
+    "tz": "the file's local times read in Europe/Berlin",
+    "5min": "5-minute demand intervals",
+}
+VARIANT_TZ = "Europe/Berlin"
+PV_PEAK_KW = 25.0
+
+
+def _split_variant(path: str) -> tuple[str, str]:
+    """(file, variant) of a set's path (``FILE`` or ``FILE#VARIANT``)."""
+    file, _, variant = path.partition("#")
+    if variant and variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
+    return file, variant
+
+
+def variant_tz(path: str, tz: str) -> str:
+    """The time zone a set's file is read in."""
+    return VARIANT_TZ if _split_variant(path)[1] == "tz" else tz
+
+
+def variant_battery(path: str, battery: Battery) -> Battery:
+    """The battery of a set (40 times larger for ``x40``)."""
+    if _split_variant(path)[1] != "x40":
+        return battery
+    return replace(
+        battery,
+        capacity_kwh=40 * battery.capacity_kwh,
+        charge_kw=40 * battery.charge_kw,
+        discharge_kw=40 * battery.discharge_kw,
+    )
+
+
+def variant_step(path: str, step: int) -> int:
+    """The demand interval of a set (5 minutes for ``5min``)."""
+    return 5 if _split_variant(path)[1] == "5min" else step
+
+
+def _local_hours(start: int, n: int, tz: ZoneInfo) -> FloatArray:
+    """The local hour of day (fractional) of each minute from ``start`` (UTC epoch minutes)."""
+    from datetime import UTC, datetime, timedelta
+
+    minutes = np.arange(n, dtype=np.int64) + start
+    # Every zone's offset is constant within a UTC hour: one lookup per hour.
+    utc_hours, index = np.unique(minutes // 60, return_inverse=True)
+    offsets = np.array(
+        [
+            (
+                datetime.fromtimestamp(int(h) * 3600, UTC).astimezone(tz).utcoffset()
+                or timedelta(0)
+            ).total_seconds()
+            / 60
+            for h in utc_hours
+        ]
+    )
+    return np.asarray(((minutes + offsets[index]) % 1440) / 60.0, dtype=np.float64)
+
+
+def make_variant(start: int, load: FloatArray, tz: ZoneInfo, variant: str) -> FloatArray:
+    """The load of a synthetic building made from ``load`` (deterministic: fixed seeds)."""
+    rng = np.random.default_rng(29)
+    out = np.array(load, dtype=np.float64)
+    if variant == "pv":
+        hours = _local_hours(start, len(out), tz)
+        days = np.arange(len(out)) // 1440
+        cloud = rng.uniform(0.2, 1.0, int(days.max()) + 1)
+        bell = np.where((hours > 6.0) & (hours < 20.0), np.sin(np.pi * (hours - 6.0) / 14.0), 0.0)
+        out = out - PV_PEAK_KW * cloud[days] * bell
+    elif variant == "x40":
+        out = 40.0 * out
+    elif variant == "flat":
+        out = 500.0 + 0.5 * out
+    elif variant == "gaps":
+        whole_days = rng.choice(np.arange(1, max(2, len(out) // 1440 - 1)), 2, replace=False)
+        for day in whole_days:
+            out[int(day) * 1440 : (int(day) + 1) * 1440] = np.nan
+        out[rng.random(len(out)) < 0.01] = np.nan
+    # "tz" and "5min" keep the load: the zone and the interval change, not the building.
+    return out
+
+
+@lru_cache(maxsize=8)
+def _variant_series(file: str, tz: str, variant: str) -> tuple[int, FloatArray]:
+    start, load = _series(file, tz)
+    return start, make_variant(start, load, ZoneInfo(tz), variant)
 
 
 def _months(spec: str, tz: str) -> tuple[str, str, list[tuple[str, int, int]]]:
     """(label, path, [(month, first, end)]) of one ``LABEL=FILE[:FROM:TO]``."""
     label, _, rest = spec.partition("=")
     path, *days = rest.split(":")
+    tz = variant_tz(path, tz)
     start, load = _series(path, tz)
     zone = ZoneInfo(tz)
     bounds = month_bounds(start, len(load), zone)
@@ -169,6 +275,9 @@ def replay_job(
     pool: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One controller over one month (in a worker): its bill, throughput and interval records."""
+    tz_name = variant_tz(path, tz_name)
+    battery = variant_battery(path, battery)
+    step = variant_step(path, step)
     tz = ZoneInfo(tz_name)
     start, load = _series(path, tz_name)
     t0 = time.process_time()
@@ -217,13 +326,27 @@ def replay_job(
     }
 
 
+def variant_specs(specs: Sequence[str], args: argparse.Namespace) -> list[str]:
+    """The sets, then (with ``--variants``) every set again as each synthetic building."""
+    names = [v.strip() for v in (args.variants or "").split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
+    out = list(specs)
+    for spec in specs:
+        label, _, rest = spec.partition("=")
+        path, sep, days = rest.partition(":")
+        out += [f"{label}+{v}={path}#{v}{sep}{days}" for v in names]
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Replay, print the table, write the JSON."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = _arguments(argv)
     battery = _battery(args)
     step = args.interval_minutes
-    sets = [_months(spec, args.tz) for spec in (args.sets or DEFAULT_SETS)]
+    sets = [_months(spec, args.tz) for spec in variant_specs(args.sets or DEFAULT_SETS, args)]
     done: dict[str, dict[str, Any]] = {}
     if args.json is not None and args.json.exists():
         done = json.loads(args.json.read_text())
@@ -279,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         no_battery = [
             r for month, _, _ in months for r in done[key(label, month, "no-battery")]["records"]
         ]
-        start, _ = _series(path, args.tz)
+        start, _ = _series(path, variant_tz(path, args.tz))
         pool: dict[str, Any] = {
             "records": records,
             "no_battery": no_battery,
@@ -339,19 +462,20 @@ def _print(
         f"optimum's cut ({elapsed_s:.0f} s)\n\n"
     )
     width = max(len(n) for n in names) + 1
-    out(f"{'set|month':16}" + "".join(f"{n[:width]:>{width}}" for n in names) + "\n")
+    lw = max([16] + [len(f"{label}|{month}") + 1 for label, month in months])
+    out(f"{'set|month':{lw}}" + "".join(f"{n[:width]:>{width}}" for n in names) + "\n")
 
     def cell(value: float | None) -> str:
         return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.0%}"
 
     for index, (label, month) in enumerate(months):
-        out(f"{label + '|' + month:16}" + "".join(cell(shares[n][index]) for n in names) + "\n")
+        out(f"{label + '|' + month:{lw}}" + "".join(cell(shares[n][index]) for n in names) + "\n")
     for title, fn in (("mean", np.mean), ("min", np.min)):
         row = ""
         for name in names:
             values = [s for s in shares[name] if s is not None]
             row += cell(float(fn(values)) if values else None)
-        out(f"{title:16}" + row + "\n")
+        out(f"{title:{lw}}" + row + "\n")
     if knobs:
         out("\nrule switched off against baseline (months the rule helps / hurts / ties):\n")
         for name in knobs:

@@ -16,6 +16,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import shutil
 import statistics
 import subprocess
@@ -31,6 +32,16 @@ import httpx
 
 log = logging.getLogger(__name__)
 
+SHARED_MINUTE_FILE = (
+    Path(__file__).resolve().parents[1]
+    / ".."
+    / "shared"
+    / "data"
+    / "egauge_minute_kw_2022-07_08.csv"
+)
+# A request not answered within this long counts as an error (a lost datagram or a stalled
+# server must not hold a load run, and the bench, for ever).
+REQUEST_TIMEOUT_S = 10.0
 OURS_INSTANCE = 500001
 BARE_INSTANCE = 500002
 CLIENT_INSTANCE = 599001
@@ -112,10 +123,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["all", "ingest"],
+        choices=["all", "ingest", "tuning"],
         default="all",
         help="'ingest': only open-dsm's WriteProperty acknowledgement and batch rows (no bare "
-        "device, no start-ups)",
+        "device, no start-ups); 'tuning': only the rows of --with-tuning",
+    )
+    parser.add_argument(
+        "--with-tuning",
+        action="store_true",
+        help="also ReadProperty at --rate and REST GET /api/v1/points at --rest-rate while the "
+        "nightly dispatch self-tuning replay runs (core.tuning's child at its low CPU priority, "
+        "over --tuning-data loaded into the service's database), beside the same rows without "
+        "it before and after; prints the replay's wall time, CPU time and peak RSS (implies "
+        "--battery-kwh 20 unless given)",
+    )
+    parser.add_argument(
+        "--tuning-data",
+        type=Path,
+        default=SHARED_MINUTE_FILE,
+        help="the site history the replay reads (a meter CSV, at least 28 days)",
+    )
+    parser.add_argument(
+        "--tuning-tz", default="America/Chicago", help="the time zone of --tuning-data's site"
+    )
+    parser.add_argument(
+        "--tuning-candidates",
+        default=None,
+        help="replay only these candidates (comma-separated; default: all, as the service)",
+    )
+    parser.add_argument(
+        "--tuning-quiet-runs",
+        type=int,
+        default=1,
+        help="load runs of each test before and after the replay (pooled like those during it)",
+    )
+    parser.add_argument(
+        "--tuning-replan-minutes",
+        type=int,
+        default=1,
+        help="the replay re-plans every N minutes (1, the default, is what the service does)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
 
@@ -214,13 +260,23 @@ async def _bas_writing(http_port: int) -> AsyncIterator[None]:
     planner runs every snapshot); on entry, waits until the service has solved a plan."""
     base = f"http://127.0.0.1:{http_port}/api/v1"
 
+    writes = {"ok": 0, "failed": 0}
+
     async def write(http: httpx.AsyncClient) -> None:
         for count in itertools.count():
-            if count % 10 == 0:
-                soc = await http.post(f"{base}/demand/inputs", json={"battery_soc_pct": 60.0})
-                soc.raise_for_status()
-            kw = 20.0 + 5.0 * math.sin(count / 60)
-            (await http.post(f"{base}/readings", json={"kw": kw})).raise_for_status()
+            try:
+                if count % 10 == 0:
+                    soc = await http.post(f"{base}/demand/inputs", json={"battery_soc_pct": 60.0})
+                    soc.raise_for_status()
+                kw = 20.0 + 5.0 * math.sin(count / 60)
+                (await http.post(f"{base}/readings", json={"kw": kw})).raise_for_status()
+                writes["ok"] += 1
+            except httpx.HTTPError as exc:
+                # A BAS writes again next second (e.g. a kept-alive connection the server
+                # closed as the request went out): counted, never the end of the run.
+                writes["failed"] += 1
+                if writes["failed"] <= 3:
+                    log.warning("BAS write failed (%r); writing on", exc)
             await asyncio.sleep(1.0)
 
     async with httpx.AsyncClient() as http:
@@ -238,6 +294,7 @@ async def _bas_writing(http_port: int) -> AsyncIterator[None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            log.info("BAS writes: %d acknowledged, %d failed", writes["ok"], writes["failed"])
 
 
 def _bare(points_json: str) -> Server:
@@ -281,25 +338,27 @@ async def _load(
     rate: float | None,
     duration_s: float,
     concurrency: int,
+    samples: list[float] | None = None,
 ) -> LoadResult:
-    """Open-loop at ``rate`` (latency from the scheduled time) or closed-loop flat out."""
+    """Open-loop at ``rate`` (latency from the scheduled time) or closed-loop flat out; the
+    latencies (s) are also appended to ``samples`` when given."""
     latencies: list[float] = []
     errors = 0
 
     async def timed(scheduled: float) -> None:
         nonlocal errors
         try:
-            await send()
+            await asyncio.wait_for(send(), REQUEST_TIMEOUT_S)
         except asyncio.CancelledError:
             raise
-        except BaseException:  # bacpypes3's AbortPDU is not an Exception
+        except BaseException:  # bacpypes3's AbortPDU is not an Exception; TimeoutError
             errors += 1
             return
         latencies.append(time.perf_counter() - scheduled)
 
     for _ in range(20):  # warm up caches, connections, device-info lookups
         try:
-            await send()
+            await asyncio.wait_for(send(), REQUEST_TIMEOUT_S)
         except asyncio.CancelledError:
             raise
         except BaseException:
@@ -325,6 +384,8 @@ async def _load(
             next_at += interval
         await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - started
+    if samples is not None:
+        samples.extend(latencies)
     ordered = sorted(latencies) or [float("nan")]
     return LoadResult(
         test=test,
@@ -474,6 +535,285 @@ async def _run_ingest(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
         client.close()
 
 
+@dataclass
+class ReplayUsage:
+    """The nightly replay's child process, as sampled from /proc while it ran."""
+
+    wall_s: float  # from the trigger until its result was back in this process
+    child_wall_s: float | None  # the child's own measure of the replay (``run_tuning``)
+    cpu_s: float  # user + system time of the child
+    peak_rss_mb: float  # the child's VmHWM
+    history_days: float | None
+    chosen: str | None
+    candidates: int
+    niceness: int | None
+    load_average: tuple[float, float] = (float("nan"), float("nan"))  # 1-min, replay start / end
+
+
+def _tuning_seed(workdir: Path, args: argparse.Namespace) -> tuple[Path, Any]:
+    """A data dir whose database holds --tuning-data as imported history (and a trained model's
+    runs with --with-model); the local midnight after the history's last day."""
+    from datetime import datetime
+    from datetime import time as clock_time
+    from zoneinfo import ZoneInfo
+
+    from core.forecast.meter_csv import load_meter_csv
+    from core.storage.migrate import upgrade_to_head
+    from core.storage.repository import Storage, create_db_engine
+    from core.timegrid import minute_start
+
+    seed = workdir / "tuning-seed"
+    seed.mkdir(parents=True, exist_ok=True)
+    database = seed / "open-dsm.sqlite3"
+    if args.with_model is not None:
+        shutil.copy(args.with_model / "open-dsm.sqlite3", database)
+    tz = ZoneInfo(args.tuning_tz)
+    series = load_meter_csv(args.tuning_data, tz)
+    engine = create_db_engine(f"sqlite:///{database}")
+    try:
+        upgrade_to_head(engine)
+        Storage(engine).insert_missing_minutes(series.start_minute, series.values_kw, "import")
+    finally:
+        engine.dispose()
+    last = minute_start(series.start_minute + len(series.values_kw)).astimezone(tz)
+    night = datetime.combine(last.date(), clock_time(0), tzinfo=tz)
+    return seed, night
+
+
+def _load_average() -> float:
+    """The machine's 1-minute load average."""
+    return os.getloadavg()[0]
+
+
+def _proc_usage(pid: int) -> tuple[float, float, int] | None:
+    """(CPU s, peak RSS MB, niceness) of a live process, None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        _, peak = _rss_mb(pid)
+    except (OSError, KeyError, ValueError):
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    # utime and stime are the 14th and 15th fields, nice the 19th (fields[0] is the 3rd).
+    return (int(fields[11]) + int(fields[12])) / ticks, peak, int(fields[16])
+
+
+async def _tuning_rows(
+    client: Any, server: Server, args: argparse.Namespace, database: Path, night: Any
+) -> tuple[list[LoadResult], ReplayUsage]:
+    """ReadProperty and REST latency without the nightly replay, while it runs, and after it.
+
+    The replay is the service's own (``core.tuning.TuningManager``: a spawned child at
+    ``TUNING_NICENESS``, ``run_tuning`` over the service's database, every candidate); it is
+    started from this process rather than by the service's midnight schedule, so its parent
+    here only waits on it: recording the run and serving its choice (one row, one call) are left
+    out.
+    """
+    from zoneinfo import ZoneInfo
+
+    from bacpypes3.pdu import Address
+    from bacpypes3.primitivedata import ObjectIdentifier
+
+    from core.clock import SystemClock
+    from core.dispatch.assets import Battery, Tariff
+    from core.dispatch.controller import DispatchController
+    from core.dispatch.tuning import candidates
+    from core.storage.repository import Storage, create_db_engine
+    from core.tuning import TuningManager
+
+    address = Address(f"127.0.0.1:{server.bacnet_port}")
+    meter = ObjectIdentifier("analog-value,1")
+    url = f"http://127.0.0.1:{server.http_port}/api/v1/points"
+    kwh = float(args.battery_kwh)
+    # The battery the service builds from --battery-kwh (its reserve default, 20 %).
+    battery = Battery(capacity_kwh=kwh, charge_kw=kwh / 2, discharge_kw=kwh / 2, reserve_pct=20.0)
+    tz = ZoneInfo(args.tuning_tz)
+    database_url = f"sqlite:///{database}"
+    engine = create_db_engine(database_url)
+
+    async def not_recorded(what: str, job: Callable[[], Any]) -> Any:
+        return None  # the service's writer records the run; not this process's to write
+
+    manager = TuningManager(
+        Storage(engine),
+        SystemClock(),
+        DispatchController(battery, Tariff(), tz),
+        database_url,
+        tz,
+        Tariff(),
+        15,
+        not_recorded,
+    )
+    if args.tuning_candidates:
+        manager.names = tuple(n.strip() for n in args.tuning_candidates.split(",") if n.strip())
+    manager.replan_every_minutes = args.tuning_replan_minutes
+
+    def rp() -> Awaitable[Any]:
+        return client.read_property(address, meter, "present-value")  # type: ignore[no-any-return]
+
+    rows: list[LoadResult] = []
+    try:
+        async with httpx.AsyncClient() as http:
+
+            async def rest() -> None:
+                (await http.get(url)).raise_for_status()
+
+            async def quiet(label: str) -> None:
+                # Alternating load runs, as during the replay, pooled per test.
+                pooled: dict[str, tuple[list[float], list[LoadResult]]] = {}
+                for _ in range(args.tuning_quiet_runs):
+                    for test, send, rate in (
+                        ("ReadProperty", rp, args.rate),
+                        ("REST GET /api/v1/points", rest, args.rest_rate),
+                    ):
+                        log.info("%s: %s, %s", server.name, test, label)
+                        samples, chunks = pooled.setdefault(test, ([], []))
+                        chunks.append(
+                            await _load(test, server.name, send, rate, args.duration_s, 1, samples)
+                        )
+                for test, (samples, chunks) in pooled.items():
+                    rate = args.rate if test == "ReadProperty" else args.rest_rate
+                    rows.append(_merged(f"{test}, {label}", server.name, rate, samples, chunks))
+
+            await quiet("no replay")
+            usage: dict[str, float] = {"cpu_s": 0.0, "peak_mb": 0.0, "nice": -99.0}
+            load_at_start = _load_average()
+            started = time.monotonic()
+            task = manager.trigger(night)
+
+            async def sample() -> None:
+                while True:
+                    for pid in manager.child_pids():
+                        now = _proc_usage(pid)
+                        if now is not None:
+                            usage["cpu_s"] = max(usage["cpu_s"], now[0])
+                            usage["peak_mb"] = max(usage["peak_mb"], now[1])
+                            usage["nice"] = now[2]
+                    await asyncio.sleep(0.1)
+
+            sampler = asyncio.create_task(sample())
+            during: dict[str, tuple[list[float], list[LoadResult]]] = {
+                "ReadProperty": ([], []),
+                "REST GET /api/v1/points": ([], []),
+            }
+            try:
+                # Wait until the child is up (spawned, importing) before measuring.
+                for _ in range(1200):
+                    if manager.child_pids() or task.done():
+                        break
+                    await asyncio.sleep(0.05)
+                while not task.done():
+                    for test, send, rate in (
+                        ("ReadProperty", rp, args.rate),
+                        ("REST GET /api/v1/points", rest, args.rest_rate),
+                    ):
+                        if task.done():
+                            break
+                        samples, chunks = during[test]
+                        chunk = await _load(
+                            test, server.name, send, rate, args.duration_s, 1, samples
+                        )
+                        chunks.append(chunk)
+                        log.info(
+                            "%s during the replay: p50 %.2f ms, p99 %.2f ms, %d errors",
+                            test,
+                            chunk.p50_ms,
+                            chunk.p99_ms,
+                            chunk.errors,
+                        )
+                result = await task
+                wall_s = time.monotonic() - started
+                load_at_end = _load_average()
+            finally:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
+            for test, (samples, chunks) in during.items():
+                rate = args.rate if test == "ReadProperty" else args.rest_rate
+                rows.append(_merged(f"{test}, nightly replay", server.name, rate, samples, chunks))
+            await quiet("no replay (after)")
+    finally:
+        engine.dispose()
+    if result is None:
+        raise RuntimeError("the nightly replay gave no result (see the log)")
+    replay = ReplayUsage(
+        wall_s=wall_s,
+        child_wall_s=result.get("wall_s"),
+        cpu_s=usage["cpu_s"],
+        peak_rss_mb=usage["peak_mb"],
+        history_days=result.get("history_days"),
+        chosen=result.get("chosen"),
+        candidates=len(result.get("candidates") or candidates()),
+        niceness=None if usage["nice"] == -99.0 else int(usage["nice"]),
+        load_average=(load_at_start, load_at_end),
+    )
+    return rows, replay
+
+
+def _merged(
+    test: str, target: str, rate: float, samples: list[float], chunks: list[LoadResult]
+) -> LoadResult:
+    """One row of several load runs (their pooled latencies)."""
+    ordered = sorted(samples) or [float("nan")]
+    return LoadResult(
+        test=test,
+        target=target,
+        offered_per_s=rate,
+        achieved_per_s=statistics.fmean(c.achieved_per_s for c in chunks) if chunks else 0.0,
+        p50_ms=1000 * statistics.median(ordered),
+        p99_ms=1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        errors=sum(c.errors for c in chunks),
+        max_ms=1000 * ordered[-1],
+    )
+
+
+async def _run_tuning(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Only the rows of --with-tuning, on open-dsm alone (the BAS writing every second)."""
+    seed, night = _tuning_seed(workdir, args)
+    client = _client(_free_port("udp"))
+    try:
+        ours = _ours(workdir / "tuning", seed, args.battery_kwh)
+        ours.start()
+        try:
+            await _first_i_am(client, ours, OURS_INSTANCE, time.monotonic())
+            async with _bas_writing(ours.http_port):
+                rows, replay = await _tuning_rows(
+                    client, ours, args, workdir / "tuning" / "open-dsm.sqlite3", night
+                )
+            return {"loads": rows, "footprint": {}, "tuning": replay}
+        finally:
+            ours.stop()
+    finally:
+        client.close()
+
+
+def _tuning_lines(report: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The replay's cost and the latency beside the same rows without it."""
+    replay: ReplayUsage | None = report.get("tuning")
+    if replay is None:
+        return []
+    rows = {r.test: r for r in report["loads"] if r.target == "open-dsm"}
+    lines = [
+        "",
+        f"nightly replay ({replay.candidates} candidates, {replay.history_days} days of "
+        f"{args.tuning_data.name}, child at nice {replay.niceness}): wall {replay.wall_s:.1f} s "
+        f"(the child's own {replay.child_wall_s} s), CPU {replay.cpu_s:.1f} s, peak RSS "
+        f"{replay.peak_rss_mb:.0f} MB (budget <= 300 s, <= 500 MB); chose {replay.chosen}; "
+        f"load average {replay.load_average[0]:.1f} at its start, {replay.load_average[1]:.1f} at "
+        f"its end ({os.cpu_count()} CPUs)",
+    ]
+    for test, rate in (("ReadProperty", args.rate), ("REST GET /api/v1/points", args.rest_rate)):
+        cells = []
+        for label in ("no replay", "nightly replay", "no replay (after)"):
+            row = rows.get(f"{test}, {label}")
+            if row is not None:
+                cells.append(f"{label} {row.p50_ms:.2f} / {row.p99_ms:.2f}")
+        lines.append(
+            f"{test} at {rate:.0f}/s, p50 / p99 ms: " + ", ".join(cells) + " (p99 limit 10 ms)"
+        )
+    return lines
+
+
 def _rpm_all_frame(instance: int, repeats: int) -> bytes:
     """A ReadPropertyMultiple of every property of the device, ``repeats`` times (raw BACnet/IP)."""
     object_id = ((8 << 22) | instance).to_bytes(4, "big")
@@ -551,9 +891,11 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 finally:
                     server.stop()
 
-        ours = _ours(workdir / "load", args.with_model, args.battery_kwh)
+        tuning_seed, night = _tuning_seed(workdir, args) if args.with_tuning else (None, None)
+        ours = _ours(workdir / "load", tuning_seed or args.with_model, args.battery_kwh)
         ours.start()
         bare: Server | None = None
+        replay: ReplayUsage | None = None
         bas = contextlib.AsyncExitStack()
         try:
             await _first_i_am(client, ours, OURS_INSTANCE, time.monotonic())
@@ -656,6 +998,11 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         results.extend(await _ingest_rows(client, server, args))
                         if args.training_run:
                             results.append(await _training_row(client, server, args))
+                        if args.with_tuning:
+                            rows, replay = await _tuning_rows(
+                                client, server, args, workdir / "load" / "open-dsm.sqlite3", night
+                            )
+                            results.extend(rows)
                 assert server.proc is not None
                 rss, peak = _rss_mb(server.proc.pid)
                 footprint[server.name] = {
@@ -679,24 +1026,25 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         base = baseline.get((r.test, r.offered_per_s))
         if r.target == "open-dsm" and base and base.achieved_per_s:
             r.ratio_vs_bare = r.achieved_per_s / base.achieved_per_s
-    return {"loads": results, "footprint": footprint}
+    return {"loads": results, "footprint": footprint, "tuning": replay}
 
 
 def _table(report: dict[str, Any], args: argparse.Namespace) -> str:
+    w = max([36] + [len(r.test) for r in report["loads"]])
     lines = [
-        f"{'test':<36} {'server':<15} {'offered/s':>9} {'achieved/s':>10} {'p50 ms':>7} "
+        f"{'test':<{w}} {'server':<15} {'offered/s':>9} {'achieved/s':>10} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'max ms':>7} {'errors':>6} {'x bare':>6}"
     ]
     for r in report["loads"]:
         lines.append(
-            f"{r.test:<36} {r.target:<15} "
+            f"{r.test:<{w}} {r.target:<15} "
             f"{(f'{r.offered_per_s:.0f}' if r.offered_per_s else 'flat out'):>9} "
             f"{r.achieved_per_s:>10.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
             f"{(r.max_ms if r.max_ms is not None else float('nan')):>7.1f} {r.errors:>6} "
             f"{(f'{r.ratio_vs_bare:.2f}' if r.ratio_vs_bare else '-'):>6}"
         )
     if not report["footprint"]:
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + _tuning_lines(report, args)) + "\n"
     lines.append("")
     lines.append(
         f"{'server':<15} {'start-up to I-Am (median/max s)':>32} {'RSS MB':>7} "
@@ -728,13 +1076,17 @@ def _table(report: dict[str, Any], args: argparse.Namespace) -> str:
             f"{flooded.p99_ms:.2f} ms with {args.flood_rate:.0f} expensive RPM/s from another "
             "client"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _tuning_lines(report, args)) + "\n"
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print one table."""
+    if args.only == "tuning":
+        args.with_tuning = True
+    if args.with_tuning and args.battery_kwh is None:
+        args.battery_kwh = 20.0  # the replay needs a battery, the service then plans
     with tempfile.TemporaryDirectory(prefix="open-dsm-bench-") as tmp:
-        main = _run_ingest if args.only == "ingest" else _run
+        main = {"ingest": _run_ingest, "tuning": _run_tuning}.get(args.only, _run)
         report = asyncio.run(main(args, Path(tmp)))
     sys.stdout.write(_table(report, args))
     if args.json:
@@ -742,5 +1094,7 @@ def run(args: argparse.Namespace) -> int:
             "loads": [asdict(r) for r in report["loads"]],
             "footprint": report["footprint"],
         }
+        if report.get("tuning") is not None:
+            payload["tuning_replay"] = asdict(report["tuning"])
         args.json.write_text(json.dumps(payload, indent=2))
     return 0

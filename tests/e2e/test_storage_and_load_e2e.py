@@ -115,22 +115,48 @@ def test_a_deleted_database_is_reported_refused_and_not_recreated_silently(
     assert database.exists()
 
 
-@pytest.mark.slow  # waits for the next minute boundary (30 s on average)
+# The service's clock runs at wall speed but is set (--clock-start at --clock-anchor-unix, the
+# demo's simulated clock at 1x) so its next minute boundary comes a few seconds after start-up,
+# not up to 60 s later; the core and its writer read only that clock.
+BOUNDARY_LEAD_S = 12.0
+
+
+def _clock_args(lead_s: float) -> tuple[list[str], float]:
+    """Service flags for a clock at wall speed whose next minute starts ``lead_s`` from now, and
+    the offset (s) of its time from the wall clock's."""
+    now = time.time()
+    start = (int(now // 60) + 1) * 60  # a whole minute, shown at the anchor
+    anchor = now + lead_s
+    args = [
+        "--clock-start",
+        datetime.fromtimestamp(start, UTC).isoformat(),
+        "--clock-anchor-unix",
+        repr(anchor),
+    ]
+    return args, start - anchor
+
+
+@pytest.mark.slow  # waits for the service clock's next minute boundary (a few seconds)
 def test_kill_9_just_after_a_minute_boundary_loses_no_acknowledged_reading(
     tmp_path: Path,
 ) -> None:
     data = tmp_path / "data"
-    service = ServiceProcess(data, ["--timezone", "UTC"])
+    clock_args, offset_s = _clock_args(BOUNDARY_LEAD_S)
+
+    def service_time() -> float:
+        return time.time() + offset_s
+
+    service = ServiceProcess(data, ["--timezone", "UTC", *clock_args])
     service.start()
     acknowledged: dict[str, list[float]] = {}
-    started = time.time()
+    started = service_time()
     boundary = (int(started // 60) + 1) * 60
     if boundary - started < 2:
         boundary += 60
     with httpx.Client(base_url=service.base_url, timeout=5) as http:
         count = 0
-        while time.time() < boundary + 0.05:
-            now = time.time()
+        while service_time() < boundary + 0.05:
+            now = service_time()
             at = datetime.fromtimestamp(now, UTC)
             kw = 10.0 + count % 13
             reply = http.post("/api/v1/readings", json={"kw": kw, "observed_at": at.isoformat()})
@@ -139,8 +165,8 @@ def test_kill_9_just_after_a_minute_boundary_loses_no_acknowledged_reading(
             acknowledged.setdefault(minute, []).append(kw)
             count += 1
     service.stop(signal.SIGKILL)
-    assert time.time() - boundary < 0.2  # killed within 0.1 s or so of the boundary
-    again = ServiceProcess(data, ["--timezone", "UTC"])
+    assert service_time() - boundary < 0.2  # killed within 0.1 s or so of the boundary
+    again = ServiceProcess(data, ["--timezone", "UTC", *clock_args])
     again.start()
     try:
         rows = httpx.get(f"{again.base_url}/api/v1/readings", timeout=5).json()["items"]
