@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from api.deps import CommandsDep, CoreDep, WriteAllowed
 from api.errors import error_responses
-from api.schemas import DemandIntervalOut, DemandOut, InputsIn, IsoDateTime, TargetIn
+from api.schemas import (
+    BillingPeriodOut,
+    DemandDecisionsOut,
+    DemandIntervalNow,
+    DemandIntervalOut,
+    DemandOut,
+    InputsIn,
+    IsoDateTime,
+    TargetIn,
+)
 from core.commands import InputKey
 from core.errors import InvalidReading, NotReady
 from core.ports import WriteInputs
+from core.timegrid import minute_start
 
 router = APIRouter(prefix="/api/v1/demand", tags=["demand"])
 
@@ -20,16 +31,54 @@ router = APIRouter(prefix="/api/v1/demand", tags=["demand"])
 async def get_demand(core: CoreDep) -> DemandOut:
     """Current interval, period peak with time, target, allowance, projection and decisions."""
     snapshot = core.snapshot
-    if snapshot.demand is None:
+    demand = snapshot.demand
+    if demand is None:
         raise NotReady("demand figures are computed with the first snapshot; try again shortly")
-    body: dict[str, Any] = snapshot.demand.to_dict()
+    interval = demand.interval
+    decisions = demand.decisions
     return DemandOut(
-        **body,
+        at=demand.at.astimezone(UTC),
+        interval=DemandIntervalNow(
+            start=interval.start,
+            length_minutes=interval.length_minutes,
+            elapsed_minutes=interval.elapsed_minutes,
+            observed_minutes=interval.observed_minutes,
+            remaining_minutes=interval.remaining_minutes,
+            average_so_far_kw=interval.average_so_far_kw,
+            projected_kw=interval.projected_kw,
+            projection=interval.projection.value,
+            allowance_kw=interval.allowance_kw,
+        ),
+        period=BillingPeriodOut(start=demand.period.start, end=demand.period.end),
+        period_peak_kw=demand.period_peak_kw,
+        period_peak_start=_start(demand.period_peak_start_minute),
+        target_kw=demand.target_kw,
+        effective_target_kw=demand.effective_target_kw,
+        next_hour_peak_kw=demand.next_hour_peak_kw,
+        next_hour_peak_start=_start(demand.next_hour_peak_start_minute),
+        p_exceed_interval=demand.p_exceed_interval,
+        p_exceed_next_hour=demand.p_exceed_next_hour,
+        gross_load_kw=demand.gross_load_kw,
+        decisions=DemandDecisionsOut(
+            kw_to_shed=decisions.kw_to_shed,
+            chiller_capacity_limit_pct=decisions.chiller_capacity_limit_pct,
+            battery_charge_permit=decisions.battery_charge_permit,
+            ev_charge_permit=decisions.ev_charge_permit,
+            battery_discharge_request=decisions.battery_discharge_request,
+            charge_headroom_kw=decisions.charge_headroom_kw,
+            quality={name: q.value for name, q in decisions.quality.items()},
+        ),
+        notes=list(demand.notes),
         operator_target_kw=snapshot.demand_target_kw,
         inputs={name: value for name, (value, _) in snapshot.inputs.items()},
         input_qualities={name: q.value for name, q in snapshot.input_qualities.items()},
         meter_quality=snapshot.input_quality.value,
     )
+
+
+def _start(minute: int | None) -> datetime | None:
+    """The UTC start of ``minute``, None for None."""
+    return None if minute is None else minute_start(minute)
 
 
 @router.get(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from core.demand.accounting import (
@@ -35,7 +35,7 @@ from core.demand.projection import (
     usable_forecast,
 )
 from core.forecast.base import Forecast
-from core.timegrid import minute_of, minute_start
+from core.timegrid import minute_of
 
 STATE_VERSION = 1
 
@@ -66,49 +66,6 @@ class DemandSnapshot:
     gross_load_kw: float | None
     decisions: DemandDecisions
     notes: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form for REST."""
-
-        def iso(minute: int | None) -> str | None:
-            return None if minute is None else minute_start(minute).isoformat()
-
-        interval = self.interval
-        decisions = self.decisions
-        return {
-            "at": self.at.astimezone(UTC).isoformat(),
-            "interval": {
-                "start": interval.start.isoformat(),
-                "length_minutes": interval.length_minutes,
-                "elapsed_minutes": interval.elapsed_minutes,
-                "observed_minutes": interval.observed_minutes,
-                "remaining_minutes": interval.remaining_minutes,
-                "average_so_far_kw": interval.average_so_far_kw,
-                "projected_kw": interval.projected_kw,
-                "projection": interval.projection.value,
-                "allowance_kw": interval.allowance_kw,
-            },
-            "period": {"start": self.period.start.isoformat(), "end": self.period.end.isoformat()},
-            "period_peak_kw": self.period_peak_kw,
-            "period_peak_start": iso(self.period_peak_start_minute),
-            "target_kw": self.target_kw,
-            "effective_target_kw": self.effective_target_kw,
-            "next_hour_peak_kw": self.next_hour_peak_kw,
-            "next_hour_peak_start": iso(self.next_hour_peak_start_minute),
-            "p_exceed_interval": self.p_exceed_interval,
-            "p_exceed_next_hour": self.p_exceed_next_hour,
-            "gross_load_kw": self.gross_load_kw,
-            "decisions": {
-                "kw_to_shed": decisions.kw_to_shed,
-                "chiller_capacity_limit_pct": decisions.chiller_capacity_limit_pct,
-                "battery_charge_permit": decisions.battery_charge_permit,
-                "ev_charge_permit": decisions.ev_charge_permit,
-                "battery_discharge_request": decisions.battery_discharge_request,
-                "charge_headroom_kw": decisions.charge_headroom_kw,
-                "quality": {k: v.value for k, v in decisions.quality.items()},
-            },
-            "notes": list(self.notes),
-        }
 
 
 @dataclass(frozen=True, slots=True)
