@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from bench import dispatch_lomo, plan_solve, service
+from bench import dispatch_lomo, plan_solve, service_load, service_procs, service_tuning
 from core.dispatch.assets import Battery
 from tests.helpers import write_minute_csv
 
@@ -109,21 +109,21 @@ def test_the_plan_solve_bench_times_every_re_plan(
 
 def test_the_service_bench_pools_chunks_and_reads_a_process_usage() -> None:
     chunks = [
-        service.LoadResult("ReadProperty", "open-dsm", 100.0, 99.0, 1.0, 2.0, 1),
-        service.LoadResult("ReadProperty", "open-dsm", 100.0, 101.0, 1.0, 9.0, 0),
+        service_load.LoadResult("ReadProperty", "open-dsm", 100.0, 99.0, 1.0, 2.0, 1),
+        service_load.LoadResult("ReadProperty", "open-dsm", 100.0, 101.0, 1.0, 9.0, 0),
     ]
     samples = [0.001] * 198 + [0.020, 0.030]
-    row = service._merged("ReadProperty, nightly replay", "open-dsm", 100.0, samples, chunks)
+    row = service_load.merged("ReadProperty, nightly replay", "open-dsm", 100.0, samples, chunks)
     assert row.achieved_per_s == pytest.approx(100.0)
     assert row.errors == 1
     assert row.p50_ms == pytest.approx(1.0)
     assert row.p99_ms == pytest.approx(20.0)  # the 199th of 200, as every row takes it
     assert row.max_ms == pytest.approx(30.0)
-    usage = service._proc_usage(os.getpid())
+    usage = service_procs.proc_usage(os.getpid())
     assert usage is not None
     cpu_s, peak_mb, nice = usage
     assert cpu_s > 0 and peak_mb > 10 and nice == os.nice(0)
-    assert service._proc_usage(2**22 + 12345) is None  # no such process
+    assert service_procs.proc_usage(2**22 + 12345) is None  # no such process
 
 
 def test_the_service_bench_seeds_the_site_history_and_names_the_night(tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ def test_the_service_bench_seeds_the_site_history_and_names_the_night(tmp_path: 
     kw = _load(3) + np.random.default_rng(1).normal(0.0, 0.3, 3 * 1440)
     write_minute_csv(data, datetime(2024, 3, 4), kw.tolist())
     args = argparse.Namespace(with_model=None, tuning_data=data, tuning_tz="America/Chicago")
-    seed, night = service._tuning_seed(tmp_path, args)
+    seed, night = service_tuning.tuning_seed(tmp_path, args)
     assert night == datetime(2024, 3, 7, tzinfo=CHICAGO)
     engine = create_db_engine(f"sqlite:///{seed / 'open-dsm.sqlite3'}")
     try:
@@ -150,13 +150,15 @@ def test_the_service_bench_seeds_the_site_history_and_names_the_night(tmp_path: 
 
 def test_the_service_bench_prints_the_replay_beside_the_rows_without_it() -> None:
     rows = [
-        service.LoadResult(f"{test}, {label}", "open-dsm", 200.0, 200.0, 2.0, p99, 0)
+        service_load.LoadResult(f"{test}, {label}", "open-dsm", 200.0, 200.0, 2.0, p99, 0)
         for test in ("ReadProperty", "REST GET /api/v1/points")
         for label, p99 in (("no replay", 5.0), ("nightly replay", 8.0), ("no replay (after)", 6.0))
     ]
-    replay = service.ReplayUsage(120.0, 118.5, 95.0, 180.0, 28.0, "baseline", 5, 10, (3.0, 4.0))
+    replay = service_tuning.ReplayUsage(
+        120.0, 118.5, 95.0, 180.0, 28.0, "baseline", 5, 10, (3.0, 4.0)
+    )
     args = argparse.Namespace(rate=200.0, rest_rate=200.0, tuning_data=Path("m.csv"))
-    text = "\n".join(service._tuning_lines({"loads": rows, "tuning": replay}, args))
+    text = "\n".join(service_tuning.tuning_lines({"loads": rows, "tuning": replay}, args))
     assert "wall 120.0 s" in text and "CPU 95.0 s" in text and "peak RSS 180 MB" in text
     assert "child at nice 10" in text and "load average 3.0 at its start" in text
     assert (
