@@ -118,8 +118,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--self-tuned",
         action="store_true",
         help="also replay the self-tuning's candidates and the self-tuned row (each local "
-        "midnight, the candidate with the lowest bill over the last 28 days, applied the next "
-        "day; about five times the baseline's replay time)",
+        "midnight, core.dispatch.tuning.choose over the candidates' replays of the last 28 "
+        "days: the defaults unless a candidate billed less by more than the switch margin, "
+        "in no week more, and held the hardest day no lower; applied the next day; about "
+        "five times the baseline's replay time)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
 

@@ -7,8 +7,10 @@ minimum over the months, through the dispatch bench's closed loop (``core.dispat
 re-planning every minute as the service does, SOC 50 % at each month start).
 
 Controllers: the self-tuning's candidates (``core.dispatch.tuning.candidates``); ``self-tuned``
-(each local midnight, the candidate with the lowest bill over the candidates' replays of the last
-28 days before it, applied the next day; the defaults until 28 days of history); the rules of
+(each local midnight, ``core.dispatch.tuning.choose`` over the candidates' replays of the last
+28 days before it: the defaults unless a candidate billed less by more than the switch margin,
+no more in any week, and held the window's hardest day no lower; applied the next day; the
+defaults until 28 days of history); the rules of
 the live layer and the plan switched off one at a time (``no-<rule>``, for deciding which rules
 earn their place); and ``lomo-fixed``: for each month, the candidate with the best mean share on
 the *other* months (what choosing one setting on other data would have kept on this month).
