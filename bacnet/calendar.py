@@ -4,14 +4,15 @@ type, their present-value true on a listed day.
 A BAS integrator keeps holidays where a BAS keeps them: ``holidays-closed`` (calendar,1) lists
 the days the site is closed; ``runs-like-monday`` .. ``runs-like-sunday`` (calendar,2..8) list
 the days that run on another weekday's schedule. The date-list is writable (WriteProperty) and
-changes by AddListElement / RemoveListElement; every change is checked whole, stored through the
-core (the one calendar REST shows too) and only then in force; a bad entry changes nothing.
+changes by AddListElement / RemoveListElement, each a command to the core (``core.ports``'s
+calendar records, sent by the object's ``CalendarWriter``); every change is checked whole, stored
+(the one calendar REST shows too) and only then in force; a bad entry changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from bacpypes3.basetypes import CalendarEntry as BacnetCalendarEntry
@@ -35,9 +36,9 @@ from core.calendar import (
 from core.calendar import (
     WeekNDay as CoreWeekNDay,
 )
-from core.calendar_service import CalendarKeeper
 from core.errors import StorageUnavailable
 from core.logs import RateLimitedLogger
+from core.ports import CalendarView, CalendarWriter, CommandPort
 
 log = logging.getLogger(__name__)
 _refusals = RateLimitedLogger(log, interval_s=60.0)
@@ -137,7 +138,8 @@ class SiteCalendarObject(_PropertyList, CalendarObject):  # type: ignore[misc]
     """A Calendar object over the core's calendar: date-list writable, present-value derived."""
 
     _spec: CalendarSpec
-    _writer: CalendarKeeper
+    _calendar: CalendarView
+    _writer: CalendarWriter
 
     @property
     def network_writable(self) -> frozenset[str]:
@@ -158,7 +160,7 @@ class SiteCalendarObject(_PropertyList, CalendarObject):  # type: ignore[misc]
         if index is not None:
             raise _bacnet_error("property", "propertyIsNotAnArray")
         entries = core_entries(list(value), self._spec.day_type)
-        await self._change(self._writer.set_entries_of, entries)
+        await self._change(self._writer.set_entries, entries)
 
     async def add_elements(self, elements: Sequence[Any]) -> None:
         """AddListElement to date-list (entries already there are kept once)."""
@@ -168,7 +170,7 @@ class SiteCalendarObject(_PropertyList, CalendarObject):  # type: ignore[misc]
     async def remove_elements(self, elements: Sequence[Any]) -> None:
         """RemoveListElement from date-list; an entry not listed fails it whole."""
         entries = core_entries(elements, self._spec.day_type)
-        listed = {(e.dates, e.day_type) for e in self._writer.entries_of(self._spec.day_type)}
+        listed = {(e.dates, e.day_type) for e in self._calendar.entries_of(self._spec.day_type)}
         for number, entry in enumerate(entries, start=1):
             if (entry.dates, entry.day_type) not in listed:
                 error = _bacnet_error("services", "listElementNotFound")
@@ -176,9 +178,13 @@ class SiteCalendarObject(_PropertyList, CalendarObject):  # type: ignore[misc]
                 raise error
         await self._change(self._writer.remove_entries, entries)
 
-    async def _change(self, how: Any, entries: list[CalendarEntry]) -> None:
+    async def _change(
+        self,
+        how: Callable[[Sequence[CalendarEntry]], Awaitable[SiteCalendar]],
+        entries: list[CalendarEntry],
+    ) -> None:
         try:
-            await how(self._spec.day_type, entries, "bacnet")
+            await how(entries)
         except CalendarError as exc:
             _refusals.warning("BACnet calendar write to %s refused: %s", self.objectName, exc)
             raise _bacnet_error("property", "valueOutOfRange") from None
@@ -195,8 +201,11 @@ class SiteCalendarObject(_PropertyList, CalendarObject):  # type: ignore[misc]
             self.presentValue = wanted
 
 
-def build_calendar_objects(keeper: CalendarKeeper) -> list[SiteCalendarObject]:
-    """One Calendar object per day type, mirroring ``keeper`` (call inside the running loop)."""
+def build_calendar_objects(
+    calendar: CalendarView, commands: CommandPort | None
+) -> list[SiteCalendarObject]:
+    """One Calendar object per day type, mirroring ``calendar`` (call inside the running loop);
+    their date-lists are writable, by commands to ``commands``, unless it is None."""
     objects = []
     for spec in CALENDARS:
         obj = SiteCalendarObject(
@@ -207,7 +216,9 @@ def build_calendar_objects(keeper: CalendarKeeper) -> list[SiteCalendarObject]:
             dateList=[],
         )
         obj._spec = spec
-        obj._writer = keeper
+        obj._calendar = calendar
+        if commands is not None:
+            obj._writer = CalendarWriter(commands, spec.day_type)
         objects.append(obj)
     return objects
 
@@ -215,7 +226,7 @@ def build_calendar_objects(keeper: CalendarKeeper) -> list[SiteCalendarObject]:
 class CalendarMirror:
     """Keeps the Calendar objects in step with the core's calendar and the site's date."""
 
-    def __init__(self, keeper: CalendarKeeper, objects: list[SiteCalendarObject]) -> None:
+    def __init__(self, keeper: CalendarView, objects: list[SiteCalendarObject]) -> None:
         self._keeper = keeper
         self._objects = objects
         self._shown: tuple[object, ...] | None = None

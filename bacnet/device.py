@@ -58,6 +58,7 @@ from core.commands import DEFAULT_PRIORITY, CommandState
 from core.config import Settings
 from core.errors import CommandConflict, InvalidReading, InvalidRequest, StorageUnavailable
 from core.logs import RateLimitedLogger
+from core.ports import CalendarView, CommandPort
 from core.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -492,17 +493,22 @@ class BacnetFace:
             await asyncio.sleep(0.01)
 
     def start(
-        self, snapshot: Snapshot, writers: Mapping[str, Writer], calendar: Any = None
+        self,
+        snapshot: Snapshot,
+        writers: Mapping[str, Writer],
+        calendar: CalendarView | None = None,
+        commands: CommandPort | None = None,
     ) -> None:
         """Create the application and bind UDP (inside the running loop); ``calendar`` (the
-        core's CalendarKeeper) adds the Calendar objects after every point."""
+        core's calendar, read side) adds the Calendar objects after every point, their
+        date-lists writable by calendar commands to ``commands`` (read-only without it)."""
         from bacnet.calendar import CalendarMirror, build_calendar_objects
 
         device, network_port, self._objects = build_objects(
             self._settings, snapshot, writers, self._version
         )
         self._synced.clear()  # new objects: the next sync copies every point
-        calendars = [] if calendar is None else build_calendar_objects(calendar)
+        calendars = [] if calendar is None else build_calendar_objects(calendar, commands)
         self._calendar_mirror = None if calendar is None else CalendarMirror(calendar, calendars)
         self.app = OpenDsmApplication.from_object_list(
             [device, network_port, *self._objects.values(), *calendars]

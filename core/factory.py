@@ -150,6 +150,7 @@ def build_core(
             storage=storage,
             writer=writer,
             clock=clock,
+            calendar=calendar,
         )
 
     return DsmCore(

@@ -3,8 +3,10 @@
 Every write from every face arrives here through ``DsmCore.command``: a BACnet write or
 relinquish (``WriteInput``, ``RelinquishInput``), REST's input writes (``WriteInputs``), meter
 readings from REST or an import (``SubmitReadings``), the trainer's results (``UseForecaster``,
-``NoteTraining``). A value is validated exactly once, here, and a refused meter value is counted
-under its source whichever face sent it.
+``NoteTraining``), the site calendar's changes from REST and BACnet (``ReplaceCalendar``,
+``SetCalendarEntries``, ``AddCalendarEntries``, ``RemoveCalendarEntries``). A value is
+validated exactly once, here, and a refused meter value is counted under its source whichever
+face sent it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Protocol
 
+from core.calendar import SiteCalendar
+from core.calendar_service import CalendarKeeper
 from core.clock import Clock
 from core.commands import REST_PRIORITY, InputKey, check_priority
 from core.compute import SnapshotComputer
@@ -26,9 +30,13 @@ from core.intake import BatchResult, ReadingStats
 from core.minute_cache import MinuteCache, MinuteKeeper, meter_quality
 from core.ports import (
     MAX_BATCH,
+    AddCalendarEntries,
     Command,
     NoteTraining,
     RelinquishInput,
+    RemoveCalendarEntries,
+    ReplaceCalendar,
+    SetCalendarEntries,
     SubmitReadings,
     UseForecaster,
     WriteInput,
@@ -92,6 +100,7 @@ class CommandHandlers:
         storage: Storage,
         writer: DatabaseWriter,
         clock: Clock,
+        calendar: CalendarKeeper,
     ) -> None:
         self._hub = hub
         self._state = state
@@ -105,6 +114,7 @@ class CommandHandlers:
         self._storage = storage
         self._writer = writer
         self._clock = clock
+        self._calendar = calendar
 
     def table(self) -> dict[type[Command[Any]], Handler]:
         """Each command record's one handler."""
@@ -115,6 +125,10 @@ class CommandHandlers:
             SubmitReadings: self.submit_readings,
             UseForecaster: self.use_forecaster,
             NoteTraining: self.note_training,
+            ReplaceCalendar: self.replace_calendar,
+            SetCalendarEntries: self.set_calendar_entries,
+            AddCalendarEntries: self.add_calendar_entries,
+            RemoveCalendarEntries: self.remove_calendar_entries,
         }
 
     # -- commandable inputs: BACnet writes and relinquishes, REST writes -----------------------
@@ -338,6 +352,27 @@ class CommandHandlers:
             snapshot.model, training_minutes=cmd.training_minutes, trained_at=cmd.finished_at
         )
         self._hub.publish(dataclasses.replace(snapshot, model=model))
+
+    # -- the site calendar: REST's PUT, BACnet's date-list writes ------------------------------
+    # The keeper checks the writer, stores, puts the calendar in force and tells its listeners
+    # (the computer, the BACnet mirror), under its own lock; CalendarError / StorageUnavailable
+    # pass through unchanged.
+
+    async def replace_calendar(self, cmd: ReplaceCalendar) -> SiteCalendar:
+        """Store the whole calendar and put it in force."""
+        return await self._calendar.replace(cmd.calendar, cmd.source)
+
+    async def set_calendar_entries(self, cmd: SetCalendarEntries) -> SiteCalendar:
+        """Replace one day type's entries."""
+        return await self._calendar.set_entries_of(cmd.day_type, cmd.entries, cmd.source)
+
+    async def add_calendar_entries(self, cmd: AddCalendarEntries) -> SiteCalendar:
+        """Add one day type's entries not listed yet."""
+        return await self._calendar.add_entries(cmd.day_type, cmd.entries, cmd.source)
+
+    async def remove_calendar_entries(self, cmd: RemoveCalendarEntries) -> SiteCalendar:
+        """Remove listed entries of one day type (CalendarError if one is not listed)."""
+        return await self._calendar.remove_entries(cmd.day_type, cmd.entries, cmd.source)
 
 
 def _add_history(history: dict[int, tuple[float, int]], minute: int, kw: float) -> None:

@@ -11,13 +11,13 @@ is a ``BatchResult`` to the type checker, ``await port.command(WriteInput(...))`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Generic, Protocol, TypeVar
 
 from core.accuracy import BandAdapter
-from core.calendar_service import CalendarKeeper
+from core.calendar import CalendarEntry, DayType, SiteCalendar
 from core.commands import DEFAULT_PRIORITY, CommandState
 from core.config import Settings
 from core.dispatch.assets import Battery
@@ -96,11 +96,71 @@ class NoteTraining(Command[None]):
     finished_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class ReplaceCalendar(Command[SiteCalendar]):
+    """Store ``calendar`` as the whole site calendar and put it in force (a REST PUT)."""
+
+    calendar: SiteCalendar
+    source: str = "rest"
+
+
+@dataclass(frozen=True, slots=True)
+class SetCalendarEntries(Command[SiteCalendar]):
+    """Replace the entries of ``day_type``, others kept (a BACnet date-list write)."""
+
+    day_type: DayType
+    entries: Sequence[CalendarEntry]
+    source: str = "bacnet"
+
+
+@dataclass(frozen=True, slots=True)
+class AddCalendarEntries(Command[SiteCalendar]):
+    """Add the entries of ``day_type`` not listed yet (a BACnet AddListElement)."""
+
+    day_type: DayType
+    entries: Sequence[CalendarEntry]
+    source: str = "bacnet"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveCalendarEntries(Command[SiteCalendar]):
+    """Remove entries of ``day_type``; all must be listed (a BACnet RemoveListElement)."""
+
+    day_type: DayType
+    entries: Sequence[CalendarEntry]
+    source: str = "bacnet"
+
+
 class CommandPort(Protocol):
     """How a face changes the core: one async call per typed command record."""
 
     async def command(self, cmd: Command[R]) -> R:
         """Validate, apply and publish ``cmd``; raise the core's own errors when refused."""
+        ...
+
+
+class CalendarView(Protocol):
+    """The site calendar as a face reads it; it changes only by the calendar commands."""
+
+    @property
+    def calendar(self) -> SiteCalendar:
+        """The calendar in force."""
+        ...
+
+    def today(self) -> date:
+        """The site-local date now."""
+        ...
+
+    def day_type_today(self) -> DayType | None:
+        """Today's day type, None for an ordinary day."""
+        ...
+
+    def entries_of(self, day_type: DayType) -> list[CalendarEntry]:
+        """The entries of one day type, in calendar order."""
+        ...
+
+    def subscribe(self, listener: Callable[[SiteCalendar], None]) -> None:
+        """Call ``listener`` with the calendar after each change (and once now)."""
         ...
 
 
@@ -128,8 +188,8 @@ class CoreReads(Protocol):
         ...
 
     @property
-    def calendar(self) -> CalendarKeeper:
-        """The site calendar in force."""
+    def calendar(self) -> CalendarView:
+        """The site calendar in force (read-only: changes are calendar commands)."""
         ...
 
     @property
@@ -226,3 +286,24 @@ class InputWriter:
             await self.port.command(RelinquishInput(self.key, priority, self.source))
         else:
             await self.port.command(WriteInput(self.key, value, priority, self.source))
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarWriter:
+    """What one BACnet Calendar object holds: the command port and the day type it lists."""
+
+    port: CommandPort
+    day_type: DayType
+    source: str = "bacnet"
+
+    async def set_entries(self, entries: Sequence[CalendarEntry]) -> SiteCalendar:
+        """Send the date-list write (this day type's entries replaced) to the core."""
+        return await self.port.command(SetCalendarEntries(self.day_type, entries, self.source))
+
+    async def add_entries(self, entries: Sequence[CalendarEntry]) -> SiteCalendar:
+        """Send an AddListElement to the core."""
+        return await self.port.command(AddCalendarEntries(self.day_type, entries, self.source))
+
+    async def remove_entries(self, entries: Sequence[CalendarEntry]) -> SiteCalendar:
+        """Send a RemoveListElement to the core."""
+        return await self.port.command(RemoveCalendarEntries(self.day_type, entries, self.source))

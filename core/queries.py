@@ -88,7 +88,7 @@ class CoreQueries:
 
     @property
     def calendar(self) -> CalendarKeeper:
-        """The site calendar in force (REST and BACnet read and change it here)."""
+        """The site calendar in force (the faces read it here; they change it by commands)."""
         return self._calendar
 
     @property

@@ -275,7 +275,7 @@ async def serve(settings: Settings) -> None:
     ip, port = face.resolve_address()
     check_udp_port(ip, port)
     http_socket = bind_http_socket(settings.http_host, settings.http_port)
-    face.start(core.snapshot, bacnet_writers(core), core.reads.calendar)
+    face.start(core.snapshot, bacnet_writers(core), core.reads.calendar, core)
     core.subscribe(face.sync)
     try:
         await face.wait_bound(timeout_s=5.0)

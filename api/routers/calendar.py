@@ -7,9 +7,10 @@ from datetime import date
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import CoreDep, WriteAllowed
+from api.deps import CommandsDep, CoreDep, WriteAllowed
 from api.errors import error_responses
 from core.calendar import WEEKDAYS, CalendarError, SiteCalendar, parse_calendar
+from core.ports import ReplaceCalendar
 
 router = APIRouter(prefix="/api/v1", tags=["calendar"])
 
@@ -105,13 +106,12 @@ async def get_calendar(core: CoreDep) -> CalendarOut:
         e503="The database is not taking writes; nothing changed.",
     ),
 )
-async def put_calendar(core: CoreDep, body: CalendarIn) -> CalendarOut:
+async def put_calendar(core: CoreDep, commands: CommandsDep, body: CalendarIn) -> CalendarOut:
     """Replace the whole site calendar (holidays, closed days, days that run like another
     weekday); forecasts and the dispatch plan read it from their next run."""
     try:
         calendar = parse_calendar(body.model_dump(exclude_none=True))
     except CalendarError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-    keeper = core.calendar
-    await keeper.replace(calendar, "rest")
-    return _out(keeper.calendar, keeper.today())
+    stored = await commands.command(ReplaceCalendar(calendar, "rest"))
+    return _out(stored, core.calendar.today())

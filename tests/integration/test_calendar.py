@@ -22,6 +22,7 @@ from bacnet.device import BacnetFace
 from bacnet.table import BacnetPointTable
 from core.clock import FakeClock
 from core.config import Settings
+from core.ports import ReplaceCalendar
 from core.service import DsmCore
 from core.storage.repository import Storage
 from open_dsm.bootstrap import bacnet_writers
@@ -106,7 +107,7 @@ async def running_site(
     core = make_core(**update)
     await core.start()
     face = BacnetFace(settings.model_copy(update=update), "test")
-    face.start(core.snapshot, bacnet_writers(core), core.reads.calendar)
+    face.start(core.snapshot, bacnet_writers(core), core.reads.calendar, core)
     core.subscribe(face.sync)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -301,7 +302,7 @@ async def test_the_served_forecasts_read_a_listed_day_as_its_type(
 
         assert await served() == (5.0, 5.0)  # an ordinary Tuesday: closed until 11 h
         listed = parse_calendar({"entries": [{"date": "2026-07-07", "day_type": "like monday"}]})
-        await core.reads.calendar.replace(listed, "test")
+        await core.command(ReplaceCalendar(listed, "test"))
         assert await served() == (30.0, 30.0)  # like a Monday: open since 8 h
     finally:
         await core.stop()
