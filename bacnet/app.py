@@ -17,7 +17,7 @@ from bacnet.cov import CovHandlers
 from bacnet.limits import SourceGuard
 from bacnet.logs import guard_bacpypes3_logs
 from bacnet.reads import ReadHandlers
-from bacnet.screen import RequestScreen
+from bacnet.screen import CONFIRMED_EXECUTED, RequestScreen
 from bacnet.transport import (
     BUSY_LAG_S,
     LAG_PROBE_S,
@@ -31,18 +31,9 @@ from bacnet.transport import (
 from bacnet.writes import WriteHandlers
 
 # The protocol-services-supported names of the services this device executes (clause 12.11.29:
-# a service it only initiates, I-Am, I-Have and the COV notifications, is not set).
-SERVICES_SUPPORTED = (
-    "readProperty",
-    "readPropertyMultiple",
-    "writeProperty",
-    "writePropertyMultiple",
-    "subscribeCOV",
-    "addListElement",
-    "removeListElement",
-    "whoIs",
-    "whoHas",
-)
+# a service it only initiates, I-Am, I-Have and the COV notifications, is not set): the confirmed
+# ones the request screen lets through, and the two unconfirmed ones it answers.
+SERVICES_SUPPORTED = (*sorted(CONFIRMED_EXECUTED), "whoIs", "whoHas")
 
 
 class OpenDsmApplication(CovHandlers, WriteHandlers, ReadHandlers, RequestScreen):
