@@ -228,10 +228,10 @@ def _planner(
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Replay every month of the file through every controller; print a table, write JSON."""
-    tz = ZoneInfo(args.tz)
-    battery = Battery(
+def bench_battery(args: argparse.Namespace) -> Battery:
+    """The battery of ``--battery-kw`` / ``--battery-kwh`` / ``--efficiency``, its whole range
+    usable (the benches replay the energy, not the service's reserve)."""
+    return Battery(
         capacity_kwh=args.battery_kwh,
         charge_kw=args.battery_kw,
         discharge_kw=args.battery_kw,
@@ -239,6 +239,12 @@ def run(args: argparse.Namespace) -> int:
         reserve_pct=0.0,
         max_pct=100.0,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay every month of the file through every controller; print a table, write JSON."""
+    tz = ZoneInfo(args.tz)
+    battery = bench_battery(args)
     series = load_meter_csv(args.data, tz)
     load = series.values_kw
     start = series.start_minute

@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from bench.dispatch import candidate_factory
+from bench.dispatch import bench_battery, candidate_factory
 from core.dispatch.assets import Battery
 from core.dispatch.controller import DispatchSettings
 from core.dispatch.replay import (
@@ -121,14 +121,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _battery(args: argparse.Namespace) -> Battery:
-    return Battery(
-        capacity_kwh=args.battery_kwh,
-        charge_kw=args.battery_kw,
-        discharge_kw=args.battery_kw,
-        efficiency=args.efficiency,
-        reserve_pct=0.0,
-        max_pct=100.0,
-    )
+    return bench_battery(args)
 
 
 @lru_cache(maxsize=4)

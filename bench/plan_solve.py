@@ -36,7 +36,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from core.dispatch.assets import Battery, Tariff
+from bench.dispatch import bench_battery
+from core.dispatch.assets import Tariff
 from core.dispatch.controller import DispatchController, DispatchDecision, DispatchInputs
 from core.dispatch.replay import PlannerController, simulate_month
 from core.forecast.base import DayAheadForecast, MinuteHistory
@@ -146,14 +147,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     end = min(len(load), first + int(args.days * 1440))
     if first < 0 or end - first < 60:
         raise SystemExit(f"--from {args.date_from} / --days {args.days}: outside the file")
-    battery = Battery(
-        capacity_kwh=args.battery_kwh,
-        charge_kw=args.battery_kw,
-        discharge_kw=args.battery_kw,
-        efficiency=args.efficiency,
-        reserve_pct=0.0,
-        max_pct=100.0,
-    )
+    battery = bench_battery(args)
     baseline = SeasonalMeanForecaster(weeks=2)
     forecast_ms: list[float] = []
 
