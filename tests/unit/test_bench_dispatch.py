@@ -30,35 +30,24 @@ def _write_csv(path: Path) -> None:
     write_minute_csv(path, START, (kw + rng.normal(0.0, 0.2, len(kw))).tolist())
 
 
+def _run_rows(data: Path, out: Path, *extra: str) -> dict[str, dict[str, Any]]:
+    """``bench dispatch`` on ``data`` (10 kW / 10 kWh, threshold 15, no training) with ``extra``
+    options; its JSON rows by controller."""
+    parser = argparse.ArgumentParser()
+    dispatch.add_arguments(parser)
+    argv = ["--data", str(data), "--tz", "UTC", "--battery-kw", "10", "--battery-kwh", "10"]
+    argv += ["--thresholds", "15", "--no-trained", *extra, "--json", str(out)]
+    assert dispatch.run(parser.parse_args(argv)) == 0
+    written: list[dict[str, Any]] = json.loads(out.read_text())
+    return {row["controller"]: row for row in written}
+
+
 def test_the_perfect_forecast_row_sits_between_the_optimum_and_no_battery(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = tmp_path / "meter.csv"
     _write_csv(data)
-    out = tmp_path / "dispatch.json"
-    parser = argparse.ArgumentParser()
-    dispatch.add_arguments(parser)
-    args = parser.parse_args(
-        [
-            "--data",
-            str(data),
-            "--tz",
-            "UTC",
-            "--battery-kw",
-            "10",
-            "--battery-kwh",
-            "10",
-            "--thresholds",
-            "15",
-            "--no-trained",
-            "--perfect-forecast",
-            "--json",
-            str(out),
-        ]
-    )
-    assert dispatch.run(args) == 0
-    written: list[dict[str, Any]] = json.loads(out.read_text())
-    rows = {row["controller"]: row for row in written}
+    rows = _run_rows(data, tmp_path / "dispatch.json", "--perfect-forecast")
     assert set(rows) == {"no-battery", "threshold-15", "baseline", "perfect-forecast", "optimum"}
     none, perfect, best = rows["no-battery"], rows["perfect-forecast"], rows["optimum"]
     assert none["billed_kw"] == pytest.approx(24.0, abs=0.5)
@@ -82,13 +71,7 @@ def test_the_tariffs_interval_sets_what_is_billed(
         kw[day * 1440 + 14 * 60 : day * 1440 + 14 * 60 + 5] = 24.0
     data = tmp_path / "meter.csv"
     write_minute_csv(data, START, kw.tolist())
-    out = tmp_path / "dispatch.json"
-    parser = argparse.ArgumentParser()
-    dispatch.add_arguments(parser)
-    argv = ["--data", str(data), "--tz", "UTC", "--battery-kw", "10", "--battery-kwh", "10"]
-    argv += ["--thresholds", "15", "--no-trained", "--interval-minutes", str(interval)]
-    assert dispatch.run(parser.parse_args([*argv, "--json", str(out)])) == 0
-    rows = {row["controller"]: row for row in json.loads(out.read_text())}
+    rows = _run_rows(data, tmp_path / "dispatch.json", "--interval-minutes", str(interval))
     assert rows["no-battery"]["billed_kw"] == pytest.approx(billed, abs=0.01)
     # On 5-minute intervals the spike's own interval needs 24 - 10 kW at the power limit; on
     # 15-minute ones the battery can go lower (the whole day). The planner sits in between, never
@@ -105,31 +88,7 @@ def test_the_self_tuned_row_runs_on_its_defaults_without_history(
 ) -> None:
     data = tmp_path / "meter.csv"
     _write_csv(data)
-    out = tmp_path / "dispatch.json"
-    parser = argparse.ArgumentParser()
-    dispatch.add_arguments(parser)
-    args = parser.parse_args(
-        [
-            "--data",
-            str(data),
-            "--tz",
-            "UTC",
-            "--battery-kw",
-            "10",
-            "--battery-kwh",
-            "10",
-            "--thresholds",
-            "15",
-            "--no-trained",
-            "--self-tuned",
-            "--replan-minutes",
-            "30",
-            "--json",
-            str(out),
-        ]
-    )
-    assert dispatch.run(args) == 0
-    rows = {row["controller"]: row for row in json.loads(out.read_text())}
+    rows = _run_rows(data, tmp_path / "dispatch.json", "--self-tuned", "--replan-minutes", "30")
     assert "self-tuned" in rows
     tuned, baseline = rows["self-tuned"], rows["baseline"]
     # Three days are fewer than the 14 the selection needs: every night serves the defaults,

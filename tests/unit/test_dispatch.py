@@ -926,7 +926,7 @@ def test_the_answer_to_the_projected_rest_is_counted_but_the_setpoint_follows_th
     rise): the setpoint still answers the meter, and the answer the warning counts
     (``rest_kw``) is the live layer's rule on the projected load, within the SOC."""
 
-    def decide(rest_load_kw: float | None) -> Any:
+    def decide(rest_load_kw: float | None, soc_pct: float = 50.0) -> Any:
         controller = DispatchController(BATTERY, TARIFF, ZoneInfo("UTC"))
         return controller.decide(
             DispatchInputs(
@@ -939,7 +939,7 @@ def test_the_answer_to_the_projected_rest_is_counted_but_the_setpoint_follows_th
                 forecast_p90_kw=None,
                 paid_peak_kw=21.5,
                 target_kw=None,
-                soc_pct=50.0,
+                soc_pct=soc_pct,
                 rest_load_kw=rest_load_kw,
             )
         )
@@ -953,22 +953,7 @@ def test_the_answer_to_the_projected_rest_is_counted_but_the_setpoint_follows_th
     # At the projected 30 kW it would discharge 30 - (15 x 21.5 - 100) / 10 = 7.75 kW.
     assert projected.rest_kw == pytest.approx(-7.75)
     # An almost empty battery answers only what its energy holds over the 10 minutes left.
-    controller = DispatchController(BATTERY, TARIFF, ZoneInfo("UTC"))
-    low = controller.decide(
-        DispatchInputs(
-            minute=1_000_005,
-            step_minutes=15,
-            interval_grid_kw=[20.0] * 5,
-            load_now_kw=20.0,
-            forecast_start_minute=None,
-            forecast_p50_kw=None,
-            forecast_p90_kw=None,
-            paid_peak_kw=21.5,
-            target_kw=None,
-            soc_pct=2.0,
-            rest_load_kw=30.0,
-        )
-    )
+    low = decide(30.0, soc_pct=2.0)
     available_kw = (BATTERY.kwh(2.0) - BATTERY.min_kwh) * BATTERY.efficiency * 60.0 / 10.0
     assert low.rest_kw == pytest.approx(-min(7.75, available_kw))
 
