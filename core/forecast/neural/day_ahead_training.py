@@ -131,6 +131,21 @@ def train_day_ahead(
     # Outdoor air: used when the 60-minute model's validation chose it (same site, same air);
     # comparing both here too would halve the day-ahead model's share of the time budget.
     options = [air_ok]
+
+    def samples(origins: Any, use_air: bool) -> SampleSet:
+        return build_day_ahead_samples(
+            start_minute,
+            values_kw,
+            origins,
+            tz,
+            scaling,
+            outdoor_air,
+            use_air,
+            smooth,
+            groups,
+            calendar,
+        )
+
     results: list[dict[str, Any]] = []
     best: tuple[float, bool, Any, int] | None = None
     for k, use_air in enumerate(options):
@@ -138,30 +153,8 @@ def train_day_ahead(
             break
         # Each option gets an equal share of the time left.
         share = time.monotonic() + (deadline - time.monotonic()) / (len(options) - k)
-        fit = build_day_ahead_samples(
-            start_minute,
-            values_kw,
-            fit_o,
-            tz,
-            scaling,
-            outdoor_air,
-            use_air,
-            smooth,
-            groups,
-            calendar,
-        )
-        val = build_day_ahead_samples(
-            start_minute,
-            values_kw,
-            val_o,
-            tz,
-            scaling,
-            outdoor_air,
-            use_air,
-            smooth,
-            groups,
-            calendar,
-        )
+        fit = samples(fit_o, use_air)
+        val, val_air = samples(val_o, use_air), use_air
         model = make_model(fit.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
         epoch, score, curve = fit_epochs(
             model,
@@ -193,9 +186,8 @@ def train_day_ahead(
         gc.collect()
     assert best is not None
     _, use_air, weights, epochs = best
-    val = build_day_ahead_samples(
-        start_minute, values_kw, val_o, tz, scaling, outdoor_air, use_air, smooth, groups, calendar
-    )
+    if val_air != use_air:  # the best option's validation samples are not the last built
+        val = samples(val_o, use_air)
     model = make_model(val.x.shape[1], DAY_AHEAD_CANDIDATE, horizon, seed)
 
     def shrunk(factor: float) -> None:
@@ -220,18 +212,7 @@ def train_day_ahead(
     )
     holdout: dict[str, dict[str, float]] = {}
     if len(hold_o):
-        hold = build_day_ahead_samples(
-            start_minute,
-            values_kw,
-            hold_o,
-            tz,
-            scaling,
-            outdoor_air,
-            use_air,
-            smooth,
-            groups,
-            calendar,
-        )
+        hold = samples(hold_o, use_air)
         # The reference mean-2-weeks: plain weekdays, as the benchmarks score it.
         seasonal_h = da.day_ahead_blocks(start_minute, values_kw, hold_o, tz).baseline_kw
         kw_h, p10_h, p90_h = predict_kw(model, hold, scaling, horizon)
